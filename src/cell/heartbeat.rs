@@ -1,0 +1,176 @@
+//! Heartbeat files: `.lazarus/heartbeats/<agent>.json`, written by agents.
+//!
+//! Only `timestamp` is required, as unix seconds (float) or an RFC 3339
+//! string. Agents in the wild truncate then write, so an empty or cut-off
+//! file is [`HeartbeatError::Partial`]: keep the last good value and read
+//! again on the next change; it is not a death and not an error to report.
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// How far in the future a heartbeat may claim to be before it is clamped.
+pub const FUTURE_SKEW_ALLOWANCE_S: f64 = 5.0;
+
+/// A parsed heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Heartbeat {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// A claim by the agent, not proof: never used to signal anything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i64>,
+    /// Unix seconds.
+    pub timestamp: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cycle: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cell_uuid: Option<String>,
+}
+
+/// Why a heartbeat file's content was not accepted.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum HeartbeatError {
+    /// Empty or cut off mid-write: read again on the next change.
+    #[error("is empty or half-written")]
+    Partial,
+    /// Whole but wrong: an `invalid_input` for the daemon.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Heartbeat {
+    /// Parses a heartbeat file's bytes.
+    pub fn parse(bytes: &[u8]) -> Result<Heartbeat, HeartbeatError> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(HeartbeatError::Partial);
+        }
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+            if e.is_eof() {
+                HeartbeatError::Partial
+            } else {
+                HeartbeatError::Invalid(format!("not JSON: {e}"))
+            }
+        })?;
+        let Value::Object(obj) = value else {
+            return Err(HeartbeatError::Invalid("not a JSON object".into()));
+        };
+        let timestamp = match obj.get("timestamp") {
+            Some(Value::Number(n)) => n
+                .as_f64()
+                .ok_or_else(|| HeartbeatError::Invalid("timestamp is not a number".into()))?,
+            Some(Value::String(s)) => chrono::DateTime::parse_from_rfc3339(s)
+                .map(|t| t.timestamp_micros() as f64 / 1e6)
+                .map_err(|e| {
+                    HeartbeatError::Invalid(format!("timestamp {s:?} is not RFC 3339: {e}"))
+                })?,
+            Some(_) => {
+                return Err(HeartbeatError::Invalid(
+                    "timestamp must be unix seconds or an RFC 3339 string".into(),
+                ));
+            }
+            None => return Err(HeartbeatError::Invalid("timestamp is missing".into())),
+        };
+        if !timestamp.is_finite() || timestamp < 0.0 {
+            return Err(HeartbeatError::Invalid(format!(
+                "timestamp {timestamp} is not a time"
+            )));
+        }
+        let string = |k: &str| obj.get(k).and_then(Value::as_str).map(str::to_string);
+        Ok(Heartbeat {
+            agent: string("agent"),
+            pid: obj.get("pid").and_then(Value::as_i64),
+            timestamp,
+            cycle: obj.get("cycle").and_then(Value::as_u64),
+            model: string("model"),
+            status: string("status"),
+            cell_uuid: string("cell_uuid"),
+        })
+    }
+
+    /// When the agent was last seen alive, given the time `now` (unix
+    /// seconds) at which the file was read: its timestamp, clamped to `now`
+    /// if it lies further in the future than the skew allowance.
+    pub fn seen_at(&self, now: f64) -> f64 {
+        if self.timestamp > now + FUTURE_SKEW_ALLOWANCE_S {
+            now
+        } else {
+            self.timestamp
+        }
+    }
+
+    /// The file's bytes, with a final newline.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = serde_json::to_vec(self).unwrap_or_default();
+        out.push(b'\n');
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_heartbeat() {
+        let hb = Heartbeat::parse(
+            br#"{"agent":"claude","pid":12345,"timestamp":1744000000.0,"cycle":42,
+                "model":"claude-opus-4-6","status":"thinking",
+                "cell_uuid":"a3f7c901-1234-4b5e-8def-000000000001"}"#,
+        )
+        .expect("parse");
+        assert_eq!(hb.timestamp, 1744000000.0);
+        assert_eq!(hb.pid, Some(12345));
+        assert_eq!(hb.status.as_deref(), Some("thinking"));
+    }
+
+    #[test]
+    fn only_timestamp_is_required_and_rfc3339_is_accepted() {
+        let hb = Heartbeat::parse(br#"{"timestamp":"2026-04-06T00:00:01.5Z"}"#).expect("parse");
+        assert_eq!(hb.timestamp, 1775433601.5);
+        assert_eq!(hb.agent, None);
+    }
+
+    #[test]
+    fn torn_writes_are_partial_not_invalid() {
+        for torn in [
+            &b""[..],
+            b"  \n",
+            b"{\"timestamp\": 17",
+            b"{\"agent\":\"a\",",
+        ] {
+            assert_eq!(
+                Heartbeat::parse(torn),
+                Err(HeartbeatError::Partial),
+                "{torn:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn garbage_is_invalid() {
+        for bad in [
+            &b"hello"[..],
+            b"[1]",
+            b"{}",
+            b"{\"timestamp\":true}",
+            b"{\"timestamp\":\"yesterday\"}",
+            b"{\"timestamp\":-5}",
+        ] {
+            assert!(
+                matches!(Heartbeat::parse(bad), Err(HeartbeatError::Invalid(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn future_timestamps_are_clamped() {
+        let hb = Heartbeat::parse(br#"{"timestamp":2000}"#).expect("parse");
+        assert_eq!(hb.seen_at(1000.0), 1000.0);
+        assert_eq!(hb.seen_at(1996.0), 2000.0);
+    }
+}

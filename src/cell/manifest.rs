@@ -1,0 +1,407 @@
+//! The typed `cell.json` manifest.
+//!
+//! Reading is tolerant (seed-era manifests, missing optional fields, an
+//! unknown status) and writing is faithful: every field this program does
+//! not know lands in `extra` and is written back exactly, and durations keep
+//! the number the user wrote (`30` stays `30`, not `30.0`).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Number, Value};
+
+use super::lifecycle::CellStatus;
+use super::name::validate_agent_name;
+
+/// A duration in seconds, integer or fractional, kept as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Seconds(pub Number);
+
+impl Seconds {
+    /// The value as a duration, or `None` if negative or not finite.
+    pub fn duration(&self) -> Option<Duration> {
+        let secs = self.0.as_f64()?;
+        Duration::try_from_secs_f64(secs).ok()
+    }
+
+    pub fn from_secs_f64(secs: f64) -> Option<Seconds> {
+        if secs.fract() == 0.0 && (0.0..9.0e15).contains(&secs) {
+            return Some(Seconds(Number::from(secs as u64)));
+        }
+        Number::from_f64(secs).map(Seconds)
+    }
+}
+
+/// How a dead agent is handled (`revive_policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RevivePolicy {
+    /// Revive it.
+    Yes,
+    /// Record `agent_dead`, nothing else.
+    No,
+    /// Ask an operator (`lazarus-pit approve|deny`).
+    Ask,
+    /// Hand its work to a substitute agent.
+    Substitute,
+}
+
+/// Whether a clean exit is revived (`restart`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// A clean exit 0 means finished.
+    #[default]
+    OnFailure,
+    /// Any exit is revived.
+    Always,
+}
+
+/// How an agent is confined (`isolation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// cwd in `workspace/`, nothing more enforced.
+    #[default]
+    Directory,
+    MountNamespace,
+    Podman,
+}
+
+/// An agent's `command`: an argv array, or a string run with `/bin/sh -c`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AgentCommand {
+    Argv(Vec<String>),
+    Shell(String),
+}
+
+impl AgentCommand {
+    /// The argv to execute.
+    pub fn argv(&self) -> Vec<String> {
+        match self {
+            AgentCommand::Argv(v) => v.clone(),
+            AgentCommand::Shell(s) => vec!["/bin/sh".into(), "-c".into(), s.clone()],
+        }
+    }
+}
+
+/// One entry of `agents`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Agent {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joined_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<AgentCommand>,
+    /// Extra environment; values must be strings (checked by `problems`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revive_policy: Option<RevivePolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub substitutes: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_stale_threshold: Option<Seconds>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resurrect_after: Option<Seconds>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_revive_attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autostart: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<RestartPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<Isolation>,
+    /// rlimits for the agent process, e.g. `{"nofile": 1024}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Map<String, Value>>,
+    /// Fields this program does not know, written back untouched.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Agent {
+    pub fn new(name: &str, role: Option<String>, joined_at: String) -> Agent {
+        Agent {
+            name: name.to_string(),
+            role,
+            joined_at: Some(joined_at),
+            home: None,
+            command: None,
+            env: None,
+            revive_policy: None,
+            substitutes: None,
+            heartbeat_stale_threshold: None,
+            resurrect_after: None,
+            max_revive_attempts: None,
+            autostart: None,
+            restart: None,
+            isolation: None,
+            limits: None,
+            extra: Map::new(),
+        }
+    }
+}
+
+/// `cell.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    #[serde(default)]
+    pub uuid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mission: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    /// Absent in some seed-era manifests, which meant `active`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<CellStatus>,
+    #[serde(default)]
+    pub agents: Vec<Agent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revive_policy: Option<RevivePolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_revive_attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_stale_threshold: Option<Seconds>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resurrect_after: Option<Seconds>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<Seconds>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration: Option<Seconds>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_interval: Option<Seconds>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<Isolation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Map<String, Value>>,
+    /// Fields this program does not know (`gitea_issue`, `repo`, a user's
+    /// nested objects), written back untouched.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Manifest {
+    /// A new, empty manifest.
+    pub fn new(uuid: String, created_at: String) -> Manifest {
+        Manifest {
+            uuid,
+            name: None,
+            mission: None,
+            created_at: Some(created_at),
+            created_by: None,
+            status: Some(CellStatus::Provisioned),
+            agents: Vec::new(),
+            revive_policy: None,
+            max_revive_attempts: None,
+            heartbeat_stale_threshold: None,
+            resurrect_after: None,
+            idle_timeout: None,
+            max_duration: None,
+            checkpoint_interval: None,
+            isolation: None,
+            limits: None,
+            extra: Map::new(),
+        }
+    }
+
+    /// Parses `cell.json`; the error is serde's, with line and column.
+    pub fn from_slice(bytes: &[u8]) -> Result<Manifest, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// The manifest as written to disk: pretty, with a final newline.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = serde_json::to_vec_pretty(self).unwrap_or_default();
+        out.push(b'\n');
+        out
+    }
+
+    /// The status, with a missing one read as `active` (seed behaviour).
+    pub fn status(&self) -> CellStatus {
+        self.status.clone().unwrap_or(CellStatus::Active)
+    }
+
+    pub fn agent(&self, name: &str) -> Option<&Agent> {
+        self.agents.iter().find(|a| a.name == name)
+    }
+
+    /// Every problem with the manifest at once (Horust-style), so a user
+    /// fixes them in one go. An empty list means valid.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let CellStatus::Unknown(s) = self.status() {
+            out.push(format!(
+                "status {s:?} is not one of provisioned, active, frozen, archived, destroyed"
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for agent in &self.agents {
+            if let Err(e) = validate_agent_name(&agent.name) {
+                out.push(format!("agent {:?}: {e}", agent.name));
+            }
+            if !seen.insert(agent.name.as_str()) {
+                out.push(format!("agent {:?} is listed twice", agent.name));
+            }
+            if let Some(env) = &agent.env {
+                for (k, v) in env {
+                    if !v.is_string() {
+                        out.push(format!(
+                            "agent {:?}: env {k:?} must be a string",
+                            agent.name
+                        ));
+                    }
+                    if k.is_empty() || k.contains('=') || k.contains('\0') {
+                        out.push(format!(
+                            "agent {:?}: {k:?} is not a valid environment variable name",
+                            agent.name
+                        ));
+                    }
+                }
+            }
+            if let Some(AgentCommand::Argv(argv)) = &agent.command
+                && argv.is_empty()
+            {
+                out.push(format!("agent {:?}: command is an empty list", agent.name));
+            }
+            // A substitute that has left the cell is skipped at revival
+            // time, not an error: `cell leave` must not break the manifest.
+            if agent.substitutes.iter().flatten().any(|s| s == &agent.name) {
+                out.push(format!("agent {:?} cannot substitute itself", agent.name));
+            }
+            for (field, value) in [
+                (
+                    "heartbeat_stale_threshold",
+                    &agent.heartbeat_stale_threshold,
+                ),
+                ("resurrect_after", &agent.resurrect_after),
+            ] {
+                if value.as_ref().is_some_and(|s| s.duration().is_none()) {
+                    out.push(format!(
+                        "agent {:?}: {field} must be a non-negative number of seconds",
+                        agent.name
+                    ));
+                }
+            }
+        }
+        for (field, value) in [
+            ("heartbeat_stale_threshold", &self.heartbeat_stale_threshold),
+            ("resurrect_after", &self.resurrect_after),
+            ("idle_timeout", &self.idle_timeout),
+            ("max_duration", &self.max_duration),
+            ("checkpoint_interval", &self.checkpoint_interval),
+        ] {
+            if value.as_ref().is_some_and(|s| s.duration().is_none()) {
+                out.push(format!("{field} must be a non-negative number of seconds"));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED: &str = r#"{
+  "uuid": "a3f7c901-1234-4b5e-8def-000000000001",
+  "name": "optional human-readable name",
+  "mission": "Short description of the mission objective",
+  "created_at": "2026-04-06T00:00:00Z",
+  "created_by": "agent-name or username",
+  "status": "active",
+  "agents": [
+    {
+      "name": "claude",
+      "role": "developer",
+      "joined_at": "2026-04-06T00:01:00Z",
+      "home": "/root/wizards/claude"
+    }
+  ],
+  "gitea_issue": 879,
+  "repo": "Timmy_Foundation/the-nexus"
+}"#;
+
+    fn value(bytes: &[u8]) -> Value {
+        serde_json::from_slice(bytes).expect("json")
+    }
+
+    #[test]
+    fn seed_manifest_round_trips_exactly() {
+        let m = Manifest::from_slice(SEED.as_bytes()).expect("parse");
+        assert_eq!(m.status(), CellStatus::Active);
+        assert_eq!(m.agents[0].name, "claude");
+        assert_eq!(value(&m.to_bytes()), value(SEED.as_bytes()));
+    }
+
+    #[test]
+    fn unknown_fields_and_numbers_survive() {
+        let src = r#"{"uuid":"u","status":"frozen","heartbeat_stale_threshold":30,
+            "resurrect_after":1.5,"custom":{"nested":[1,2.50,{"x":null}]},
+            "agents":[{"name":"a","command":"run.sh","mine":true,"env":{"K":"V"}}]}"#;
+        let m = Manifest::from_slice(src.as_bytes()).expect("parse");
+        assert_eq!(
+            m.heartbeat_stale_threshold
+                .as_ref()
+                .and_then(Seconds::duration),
+            Some(Duration::from_secs(30))
+        );
+        let out = String::from_utf8(m.to_bytes()).expect("utf8");
+        assert!(out.contains("\"heartbeat_stale_threshold\": 30,"), "{out}");
+        assert_eq!(value(out.as_bytes()), value(src.as_bytes()));
+    }
+
+    #[test]
+    fn tolerant_of_missing_fields_and_unknown_status() {
+        let m = Manifest::from_slice(br#"{"status":"exploded"}"#).expect("parse");
+        assert_eq!(m.status(), CellStatus::Unknown("exploded".into()));
+        assert!(m.agents.is_empty());
+        assert_eq!(m.problems().len(), 1);
+        let m = Manifest::from_slice(b"{}").expect("parse");
+        assert_eq!(m.status(), CellStatus::Active);
+        assert!(!String::from_utf8_lossy(&m.to_bytes()).contains("status"));
+    }
+
+    #[test]
+    fn command_string_or_argv() {
+        let m = Manifest::from_slice(
+            br#"{"agents":[{"name":"a","command":"echo hi"},{"name":"b","command":["x","y"]}]}"#,
+        )
+        .expect("parse");
+        assert_eq!(
+            m.agents[0].command.as_ref().map(AgentCommand::argv),
+            Some(vec!["/bin/sh".into(), "-c".into(), "echo hi".into()])
+        );
+        assert_eq!(
+            m.agents[1].command.as_ref().map(AgentCommand::argv),
+            Some(vec!["x".into(), "y".into()])
+        );
+    }
+
+    #[test]
+    fn problems_are_reported_together() {
+        let m = Manifest::from_slice(
+            br#"{"resurrect_after":-1,"agents":[{"name":"../x"},{"name":"a","env":{"K":1},
+              "substitutes":["ghost","a"]},{"name":"a"}]}"#,
+        )
+        .expect("parse");
+        let p = m.problems();
+        assert_eq!(p.len(), 5, "{p:#?}");
+    }
+
+    #[test]
+    fn bad_policy_is_an_error_naming_the_value() {
+        let err = Manifest::from_slice(br#"{"revive_policy":"maybe"}"#).unwrap_err();
+        assert!(err.to_string().contains("maybe"), "{err}");
+    }
+}

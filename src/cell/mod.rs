@@ -1,0 +1,261 @@
+//! Mission cells: the manifest model, the on-disk layout, and handles to
+//! the cells root and to one cell through which every file is touched.
+
+pub mod heartbeat;
+pub mod lifecycle;
+pub mod manifest;
+pub mod name;
+pub mod settings;
+pub mod template;
+
+use std::path::{Path, PathBuf};
+
+use chrono::Utc;
+
+use crate::error::{Error, Result};
+use crate::events::Event;
+use crate::store::{AGENT_FILE_LIMIT, Dir, EntryKind, ReadError};
+use heartbeat::{Heartbeat, HeartbeatError};
+use manifest::Manifest;
+
+/// The manifest's file name.
+pub const MANIFEST: &str = "cell.json";
+/// The event stream, relative to the cell.
+pub const EVENTS: &str = "logs/events.jsonl";
+/// Heartbeat files' directory, relative to the cell.
+pub const HEARTBEATS: &str = ".lazarus/heartbeats";
+/// The daemon's state file, relative to the cell.
+pub const STATE: &str = ".lazarus/state.json";
+/// Directories `cell create` makes (BRIEF section 2).
+pub const LAYOUT: &[&str] = &[
+    "workspace",
+    "logs",
+    "checkpoints",
+    "bus/inbox",
+    "bus/outbox",
+    ".lazarus/heartbeats",
+];
+/// Largest `cell.json` read. Far above any real manifest, far below harm.
+pub const MANIFEST_LIMIT: u64 = 1024 * 1024;
+
+/// The heartbeat file of `agent`, relative to the cell.
+pub fn heartbeat_rel(agent: &str) -> String {
+    format!("{HEARTBEATS}/{agent}.json")
+}
+
+/// The current time in the format of `created_at` / `joined_at`.
+pub fn now_rfc3339() -> String {
+    Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The cells root.
+#[derive(Debug, Clone)]
+pub struct Root {
+    pub path: PathBuf,
+}
+
+/// What a directory entry of the root turned out to be.
+#[derive(Debug)]
+pub enum Listed {
+    Cell {
+        cell: Cell,
+        manifest: Box<Manifest>,
+    },
+    /// Has a `cell.json` that could not be read or parsed.
+    Unreadable {
+        name: String,
+        error: Error,
+    },
+}
+
+impl Root {
+    pub fn new(path: impl Into<PathBuf>) -> Root {
+        Root { path: path.into() }
+    }
+
+    pub fn open(&self) -> Result<Dir> {
+        Dir::open(&self.path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::RootMissing(self.path.clone()),
+            _ => Error::Io(std::io::Error::new(
+                e.kind(),
+                format!("cells root {}: {e}", self.path.display()),
+            )),
+        })
+    }
+
+    /// Names of the root's cells, sorted: real directories (never symlinks)
+    /// that hold a `cell.json`. Anything else is not a cell and is ignored.
+    pub fn cell_names(&self) -> Result<Vec<String>> {
+        let root = self.open()?;
+        let mut names: Vec<String> = root
+            .entries()?
+            .into_iter()
+            .filter(|(name, kind)| {
+                !name.starts_with('.')
+                    && matches!(kind, EntryKind::Dir | EntryKind::Unknown)
+                    && root.exists_beneath(&format!("{name}/{MANIFEST}"))
+            })
+            .map(|(name, _)| name)
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Every cell with its manifest, or why its manifest is unreadable.
+    pub fn list(&self) -> Result<Vec<Listed>> {
+        let root = self.open()?;
+        Ok(self
+            .cell_names()?
+            .into_iter()
+            .map(|name| {
+                let opened = root.subdir(&name).map_err(Error::Io).map(|dir| Cell {
+                    id: name.clone(),
+                    dir,
+                });
+                match opened.and_then(|cell| Ok((cell.read_manifest()?, cell))) {
+                    Ok((manifest, cell)) => Listed::Cell {
+                        cell,
+                        manifest: Box::new(manifest),
+                    },
+                    Err(error) => Listed::Unreadable { name, error },
+                }
+            })
+            .collect())
+    }
+
+    /// Opens the cell named exactly `name`.
+    pub fn cell(&self, name: &str) -> Result<Cell> {
+        let dir = self.open()?.subdir(name)?;
+        Ok(Cell {
+            id: name.to_string(),
+            dir,
+        })
+    }
+
+    /// Finds the cell whose id is `prefix` or starts with it. Unknown and
+    /// ambiguous prefixes are errors; the latter lists the candidates.
+    pub fn resolve(&self, prefix: &str) -> Result<Cell> {
+        let ok_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.';
+        if prefix.is_empty() || prefix.starts_with('.') || !prefix.chars().all(ok_char) {
+            return Err(Error::BadCellId(prefix.to_string()));
+        }
+        let wanted = prefix.to_ascii_lowercase();
+        let names = self.cell_names()?;
+        if let Some(exact) = names.iter().find(|n| n.to_ascii_lowercase() == wanted) {
+            return self.cell(exact);
+        }
+        let candidates: Vec<String> = names
+            .into_iter()
+            .filter(|n| n.to_ascii_lowercase().starts_with(&wanted))
+            .collect();
+        match candidates.as_slice() {
+            [] => Err(Error::CellNotFound {
+                prefix: prefix.to_string(),
+                root: self.path.clone(),
+            }),
+            [one] => self.cell(one),
+            _ => Err(Error::AmbiguousCell {
+                prefix: prefix.to_string(),
+                candidates,
+            }),
+        }
+    }
+}
+
+/// One opened cell directory. Every path below it is resolved from its
+/// descriptor without following symlinks (see [`Dir`]).
+#[derive(Debug)]
+pub struct Cell {
+    /// The directory name: the cell's UUID.
+    pub id: String,
+    pub dir: Dir,
+}
+
+impl Cell {
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Reads and parses `cell.json`.
+    pub fn read_manifest(&self) -> Result<Manifest> {
+        let path = self.dir.display(MANIFEST);
+        let bytes = self
+            .dir
+            .read_file(MANIFEST, MANIFEST_LIMIT)
+            .map_err(|source| Error::Read {
+                path: path.clone(),
+                source,
+            })?;
+        Manifest::from_slice(&bytes).map_err(|source| Error::Json { path, source })
+    }
+
+    /// Writes `cell.json` atomically. Callers hold the cell lock.
+    fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
+        Ok(self
+            .dir
+            .write_atomic(MANIFEST, &manifest.to_bytes(), 0o644)?)
+    }
+
+    /// Locked read-modify-write of `cell.json`: `change` gets the current
+    /// manifest and returns its result plus the events to record. The file
+    /// is rewritten (atomically) only if the manifest changed, and the
+    /// events are appended before the lock is released, so the order of
+    /// lines in `events.jsonl` is the order of the changes.
+    pub fn update<T>(
+        &self,
+        change: impl FnOnce(&mut Manifest) -> Result<(T, Vec<Event>)>,
+    ) -> Result<T> {
+        let _lock = self.dir.lock()?;
+        let before = self.read_manifest()?;
+        let mut manifest = before.clone();
+        let (out, events) = change(&mut manifest)?;
+        if manifest != before {
+            self.write_manifest(&manifest)?;
+        }
+        self.append_events(&events)?;
+        Ok(out)
+    }
+
+    /// Appends events to `logs/events.jsonl`, creating `logs/` if a cell
+    /// made by another tool lacks it.
+    pub fn append_events(&self, events: &[Event]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let logs = self.dir.create_dirs("logs")?;
+        for event in events {
+            logs.append_line("events.jsonl", &event.to_line(&self.id, Utc::now()))?;
+        }
+        Ok(())
+    }
+
+    /// Reads an agent's heartbeat file safely and parses it.
+    pub fn read_heartbeat(&self, agent: &str) -> Result<Heartbeat, HeartbeatReadError> {
+        let bytes = self
+            .dir
+            .read_file(&heartbeat_rel(agent), AGENT_FILE_LIMIT)
+            .map_err(HeartbeatReadError::File)?;
+        Heartbeat::parse(&bytes).map_err(HeartbeatReadError::Content)
+    }
+}
+
+/// Why an agent's heartbeat could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum HeartbeatReadError {
+    #[error("heartbeat file {0}")]
+    File(ReadError),
+    #[error("heartbeat {0}")]
+    Content(HeartbeatError),
+}
+
+impl HeartbeatReadError {
+    /// No heartbeat yet: not an error worth reporting.
+    pub fn is_missing(&self) -> bool {
+        matches!(self, HeartbeatReadError::File(ReadError::NotFound))
+    }
+
+    /// A torn write: keep the last good value, read again later.
+    pub fn is_partial(&self) -> bool {
+        matches!(self, HeartbeatReadError::Content(HeartbeatError::Partial))
+    }
+}

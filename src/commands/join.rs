@@ -1,0 +1,97 @@
+//! `cell join`: add an agent to a cell. The first join moves a
+//! `provisioned` cell to `active`.
+
+use std::process::ExitCode;
+
+use serde_json::{Map, Value, json};
+
+use crate::Context;
+use crate::cell::lifecycle::CellStatus;
+use crate::cell::manifest::{Agent, AgentCommand};
+use crate::cell::now_rfc3339;
+use crate::cli::JoinArgs;
+use crate::error::{Error, Result};
+use crate::events::{Event, EventKind};
+
+pub fn run(ctx: &Context, args: JoinArgs) -> Result<ExitCode> {
+    super::check_agent_name(&args.agent)?;
+    let env = parse_env(&args.env)?;
+    let command = match args.command.as_slice() {
+        [] => None,
+        [one] if one.contains(char::is_whitespace) => Some(AgentCommand::Shell(one.clone())),
+        argv => Some(AgentCommand::Argv(argv.to_vec())),
+    };
+    let cell = ctx.root.resolve(&args.cell)?;
+    let role = args.role.unwrap_or_else(|| super::DEFAULT_ROLE.to_string());
+    let agent = cell.update(|m| {
+        let status = m.status();
+        if !status.accepts_members() {
+            return Err(Error::refused(
+                &cell.id,
+                format!("add agent {:?}", args.agent),
+                format!("the cell is {status}"),
+            ));
+        }
+        if m.agent(&args.agent).is_some() {
+            return Err(Error::refused(
+                &cell.id,
+                format!("add agent {:?}", args.agent),
+                "an agent of that name is already in the cell",
+            ));
+        }
+        let mut agent = Agent::new(&args.agent, Some(role.clone()), now_rfc3339());
+        agent.command = command;
+        agent.env = env;
+        m.agents.push(agent.clone());
+        let mut events = vec![
+            Event::new(EventKind::AgentJoined)
+                .with("agent", args.agent.clone())
+                .with("role", role.clone()),
+        ];
+        if status == CellStatus::Provisioned {
+            m.status = Some(CellStatus::Active);
+            events.push(
+                Event::new(EventKind::CellStatusChanged)
+                    .with("from", status.as_str())
+                    .with("to", "active"),
+            );
+        }
+        Ok((agent, events))
+    })?;
+    // The inbox is a convenience for the message bus; the join stands
+    // without it.
+    if let Err(e) = cell.dir.create_dirs(&format!("bus/inbox/{}", agent.name)) {
+        tracing::warn!(
+            "cell {}: could not create the inbox of {}: {e}",
+            cell.id,
+            agent.name
+        );
+    }
+    if ctx.json {
+        super::print_json(&json!({ "cell": cell.id, "agent": agent }));
+    } else {
+        println!("{} joined {}", agent.name, cell.id);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `K=V` pairs into the manifest's `env` object.
+fn parse_env(pairs: &[String]) -> Result<Option<Map<String, Value>>> {
+    if pairs.is_empty() {
+        return Ok(None);
+    }
+    let mut env = Map::new();
+    for pair in pairs {
+        match pair.split_once('=') {
+            Some((k, v)) if !k.is_empty() && !k.contains('\0') && !v.contains('\0') => {
+                env.insert(k.to_string(), Value::String(v.to_string()));
+            }
+            _ => {
+                return Err(Error::Usage(format!(
+                    "--env {pair:?}: expected KEY=VALUE with a non-empty KEY"
+                )));
+            }
+        }
+    }
+    Ok(Some(env))
+}

@@ -1,0 +1,35 @@
+//! One module per subcommand, named for the verb. Each exposes
+//! `run(&Context, args) -> Result<ExitCode>`.
+
+pub mod create;
+pub mod daemon;
+pub mod destroy;
+pub mod events;
+pub mod heartbeat;
+pub mod join;
+pub mod leave;
+pub mod lifecycle;
+pub mod list;
+pub mod show;
+pub mod status;
+
+use crate::error::{Error, Result};
+
+/// Prints a JSON value on stdout, pretty, with a final newline.
+pub(crate) fn print_json(value: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+/// Checks an agent name, as a user-facing error.
+pub(crate) fn check_agent_name(name: &str) -> Result<()> {
+    crate::cell::name::validate_agent_name(name).map_err(|reason| Error::InvalidAgentName {
+        name: name.to_string(),
+        reason,
+    })
+}
+
+/// The role recorded when none is given.
+pub(crate) const DEFAULT_ROLE: &str = "agent";

@@ -1,0 +1,61 @@
+//! `cell show`: one cell's manifest, for people or (`--json`) as stored.
+
+use std::process::ExitCode;
+
+use crate::Context;
+use crate::cell::manifest::AgentCommand;
+use crate::cli::CellArg;
+use crate::error::Result;
+
+pub fn run(ctx: &Context, args: CellArg) -> Result<ExitCode> {
+    let cell = ctx.root.resolve(&args.cell)?;
+    let m = cell.read_manifest()?;
+    if ctx.json {
+        super::print_json(&serde_json::to_value(&m).unwrap_or_default());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut out = String::new();
+    let mut line = |k: &str, v: &str| out.push_str(&format!("{k:<10} {v}\n"));
+    line("uuid:", &cell.id);
+    line("name:", m.name.as_deref().unwrap_or("-"));
+    line("mission:", m.mission.as_deref().unwrap_or("-"));
+    line("status:", m.status().as_str());
+    line(
+        "created:",
+        &format!(
+            "{} by {}",
+            m.created_at.as_deref().unwrap_or("?"),
+            m.created_by.as_deref().unwrap_or("?")
+        ),
+    );
+    line("path:", &cell.path().display().to_string());
+    if !m.extra.is_empty() {
+        let extra: Vec<String> = m
+            .extra
+            .iter()
+            .map(|(k, v)| format!("{k}={}", serde_json::to_string(v).unwrap_or_default()))
+            .collect();
+        line("other:", &extra.join(" "));
+    }
+    line("agents:", if m.agents.is_empty() { "none" } else { "" });
+    for a in &m.agents {
+        let mut desc = format!(
+            "  {} ({}), joined {}",
+            a.name,
+            a.role.as_deref().unwrap_or("-"),
+            a.joined_at.as_deref().unwrap_or("?")
+        );
+        match &a.command {
+            Some(AgentCommand::Argv(argv)) => desc.push_str(&format!(", command {argv:?}")),
+            Some(AgentCommand::Shell(s)) => desc.push_str(&format!(", command sh -c {s:?}")),
+            None => desc.push_str(", watched only (no command)"),
+        }
+        out.push_str(&desc);
+        out.push('\n');
+    }
+    for problem in m.problems() {
+        out.push_str(&format!("problem:   {problem}\n"));
+    }
+    print!("{out}");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,342 @@
+//! `lazarus-pit.toml`: typed sections with the documented defaults, the
+//! file precedence, and root precedence.
+//!
+//! The seed's file must load unchanged, so sections the program does not
+//! act on (`[gateway]`, `[gitea]`) are accepted, and unknown keys are
+//! warnings, never failures.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::cell::manifest::RevivePolicy;
+use crate::error::{Error, Result};
+
+/// Used when neither `--config` nor `LAZARUS_CONFIG` names a file.
+pub const SYSTEM_CONFIG: &str = "/etc/lazarus-pit/lazarus-pit.toml";
+/// Used when neither `--root`, `LAZARUS_ROOT` nor `cells.root` names one.
+pub const DEFAULT_ROOT: &str = "/var/missions";
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    pub daemon: DaemonConfig,
+    pub cells: CellsConfig,
+    pub events: EventsConfig,
+    pub isolation: IsolationConfig,
+    pub notifications: NotificationsConfig,
+    /// Seed section, accepted as is (the gateway probe is not ours).
+    pub gateway: toml::Table,
+    pub gitea: GiteaConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct DaemonConfig {
+    /// Written at start, removed at exit.
+    pub pid_file: Option<PathBuf>,
+    /// `-` or absent: stderr.
+    pub log_file: Option<String>,
+    /// `DEBUG`, `INFO`, `WARNING`, `ERROR` (seed spelling) or tracing's.
+    pub log_level: Option<String>,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct CellsConfig {
+    pub root: Option<PathBuf>,
+    #[serde(deserialize_with = "seconds")]
+    pub heartbeat_stale_threshold: Duration,
+    #[serde(deserialize_with = "seconds")]
+    pub resurrect_after: Duration,
+    pub max_revive_attempts: u32,
+    #[serde(deserialize_with = "seconds")]
+    pub poll_interval: Duration,
+    pub revive_policy: RevivePolicy,
+    #[serde(deserialize_with = "seconds")]
+    pub kill_grace: Duration,
+    #[serde(deserialize_with = "seconds")]
+    pub backoff_initial: Duration,
+    #[serde(deserialize_with = "seconds")]
+    pub backoff_max: Duration,
+    #[serde(deserialize_with = "seconds")]
+    pub reset_after: Duration,
+    pub watch: WatchMode,
+    pub checkpoints_keep: u32,
+    pub checkpoint_on_archive: bool,
+}
+
+impl Default for CellsConfig {
+    fn default() -> Self {
+        CellsConfig {
+            root: None,
+            heartbeat_stale_threshold: Duration::from_secs(60),
+            resurrect_after: Duration::from_secs(120),
+            max_revive_attempts: 3,
+            poll_interval: Duration::from_secs(15),
+            revive_policy: RevivePolicy::Yes,
+            kill_grace: Duration::from_secs(10),
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            reset_after: Duration::from_secs(600),
+            watch: WatchMode::Auto,
+            checkpoints_keep: 10,
+            checkpoint_on_archive: false,
+        }
+    }
+}
+
+/// How the daemon learns of file changes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WatchMode {
+    /// inotify, or polling on a filesystem without it (NFS, CIFS, FUSE).
+    #[default]
+    Auto,
+    Inotify,
+    Poll,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct EventsConfig {
+    pub heartbeats: HeartbeatEvents,
+    /// Rotate `events.jsonl` past this size; absent: never.
+    pub max_bytes: Option<u64>,
+    /// Rotated files kept.
+    pub keep: u32,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            heartbeats: HeartbeatEvents::Changes,
+            max_bytes: None,
+            keep: 5,
+        }
+    }
+}
+
+/// Which heartbeats become `heartbeat` events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeartbeatEvents {
+    /// Only those whose `status` changed.
+    #[default]
+    Changes,
+    All,
+    None,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct IsolationConfig {
+    /// Paths hidden from agents under `mount-namespace` isolation.
+    pub hidden_paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct NotificationsConfig {
+    /// Hook argv, run with the event line on stdin.
+    pub command: Option<Vec<String>>,
+    /// Events that run the hook.
+    pub events: Vec<String>,
+    pub open_issue_on_death: bool,
+    pub close_issue_on_revive: bool,
+}
+
+impl Default for NotificationsConfig {
+    fn default() -> Self {
+        NotificationsConfig {
+            command: None,
+            events: [
+                "agent_stale",
+                "agent_revived",
+                "revive_failed",
+                "revive_exhausted",
+                "revive_requested",
+                "agent_dead",
+            ]
+            .map(String::from)
+            .to_vec(),
+            open_issue_on_death: true,
+            close_issue_on_revive: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct GiteaConfig {
+    pub url: Option<String>,
+    pub repo: Option<String>,
+    /// Prefer `GITEA_TOKEN` in the environment; see [`GiteaConfig::token`].
+    token: Option<String>,
+}
+
+impl GiteaConfig {
+    /// `GITEA_TOKEN` if set, else the file's `token`.
+    pub fn token(&self) -> Option<String> {
+        std::env::var("GITEA_TOKEN")
+            .ok()
+            .or_else(|| self.token.clone())
+    }
+}
+
+/// Seconds as integer or float, non-negative.
+fn seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Num {
+        Int(i64),
+        Float(f64),
+    }
+    let secs = match Num::deserialize(d)? {
+        Num::Int(i) => i as f64,
+        Num::Float(f) => f,
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "{secs} is not a duration: give a non-negative number of seconds"
+        ))
+    })
+}
+
+/// A loaded configuration and where it came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    /// The file read, if any.
+    pub source: Option<PathBuf>,
+    /// Keys the program does not know, as dotted paths.
+    pub unknown_keys: Vec<String>,
+}
+
+impl Config {
+    /// Parses TOML text. Errors carry the line; unknown keys are returned.
+    pub fn parse(text: &str, path: &Path) -> Result<(Config, Vec<String>)> {
+        let err = |e: toml::de::Error| Error::Config {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        };
+        let de = toml::Deserializer::parse(text).map_err(err)?;
+        let mut unknown = Vec::new();
+        let config =
+            serde_ignored::deserialize(de, |p| unknown.push(p.to_string())).map_err(err)?;
+        Ok((config, unknown))
+    }
+
+    /// Loads the configuration: `explicit` (from `--config` or
+    /// `LAZARUS_CONFIG`) must exist and parse; otherwise the system file is
+    /// used if present, else the defaults.
+    pub fn load(explicit: Option<&Path>) -> Result<Loaded> {
+        let (path, required) = match explicit {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(SYSTEM_CONFIG), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                return Ok(Loaded {
+                    config: Config::default(),
+                    source: None,
+                    unknown_keys: Vec::new(),
+                });
+            }
+            Err(e) => {
+                return Err(Error::Config {
+                    path,
+                    message: if e.kind() == std::io::ErrorKind::NotFound {
+                        "config file does not exist".into()
+                    } else {
+                        e.to_string()
+                    },
+                });
+            }
+        };
+        let (config, unknown_keys) = Config::parse(&text, &path)?;
+        Ok(Loaded {
+            config,
+            source: Some(path),
+            unknown_keys,
+        })
+    }
+
+    /// The cells root: `cli` (from `--root` or `LAZARUS_ROOT`) >
+    /// `cells.root` > `/var/missions`.
+    pub fn root(&self, cli: Option<&Path>) -> PathBuf {
+        cli.map(Path::to_path_buf)
+            .or_else(|| self.cells.root.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<(Config, Vec<String>)> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn defaults() {
+        let (c, unknown) = parse("").expect("parse");
+        assert!(unknown.is_empty());
+        assert_eq!(c.cells.heartbeat_stale_threshold, Duration::from_secs(60));
+        assert_eq!(c.cells.resurrect_after, Duration::from_secs(120));
+        assert_eq!(c.cells.max_revive_attempts, 3);
+        assert_eq!(c.cells.poll_interval, Duration::from_secs(15));
+        assert_eq!(c.cells.revive_policy, RevivePolicy::Yes);
+        assert_eq!(c.cells.backoff_max, Duration::from_secs(300));
+        assert_eq!(c.events.heartbeats, HeartbeatEvents::Changes);
+        assert_eq!(c.root(None), PathBuf::from("/var/missions"));
+    }
+
+    #[test]
+    fn fractional_durations_and_unknown_keys() {
+        let (c, unknown) = parse(
+            "[cells]\nheartbeat_stale_threshold = 0.25\npoll_interval = 2\nbogus = 1\n[weird]\nx = 1\n",
+        )
+        .expect("parse");
+        assert_eq!(
+            c.cells.heartbeat_stale_threshold,
+            Duration::from_millis(250)
+        );
+        assert_eq!(c.cells.poll_interval, Duration::from_secs(2));
+        assert_eq!(
+            unknown,
+            vec!["cells.bogus".to_string(), "weird".to_string()]
+        );
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let err = parse("[cells]\nresurrect_after = -3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("test.toml:"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+        let err = parse("[cells]\nroot = \n").unwrap_err().to_string();
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn root_precedence() {
+        let (c, _) = parse("[cells]\nroot = \"/srv/cells\"\n").expect("parse");
+        assert_eq!(c.root(None), PathBuf::from("/srv/cells"));
+        assert_eq!(c.root(Some(Path::new("/x"))), PathBuf::from("/x"));
+    }
+}

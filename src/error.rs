@@ -1,0 +1,84 @@
+//! The library's error type. Every message names the file, cell or agent
+//! at fault, as one sentence an operator can act on.
+
+use std::path::PathBuf;
+
+use crate::store::ReadError;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The command line is wrong in a way clap cannot see (exit 2).
+    #[error("{0}")]
+    Usage(String),
+
+    #[error("cells root {} does not exist (set it with --root, LAZARUS_ROOT or cells.root)", .0.display())]
+    RootMissing(PathBuf),
+
+    #[error("no cell in {} matches {prefix:?}", root.display())]
+    CellNotFound { prefix: String, root: PathBuf },
+
+    #[error("{prefix:?} matches {} cells, give more of the UUID: {}", candidates.len(), candidates.join(", "))]
+    AmbiguousCell {
+        prefix: String,
+        candidates: Vec<String>,
+    },
+
+    #[error("{0:?} is not a cell id: a cell id is a UUID or a prefix of one (hex digits and '-')")]
+    BadCellId(String),
+
+    #[error("invalid agent name {name:?}: {reason}")]
+    InvalidAgentName { name: String, reason: String },
+
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: ReadError,
+    },
+
+    #[error("{}: invalid JSON: {source}", path.display())]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    #[error("{}: {}", path.display(), problems.join("; "))]
+    InvalidManifest {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+
+    #[error("{}: {message}", path.display())]
+    Config { path: PathBuf, message: String },
+
+    #[error("cell {cell}: cannot {action}: {reason}")]
+    Refused {
+        cell: String,
+        action: String,
+        reason: String,
+    },
+
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// The process exit code: 2 for usage errors, 1 for everything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+
+    pub fn refused(cell: &str, action: impl Into<String>, reason: impl Into<String>) -> Error {
+        Error::Refused {
+            cell: cell.to_string(),
+            action: action.into(),
+            reason: reason.into(),
+        }
+    }
+}

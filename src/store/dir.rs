@@ -1,0 +1,369 @@
+//! A directory held open by file descriptor, and every file operation the
+//! program performs inside a cell, relative to it.
+//!
+//! Agents can write into their cell, so any path below a cell may have been
+//! replaced by a symlink, a FIFO or a huge file. Resolving every path with
+//! `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` from the cell's directory
+//! descriptor means no operation here can leave the cell, whatever an agent
+//! put there. Kernels without `openat2` (before 5.6) get an equivalent walk,
+//! one `O_NOFOLLOW` component at a time.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg, OFlag, OpenHow, ResolveFlag, openat, openat2, renameat};
+use nix::sys::stat::{Mode, SFlag, fstat, mkdirat};
+use nix::unistd::{UnlinkatFlags, fsync, unlinkat};
+
+use super::ReadError;
+
+/// Largest agent-writable file the program reads (heartbeats, requests).
+pub const AGENT_FILE_LIMIT: u64 = 64 * 1024;
+
+/// Cleared the first time `openat2` answers `ENOSYS`, so old kernels pay
+/// for the probe once.
+static HAVE_OPENAT2: AtomicBool = AtomicBool::new(true);
+
+/// An open directory. `path` is kept for messages only: no operation
+/// resolves it again after [`Dir::open`].
+#[derive(Debug)]
+pub struct Dir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl Dir {
+    /// Opens `path` as a directory, refusing a symlink as its last component.
+    pub fn open(path: &Path) -> io::Result<Dir> {
+        let fd = nix::fcntl::open(
+            path,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(io::Error::from)?;
+        Ok(Dir {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The path this directory was opened at (for messages).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The path of `rel` below this directory (for messages).
+    pub fn display(&self, rel: &str) -> PathBuf {
+        self.path.join(rel)
+    }
+
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Opens `rel` (a relative path of plain components) without following
+    /// any symlink and without leaving this directory.
+    fn open_beneath(&self, rel: &str, flags: OFlag, mode: Mode) -> Result<OwnedFd, Errno> {
+        check_relative(rel)?;
+        let flags = flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
+        if HAVE_OPENAT2.load(Ordering::Relaxed) {
+            let how = OpenHow::new().flags(flags).mode(mode).resolve(
+                ResolveFlag::RESOLVE_BENEATH
+                    | ResolveFlag::RESOLVE_NO_SYMLINKS
+                    | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+            );
+            match openat2(&self.fd, rel, how) {
+                Err(Errno::ENOSYS) => HAVE_OPENAT2.store(false, Ordering::Relaxed),
+                other => return other,
+            }
+        }
+        self.open_walking(rel, flags, mode)
+    }
+
+    /// The pre-5.6 equivalent of `openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS)`.
+    fn open_walking(&self, rel: &str, flags: OFlag, mode: Mode) -> Result<OwnedFd, Errno> {
+        let mut parts = rel
+            .split('/')
+            .filter(|p| !p.is_empty() && *p != ".")
+            .peekable();
+        let mut current: Option<OwnedFd> = None;
+        while let Some(part) = parts.next() {
+            let at = current.as_ref().map_or(self.fd.as_fd(), |fd| fd.as_fd());
+            if parts.peek().is_none() {
+                return openat(at, part, flags, mode);
+            }
+            let next = openat(
+                at,
+                part,
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )?;
+            current = Some(next);
+        }
+        // `rel` named this directory itself.
+        nix::unistd::dup(&self.fd)
+    }
+
+    /// Opens the directory `rel` below this one.
+    pub fn subdir(&self, rel: &str) -> io::Result<Dir> {
+        let fd = self
+            .open_beneath(rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())
+            .map_err(|e| errno_io(e, &self.display(rel)))?;
+        Ok(Dir {
+            fd,
+            path: self.path.join(rel),
+        })
+    }
+
+    /// Creates the directories of `rel` that are missing (like `mkdir -p`,
+    /// but never through a symlink) and opens the last one.
+    pub fn create_dirs(&self, rel: &str) -> io::Result<Dir> {
+        check_relative(rel).map_err(|e| errno_io(e, &self.display(rel)))?;
+        let mut dir = self.subdir(".")?;
+        for part in rel.split('/').filter(|p| !p.is_empty() && *p != ".") {
+            match mkdirat(&dir.fd, part, Mode::from_bits_truncate(0o755)) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(errno_io(e, &dir.display(part))),
+            }
+            dir = dir.subdir(part)?;
+        }
+        Ok(dir)
+    }
+
+    /// Opens an agent-writable file for reading, safely: no symlink
+    /// anywhere below this directory, `O_NONBLOCK` so a FIFO cannot hang
+    /// us, regular files only. Returns the file and its size.
+    pub fn open_regular(&self, rel: &str) -> Result<(File, u64), ReadError> {
+        let fd = self
+            .open_beneath(
+                rel,
+                OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY,
+                Mode::empty(),
+            )
+            .map_err(ReadError::from_open)?;
+        let st = fstat(&fd).map_err(|e| ReadError::Io(e.into()))?;
+        let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+        if kind != SFlag::S_IFREG {
+            return Err(ReadError::NotRegular(file_kind(kind)));
+        }
+        Ok((File::from(fd), u64::try_from(st.st_size).unwrap_or(0)))
+    }
+
+    /// Reads a whole agent-writable file of at most `limit` bytes (see
+    /// [`Dir::open_regular`]).
+    pub fn read_file(&self, rel: &str, limit: u64) -> Result<Vec<u8>, ReadError> {
+        let (file, size) = self.open_regular(rel)?;
+        if size > limit {
+            return Err(ReadError::TooLarge { size, limit });
+        }
+        let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        // Read one byte past the limit so a file that grew since fstat is caught.
+        file.take(limit + 1)
+            .read_to_end(&mut buf)
+            .map_err(ReadError::Io)?;
+        if buf.len() as u64 > limit {
+            return Err(ReadError::TooLarge {
+                size: buf.len() as u64,
+                limit,
+            });
+        }
+        Ok(buf)
+    }
+
+    /// Replaces the file `name` (a single component) with `data` atomically:
+    /// temp file in this directory, fsync, rename over `name`, fsync of the
+    /// directory. A crash at any point leaves either the old or the new
+    /// file, never a torn one.
+    pub fn write_atomic(&self, name: &str, data: &[u8], mode: u32) -> io::Result<()> {
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{name:?} is not a file name"),
+            ));
+        }
+        let tmp = format!(
+            ".{name}.{}.{}.tmp",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let fd = openat(
+            &self.fd,
+            tmp.as_str(),
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(mode),
+        )
+        .map_err(|e| errno_io(e, &self.display(&tmp)))?;
+        let result = (|| {
+            let mut file = File::from(fd);
+            file.write_all(data)?;
+            file.sync_all()?;
+            drop(file);
+            renameat(&self.fd, tmp.as_str(), &self.fd, name).map_err(io::Error::from)?;
+            fsync(&self.fd).map_err(io::Error::from)
+        })();
+        if result.is_err() {
+            let _ = unlinkat(&self.fd, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+        }
+        result
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.display(name).display())))
+    }
+
+    /// Appends one line to `rel` (created if missing) with a single
+    /// `O_APPEND` write, so concurrent writers never interleave and readers
+    /// never see half a line from a write that succeeded.
+    pub fn append_line(&self, rel: &str, line: &[u8]) -> io::Result<()> {
+        debug_assert!(line.ends_with(b"\n") && !line[..line.len() - 1].contains(&b'\n'));
+        let fd = self
+            .open_beneath(
+                rel,
+                OFlag::O_WRONLY
+                    | OFlag::O_APPEND
+                    | OFlag::O_CREAT
+                    | OFlag::O_NOCTTY
+                    | OFlag::O_NONBLOCK,
+                Mode::from_bits_truncate(0o644),
+            )
+            .map_err(|e| errno_io(e, &self.display(rel)))?;
+        let st = fstat(&fd).map_err(io::Error::from)?;
+        if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+            return Err(io::Error::other(format!(
+                "{}: not a regular file",
+                self.display(rel).display()
+            )));
+        }
+        let written = File::from(fd).write(line)?;
+        if written != line.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!(
+                    "{}: short append ({written} of {} bytes)",
+                    self.display(rel).display(),
+                    line.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Takes an exclusive `flock` on this directory, blocking until it is
+    /// free. The lock is released when the guard drops. Locking the
+    /// directory itself (not a file in it) survives `cell.json` being
+    /// replaced by rename and needs no extra file in the cell.
+    pub fn lock(&self) -> io::Result<DirLock> {
+        let fd = self.fd.try_clone()?;
+        Flock::lock(fd, FlockArg::LockExclusive)
+            .map(DirLock)
+            .map_err(|(_, e)| errno_io(e, &self.path))
+    }
+
+    /// Lists the entries of this directory with their kind as `readdir`
+    /// reports it (no extra `stat`).
+    pub fn entries(&self) -> io::Result<Vec<(String, EntryKind)>> {
+        // A fresh descriptor: iterating consumes its offset.
+        let fd = self.subdir(".")?;
+        let dir = nix::dir::Dir::from_fd(fd.fd).map_err(io::Error::from)?;
+        let mut out = Vec::new();
+        for entry in dir {
+            let entry = entry.map_err(io::Error::from)?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name == "." || name == ".." {
+                continue;
+            }
+            let kind = match entry.file_type() {
+                Some(nix::dir::Type::Directory) => EntryKind::Dir,
+                Some(nix::dir::Type::File) => EntryKind::File,
+                Some(nix::dir::Type::Symlink) => EntryKind::Symlink,
+                Some(_) => EntryKind::Other,
+                None => EntryKind::Unknown,
+            };
+            out.push((name, kind));
+        }
+        Ok(out)
+    }
+
+    /// Whether `rel` exists below this directory, reached without symlinks.
+    pub fn exists_beneath(&self, rel: &str) -> bool {
+        self.open_beneath(rel, OFlag::O_PATH, Mode::empty()).is_ok()
+    }
+
+    /// Removes `name` (a single component) and, if it is a directory,
+    /// everything below it, never following a symlink: a symlink is
+    /// removed, not its target.
+    pub fn remove_tree(&self, name: &str) -> io::Result<()> {
+        let st =
+            match nix::sys::stat::fstatat(&self.fd, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+            {
+                Ok(st) => st,
+                Err(Errno::ENOENT) => return Ok(()),
+                Err(e) => return Err(errno_io(e, &self.display(name))),
+            };
+        if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
+            let child = self.subdir(name)?;
+            for (entry, _) in child.entries()? {
+                child.remove_tree(&entry)?;
+            }
+            match unlinkat(&self.fd, name, UnlinkatFlags::RemoveDir) {
+                Ok(()) | Err(Errno::ENOENT) => Ok(()),
+                Err(e) => Err(errno_io(e, &self.display(name))),
+            }
+        } else {
+            match unlinkat(&self.fd, name, UnlinkatFlags::NoRemoveDir) {
+                Ok(()) | Err(Errno::ENOENT) => Ok(()),
+                Err(e) => Err(errno_io(e, &self.display(name))),
+            }
+        }
+    }
+}
+
+/// An entry's kind, from `readdir`'s `d_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    Dir,
+    File,
+    Symlink,
+    Other,
+    /// The filesystem does not report types; `stat` to know.
+    Unknown,
+}
+
+/// Guard of [`Dir::lock`].
+#[derive(Debug)]
+pub struct DirLock(#[allow(dead_code)] Flock<OwnedFd>);
+
+/// Refuses absolute paths and `..` before the kernel sees them, so the
+/// fallback walk has the same guarantees as `RESOLVE_BENEATH`.
+fn check_relative(rel: &str) -> Result<(), Errno> {
+    if rel.starts_with('/') || rel.split('/').any(|p| p == "..") {
+        return Err(Errno::EXDEV);
+    }
+    Ok(())
+}
+
+fn file_kind(kind: SFlag) -> &'static str {
+    match kind {
+        SFlag::S_IFDIR => "a directory",
+        SFlag::S_IFIFO => "a FIFO",
+        SFlag::S_IFSOCK => "a socket",
+        SFlag::S_IFCHR => "a character device",
+        SFlag::S_IFBLK => "a block device",
+        SFlag::S_IFLNK => "a symlink",
+        _ => "not a regular file",
+    }
+}
+
+/// An errno turned into an `io::Error` whose message names the path.
+fn errno_io(e: Errno, path: &Path) -> io::Error {
+    let what = match e {
+        Errno::ELOOP => "is or passes through a symlink, refused".to_string(),
+        Errno::EXDEV => "lies outside the cell, refused".to_string(),
+        other => io::Error::from(other).to_string(),
+    };
+    io::Error::new(
+        io::Error::from(e).kind(),
+        format!("{}: {what}", path.display()),
+    )
+}

@@ -1,0 +1,168 @@
+//! Durable, symlink-safe storage primitives, written once and shared by the
+//! CLI and the daemon: atomic replace, locked manifest update, whole-line
+//! event append, and bounded reads of agent-writable files.
+
+mod dir;
+
+pub use dir::{AGENT_FILE_LIMIT, Dir, DirLock, EntryKind};
+
+use nix::errno::Errno;
+
+/// Why a safe read of an agent-writable file failed. Each way has its own
+/// variant so callers can tell "not there yet" from "hostile".
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("does not exist")]
+    NotFound,
+    #[error("is or passes through a symlink, refused")]
+    Symlink,
+    #[error("lies outside the cell, refused")]
+    OutsideCell,
+    #[error("is {0}, not a regular file")]
+    NotRegular(&'static str),
+    #[error("is {size} bytes, more than the {limit} allowed")]
+    TooLarge { size: u64, limit: u64 },
+    #[error("a path component is not a directory")]
+    NotADirectory,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl ReadError {
+    fn from_open(e: Errno) -> ReadError {
+        match e {
+            Errno::ENOENT => ReadError::NotFound,
+            Errno::ELOOP => ReadError::Symlink,
+            Errno::EXDEV => ReadError::OutsideCell,
+            Errno::ENOTDIR => ReadError::NotADirectory,
+            other => ReadError::Io(other.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn dir() -> (tempfile::TempDir, Dir) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = Dir::open(tmp.path()).expect("open");
+        (tmp, dir)
+    }
+
+    #[test]
+    fn reads_a_regular_file() {
+        let (tmp, d) = dir();
+        std::fs::create_dir(tmp.path().join("a")).expect("mkdir");
+        std::fs::write(tmp.path().join("a/f.json"), b"{}").expect("write");
+        assert_eq!(d.read_file("a/f.json", 10).expect("read"), b"{}");
+    }
+
+    #[test]
+    fn refuses_symlinked_file_and_symlinked_directory() {
+        let (tmp, d) = dir();
+        let outside = tempfile::tempdir().expect("tempdir");
+        std::fs::write(outside.path().join("secret"), b"x").expect("write");
+        symlink(outside.path().join("secret"), tmp.path().join("link")).expect("symlink");
+        symlink(outside.path(), tmp.path().join("dirlink")).expect("symlink");
+        assert!(matches!(d.read_file("link", 10), Err(ReadError::Symlink)));
+        assert!(matches!(
+            d.read_file("dirlink/secret", 10),
+            Err(ReadError::Symlink)
+        ));
+        assert!(matches!(
+            d.read_file("../x", 10),
+            Err(ReadError::OutsideCell)
+        ));
+    }
+
+    #[test]
+    fn refuses_fifo_directory_and_huge_file_without_blocking() {
+        let (tmp, d) = dir();
+        nix::unistd::mkfifo(&tmp.path().join("fifo"), nix::sys::stat::Mode::S_IRWXU)
+            .expect("mkfifo");
+        std::fs::create_dir(tmp.path().join("sub")).expect("mkdir");
+        std::fs::write(tmp.path().join("big"), vec![b'x'; 100]).expect("write");
+        assert!(matches!(
+            d.read_file("fifo", 10),
+            Err(ReadError::NotRegular("a FIFO"))
+        ));
+        assert!(matches!(
+            d.read_file("sub", 10),
+            Err(ReadError::NotRegular("a directory"))
+        ));
+        assert!(matches!(
+            d.read_file("big", 10),
+            Err(ReadError::TooLarge {
+                size: 100,
+                limit: 10
+            })
+        ));
+        assert!(matches!(d.read_file("none", 10), Err(ReadError::NotFound)));
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() {
+        let (tmp, d) = dir();
+        d.write_atomic("f", b"one", 0o644).expect("write");
+        d.write_atomic("f", b"two", 0o644).expect("write");
+        assert_eq!(std::fs::read(tmp.path().join("f")).expect("read"), b"two");
+        assert_eq!(
+            d.entries().expect("entries"),
+            vec![("f".to_string(), EntryKind::File)]
+        );
+    }
+
+    #[test]
+    fn atomic_write_replaces_a_symlink_instead_of_writing_through_it() {
+        let (tmp, d) = dir();
+        let outside = tempfile::tempdir().expect("tempdir");
+        std::fs::write(outside.path().join("target"), b"keep").expect("write");
+        symlink(outside.path().join("target"), tmp.path().join("f")).expect("symlink");
+        d.write_atomic("f", b"new", 0o644).expect("write");
+        assert_eq!(
+            std::fs::read(outside.path().join("target")).expect("read"),
+            b"keep"
+        );
+        assert!(!tmp.path().join("f").is_symlink());
+    }
+
+    #[test]
+    fn create_dirs_refuses_a_symlink_on_the_way() {
+        let (tmp, d) = dir();
+        let outside = tempfile::tempdir().expect("tempdir");
+        symlink(outside.path(), tmp.path().join("logs")).expect("symlink");
+        assert!(d.create_dirs("logs/deeper").is_err());
+        assert!(!outside.path().join("deeper").exists());
+        assert!(d.append_line("logs/events.jsonl", b"{}\n").is_err());
+        assert!(!outside.path().join("events.jsonl").exists());
+    }
+
+    #[test]
+    fn remove_tree_removes_links_not_their_targets() {
+        let (tmp, d) = dir();
+        let outside = tempfile::tempdir().expect("tempdir");
+        std::fs::write(outside.path().join("precious"), b"x").expect("write");
+        std::fs::create_dir_all(tmp.path().join("w/deep")).expect("mkdir");
+        std::fs::write(tmp.path().join("w/deep/f"), b"x").expect("write");
+        symlink(outside.path(), tmp.path().join("w/escape")).expect("symlink");
+        d.remove_tree("w").expect("remove");
+        assert!(!tmp.path().join("w").exists());
+        assert!(outside.path().join("precious").exists());
+    }
+
+    #[test]
+    fn append_writes_whole_lines() {
+        let (tmp, d) = dir();
+        d.create_dirs("logs").expect("mkdir");
+        d.append_line("logs/e.jsonl", b"{\"a\":1}\n")
+            .expect("append");
+        d.append_line("logs/e.jsonl", b"{\"a\":2}\n")
+            .expect("append");
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("logs/e.jsonl")).expect("read"),
+            "{\"a\":1}\n{\"a\":2}\n"
+        );
+    }
+}
