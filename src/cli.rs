@@ -11,8 +11,7 @@ use clap::{Args, Parser, Subcommand};
     version,
     about = "Keeps AI agents alive inside isolated mission cells.",
     long_about = "Keeps AI agents alive inside isolated mission cells.\n\n\
-        Without a command, runs the daemon (same as `lazarus-pit daemon`).",
-    args_conflicts_with_subcommands = true
+        Without a command, runs the daemon (same as `lazarus-pit daemon`)."
 )]
 pub struct Cli {
     /// Config file [default: /etc/lazarus-pit/lazarus-pit.toml if present]

@@ -59,6 +59,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         root,
         json: cli.json,
     };
+    if (cli.list_cells || cli.status) && cli.command.is_some() {
+        return Err(error::Error::Usage(
+            "--list-cells and --status cannot be combined with a command".into(),
+        ));
+    }
     let command = match cli.command {
         Some(c) => c,
         None if cli.list_cells => Command::Cell(CellCommand::List),
@@ -74,13 +79,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             CellCommand::Join(args) => commands::join::run(&ctx, args),
             CellCommand::Leave(args) => commands::leave::run(&ctx, args),
             CellCommand::Freeze(args) => {
-                commands::lifecycle::run(&ctx, args, commands::lifecycle::Move::Freeze)
+                commands::lifecycle::run(&ctx, args, cell::lifecycle::Trigger::Freeze)
             }
             CellCommand::Thaw(args) => {
-                commands::lifecycle::run(&ctx, args, commands::lifecycle::Move::Thaw)
+                commands::lifecycle::run(&ctx, args, cell::lifecycle::Trigger::Thaw)
             }
             CellCommand::Archive(args) => {
-                commands::lifecycle::run(&ctx, args, commands::lifecycle::Move::Archive)
+                commands::lifecycle::run(&ctx, args, cell::lifecycle::Trigger::Archive)
             }
             CellCommand::Destroy(args) => commands::destroy::run(&ctx, args),
         },

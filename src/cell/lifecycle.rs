@@ -77,51 +77,82 @@ impl<'de> Deserialize<'de> for CellStatus {
     }
 }
 
-/// Every legal status move, and what causes it:
-///
-/// | from        | to          | by                                   |
-/// |-------------|-------------|--------------------------------------|
-/// | provisioned | active      | first `cell join` (CLI or daemon)    |
-/// | active      | frozen      | `cell freeze`                        |
-/// | frozen      | active      | `cell thaw`                          |
-/// | provisioned, active, frozen | archived | `cell archive`         |
-/// | any but destroyed | destroyed | `cell destroy --yes`               |
-pub const ALLOWED_TRANSITIONS: &[(CellStatus, CellStatus)] = &[
-    (CellStatus::Provisioned, CellStatus::Active),
-    (CellStatus::Active, CellStatus::Frozen),
-    (CellStatus::Frozen, CellStatus::Active),
-    (CellStatus::Provisioned, CellStatus::Archived),
-    (CellStatus::Active, CellStatus::Archived),
-    (CellStatus::Frozen, CellStatus::Archived),
-    (CellStatus::Provisioned, CellStatus::Destroyed),
-    (CellStatus::Active, CellStatus::Destroyed),
-    (CellStatus::Frozen, CellStatus::Destroyed),
-    (CellStatus::Archived, CellStatus::Destroyed),
+/// What asks a cell to change status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// An agent joins (`cell join`, or `cell create --agent`).
+    Join,
+    Freeze,
+    Thaw,
+    Archive,
+    Destroy,
+}
+
+impl Trigger {
+    pub fn verb(self) -> &'static str {
+        match self {
+            Trigger::Join => "activate",
+            Trigger::Freeze => "freeze",
+            Trigger::Thaw => "thaw",
+            Trigger::Archive => "archive",
+            Trigger::Destroy => "destroy",
+        }
+    }
+}
+
+/// Every legal status move, and what causes it. One table, so the CLI,
+/// the daemon and the spec agree.
+pub const ALLOWED_TRANSITIONS: &[(CellStatus, Trigger, CellStatus)] = &[
+    (CellStatus::Provisioned, Trigger::Join, CellStatus::Active),
+    (CellStatus::Active, Trigger::Freeze, CellStatus::Frozen),
+    (CellStatus::Frozen, Trigger::Thaw, CellStatus::Active),
+    (
+        CellStatus::Provisioned,
+        Trigger::Archive,
+        CellStatus::Archived,
+    ),
+    (CellStatus::Active, Trigger::Archive, CellStatus::Archived),
+    (CellStatus::Frozen, Trigger::Archive, CellStatus::Archived),
+    (
+        CellStatus::Provisioned,
+        Trigger::Destroy,
+        CellStatus::Destroyed,
+    ),
+    (CellStatus::Active, Trigger::Destroy, CellStatus::Destroyed),
+    (CellStatus::Frozen, Trigger::Destroy, CellStatus::Destroyed),
+    (
+        CellStatus::Archived,
+        Trigger::Destroy,
+        CellStatus::Destroyed,
+    ),
 ];
 
-/// Checks a move against [`ALLOWED_TRANSITIONS`]. Destroying is allowed
-/// from an unknown status too: it is the operator's way out of a cell no
-/// other command understands.
-pub fn check_transition(from: &CellStatus, to: &CellStatus) -> Result<(), String> {
-    let legal = ALLOWED_TRANSITIONS
+/// The status `trigger` moves a cell in status `from` to, or why it
+/// cannot. Destroying is allowed from an unknown status too: it is the
+/// operator's way out of a cell no other command understands.
+pub fn transition(from: &CellStatus, trigger: Trigger) -> Result<CellStatus, String> {
+    if let Some((_, _, to)) = ALLOWED_TRANSITIONS
         .iter()
-        .any(|(f, t)| f == from && t == to)
-        || (matches!(from, CellStatus::Unknown(_)) && *to == CellStatus::Destroyed);
-    if legal {
-        return Ok(());
+        .find(|(f, t, _)| f == from && *t == trigger)
+    {
+        return Ok(to.clone());
     }
-    let hint = match (from, to) {
-        (f, t) if f == t => format!("it is already {t}"),
-        (CellStatus::Unknown(s), _) => {
-            format!("its status {s:?} is not one this program knows; fix cell.json or destroy it")
+    match (from, trigger) {
+        (CellStatus::Unknown(_), Trigger::Destroy) => Ok(CellStatus::Destroyed),
+        (CellStatus::Unknown(s), _) => Err(format!(
+            "its status {s:?} is not one this program knows; fix cell.json or destroy it"
+        )),
+        (CellStatus::Frozen, Trigger::Freeze)
+        | (CellStatus::Archived, Trigger::Archive)
+        | (CellStatus::Destroyed, Trigger::Destroy) => Err(format!("it is already {from}")),
+        (CellStatus::Provisioned, Trigger::Freeze) => {
+            Err("a provisioned cell has no agents to freeze yet".into())
         }
-        (CellStatus::Provisioned, CellStatus::Frozen) => {
-            "a provisioned cell has no agents to freeze yet".to_string()
-        }
-        (f, CellStatus::Active) => format!("only a frozen cell can be thawed, this one is {f}"),
-        (f, _) => format!("it is {f}"),
-    };
-    Err(hint)
+        (_, Trigger::Thaw) => Err(format!(
+            "only a frozen cell can be thawed, this one is {from}"
+        )),
+        _ => Err(format!("it is {from}")),
+    }
 }
 
 #[cfg(test)]
@@ -131,44 +162,37 @@ mod tests {
 
     #[test]
     fn table_of_moves() {
-        let all = [Provisioned, Active, Frozen, Archived, Destroyed];
-        let mut legal: Vec<(CellStatus, CellStatus)> = all
-            .iter()
-            .flat_map(|f| all.iter().map(move |t| (f.clone(), t.clone())))
-            .filter(|(f, t)| check_transition(f, t).is_ok())
-            .collect();
-        let mut table = ALLOWED_TRANSITIONS.to_vec();
-        let key = |p: &(CellStatus, CellStatus)| (p.0.to_string(), p.1.to_string());
-        legal.sort_by_key(key);
-        table.sort_by_key(key);
-        assert_eq!(legal, table);
+        use Trigger::*;
+        let legal = |from: CellStatus, t: Trigger| transition(&from, t).ok();
+        assert_eq!(legal(Provisioned, Join), Some(Active));
+        assert_eq!(legal(Active, Join), None);
+        assert_eq!(legal(Active, Freeze), Some(Frozen));
+        assert_eq!(legal(Frozen, Thaw), Some(Active));
+        assert_eq!(legal(Provisioned, Thaw), None);
+        assert_eq!(legal(Active, Thaw), None);
+        for from in [Provisioned, Active, Frozen] {
+            assert_eq!(legal(from, Archive), Some(Archived));
+        }
+        for from in [Provisioned, Active, Frozen, Archived] {
+            assert_eq!(legal(from, Destroy), Some(Destroyed));
+        }
+        for t in [Join, Freeze, Thaw, Archive, Destroy] {
+            assert_eq!(legal(Destroyed, t), None);
+        }
+        assert_eq!(legal(Archived, Thaw), None);
     }
 
     #[test]
     fn refusals_say_why() {
-        assert!(
-            check_transition(&Active, &Active)
-                .unwrap_err()
-                .contains("already active")
-        );
-        assert!(
-            check_transition(&Provisioned, &Frozen)
-                .unwrap_err()
-                .contains("no agents")
-        );
-        assert!(
-            check_transition(&Archived, &Active)
-                .unwrap_err()
-                .contains("only a frozen cell")
-        );
+        use Trigger::*;
+        let why = |from: CellStatus, t: Trigger| transition(&from, t).unwrap_err();
+        assert!(why(Frozen, Freeze).contains("already frozen"));
+        assert!(why(Provisioned, Freeze).contains("no agents"));
+        assert!(why(Archived, Thaw).contains("only a frozen cell"));
         let weird = Unknown("exploded".into());
-        assert!(
-            check_transition(&weird, &Frozen)
-                .unwrap_err()
-                .contains("exploded")
-        );
-        assert!(check_transition(&weird, &Destroyed).is_ok());
-        assert!(check_transition(&Destroyed, &Destroyed).is_err());
+        assert!(why(weird.clone(), Freeze).contains("exploded"));
+        assert_eq!(transition(&weird, Destroy), Ok(Destroyed));
+        assert!(why(Destroyed, Destroy).contains("already destroyed"));
     }
 
     #[test]

@@ -12,6 +12,16 @@ use crate::error::{Error, Result};
 /// Largest template read.
 const TEMPLATE_LIMIT: u64 = 1024 * 1024;
 
+/// Fields whose value is text even when it looks like a number.
+const STRING_FIELDS: &[&str] = &[
+    "name",
+    "mission",
+    "created_by",
+    "revive_policy",
+    "isolation",
+    "repo",
+];
+
 /// Loads a template: Markdown (by extension `.md`) or JSON.
 pub fn load(path: &Path) -> Result<Manifest> {
     let meta = std::fs::metadata(path).map_err(|e| {
@@ -111,7 +121,11 @@ pub fn from_proposal(text: &str) -> Result<Value, String> {
         if field.is_empty() || field.contains(char::is_whitespace) {
             return Err(format!("line {}: {field:?} is not a field name", i + 1));
         }
-        let value = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()));
+        let value = if STRING_FIELDS.contains(&field) {
+            Value::String(raw.to_string())
+        } else {
+            serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()))
+        };
         cell.insert(field.to_string(), value);
     }
     if !agents.is_empty() {
@@ -131,6 +145,7 @@ mod tests {
 | Field | Value |
 |-------|-------|
 | `mission` | Fix the flaky deploy |
+| `name` | 2024 |
 | `max_revive_attempts` | 5 |
 | `heartbeat_stale_threshold` | 2.5 |
 | `revive_policy` | ask |
@@ -144,6 +159,7 @@ mod tests {
 ";
         let v = from_proposal(text).expect("parse");
         assert_eq!(v["mission"], "Fix the flaky deploy");
+        assert_eq!(v["name"], "2024");
         assert_eq!(v["max_revive_attempts"], 5);
         assert_eq!(v["heartbeat_stale_threshold"], 2.5);
         assert_eq!(v["revive_policy"], "ask");

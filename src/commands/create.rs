@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use serde_json::json;
 
 use crate::Context;
-use crate::cell::lifecycle::CellStatus;
+use crate::cell::lifecycle::{CellStatus, Trigger, transition};
 use crate::cell::manifest::{Agent, Manifest};
 use crate::cell::{Cell, LAYOUT, MANIFEST, now_rfc3339, template};
 use crate::cli::CreateArgs;
@@ -66,7 +66,7 @@ pub fn run(ctx: &Context, args: CreateArgs) -> Result<ExitCode> {
     manifest.status = Some(if manifest.agents.is_empty() {
         CellStatus::Provisioned
     } else {
-        CellStatus::Active
+        transition(&CellStatus::Provisioned, Trigger::Join).unwrap_or(CellStatus::Active)
     });
 
     let mut events = vec![

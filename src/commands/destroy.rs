@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 
 use crate::Context;
-use crate::cell::lifecycle::CellStatus;
+use crate::cell::lifecycle::Trigger;
 use crate::cli::DestroyArgs;
 use crate::error::{Error, Result};
 
@@ -22,7 +22,7 @@ pub fn run(ctx: &Context, args: DestroyArgs) -> Result<ExitCode> {
             cell.id
         )));
     }
-    let marked = super::lifecycle::set_status(&cell, CellStatus::Destroyed, "destroy");
+    let marked = super::lifecycle::apply(&cell, Trigger::Destroy);
     // A purge goes ahead even if the cell was already destroyed or its
     // manifest is unreadable: the directory is going away.
     if !args.purge {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use serde_json::{Map, Value, json};
 
 use crate::Context;
-use crate::cell::lifecycle::CellStatus;
+use crate::cell::lifecycle::{Trigger, transition};
 use crate::cell::manifest::{Agent, AgentCommand};
 use crate::cell::now_rfc3339;
 use crate::cli::JoinArgs;
@@ -48,12 +48,12 @@ pub fn run(ctx: &Context, args: JoinArgs) -> Result<ExitCode> {
                 .with("agent", args.agent.clone())
                 .with("role", role.clone()),
         ];
-        if status == CellStatus::Provisioned {
-            m.status = Some(CellStatus::Active);
+        if let Ok(to) = transition(&status, Trigger::Join) {
+            m.status = Some(to.clone());
             events.push(
                 Event::new(EventKind::CellStatusChanged)
                     .with("from", status.as_str())
-                    .with("to", "active"),
+                    .with("to", to.as_str()),
             );
         }
         Ok((agent, events))

@@ -112,18 +112,39 @@ impl Dir {
     pub fn subdir(&self, rel: &str) -> io::Result<Dir> {
         let fd = self
             .open_beneath(rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())
-            .map_err(|e| errno_io(e, &self.display(rel)))?;
+            .map_err(|e| {
+                // O_NOFOLLOW|O_DIRECTORY on a symlink says ENOTDIR: say why.
+                let e = match e {
+                    Errno::ENOTDIR if self.is_symlink(rel) => Errno::ELOOP,
+                    other => other,
+                };
+                errno_io(e, &self.display(rel))
+            })?;
         Ok(Dir {
             fd,
             path: self.path.join(rel),
         })
     }
 
+    /// A second handle on this directory.
+    pub fn try_clone(&self) -> io::Result<Dir> {
+        Ok(Dir {
+            fd: self.fd.try_clone()?,
+            path: self.path.clone(),
+        })
+    }
+
+    /// Whether `rel` is itself a symlink (for error messages only).
+    fn is_symlink(&self, rel: &str) -> bool {
+        nix::sys::stat::fstatat(&self.fd, rel, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+            .is_ok_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK)
+    }
+
     /// Creates the directories of `rel` that are missing (like `mkdir -p`,
     /// but never through a symlink) and opens the last one.
     pub fn create_dirs(&self, rel: &str) -> io::Result<Dir> {
         check_relative(rel).map_err(|e| errno_io(e, &self.display(rel)))?;
-        let mut dir = self.subdir(".")?;
+        let mut dir = self.try_clone()?;
         for part in rel.split('/').filter(|p| !p.is_empty() && *p != ".") {
             match mkdirat(&dir.fd, part, Mode::from_bits_truncate(0o755)) {
                 Ok(()) | Err(Errno::EEXIST) => {}
@@ -263,9 +284,11 @@ impl Dir {
     /// Lists the entries of this directory with their kind as `readdir`
     /// reports it (no extra `stat`).
     pub fn entries(&self) -> io::Result<Vec<(String, EntryKind)>> {
-        // A fresh descriptor: iterating consumes its offset.
-        let fd = self.subdir(".")?;
-        let dir = nix::dir::Dir::from_fd(fd.fd).map_err(io::Error::from)?;
+        // A fresh open, not a dup: a dup would share (and consume) the offset.
+        let fd = self
+            .open_beneath(".", OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())
+            .map_err(|e| errno_io(e, &self.path))?;
+        let dir = nix::dir::Dir::from_fd(fd).map_err(io::Error::from)?;
         let mut out = Vec::new();
         for entry in dir {
             let entry = entry.map_err(io::Error::from)?;

@@ -1,0 +1,8 @@
+//! Integration tests: the real `lazarus-pit` binary against temporary
+//! cells roots. One module per section of the brief.
+
+mod harness;
+mod section_cell;
+mod section_config;
+mod section_heartbeat;
+mod section_schemas;
