@@ -197,21 +197,27 @@ impl GiteaConfig {
 
 /// Seconds as integer or float, non-negative.
 fn seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Num {
-        Int(i64),
-        Float(f64),
+    struct Secs;
+    impl serde::de::Visitor<'_> for Secs {
+        type Value = Duration;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a non-negative number of seconds")
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Duration, E> {
+            self.visit_f64(v as f64)
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Duration, E> {
+            Ok(Duration::from_secs(v))
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Duration, E> {
+            Duration::try_from_secs_f64(v).map_err(|_| {
+                E::custom(format!(
+                    "{v} is not a duration: give a non-negative number of seconds"
+                ))
+            })
+        }
     }
-    let secs = match Num::deserialize(d)? {
-        Num::Int(i) => i as f64,
-        Num::Float(f) => f,
-    };
-    Duration::try_from_secs_f64(secs).map_err(|_| {
-        serde::de::Error::custom(format!(
-            "{secs} is not a duration: give a non-negative number of seconds"
-        ))
-    })
+    d.deserialize_any(Secs)
 }
 
 /// A loaded configuration and where it came from.
@@ -229,7 +235,15 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<(Config, Vec<String>)> {
         let err = |e: toml::de::Error| Error::Config {
             path: path.to_path_buf(),
-            message: e.to_string().trim_end().replace('\n', " "),
+            message: match e.span() {
+                Some(span) => {
+                    let before = &text[..span.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                    format!("line {line}, column {column}: {}", e.message())
+                }
+                None => e.message().to_string(),
+            },
         };
         let de = toml::Deserializer::parse(text).map_err(err)?;
         let mut unknown = Vec::new();

@@ -25,7 +25,7 @@ pub enum Error {
         candidates: Vec<String>,
     },
 
-    #[error("{0:?} is not a cell id: a cell id is a UUID or a prefix of one (hex digits and '-')")]
+    #[error("{0:?} is not a cell id: give a cell's UUID or a unique prefix of it")]
     BadCellId(String),
 
     #[error("invalid agent name {name:?}: {reason}")]

@@ -156,10 +156,18 @@ fn parse_agent_spec(spec: &str) -> Result<(String, String)> {
     Ok((name.to_string(), role.to_string()))
 }
 
-/// Who is creating the cell: the invoking user behind sudo, else the user.
+/// Who is creating the cell: the invoking user behind sudo, else the
+/// user, else the uid's name in the password database.
 fn current_user() -> String {
+    let uid = nix::unistd::getuid();
     ["SUDO_USER", "USER", "LOGNAME"]
         .iter()
         .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
-        .unwrap_or_else(|| format!("uid:{}", nix::unistd::getuid()))
+        .or_else(|| {
+            nix::unistd::User::from_uid(uid)
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        })
+        .unwrap_or_else(|| format!("uid:{uid}"))
 }

@@ -37,7 +37,11 @@ pub fn run(ctx: &Context, args: CellArg) -> Result<ExitCode> {
             .collect();
         line("other:", &extra.join(" "));
     }
-    line("agents:", if m.agents.is_empty() { "none" } else { "" });
+    if m.agents.is_empty() {
+        line("agents:", "none");
+    } else {
+        out.push_str("agents:\n");
+    }
     for a in &m.agents {
         let mut desc = format!(
             "  {} ({}), joined {}",

@@ -24,6 +24,8 @@ pub struct Run {
     pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
+    /// Shown in failure messages (through `Debug`).
+    #[allow(dead_code)]
     pub args: Vec<String>,
 }
 
