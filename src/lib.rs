@@ -23,6 +23,7 @@ pub mod error;
 pub mod events;
 pub mod state;
 pub mod store;
+pub mod supervisor;
 
 use std::process::ExitCode;
 
