@@ -61,6 +61,9 @@ pub enum Error {
         reason: String,
     },
 
+    #[error("another lazarus-pit daemon{} already runs on {}", pid.map(|p| format!(" (pid {p})")).unwrap_or_default(), root.display())]
+    AlreadyRunning { root: PathBuf, pid: Option<u32> },
+
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }

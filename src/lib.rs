@@ -13,14 +13,21 @@
 //!   opens, atomic replace, locked update, whole-line append.
 //! - [`events`]: event names and the `events.jsonl` line format.
 //! - [`state`]: the daemon's `state.json` model.
+//! - [`supervisor`]: the pure decision core — agent health over time,
+//!   deadlines, the actions to take — with no I/O and no clock.
+//! - [`daemon`]: the I/O shell around it: inotify, timers, signals,
+//!   `state.json` writes, the root lock.
+//! - [`logging`]: tracing setup for the CLI and the daemon.
 //! - [`error`]: the error type and exit codes.
 
 pub mod cell;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod daemon;
 pub mod error;
 pub mod events;
+pub mod logging;
 pub mod state;
 pub mod store;
 pub mod supervisor;
@@ -45,8 +52,27 @@ pub struct Context {
 /// Runs the command line. Returns the exit code for successful runs that
 /// still report a condition (e.g. `daemon --once` finding a stale agent).
 pub fn run(cli: Cli) -> Result<ExitCode> {
-    init_cli_logging();
-    let loaded = Config::load(cli.config.as_deref())?;
+    if (cli.list_cells || cli.status) && cli.command.is_some() {
+        logging::init_cli();
+        return Err(error::Error::Usage(
+            "--list-cells and --status cannot be combined with a command".into(),
+        ));
+    }
+    let command = match cli.command {
+        Some(c) => c,
+        None if cli.list_cells => Command::Cell(CellCommand::List),
+        None if cli.status => Command::Status(cli::StatusArgs { cell: None }),
+        None => Command::Daemon(cli::DaemonArgs { once: false }),
+    };
+    let loaded = Config::load(cli.config.as_deref());
+    let log = match (&command, &loaded) {
+        (Command::Daemon(_), Ok(loaded)) => Some(logging::init_daemon(&loaded.config.daemon)),
+        _ => {
+            logging::init_cli();
+            None
+        }
+    };
+    let loaded = loaded?;
     for key in &loaded.unknown_keys {
         let file = loaded
             .source
@@ -60,19 +86,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         root,
         json: cli.json,
     };
-    if (cli.list_cells || cli.status) && cli.command.is_some() {
-        return Err(error::Error::Usage(
-            "--list-cells and --status cannot be combined with a command".into(),
-        ));
-    }
-    let command = match cli.command {
-        Some(c) => c,
-        None if cli.list_cells => Command::Cell(CellCommand::List),
-        None if cli.status => Command::Status(cli::StatusArgs { cell: None }),
-        None => Command::Daemon(cli::DaemonArgs { once: false }),
-    };
     match command {
-        Command::Daemon(args) => commands::daemon::run(&ctx, args),
+        Command::Daemon(args) => {
+            let opts = daemon::Options {
+                once: args.once,
+                config_path: cli.config.clone(),
+            };
+            daemon::run(ctx, opts, log.unwrap_or_else(logging::init_daemon_fallback))
+        }
         Command::Cell(cmd) => match cmd {
             CellCommand::Create(args) => commands::create::run(&ctx, args),
             CellCommand::List => commands::list::run(&ctx),
@@ -94,18 +115,4 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Heartbeat(args) => commands::heartbeat::run(&ctx, args),
         Command::Events(args) => commands::events::run(&ctx, args),
     }
-}
-
-/// Warnings and errors on stderr, without timestamps: the CLI's audience
-/// is a person at a terminal. `RUST_LOG` overrides the level.
-fn init_cli_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .without_time()
-        .with_target(false)
-        .try_init();
 }

@@ -2,7 +2,6 @@
 //! `run(&Context, args) -> Result<ExitCode>`.
 
 pub mod create;
-pub mod daemon;
 pub mod destroy;
 pub mod events;
 pub mod heartbeat;

@@ -195,6 +195,19 @@ impl Dir {
         Ok(buf)
     }
 
+    /// Opens (creating if needed, mode 0644) the regular file `rel` for
+    /// reading and writing, without following symlinks.
+    pub fn open_rw(&self, rel: &str) -> io::Result<File> {
+        let fd = self
+            .open_beneath(
+                rel,
+                OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOCTTY | OFlag::O_NONBLOCK,
+                Mode::from_bits_truncate(0o644),
+            )
+            .map_err(|e| errno_io(e, &self.display(rel)))?;
+        Ok(File::from(fd))
+    }
+
     /// Replaces the file `name` (a single component) with `data` atomically:
     /// temp file in this directory, fsync, rename over `name`, fsync of the
     /// directory. A crash at any point leaves either the old or the new

@@ -195,7 +195,10 @@ mod tests {
         assert_eq!(a.state(false), AgentState::Unknown);
         assert_eq!(
             a.advance(1060.0),
-            vec![Change::Stale { last_seen: None, age_s: 60.0 }]
+            vec![Change::Stale {
+                last_seen: None,
+                age_s: 60.0
+            }]
         );
         assert_eq!(a.deadline(), Some(1120.0));
         assert_eq!(a.advance(1120.0), vec![Change::Due]);
@@ -210,7 +213,10 @@ mod tests {
         let c = a.heartbeat(1010.0, Some("thinking"), 1010.0);
         assert_eq!(
             c,
-            vec![Change::Beat(Some("thinking".into())), Change::Status("thinking".into())]
+            vec![
+                Change::Beat(Some("thinking".into())),
+                Change::Status("thinking".into())
+            ]
         );
         assert_eq!(a.state(false), AgentState::Healthy);
         assert_eq!(a.deadline(), Some(1070.0));
@@ -221,10 +227,23 @@ mod tests {
         );
         assert_eq!(a.deadline(), Some(1080.0));
         let c = a.advance(1080.5);
-        assert_eq!(c, vec![Change::Stale { last_seen: Some(1020.0), age_s: 60.5 }]);
-        assert_eq!(a.deadline(), Some(1140.0), "due at last_seen + resurrect_after");
+        assert_eq!(
+            c,
+            vec![Change::Stale {
+                last_seen: Some(1020.0),
+                age_s: 60.5
+            }]
+        );
+        assert_eq!(
+            a.deadline(),
+            Some(1140.0),
+            "due at last_seen + resurrect_after"
+        );
         let c = a.heartbeat(1100.0, Some("thinking"), 1100.0);
-        assert_eq!(c, vec![Change::Beat(Some("thinking".into())), Change::Recovered]);
+        assert_eq!(
+            c,
+            vec![Change::Beat(Some("thinking".into())), Change::Recovered]
+        );
         assert_eq!(a.state(false), AgentState::Healthy);
     }
 
@@ -252,7 +271,13 @@ mod tests {
         let c = a.heartbeat(900.0, None, 1000.0);
         assert_eq!(
             c,
-            vec![Change::Beat(None), Change::Stale { last_seen: Some(900.0), age_s: 100.0 }]
+            vec![
+                Change::Beat(None),
+                Change::Stale {
+                    last_seen: Some(900.0),
+                    age_s: 100.0
+                }
+            ]
         );
         // And so old it is due as well.
         let mut b = agent();
@@ -279,7 +304,13 @@ mod tests {
         let c = a.advance(1011.0);
         assert_eq!(
             c,
-            vec![Change::Stale { last_seen: Some(1000.0), age_s: 11.0 }, Change::Due]
+            vec![
+                Change::Stale {
+                    last_seen: Some(1000.0),
+                    age_s: 11.0
+                },
+                Change::Due
+            ]
         );
     }
 

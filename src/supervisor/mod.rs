@@ -216,7 +216,9 @@ impl Supervisor {
 
     /// Whether the daemon monitors this cell's agents.
     pub fn is_monitored(&self, cell: &str) -> bool {
-        self.cells.get(cell).is_some_and(|c| c.status.is_monitored())
+        self.cells
+            .get(cell)
+            .is_some_and(|c| c.status.is_monitored())
     }
 
     /// Whether the core tracks this cell at all (monitored or provisioned).
@@ -355,7 +357,8 @@ impl Supervisor {
                     if let Some(prev) = previous.and_then(|p| p.agent_health.get(&*name)) {
                         restore(&mut sup, prev, now);
                     }
-                    cell.agents.insert(name.clone(), Tracked { sup, timer: None });
+                    cell.agents
+                        .insert(name.clone(), Tracked { sup, timer: None });
                     changed = true;
                     to_check.push(name);
                 }

@@ -67,7 +67,10 @@ fn deadlines_are_exact_and_per_agent() {
     let mut s = core();
     let out = s.handle(cell(TWO), 100.0);
     assert_eq!(events(&out), Vec::<&str>::new());
-    assert!(out.contains(&Action::StateChanged { cell: CELL.into(), urgent: true }));
+    assert!(out.contains(&Action::StateChanged {
+        cell: CELL.into(),
+        urgent: true
+    }));
     // b (5 s) before a (10 s), both counted from first sight.
     assert_eq!(s.next_deadline(), Some(105.0));
     assert_eq!(s.take_due(104.999), vec![]);
@@ -75,7 +78,9 @@ fn deadlines_are_exact_and_per_agent() {
     assert_eq!(due, vec![(CELL.into(), "b".into())]);
     let out = s.handle(Input::Expire { due }, 105.0);
     assert_eq!(events(&out), ["agent_stale"]);
-    let Action::Emit { event, .. } = &out[0] else { panic!("{out:?}") };
+    let Action::Emit { event, .. } = &out[0] else {
+        panic!("{out:?}")
+    };
     assert_eq!(event.fields["agent"], "b");
     assert_eq!(event.fields["last_seen"], Value::Null);
     assert_eq!(event.fields["age_s"], 5.0);
@@ -95,7 +100,10 @@ fn heartbeats_postpone_without_touching_the_heap() {
     // a's entry fires at 110 and re-arms at 109.9 + 10.
     let out = s.handle(Input::Tick, 110.0);
     assert_eq!(agents_in_events(&out), ["b"], "b is stale, a is not");
-    assert_eq!(s.snapshot(CELL, 1, 110.0).expect("snap").agent_health["a"].state, AgentState::Healthy);
+    assert_eq!(
+        s.snapshot(CELL, 1, 110.0).expect("snap").agent_health["a"].state,
+        AgentState::Healthy
+    );
     let out = s.handle(Input::Tick, 119.9);
     assert_eq!(events(&out), ["agent_stale"]);
 }
@@ -104,9 +112,18 @@ fn heartbeats_postpone_without_touching_the_heap() {
 fn stale_recovered_and_status_events() {
     let mut s = core();
     s.handle(cell(TWO), 0.0);
-    assert_eq!(events(&s.handle(beat("a", 1.0, Some("thinking")), 1.0)), ["heartbeat"]);
-    assert_eq!(events(&s.handle(beat("a", 2.0, Some("thinking")), 2.0)), Vec::<&str>::new());
-    assert_eq!(events(&s.handle(beat("a", 3.0, Some("coding")), 3.0)), ["heartbeat"]);
+    assert_eq!(
+        events(&s.handle(beat("a", 1.0, Some("thinking")), 1.0)),
+        ["heartbeat"]
+    );
+    assert_eq!(
+        events(&s.handle(beat("a", 2.0, Some("thinking")), 2.0)),
+        Vec::<&str>::new()
+    );
+    assert_eq!(
+        events(&s.handle(beat("a", 3.0, Some("coding")), 3.0)),
+        ["heartbeat"]
+    );
     // b (never heard from) went stale at 5; a at 13.
     let out = s.handle(Input::Tick, 13.5);
     assert_eq!(agents_in_events(&out), ["b", "a"]);
@@ -133,11 +150,20 @@ fn stale_recovered_and_status_events() {
 fn heartbeat_event_modes() {
     let mut all = Supervisor::new(CellsConfig::default(), HeartbeatEvents::All);
     all.handle(cell(TWO), 0.0);
-    assert_eq!(events(&all.handle(beat("a", 1.0, None), 1.0)), ["heartbeat"]);
-    assert_eq!(events(&all.handle(beat("a", 2.0, Some("x")), 2.0)), ["heartbeat"]);
+    assert_eq!(
+        events(&all.handle(beat("a", 1.0, None), 1.0)),
+        ["heartbeat"]
+    );
+    assert_eq!(
+        events(&all.handle(beat("a", 2.0, Some("x")), 2.0)),
+        ["heartbeat"]
+    );
     let mut none = Supervisor::new(CellsConfig::default(), HeartbeatEvents::None);
     none.handle(cell(TWO), 0.0);
-    assert_eq!(events(&none.handle(beat("a", 1.0, Some("x")), 1.0)), Vec::<&str>::new());
+    assert_eq!(
+        events(&none.handle(beat("a", 1.0, Some("x")), 1.0)),
+        Vec::<&str>::new()
+    );
 }
 
 #[test]
@@ -147,13 +173,22 @@ fn due_after_resurrect_after_and_frozen_cells_hold() {
     s.handle(beat("a", 0.0, None), 0.0);
     s.handle(Input::Tick, 10.0);
     let out = s.handle(Input::Tick, 20.0);
-    assert!(out.contains(&Action::StateChanged { cell: CELL.into(), urgent: true }));
+    assert!(out.contains(&Action::StateChanged {
+        cell: CELL.into(),
+        urgent: true
+    }));
     let snap = s.snapshot(CELL, 1, 20.0).expect("snap");
     assert_eq!(snap.agent_health["a"].state, AgentState::Stale);
     assert_eq!(snap.agent_health["a"].extra["revive_due"], true);
     let frozen = TWO.replace("\"active\"", "\"frozen\"");
     let out = s.handle(cell(&frozen), 21.0);
-    assert!(out.iter().any(|a| matches!(a, Action::StatusObserved { to: CellStatus::Frozen, .. })));
+    assert!(out.iter().any(|a| matches!(
+        a,
+        Action::StatusObserved {
+            to: CellStatus::Frozen,
+            ..
+        }
+    )));
     let snap = s.snapshot(CELL, 1, 21.0).expect("snap");
     assert_eq!(snap.agent_health["a"].state, AgentState::Frozen);
 }
@@ -178,7 +213,10 @@ fn manifest_edits_add_remove_and_rethreshold_agents() {
         "agents":[{"name":"a","heartbeat_stale_threshold":1},{"name":"c"}]}"#;
     let out = s.handle(cell(edited), 2.0);
     assert_eq!(events(&out), ["agent_stale"]);
-    assert_eq!(s.agent_names(CELL), vec![AgentId::from("a"), AgentId::from("c")]);
+    assert_eq!(
+        s.agent_names(CELL),
+        vec![AgentId::from("a"), AgentId::from("c")]
+    );
     // b was removed: its old timer is dead and fires nothing.
     let out = s.handle(Input::Tick, 5.0);
     assert_eq!(events(&out), Vec::<&str>::new());
@@ -191,7 +229,10 @@ fn status_moves_are_observed_and_unmonitored_cells_forgotten() {
     let out = s.handle(cell(r#"{"status":"provisioned","agents":[]}"#), 0.0);
     assert!(!out.iter().any(|a| matches!(a, Action::Activate { .. })));
     assert!(s.knows(CELL) && !s.is_monitored(CELL));
-    let out = s.handle(cell(r#"{"status":"provisioned","agents":[{"name":"a"}]}"#), 1.0);
+    let out = s.handle(
+        cell(r#"{"status":"provisioned","agents":[{"name":"a"}]}"#),
+        1.0,
+    );
     assert!(out.contains(&Action::Activate { cell: CELL.into() }));
     let out = s.handle(cell(TWO), 2.0);
     assert!(out.contains(&Action::StatusObserved {
@@ -233,13 +274,19 @@ fn a_previous_daemons_state_is_restored_without_repeating_events() {
     assert_eq!(s.handle(beat("a", 30.0, Some("lost")), 51.0), vec![]);
     let snap = s.snapshot(CELL, 2, 51.0).expect("snap");
     assert_eq!(snap.agent_health["a"].revive_count, 2);
-    assert_eq!(events(&s.handle(beat("a", 51.0, Some("lost")), 51.0)), ["agent_recovered"]);
+    assert_eq!(
+        events(&s.handle(beat("a", 51.0, Some("lost")), 51.0)),
+        ["agent_recovered"]
+    );
 }
 
 #[test]
 fn invalid_agent_names_in_a_manifest_are_skipped() {
     let mut s = core();
-    s.handle(cell(r#"{"status":"active","agents":[{"name":"../x"},{"name":"ok"}]}"#), 0.0);
+    s.handle(
+        cell(r#"{"status":"active","agents":[{"name":"../x"},{"name":"ok"}]}"#),
+        0.0,
+    );
     assert_eq!(s.agent_names(CELL), vec![AgentId::from("ok")]);
 }
 
@@ -251,5 +298,13 @@ fn summary_and_all_healthy() {
     s.handle(beat("a", 0.0, None), 0.0);
     s.handle(beat("b", 0.0, None), 0.0);
     assert!(s.all_healthy());
-    assert_eq!(s.summary(), Summary { cells: 1, agents: 2, healthy: 2, unhealthy: 0 });
+    assert_eq!(
+        s.summary(),
+        Summary {
+            cells: 1,
+            agents: 2,
+            healthy: 2,
+            unhealthy: 0
+        }
+    );
 }

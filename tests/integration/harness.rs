@@ -167,7 +167,6 @@ pub fn read_jsonl(path: &Path) -> Vec<Value> {
 }
 
 /// Waits until `cond` holds, checking every 10 ms, failing after `limit`.
-#[allow(dead_code)]
 #[track_caller]
 pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -183,4 +182,160 @@ pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
 /// The repository's own files (schemas, templates, spec).
 pub fn repo_file(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// A daemon started by a test: killed by pid when dropped if still running.
+pub struct Daemon {
+    pub child: std::process::Child,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Env {
+    /// Writes the config file.
+    pub fn config(&self, toml: &str) {
+        std::fs::write(&self.config, toml).expect("config");
+    }
+
+    /// Starts `lazarus-pit daemon` (plus `args`) and waits until it has
+    /// made its first scan.
+    pub fn daemon(&self, args: &[&str]) -> Daemon {
+        let daemon = self.spawn_daemon(args);
+        daemon.wait_log("ready:", Duration::from_secs(20));
+        daemon
+    }
+
+    /// Starts the daemon without waiting for it.
+    pub fn spawn_daemon(&self, args: &[&str]) -> Daemon {
+        let mut all = vec!["daemon"];
+        all.extend_from_slice(args);
+        let mut cmd = self.command(&all);
+        cmd.env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn daemon");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let mut log = sink.lock().expect("log");
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        Daemon { child, log }
+    }
+
+    /// Events named `name` in the cell's stream (empty if no stream yet).
+    pub fn events_named(&self, uuid: &str, name: &str) -> Vec<Value> {
+        let path = self.cell(uuid).join("logs/events.jsonl");
+        if !path.exists() {
+            return Vec::new();
+        }
+        read_jsonl(&path)
+            .into_iter()
+            .filter(|e| e["event"] == name)
+            .collect()
+    }
+
+    /// Waits until the cell's stream has at least `n` events named `name`.
+    #[track_caller]
+    pub fn wait_event(&self, uuid: &str, name: &str, n: usize, limit: Duration) -> Vec<Value> {
+        wait_for(&format!("{n} × {name}"), limit, || {
+            self.events_named(uuid, name).len() >= n
+        });
+        self.events_named(uuid, name)
+    }
+
+    /// The cell's state.json, if it exists and parses.
+    pub fn state(&self, uuid: &str) -> Option<Value> {
+        let text = std::fs::read_to_string(self.cell(uuid).join(".lazarus/state.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Writes a heartbeat file for `agent` with timestamp `ts` (atomically).
+    pub fn beat_at(&self, uuid: &str, agent: &str, ts: f64, status: &str) {
+        let dir = self.cell(uuid).join(".lazarus/heartbeats");
+        let tmp = dir.join(format!(".{agent}.tmp"));
+        let body = serde_json::json!({"agent": agent, "timestamp": ts, "status": status});
+        std::fs::write(&tmp, body.to_string()).expect("write");
+        std::fs::rename(&tmp, dir.join(format!("{agent}.json"))).expect("rename");
+    }
+
+    pub fn beat(&self, uuid: &str, agent: &str, status: &str) {
+        self.beat_at(uuid, agent, now(), status);
+    }
+}
+
+impl Daemon {
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).expect("pid")
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log").clone()
+    }
+
+    #[track_caller]
+    pub fn wait_log(&self, needle: &str, limit: Duration) {
+        let start = Instant::now();
+        loop {
+            if self.log().contains(needle) {
+                return;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "no {needle:?} in the daemon's log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).expect("kill");
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// SIGTERM, then waits (at most `limit`) for the exit status.
+    #[track_caller]
+    pub fn stop(mut self, limit: Duration) -> (std::process::ExitStatus, Duration) {
+        let start = Instant::now();
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return (status, start.elapsed());
+            }
+            assert!(
+                start.elapsed() < limit,
+                "daemon did not exit within {limit:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.running() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64()
 }

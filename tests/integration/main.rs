@@ -4,5 +4,6 @@
 mod harness;
 mod section_cell;
 mod section_config;
+mod section_daemon;
 mod section_heartbeat;
 mod section_schemas;

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use crate::harness::{Env, read_json, read_jsonl, repo_file};
 
-fn validator(name: &str) -> jsonschema::Validator {
+pub fn validator(name: &str) -> jsonschema::Validator {
     let schema = read_json(&repo_file(&format!("spec/schemas/{name}.schema.json")));
     jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("{name} schema: {e}"))
 }

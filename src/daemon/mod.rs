@@ -1,0 +1,903 @@
+//! The daemon: the I/O shell around the [`Supervisor`].
+//!
+//! It discovers cells with one walk of the root, then follows inotify
+//! ([`watch`]): new and removed cell directories, `cell.json` writes and
+//! replacements, heartbeat writes. It feeds what it reads to the core,
+//! sleeps until the core's next deadline, and carries out the core's
+//! actions: event lines, `state.json` writes (coalesced, off the loop), a
+//! provisioned cell's activation. A periodic rescan is only a safety net;
+//! an inotify overflow or a full channel triggers one at once; cells whose
+//! watch cannot be added, or a root on a network filesystem, are polled.
+
+pub mod lock;
+pub mod watch;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::Context;
+use crate::cell::heartbeat::{Heartbeat, HeartbeatError};
+use crate::cell::lifecycle::{CellStatus, Trigger, transition};
+use crate::cell::manifest::Manifest;
+use crate::cell::{EVENTS, HEARTBEATS, MANIFEST, MANIFEST_LIMIT, STATE, heartbeat_rel};
+use crate::config::{Config, WatchMode};
+use crate::error::{Error, Result};
+use crate::events::{Event, EventKind};
+use crate::logging::LogHandle;
+use crate::state::CellState;
+use crate::store::{AGENT_FILE_LIMIT, Dir, ReadError};
+use crate::supervisor::{Action, CellId, Input, Supervisor};
+use lock::{PidFile, RootLock};
+use watch::{FsEvent, FsWatcher, WatchError};
+
+/// How often dirty `state.json` files are considered for writing.
+const FLUSH_TICK: Duration = Duration::from_millis(100);
+/// A `state.json` whose only change is a `last_seen` waits this long
+/// after its previous write (a heartbeat storm is not a write storm).
+const LAZY_FLUSH_S: f64 = 0.9;
+/// An identical `invalid_input` for the same file is repeated at most
+/// this often.
+const INVALID_REPEAT_S: f64 = 300.0;
+/// How often a missing root is looked for.
+const ROOT_WAIT: Duration = Duration::from_secs(1);
+
+/// What the daemon was asked to do.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// One discovery and reconcile pass, then exit.
+    pub once: bool,
+    /// The config file named on the command line, for reloads.
+    pub config_path: Option<PathBuf>,
+}
+
+/// Runs the daemon until `SIGTERM`/`SIGINT` (or one pass with `--once`).
+pub fn run(ctx: Context, opts: Options, log: LogHandle) -> Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(ctx, opts, log))
+}
+
+/// Unix seconds now: heartbeats carry wall-clock time, so the core does too.
+fn wall_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The tokio instant of wall-clock time `at`.
+fn instant_at(at: f64) -> Instant {
+    Instant::now() + Duration::from_secs_f64((at - wall_now()).max(0.0))
+}
+
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
+/// How a session over one root ended.
+enum Ended {
+    Shutdown,
+    RootGone,
+}
+
+async fn serve(ctx: Context, opts: Options, log: LogHandle) -> Result<ExitCode> {
+    let mut signals = Signals::new()?;
+    let _pid_file = match &ctx.config.daemon.pid_file {
+        Some(path) if !opts.once => Some(PidFile::create(path)?),
+        _ => None,
+    };
+    let mut config = ctx.config;
+    let mut ready_sent = false;
+    loop {
+        let Some(root_dir) = wait_for_root(&ctx.root.path, opts.once, &mut signals).await? else {
+            return Ok(ExitCode::SUCCESS);
+        };
+        let _lock = RootLock::acquire(&root_dir)?;
+        let mut shell = Shell::new(config.clone(), root_dir);
+        if opts.once {
+            shell.discover();
+            shell.expire_due();
+            shell.flush_all();
+            return Ok(if shell.core.all_healthy() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
+        }
+        match shell
+            .run(&opts, &mut signals, &log, &mut ready_sent)
+            .await?
+        {
+            Ended::Shutdown => return Ok(ExitCode::SUCCESS),
+            Ended::RootGone => config = shell.cfg,
+        }
+    }
+}
+
+/// Opens the root, waiting for it to exist (saying so once). `None` if a
+/// shutdown signal came first.
+async fn wait_for_root(
+    path: &std::path::Path,
+    once: bool,
+    signals: &mut Signals,
+) -> Result<Option<Arc<Dir>>> {
+    let mut warned = false;
+    loop {
+        match Dir::open(path) {
+            Ok(dir) => {
+                if warned {
+                    tracing::info!("cells root {} exists now", path.display());
+                }
+                return Ok(Some(Arc::new(dir)));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !once => {
+                if !warned {
+                    tracing::warn!(
+                        "cells root {} does not exist; waiting for it to be created",
+                        path.display()
+                    );
+                    warned = true;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(ROOT_WAIT) => {}
+                    _ = signals.term.recv() => return Ok(None),
+                    _ = signals.int.recv() => return Ok(None),
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::RootMissing(path.to_path_buf()));
+            }
+            Err(e) => {
+                return Err(Error::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("cells root {}: {e}", path.display()),
+                )));
+            }
+        }
+    }
+}
+
+/// The daemon's state over one root.
+struct Shell {
+    cfg: Config,
+    root_path: PathBuf,
+    root_dir: Arc<Dir>,
+    core: Supervisor,
+    watcher: Option<FsWatcher>,
+    /// Cells whose directory and heartbeats directory are watched.
+    watched: HashSet<CellId>,
+    /// Cells that could not be watched (watch limit): polled instead.
+    polled: HashSet<CellId>,
+    watch_limit_warned: bool,
+    /// Last `invalid_input` per (cell, file): the error and when.
+    invalid: HashMap<(String, String), (String, f64)>,
+    /// Cells whose `state.json` is out of date; `true` if urgent.
+    dirty: HashMap<CellId, bool>,
+    last_written: HashMap<CellId, f64>,
+    writing: Option<JoinHandle<()>>,
+    pid: u32,
+}
+
+impl Shell {
+    fn new(cfg: Config, root_dir: Arc<Dir>) -> Shell {
+        let core = Supervisor::new(cfg.cells.clone(), cfg.events.heartbeats);
+        Shell {
+            root_path: root_dir.path().to_path_buf(),
+            cfg,
+            root_dir,
+            core,
+            watcher: None,
+            watched: HashSet::new(),
+            polled: HashSet::new(),
+            watch_limit_warned: false,
+            invalid: HashMap::new(),
+            dirty: HashMap::new(),
+            last_written: HashMap::new(),
+            writing: None,
+            pid: std::process::id(),
+        }
+    }
+
+    /// The watching loop.
+    async fn run(
+        &mut self,
+        opts: &Options,
+        signals: &mut Signals,
+        log: &LogHandle,
+        ready_sent: &mut bool,
+    ) -> Result<Ended> {
+        let overflow = Arc::new(AtomicBool::new(false));
+        let mut events = self.start_watching(overflow.clone());
+        self.discover();
+        self.flush(false);
+        let s = self.core.summary();
+        tracing::info!(
+            "ready: {} cells, {} agents in {} ({})",
+            s.cells,
+            s.agents,
+            self.root_path.display(),
+            if events.is_some() {
+                "inotify"
+            } else {
+                "polling"
+            }
+        );
+        if !*ready_sent {
+            *ready_sent = true;
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        }
+        self.report_status();
+        let mut rescan = tokio::time::interval_at(
+            Instant::now() + self.cfg.cells.poll_interval,
+            self.cfg.cells.poll_interval.max(Duration::from_millis(100)),
+        );
+        rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut flush = tokio::time::interval(FLUSH_TICK);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let watchdog_every = sd_notify::watchdog_enabled().map(|usec| usec / 2);
+        let mut watchdog =
+            tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
+        let ended = loop {
+            let deadline = self
+                .core
+                .next_deadline()
+                .map_or_else(|| Instant::now() + Duration::from_secs(3600), instant_at);
+            tokio::select! {
+                biased;
+                _ = signals.term.recv() => break Ended::Shutdown,
+                _ = signals.int.recv() => break Ended::Shutdown,
+                _ = signals.hup.recv() => self.reload(opts, log),
+                Some(ev) = recv(&mut events) => {
+                    let mut root_gone = self.on_fs_event(ev);
+                    // Drain what is queued, bounded so timers still run.
+                    for _ in 0..4096 {
+                        let Some(ev) = events.as_mut().and_then(|rx| rx.try_recv().ok()) else {
+                            break;
+                        };
+                        root_gone |= self.on_fs_event(ev);
+                    }
+                    if root_gone {
+                        break Ended::RootGone;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => self.expire_due(),
+                _ = rescan.tick() => {
+                    if self.root_removed() {
+                        break Ended::RootGone;
+                    }
+                    self.discover();
+                    self.report_status();
+                }
+                _ = flush.tick() => self.flush(false),
+                _ = watchdog.tick(), if watchdog_every.is_some() => {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+            }
+            if overflow.swap(false, Ordering::AcqRel) {
+                tracing::warn!("file events were lost (queue overflow); rescanning every cell");
+                self.discover();
+            }
+        };
+        if let Ended::RootGone = ended {
+            tracing::error!(
+                "cells root {} was removed; waiting for it to come back",
+                self.root_path.display()
+            );
+        }
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        self.flush_all();
+        Ok(ended)
+    }
+
+    /// Whether the root directory we hold has been unlinked (the safety net
+    /// for the parent watch, and the only check when polling).
+    fn root_removed(&self) -> bool {
+        nix::sys::stat::fstat(self.root_dir.as_fd()).is_ok_and(|st| st.st_nlink == 0)
+    }
+
+    /// Sets up inotify unless polling is asked for or the root's
+    /// filesystem does not deliver inotify events.
+    fn start_watching(&mut self, overflow: Arc<AtomicBool>) -> Option<mpsc::Receiver<FsEvent>> {
+        let mode = self.cfg.cells.watch;
+        let network = network_filesystem(&self.root_path);
+        if mode == WatchMode::Poll || (mode == WatchMode::Auto && network.is_some()) {
+            tracing::warn!(
+                "polling {} every {:?}{}: inotify is not used",
+                self.root_path.display(),
+                self.cfg.cells.poll_interval,
+                network
+                    .map(|fs| format!(" (a {fs} filesystem)"))
+                    .unwrap_or_default()
+            );
+            return None;
+        }
+        match FsWatcher::new(&self.root_path, overflow) {
+            Ok((watcher, rx)) => {
+                self.watcher = Some(watcher);
+                Some(rx)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "cannot watch {} with inotify ({e}); polling every {:?} instead",
+                    self.root_path.display(),
+                    self.cfg.cells.poll_interval
+                );
+                None
+            }
+        }
+    }
+
+    /// One walk of the root: every cell is (re)read and reconciled, and
+    /// cells that vanished are dropped. Idempotent: a rescan loses and
+    /// duplicates nothing.
+    fn discover(&mut self) {
+        let mut seen = HashSet::new();
+        for entry in walkdir::WalkDir::new(&self.root_path)
+            .min_depth(1)
+            .max_depth(1)
+            .follow_links(false)
+            .into_iter()
+            .filter_map(|e| e.ok())
+        {
+            let Some(name) = entry.file_name().to_str() else {
+                continue;
+            };
+            if name.starts_with('.') || !entry.file_type().is_dir() {
+                continue;
+            }
+            seen.insert(name.to_string());
+            self.scan_cell(name);
+        }
+        for id in self.core.cell_ids() {
+            if !seen.contains(&*id) {
+                self.cell_gone(&id);
+            }
+        }
+    }
+
+    /// Reads one cell and reconciles it: manifest, watches, heartbeats.
+    fn scan_cell(&mut self, name: &str) {
+        let now = wall_now();
+        let cell_dir = match self.root_dir.subdir(name) {
+            Ok(dir) => dir,
+            Err(_) => return self.cell_gone(name),
+        };
+        let manifest = match cell_dir.read_file(MANIFEST, MANIFEST_LIMIT) {
+            Ok(bytes) => match Manifest::from_slice(&bytes) {
+                Ok(m) => m,
+                Err(e) => {
+                    // Keep the last good manifest: a half-saved edit must
+                    // not make agents vanish. Watch the directory so the
+                    // fix is seen.
+                    self.report_invalid(name, MANIFEST, format!("invalid JSON: {e}"));
+                    self.watch_dir_only(name);
+                    return;
+                }
+            },
+            Err(ReadError::NotFound) => {
+                // Not (or no longer) a cell; watch it so a cell.json
+                // written later is seen.
+                self.cell_gone(name);
+                self.watch_dir_only(name);
+                return;
+            }
+            Err(e) => {
+                self.report_invalid(name, MANIFEST, e.to_string());
+                self.watch_dir_only(name);
+                return;
+            }
+        };
+        if !manifest.uuid.is_empty() && !manifest.uuid.eq_ignore_ascii_case(name) {
+            self.report_invalid(
+                name,
+                MANIFEST,
+                format!(
+                    "uuid {:?} disagrees with the directory name; the cell is not monitored",
+                    manifest.uuid
+                ),
+            );
+            self.cell_gone(name);
+            self.watch_dir_only(name);
+            return;
+        }
+        let problems = manifest.problems();
+        if problems.is_empty() {
+            self.clear_invalid(name, MANIFEST);
+        } else {
+            self.report_invalid(name, MANIFEST, problems.join("; "));
+        }
+        let id: CellId = name.into();
+        let previous = if self.core.knows(name) {
+            None
+        } else {
+            read_state(&cell_dir).map(Box::new)
+        };
+        let actions = self.core.handle(
+            Input::Cell {
+                id: id.clone(),
+                manifest: Box::new(manifest),
+                previous,
+            },
+            now,
+        );
+        self.execute(actions);
+        if self.core.is_monitored(name) {
+            self.ensure_watched(&id, &cell_dir);
+            for agent in self.core.agent_names(name) {
+                self.read_heartbeat(name, &agent);
+            }
+        } else if self.core.knows(name) {
+            // Provisioned: watch for agents joining.
+            self.watch_dir_only(name);
+        }
+    }
+
+    /// The cell's directory is gone or it is no longer a monitored cell.
+    fn cell_gone(&mut self, name: &str) {
+        let actions = self
+            .core
+            .handle(Input::CellGone { id: name.into() }, wall_now());
+        self.execute(actions);
+        self.unwatch(name);
+    }
+
+    /// Watches the cell's directory and heartbeats directory (creating the
+    /// latter if a tool made the cell without it).
+    fn ensure_watched(&mut self, id: &CellId, cell_dir: &Dir) {
+        if self.watched.contains(id) || self.polled.contains(id) {
+            return;
+        }
+        if let Err(e) = ensure_heartbeats_dir(cell_dir) {
+            self.report_invalid(id, HEARTBEATS, e.to_string());
+            return;
+        }
+        let Some(watcher) = self.watcher.as_mut() else {
+            return;
+        };
+        let paths = watch::cell_paths(&self.root_path, id);
+        for path in &paths {
+            match watcher.watch(path) {
+                Ok(()) => {}
+                Err(WatchError::Exhausted) => {
+                    if !self.watch_limit_warned {
+                        self.watch_limit_warned = true;
+                        tracing::warn!(
+                            "inotify watch limit reached at cell {id}: it and further cells are \
+                             polled every {:?}; raise the limit with \
+                             `sysctl fs.inotify.max_user_watches=524288` (persist it in \
+                             /etc/sysctl.d/) and restart the daemon",
+                            self.cfg.cells.poll_interval
+                        );
+                    }
+                    self.polled.insert(id.clone());
+                    return;
+                }
+                Err(WatchError::Gone) => return,
+                Err(WatchError::Other(e)) => {
+                    tracing::warn!("cannot watch {}: {e}; it is polled", path.display());
+                    self.polled.insert(id.clone());
+                    return;
+                }
+            }
+        }
+        self.watched.insert(id.clone());
+    }
+
+    /// Watches only the cell directory (a provisioned cell, or a directory
+    /// that may become a cell).
+    fn watch_dir_only(&mut self, name: &str) {
+        if let Some(watcher) = self.watcher.as_mut() {
+            let [dir, _] = watch::cell_paths(&self.root_path, name);
+            let _ = watcher.watch(&dir);
+        }
+    }
+
+    fn unwatch(&mut self, name: &str) {
+        self.watched.remove(name);
+        self.polled.remove(name);
+        self.dirty.remove(name);
+        self.last_written.remove(name);
+        if let Some(watcher) = self.watcher.as_mut() {
+            for path in watch::cell_paths(&self.root_path, name) {
+                watcher.unwatch(&path);
+            }
+        }
+    }
+
+    /// Reads one heartbeat file and feeds a good one to the core. A torn
+    /// write is skipped silently: the writer's close brings another event.
+    fn read_heartbeat(&mut self, cell: &str, agent: &str) {
+        let rel = format!("{cell}/{}", heartbeat_rel(agent));
+        let result = self
+            .root_dir
+            .read_file(&rel, AGENT_FILE_LIMIT)
+            .map_err(|e| match e {
+                ReadError::NotFound => None,
+                other => Some(format!("heartbeat file {other}")),
+            })
+            .and_then(|bytes| {
+                Heartbeat::parse(&bytes).map_err(|e| match e {
+                    HeartbeatError::Partial => None,
+                    HeartbeatError::Invalid(msg) => Some(format!("heartbeat {msg}")),
+                })
+            });
+        match result {
+            Ok(heartbeat) => {
+                if !self.invalid.is_empty() {
+                    self.clear_invalid(cell, &heartbeat_rel(agent));
+                }
+                let actions = self.core.handle(
+                    Input::Heartbeat {
+                        cell: cell.into(),
+                        agent: agent.to_string(),
+                        heartbeat,
+                    },
+                    wall_now(),
+                );
+                self.execute(actions);
+            }
+            Err(None) => {}
+            Err(Some(error)) => self.report_invalid(cell, &heartbeat_rel(agent), error),
+        }
+    }
+
+    fn on_fs_event(&mut self, ev: FsEvent) -> bool {
+        match ev {
+            FsEvent::Heartbeat { cell, agent } => {
+                if self.core.is_monitored(&cell) {
+                    self.read_heartbeat(&cell, &agent);
+                }
+            }
+            FsEvent::RootEntry(name) | FsEvent::Manifest(name) | FsEvent::CellMeta(name) => {
+                self.scan_cell(&name)
+            }
+            FsEvent::CellMetaGone(name) => {
+                // inotify dropped that watch. Nothing is re-created now (the
+                // cell may be being deleted); the next rescan repairs it.
+                self.watched.remove(&*name);
+            }
+            FsEvent::RootEntryGone(name) => self.cell_gone(&name),
+            FsEvent::Rescan => self.discover(),
+            FsEvent::RootGone => {
+                for id in self.core.cell_ids() {
+                    self.cell_gone(&id);
+                }
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Deadlines have come: re-read those agents' heartbeats first (an
+    /// event inotify lost, or a polled cell, must not make a live agent
+    /// stale), then let the core apply what is still due.
+    fn expire_due(&mut self) {
+        let due = self.core.take_due(wall_now());
+        for (cell, agent) in &due {
+            self.read_heartbeat(cell, agent);
+        }
+        let actions = self.core.handle(Input::Expire { due }, wall_now());
+        self.execute(actions);
+    }
+
+    fn execute(&mut self, actions: Vec<Action>) {
+        let mut rescan = Vec::new();
+        for action in actions {
+            match action {
+                Action::Emit { cell, event } => self.emit(&cell, &event),
+                Action::StateChanged { cell, urgent } => {
+                    *self.dirty.entry(cell).or_default() |= urgent;
+                }
+                Action::StatusObserved { cell, from, to } => {
+                    if self.recorded_status(&cell).as_deref() != Some(to.as_str()) {
+                        let event = Event::new(EventKind::CellStatusChanged)
+                            .with("from", from.as_str())
+                            .with("to", to.as_str())
+                            .with("observed", true);
+                        self.emit(&cell, &event);
+                    }
+                }
+                Action::Activate { cell } => {
+                    if self.activate(&cell) {
+                        rescan.push(cell);
+                    }
+                }
+                Action::Forget { cell } => self.unwatch(&cell),
+            }
+        }
+        for cell in rescan {
+            self.scan_cell(&cell);
+        }
+    }
+
+    /// The `to` of the last status change recorded in the cell's stream,
+    /// read under the cell lock: the CLI writes `cell.json` and then its
+    /// event while holding that lock, so once we hold it, a change the CLI
+    /// made is recorded too and is not recorded twice.
+    fn recorded_status(&self, cell: &str) -> Option<String> {
+        let dir = self.root_dir.subdir(cell).ok()?;
+        let _lock = dir.lock().ok()?;
+        last_recorded_status(&dir)
+    }
+
+    /// Moves a provisioned cell that has agents to `active`, under the
+    /// cell lock and the transition table, as `cell join` would have.
+    fn activate(&mut self, name: &str) -> bool {
+        let root = crate::cell::Root::new(&self.root_path);
+        let result = root.cell(name).and_then(|cell| {
+            cell.update(|m| {
+                let from = m.status();
+                match transition(&from, Trigger::Join) {
+                    Ok(to) if from == CellStatus::Provisioned && !m.agents.is_empty() => {
+                        m.status = Some(to.clone());
+                        let event = Event::new(EventKind::CellStatusChanged)
+                            .with("from", from.as_str())
+                            .with("to", to.as_str());
+                        Ok((true, vec![event]))
+                    }
+                    _ => Ok((false, Vec::new())),
+                }
+            })
+        });
+        match result {
+            Ok(changed) => changed,
+            Err(e) => {
+                tracing::warn!("cell {name}: could not activate it: {e}");
+                false
+            }
+        }
+    }
+
+    /// Appends an event line to the cell's stream and logs it.
+    fn emit(&self, cell: &str, event: &Event) {
+        tracing::info!(
+            "{cell} {} {}",
+            event.kind.as_str(),
+            serde_json::Value::Object(event.fields.clone())
+        );
+        if let Err(e) = append_event(&self.root_dir, cell, event) {
+            tracing::warn!("cell {cell}: could not record {}: {e}", event.kind.as_str());
+        }
+    }
+
+    /// Records `invalid_input` for a file of a cell, once per distinct
+    /// error per [`INVALID_REPEAT_S`], and logs it.
+    fn report_invalid(&mut self, cell: &str, rel: &str, error: String) {
+        let now = wall_now();
+        let key = (cell.to_string(), rel.to_string());
+        if let Some((last, at)) = self.invalid.get(&key)
+            && *last == error
+            && now - at < INVALID_REPEAT_S
+        {
+            return;
+        }
+        tracing::warn!("cell {cell}: {rel}: {error}");
+        self.invalid.insert(key, (error.clone(), now));
+        let event = Event::new(EventKind::InvalidInput)
+            .with("path", rel)
+            .with("error", error);
+        let _ = append_event(&self.root_dir, cell, &event);
+    }
+
+    fn clear_invalid(&mut self, cell: &str, rel: &str) {
+        self.invalid.remove(&(cell.to_string(), rel.to_string()));
+    }
+
+    /// Starts writing the `state.json` files that are due: urgent ones at
+    /// once, `last_seen`-only ones at most about once a second. Writes run
+    /// off the loop, one batch at a time.
+    fn flush(&mut self, force: bool) {
+        if self.writing.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        let now = wall_now();
+        let due: Vec<CellId> = self
+            .dirty
+            .iter()
+            .filter(|(cell, urgent)| {
+                force
+                    || **urgent
+                    || self
+                        .last_written
+                        .get(*cell)
+                        .is_none_or(|at| now - at >= LAZY_FLUSH_S)
+            })
+            .map(|(cell, _)| cell.clone())
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let mut batch = Vec::with_capacity(due.len());
+        for cell in due {
+            self.dirty.remove(&cell);
+            self.last_written.insert(cell.clone(), now);
+            if let Some(state) = self.core.snapshot(&cell, self.pid, now) {
+                batch.push((cell, state.to_bytes()));
+            }
+        }
+        let root = self.root_dir.clone();
+        let write = move || {
+            for (cell, bytes) in batch {
+                if let Err(e) = write_state(&root, &cell, &bytes) {
+                    tracing::warn!("cell {cell}: could not write {STATE}: {e}");
+                }
+            }
+        };
+        if force {
+            write();
+        } else {
+            self.writing = Some(tokio::task::spawn_blocking(write));
+        }
+    }
+
+    /// Writes every pending `state.json` now (shutdown, `--once`).
+    fn flush_all(&mut self) {
+        if let Some(handle) = self.writing.take() {
+            // A batch in flight finishes on its own thread; wait for it so
+            // the final write is not overtaken.
+            while !handle.is_finished() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        for id in self.core.cell_ids() {
+            if self.core.is_monitored(&id) {
+                self.dirty.insert(id, true);
+            }
+        }
+        self.flush(true);
+    }
+
+    fn reload(&mut self, opts: &Options, log: &LogHandle) {
+        match Config::load(opts.config_path.as_deref()) {
+            Ok(loaded) => {
+                for key in &loaded.unknown_keys {
+                    tracing::warn!("config: unknown key {key:?} ignored");
+                }
+                if loaded.config.root(None) != self.cfg.root(None) {
+                    tracing::warn!("config: cells.root changed; restart the daemon to use it");
+                }
+                log.set_level(&loaded.config.daemon);
+                self.cfg = loaded.config;
+                let actions = self.core.handle(
+                    Input::Config {
+                        cells: Box::new(self.cfg.cells.clone()),
+                        heartbeats: self.cfg.events.heartbeats,
+                    },
+                    wall_now(),
+                );
+                self.execute(actions);
+                // Re-resolve every agent's settings against the new defaults.
+                self.discover();
+                tracing::info!("configuration reloaded");
+            }
+            Err(e) => tracing::error!("configuration not reloaded: {e}"),
+        }
+    }
+
+    fn report_status(&self) {
+        let s = self.core.summary();
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&format!(
+            "{} cells, {} agents, {} healthy, {} not",
+            s.cells, s.agents, s.healthy, s.unhealthy
+        ))]);
+    }
+}
+
+async fn recv(rx: &mut Option<mpsc::Receiver<FsEvent>>) -> Option<FsEvent> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Creates `.lazarus/heartbeats` if missing; when running as root, hands
+/// it to the owner of the cell directory so its agents can write there.
+fn ensure_heartbeats_dir(cell_dir: &Dir) -> std::io::Result<()> {
+    if cell_dir.subdir(HEARTBEATS).is_ok() {
+        return Ok(());
+    }
+    let dir = cell_dir.create_dirs(HEARTBEATS)?;
+    if nix::unistd::geteuid().is_root() {
+        let owner = nix::sys::stat::fstat(cell_dir.as_fd()).map_err(std::io::Error::from)?;
+        nix::unistd::fchown(
+            dir.as_fd(),
+            Some(nix::unistd::Uid::from_raw(owner.st_uid)),
+            Some(nix::unistd::Gid::from_raw(owner.st_gid)),
+        )
+        .map_err(std::io::Error::from)?;
+    }
+    Ok(())
+}
+
+/// The `state.json` a previous daemon left in this cell, if it parses.
+fn read_state(cell_dir: &Dir) -> Option<CellState> {
+    let bytes = cell_dir.read_file(STATE, AGENT_FILE_LIMIT * 16).ok()?;
+    CellState::from_slice(&bytes).ok()
+}
+
+/// Opens a cell that still has its manifest: the daemon never writes into
+/// a directory that is being deleted, nor re-creates one.
+fn live_cell(root: &Dir, cell: &str) -> std::io::Result<Dir> {
+    let dir = root.subdir(cell)?;
+    if !dir.exists_beneath(MANIFEST) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{}: no {MANIFEST} (cell removed?)", dir.path().display()),
+        ));
+    }
+    Ok(dir)
+}
+
+fn append_event(root: &Dir, cell: &str, event: &Event) -> std::io::Result<()> {
+    let line = event.to_line(cell, chrono::Utc::now());
+    live_cell(root, cell)?
+        .create_dirs("logs")?
+        .append_line("events.jsonl", &line)
+}
+
+fn write_state(root: &Dir, cell: &str, bytes: &[u8]) -> std::io::Result<()> {
+    live_cell(root, cell)?
+        .subdir(".lazarus")?
+        .write_atomic("state.json", bytes, 0o644)
+}
+
+/// The `to` of the last `cell_status_changed` in the cell's stream (read
+/// from its last 64 KiB), so an edit the CLI already recorded is not
+/// recorded twice.
+fn last_recorded_status(cell_dir: &Dir) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let (mut file, size) = cell_dir.open_regular(EVENTS).ok()?;
+    let start = size.saturating_sub(64 * 1024);
+    file.seek(SeekFrom::Start(start)).ok()?;
+    let mut tail = String::new();
+    file.take(64 * 1024).read_to_string(&mut tail).ok()?;
+    tail.lines().rev().find_map(|line| {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        (v["event"] == "cell_status_changed")
+            .then(|| v["to"].as_str().map(str::to_string))
+            .flatten()
+    })
+}
+
+/// The name of the root's filesystem type if it does not deliver inotify
+/// events for changes made elsewhere (network and FUSE filesystems).
+fn network_filesystem(root: &std::path::Path) -> Option<&'static str> {
+    const KINDS: &[(i64, &str)] = &[
+        (0x6969, "NFS"),
+        (0x517B, "SMB"),
+        (0xFF53_4D42, "CIFS"),
+        (0xFE53_4D42, "SMB2"),
+        (0x6573_5546, "FUSE"),
+        (0x00C3_6400, "Ceph"),
+        (0x0102_1997, "9p"),
+        (0x5346_414F, "AFS"),
+    ];
+    let fs = nix::sys::statfs::statfs(root).ok()?;
+    #[allow(clippy::unnecessary_cast)]
+    let kind = fs.filesystem_type().0 as i64;
+    KINDS
+        .iter()
+        .find(|(magic, _)| *magic == kind)
+        .map(|(_, name)| *name)
+}
