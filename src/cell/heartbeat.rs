@@ -5,8 +5,9 @@
 //! file is [`HeartbeatError::Partial`]: keep the last good value and read
 //! again on the next change; it is not a death and not an error to report.
 
-use serde::Serialize;
-use serde_json::Value;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 
 /// How far in the future a heartbeat may claim to be before it is clamped.
 pub const FUTURE_SKEW_ALLOWANCE_S: f64 = 5.0;
@@ -31,6 +32,58 @@ pub struct Heartbeat {
     pub cell_uuid: Option<String>,
 }
 
+/// The file as written: only `timestamp` is typed strictly; the other
+/// fields are informative, so a wrong type there is ignored, not an error.
+#[derive(Deserialize)]
+struct Raw<'a> {
+    #[serde(default, borrow)]
+    timestamp: Option<Stamp<'a>>,
+    #[serde(default, borrow)]
+    agent: Option<Lenient<'a>>,
+    #[serde(default, borrow)]
+    pid: Option<Lenient<'a>>,
+    #[serde(default, borrow)]
+    cycle: Option<Lenient<'a>>,
+    #[serde(default, borrow)]
+    model: Option<Lenient<'a>>,
+    #[serde(default, borrow)]
+    status: Option<Lenient<'a>>,
+    #[serde(default, borrow)]
+    cell_uuid: Option<Lenient<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Stamp<'a> {
+    Seconds(f64),
+    Text(#[serde(borrow)] Cow<'a, str>),
+}
+
+/// Any JSON value; strings and integers are kept, the rest ignored.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Lenient<'a> {
+    Int(i64),
+    Text(#[serde(borrow)] Cow<'a, str>),
+    Other(serde::de::IgnoredAny),
+}
+
+impl Lenient<'_> {
+    fn text(self) -> Option<String> {
+        match self {
+            Lenient::Text(s) => Some(s.into_owned()),
+            _ => None,
+        }
+    }
+
+    fn int(self) -> Option<i64> {
+        match self {
+            Lenient::Int(i) => Some(i),
+            _ => None,
+        }
+    }
+}
+
 /// Why a heartbeat file's content was not accepted.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum HeartbeatError {
@@ -43,35 +96,34 @@ pub enum HeartbeatError {
 }
 
 impl Heartbeat {
-    /// Parses a heartbeat file's bytes.
+    /// Parses a heartbeat file's bytes. This is the daemon's hot path, so
+    /// it deserialises into borrowed fields and skips unknown ones instead
+    /// of building a JSON tree.
     pub fn parse(bytes: &[u8]) -> Result<Heartbeat, HeartbeatError> {
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(HeartbeatError::Partial);
+        match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+            None => return Err(HeartbeatError::Partial),
+            // serde would take an array as the struct's fields in order.
+            Some(b) if *b != b'{' => {
+                return Err(HeartbeatError::Invalid("not a JSON object".into()));
+            }
+            Some(_) => {}
         }
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        let raw: Raw<'_> = serde_json::from_slice(bytes).map_err(|e| {
             if e.is_eof() {
                 HeartbeatError::Partial
+            } else if e.is_data() {
+                HeartbeatError::Invalid(e.to_string())
             } else {
                 HeartbeatError::Invalid(format!("not JSON: {e}"))
             }
         })?;
-        let Value::Object(obj) = value else {
-            return Err(HeartbeatError::Invalid("not a JSON object".into()));
-        };
-        let timestamp = match obj.get("timestamp") {
-            Some(Value::Number(n)) => n
-                .as_f64()
-                .ok_or_else(|| HeartbeatError::Invalid("timestamp is not a number".into()))?,
-            Some(Value::String(s)) => chrono::DateTime::parse_from_rfc3339(s)
+        let timestamp = match raw.timestamp {
+            Some(Stamp::Seconds(secs)) => secs,
+            Some(Stamp::Text(s)) => chrono::DateTime::parse_from_rfc3339(&s)
                 .map(|t| t.timestamp_micros() as f64 / 1e6)
                 .map_err(|e| {
                     HeartbeatError::Invalid(format!("timestamp {s:?} is not RFC 3339: {e}"))
                 })?,
-            Some(_) => {
-                return Err(HeartbeatError::Invalid(
-                    "timestamp must be unix seconds or an RFC 3339 string".into(),
-                ));
-            }
             None => return Err(HeartbeatError::Invalid("timestamp is missing".into())),
         };
         if !timestamp.is_finite() || timestamp < 0.0 {
@@ -79,15 +131,18 @@ impl Heartbeat {
                 "timestamp {timestamp} is not a time"
             )));
         }
-        let string = |k: &str| obj.get(k).and_then(Value::as_str).map(str::to_string);
+        let text = |v: Option<Lenient<'_>>| v.and_then(Lenient::text);
         Ok(Heartbeat {
-            agent: string("agent"),
-            pid: obj.get("pid").and_then(Value::as_i64),
+            agent: text(raw.agent),
+            pid: raw.pid.and_then(Lenient::int),
             timestamp,
-            cycle: obj.get("cycle").and_then(Value::as_u64),
-            model: string("model"),
-            status: string("status"),
-            cell_uuid: string("cell_uuid"),
+            cycle: raw
+                .cycle
+                .and_then(Lenient::int)
+                .and_then(|c| u64::try_from(c).ok()),
+            model: text(raw.model),
+            status: text(raw.status),
+            cell_uuid: text(raw.cell_uuid),
         })
     }
 
@@ -155,6 +210,7 @@ mod tests {
         for bad in [
             &b"hello"[..],
             b"[1]",
+            b"[1775433601.5]",
             b"{}",
             b"{\"timestamp\":true}",
             b"{\"timestamp\":\"yesterday\"}",
@@ -165,6 +221,13 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn informative_fields_of_the_wrong_type_are_ignored() {
+        let hb = Heartbeat::parse(br#"{"timestamp":5,"pid":"abc","status":7,"extra":[1]}"#)
+            .expect("parse");
+        assert_eq!((hb.timestamp, hb.pid, hb.status), (5.0, None, None));
     }
 
     #[test]

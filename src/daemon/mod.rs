@@ -6,8 +6,8 @@
 //! sleeps until the core's next deadline, and carries out the core's
 //! actions: event lines, `state.json` writes (coalesced, off the loop), a
 //! provisioned cell's activation. A periodic rescan is only a safety net;
-//! an inotify overflow or a full channel triggers one at once; cells whose
-//! watch cannot be added, or a root on a network filesystem, are polled.
+//! an inotify queue overflow triggers one at once; cells whose watch
+//! cannot be added, or a root on a network filesystem, are polled.
 
 pub mod lock;
 pub mod watch;
@@ -16,11 +16,9 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -37,13 +35,10 @@ use crate::state::CellState;
 use crate::store::{AGENT_FILE_LIMIT, Dir, ReadError};
 use crate::supervisor::{Action, CellId, Input, Supervisor};
 use lock::{PidFile, RootLock};
-use watch::{FsEvent, FsWatcher, WatchError};
+use watch::{EventSource, FsEvent, RawEvent, WatchError, Watches};
 
 /// How often dirty `state.json` files are considered for writing.
 const FLUSH_TICK: Duration = Duration::from_millis(100);
-/// A `state.json` whose only change is a `last_seen` waits this long
-/// after its previous write (a heartbeat storm is not a write storm).
-const LAZY_FLUSH_S: f64 = 0.9;
 /// An identical `invalid_input` for the same file is repeated at most
 /// this often.
 const INVALID_REPEAT_S: f64 = 300.0;
@@ -184,9 +179,8 @@ struct Shell {
     root_path: PathBuf,
     root_dir: Arc<Dir>,
     core: Supervisor,
-    watcher: Option<FsWatcher>,
-    /// Cells whose directory and heartbeats directory are watched.
-    watched: HashSet<CellId>,
+    /// inotify watches; `None` when polling.
+    watches: Option<Watches>,
     /// Cells that could not be watched (watch limit): polled instead.
     polled: HashSet<CellId>,
     watch_limit_warned: bool,
@@ -196,6 +190,12 @@ struct Shell {
     dirty: HashMap<CellId, bool>,
     last_written: HashMap<CellId, f64>,
     writing: Option<JoinHandle<()>>,
+    /// Agents already read in the current batch of events (kept to reuse
+    /// its allocation: this is the hot path).
+    beaten: HashSet<(String, String)>,
+    /// Reused buffers of the heartbeat read.
+    read_buf: Vec<u8>,
+    path_buf: String,
     pid: u32,
 }
 
@@ -207,14 +207,16 @@ impl Shell {
             cfg,
             root_dir,
             core,
-            watcher: None,
-            watched: HashSet::new(),
+            watches: None,
             polled: HashSet::new(),
             watch_limit_warned: false,
             invalid: HashMap::new(),
             dirty: HashMap::new(),
             last_written: HashMap::new(),
             writing: None,
+            beaten: HashSet::new(),
+            read_buf: Vec::new(),
+            path_buf: String::new(),
             pid: std::process::id(),
         }
     }
@@ -227,8 +229,7 @@ impl Shell {
         log: &LogHandle,
         ready_sent: &mut bool,
     ) -> Result<Ended> {
-        let overflow = Arc::new(AtomicBool::new(false));
-        let mut events = self.start_watching(overflow.clone());
+        let mut events = self.start_watching();
         self.discover();
         self.flush(false);
         let s = self.core.summary();
@@ -268,18 +269,11 @@ impl Shell {
                 _ = signals.term.recv() => break Ended::Shutdown,
                 _ = signals.int.recv() => break Ended::Shutdown,
                 _ = signals.hup.recv() => self.reload(opts, log),
-                Some(ev) = recv(&mut events) => {
-                    let mut root_gone = self.on_fs_event(ev);
-                    // Drain what is queued, bounded so timers still run.
-                    for _ in 0..4096 {
-                        let Some(ev) = events.as_mut().and_then(|rx| rx.try_recv().ok()) else {
-                            break;
-                        };
-                        root_gone |= self.on_fs_event(ev);
-                    }
-                    if root_gone {
+                batch = read_events(&mut events) => {
+                    if self.on_raw_events(batch) {
                         break Ended::RootGone;
                     }
+                    self.core.rearm_early(wall_now() + watch::COALESCE.as_secs_f64());
                 }
                 _ = tokio::time::sleep_until(deadline) => self.expire_due(),
                 _ = rescan.tick() => {
@@ -293,10 +287,6 @@ impl Shell {
                 _ = watchdog.tick(), if watchdog_every.is_some() => {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
                 }
-            }
-            if overflow.swap(false, Ordering::AcqRel) {
-                tracing::warn!("file events were lost (queue overflow); rescanning every cell");
-                self.discover();
             }
         };
         if let Ended::RootGone = ended {
@@ -318,7 +308,7 @@ impl Shell {
 
     /// Sets up inotify unless polling is asked for or the root's
     /// filesystem does not deliver inotify events.
-    fn start_watching(&mut self, overflow: Arc<AtomicBool>) -> Option<mpsc::Receiver<FsEvent>> {
+    fn start_watching(&mut self) -> Option<EventSource> {
         let mode = self.cfg.cells.watch;
         let network = network_filesystem(&self.root_path);
         if mode == WatchMode::Poll || (mode == WatchMode::Auto && network.is_some()) {
@@ -332,10 +322,10 @@ impl Shell {
             );
             return None;
         }
-        match FsWatcher::new(&self.root_path, overflow) {
-            Ok((watcher, rx)) => {
-                self.watcher = Some(watcher);
-                Some(rx)
+        match watch::watch_root(&self.root_path) {
+            Ok((watches, source)) => {
+                self.watches = Some(watches);
+                Some(source)
             }
             Err(e) => {
                 tracing::warn!(
@@ -465,101 +455,127 @@ impl Shell {
     /// Watches the cell's directory and heartbeats directory (creating the
     /// latter if a tool made the cell without it).
     fn ensure_watched(&mut self, id: &CellId, cell_dir: &Dir) {
-        if self.watched.contains(id) || self.polled.contains(id) {
+        let Some(watches) = self.watches.as_ref() else {
+            return;
+        };
+        if watches.heartbeats_watched(id) || self.polled.contains(id) {
             return;
         }
         if let Err(e) = ensure_heartbeats_dir(cell_dir) {
             self.report_invalid(id, HEARTBEATS, e.to_string());
             return;
         }
-        let Some(watcher) = self.watcher.as_mut() else {
+        let Some(watches) = self.watches.as_mut() else {
             return;
         };
-        let paths = watch::cell_paths(&self.root_path, id);
-        for path in &paths {
-            match watcher.watch(path) {
-                Ok(()) => {}
-                Err(WatchError::Exhausted) => {
-                    if !self.watch_limit_warned {
-                        self.watch_limit_warned = true;
-                        tracing::warn!(
-                            "inotify watch limit reached at cell {id}: it and further cells are \
-                             polled every {:?}; raise the limit with \
-                             `sysctl fs.inotify.max_user_watches=524288` (persist it in \
-                             /etc/sysctl.d/) and restart the daemon",
-                            self.cfg.cells.poll_interval
-                        );
-                    }
-                    self.polled.insert(id.clone());
-                    return;
+        match watches.watch_cell(id, true) {
+            Ok(()) | Err(WatchError::Gone) => {}
+            Err(WatchError::Exhausted) => {
+                if !self.watch_limit_warned {
+                    self.watch_limit_warned = true;
+                    tracing::warn!(
+                        "inotify watch limit reached at cell {id}: it and further cells are \
+                         polled every {:?}; raise the limit with \
+                         `sysctl fs.inotify.max_user_watches=524288` (persist it in \
+                         /etc/sysctl.d/) and restart the daemon",
+                        self.cfg.cells.poll_interval
+                    );
                 }
-                Err(WatchError::Gone) => return,
-                Err(WatchError::Other(e)) => {
-                    tracing::warn!("cannot watch {}: {e}; it is polled", path.display());
-                    self.polled.insert(id.clone());
-                    return;
-                }
+                self.polled.insert(id.clone());
+            }
+            Err(WatchError::Other(e)) => {
+                tracing::warn!("cell {id}: cannot watch it ({e}); it is polled");
+                self.polled.insert(id.clone());
             }
         }
-        self.watched.insert(id.clone());
     }
 
     /// Watches only the cell directory (a provisioned cell, or a directory
     /// that may become a cell).
     fn watch_dir_only(&mut self, name: &str) {
-        if let Some(watcher) = self.watcher.as_mut() {
-            let [dir, _] = watch::cell_paths(&self.root_path, name);
-            let _ = watcher.watch(&dir);
+        if let Some(watches) = self.watches.as_mut() {
+            watches.unwatch_heartbeats(name);
+            let _ = watches.watch_cell(name, false);
         }
     }
 
     fn unwatch(&mut self, name: &str) {
-        self.watched.remove(name);
         self.polled.remove(name);
         self.dirty.remove(name);
         self.last_written.remove(name);
-        if let Some(watcher) = self.watcher.as_mut() {
-            for path in watch::cell_paths(&self.root_path, name) {
-                watcher.unwatch(&path);
-            }
+        if let Some(watches) = self.watches.as_mut() {
+            watches.unwatch_cell(name);
         }
     }
 
     /// Reads one heartbeat file and feeds a good one to the core. A torn
     /// write is skipped silently: the writer's close brings another event.
     fn read_heartbeat(&mut self, cell: &str, agent: &str) {
-        let rel = format!("{cell}/{}", heartbeat_rel(agent));
+        use std::fmt::Write;
+        let mut rel = std::mem::take(&mut self.path_buf);
+        rel.clear();
+        let _ = write!(rel, "{cell}/{HEARTBEATS}/{agent}.json");
+        let mut buf = std::mem::take(&mut self.read_buf);
         let result = self
             .root_dir
-            .read_file(&rel, AGENT_FILE_LIMIT)
+            .read_agent_file(&rel, AGENT_FILE_LIMIT as usize, &mut buf)
             .map_err(|e| match e {
                 ReadError::NotFound => None,
                 other => Some(format!("heartbeat file {other}")),
             })
-            .and_then(|bytes| {
-                Heartbeat::parse(&bytes).map_err(|e| match e {
+            .and_then(|()| {
+                Heartbeat::parse(&buf).map_err(|e| match e {
                     HeartbeatError::Partial => None,
                     HeartbeatError::Invalid(msg) => Some(format!("heartbeat {msg}")),
                 })
             });
+        self.read_buf = buf;
+        self.path_buf = rel;
         match result {
             Ok(heartbeat) => {
                 if !self.invalid.is_empty() {
                     self.clear_invalid(cell, &heartbeat_rel(agent));
                 }
-                let actions = self.core.handle(
-                    Input::Heartbeat {
-                        cell: cell.into(),
-                        agent: agent.to_string(),
-                        heartbeat,
-                    },
-                    wall_now(),
-                );
-                self.execute(actions);
+                let actions = self.core.heartbeat(cell, agent, &heartbeat, wall_now());
+                if !actions.is_empty() {
+                    self.execute(actions);
+                }
             }
             Err(None) => {}
             Err(Some(error)) => self.report_invalid(cell, &heartbeat_rel(agent), error),
         }
+    }
+
+    /// Handles a batch of raw inotify events; `true` if the root is gone.
+    fn on_raw_events(&mut self, batch: std::io::Result<Vec<RawEvent>>) -> bool {
+        let batch = match batch {
+            Ok(batch) => batch,
+            Err(e) => {
+                tracing::warn!("reading inotify events: {e}; rescanning");
+                self.discover();
+                return false;
+            }
+        };
+        let mut root_gone = false;
+        // One read per agent per batch: its file holds the latest beat.
+        let mut beaten = std::mem::take(&mut self.beaten);
+        beaten.clear();
+        for raw in &batch {
+            let Some(ev) = self.watches.as_mut().and_then(|w| w.interpret(raw)) else {
+                continue;
+            };
+            if let FsEvent::Heartbeat { cell, agent } = &ev
+                && !beaten.insert((cell.clone(), agent.clone()))
+            {
+                continue;
+            }
+            if ev == FsEvent::Rescan {
+                tracing::warn!("inotify queue overflowed: events were lost; rescanning every cell");
+            }
+            root_gone |= self.on_fs_event(ev);
+        }
+        self.beaten = beaten;
+        root_gone
     }
 
     fn on_fs_event(&mut self, ev: FsEvent) -> bool {
@@ -572,10 +588,10 @@ impl Shell {
             FsEvent::RootEntry(name) | FsEvent::Manifest(name) | FsEvent::CellMeta(name) => {
                 self.scan_cell(&name)
             }
-            FsEvent::CellMetaGone(name) => {
-                // inotify dropped that watch. Nothing is re-created now (the
-                // cell may be being deleted); the next rescan repairs it.
-                self.watched.remove(&*name);
+            FsEvent::CellMetaGone(_) => {
+                // The kernel dropped that watch (bookkept in `interpret`).
+                // Nothing is re-created now — the cell may be being deleted;
+                // the next rescan repairs a live cell.
             }
             FsEvent::RootEntryGone(name) => self.cell_gone(&name),
             FsEvent::Rescan => self.discover(),
@@ -704,14 +720,19 @@ impl Shell {
         self.invalid.remove(&(cell.to_string(), rel.to_string()));
     }
 
-    /// Starts writing the `state.json` files that are due: urgent ones at
-    /// once, `last_seen`-only ones at most about once a second. Writes run
-    /// off the loop, one batch at a time.
+    /// Starts writing the `state.json` files that are due: a state change
+    /// at the next tick, a `last_seen`-only change once `poll_interval`
+    /// has passed since the cell's previous write — heartbeats arrive by
+    /// the thousand per second and each write costs an fsync, so a
+    /// heartbeat storm must not become a write storm (heartbeat ages are
+    /// always live in `lazarus-pit status`, which reads the heartbeat
+    /// files). Writes run off the loop, one batch at a time.
     fn flush(&mut self, force: bool) {
         if self.writing.as_ref().is_some_and(|h| !h.is_finished()) {
             return;
         }
         let now = wall_now();
+        let lazy_after = self.cfg.cells.poll_interval.as_secs_f64();
         let due: Vec<CellId> = self
             .dirty
             .iter()
@@ -721,7 +742,7 @@ impl Shell {
                     || self
                         .last_written
                         .get(*cell)
-                        .is_none_or(|at| now - at >= LAZY_FLUSH_S)
+                        .is_none_or(|at| now - at >= lazy_after)
             })
             .map(|(cell, _)| cell.clone())
             .collect();
@@ -804,9 +825,9 @@ impl Shell {
     }
 }
 
-async fn recv(rx: &mut Option<mpsc::Receiver<FsEvent>>) -> Option<FsEvent> {
-    match rx {
-        Some(rx) => rx.recv().await,
+async fn read_events(source: &mut Option<EventSource>) -> std::io::Result<Vec<RawEvent>> {
+    match source {
+        Some(source) => source.read().await,
         None => std::future::pending().await,
     }
 }

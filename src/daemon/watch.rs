@@ -1,33 +1,52 @@
-//! The bridge from notify (inotify) to the daemon's loop.
+//! inotify, read directly on the daemon's loop.
 //!
-//! notify's callback runs on its own thread and must never block: it only
-//! classifies the raw event by path and `try_send`s a small [`FsEvent`]
-//! into a bounded channel. A full channel sets the `overflow` flag, which
-//! the loop answers with a full rescan — the same as an inotify queue
-//! overflow (`need_rescan()`, an event without paths). Only close-after-write
-//! and moved-to count as writes: the open/close-nowrite events of the
-//! daemon's own reads never trigger work.
+//! One inotify instance, non-recursive watches, `IN_DONT_FOLLOW`, and a
+//! mask per kind of directory so the kernel queues only what matters:
+//! close-after-write and moved-to of the files we read, creation and
+//! removal of the directories we track. The daemon's own reads (opens,
+//! closes without write) generate no events at all. A queue overflow
+//! (`IN_Q_OVERFLOW`) means events were lost: [`FsEvent::Rescan`].
+//!
+//! A small reader thread blocks in `poll(2)` on the inotify descriptor and
+//! hands the loop whole batches: when events keep coming it lets them
+//! gather for [`COALESCE`], so thousands of heartbeats a second cost the
+//! loop a hundred wake-ups, not thousands (an idle daemon still reacts at
+//! once). It never drops anything: if the loop falls behind, the thread
+//! waits, the kernel queue fills, and the overflow event brings a rescan.
+//!
+//! We measured the alternatives (BENCHMARKS.md): the `notify` crate's
+//! inotify backend watches with a fixed mask (open, modify, attrib, …) and
+//! calls back once per event — about seven events and two thread wake-ups
+//! per heartbeat; registering the descriptor with tokio wakes the runtime
+//! on every new event, even while it is coalescing.
 
-use std::path::{Component, Path, PathBuf};
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
-use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use tokio::sync::mpsc;
 
-use crate::cell::MANIFEST;
-use crate::cell::name::validate_agent_name;
+/// How long a busy stream of events gathers before the loop is woken.
+/// Deadlines are separate timers and stay exact; only a recovery can be
+/// seen this late.
+pub const COALESCE: Duration = Duration::from_millis(10);
 
-/// Capacity of the channel from the notify thread; beyond it, a rescan.
-pub const CHANNEL_CAPACITY: usize = 16 * 1024;
+use crate::cell::name::validate_agent_name;
+use crate::cell::{HEARTBEATS, MANIFEST};
 
 /// What a file-system change means to the daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FsEvent {
-    /// An entry of the root appeared (created or moved in): maybe a cell.
+    /// A directory appeared in the root (created or moved in): maybe a cell.
     RootEntry(String),
-    /// An entry of the root went away (removed or moved out).
+    /// A directory of the root went away (removed or moved out).
     RootEntryGone(String),
     /// `cell.json` of this cell was written, replaced or removed.
     Manifest(String),
@@ -50,225 +69,419 @@ pub enum WatchError {
     Exhausted,
     /// The path is gone or is not a directory.
     Gone,
-    Other(notify::Error),
+    Other(std::io::Error),
 }
 
-/// One inotify instance, non-recursive watches, symlinks not followed.
-pub struct FsWatcher {
-    watcher: RecommendedWatcher,
+/// What a watch descriptor watches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Root,
+    /// The root's parent, for the root's own removal.
+    Parent,
+    CellDir(String),
+    Heartbeats(String),
 }
 
-impl FsWatcher {
-    /// Starts watching `root`; events arrive on the returned channel.
-    pub fn new(
-        root: &Path,
-        overflow: Arc<AtomicBool>,
-    ) -> notify::Result<(FsWatcher, mpsc::Receiver<FsEvent>)> {
-        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-        let base = root.to_path_buf();
-        let handler = move |res: notify::Result<notify::Event>| {
-            let send = |ev: FsEvent| {
-                if tx.try_send(ev).is_err() {
-                    overflow.store(true, Ordering::Release);
-                }
-            };
-            match res {
-                Ok(event) => {
-                    if event.need_rescan() {
-                        send(FsEvent::Rescan);
-                    }
-                    for path in &event.paths {
-                        if let Some(ev) = classify(&base, &event.kind, path) {
-                            send(ev);
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!("file watcher: {e}; rescanning");
-                    send(FsEvent::Rescan);
-                }
+/// Flags every watch carries: never follow a symlink, directories only,
+/// and no events for files already unlinked.
+fn base() -> WatchMask {
+    WatchMask::DONT_FOLLOW | WatchMask::ONLYDIR | WatchMask::EXCL_UNLINK
+}
+
+fn mask(target: &Target) -> WatchMask {
+    let own = WatchMask::DELETE_SELF | WatchMask::MOVE_SELF;
+    base()
+        | match target {
+            Target::Root => {
+                WatchMask::CREATE
+                    | WatchMask::MOVED_TO
+                    | WatchMask::DELETE
+                    | WatchMask::MOVED_FROM
+                    | own
+            }
+            Target::Parent => WatchMask::DELETE | WatchMask::MOVED_FROM,
+            Target::CellDir(_) => {
+                WatchMask::CLOSE_WRITE
+                    | WatchMask::MOVED_TO
+                    | WatchMask::CREATE
+                    | WatchMask::DELETE
+                    | WatchMask::MOVED_FROM
+            }
+            Target::Heartbeats(_) => WatchMask::CLOSE_WRITE | WatchMask::MOVED_TO | own,
+        }
+}
+
+/// One raw inotify event, owned.
+#[derive(Debug, Clone)]
+pub struct RawEvent {
+    pub wd: WatchDescriptor,
+    pub mask: EventMask,
+    pub name: Option<OsString>,
+}
+
+/// The readable side: batches of raw events from the reader thread.
+pub struct EventSource {
+    rx: mpsc::Receiver<std::io::Result<Vec<RawEvent>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl EventSource {
+    /// The next batch of events (waits for it).
+    pub async fn read(&mut self) -> std::io::Result<Vec<RawEvent>> {
+        self.rx
+            .recv()
+            .await
+            .unwrap_or_else(|| Err(std::io::Error::other("inotify reader stopped")))
+    }
+}
+
+impl Drop for EventSource {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+/// The reader thread: poll, let a busy stream gather, drain, send.
+fn reader(
+    mut inotify: Inotify,
+    tx: mpsc::Sender<std::io::Result<Vec<RawEvent>>>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut last_batch = Instant::now() - COALESCE;
+    while !stop.load(Ordering::Acquire) {
+        let ready = {
+            let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
+            poll(&mut fds, PollTimeout::from(500u16))
+        };
+        match ready {
+            Ok(0) => continue,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e.into()));
+                return;
+            }
+        }
+        let since = last_batch.elapsed();
+        if since < COALESCE {
+            std::thread::sleep(COALESCE - since);
+        }
+        let mut batch = Vec::new();
+        let result = loop {
+            match inotify.read_events(&mut buffer) {
+                Ok(events) => batch.extend(events.map(|e| RawEvent {
+                    wd: e.wd,
+                    mask: e.mask,
+                    name: e.name.map(OsStr::to_os_string),
+                })),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break Ok(batch),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
             }
         };
-        let config = notify::Config::default().with_follow_symlinks(false);
-        let mut watcher = RecommendedWatcher::new(handler, config)?;
-        watcher.watch(root, RecursiveMode::NonRecursive)?;
-        // The root's own removal: the kernel reports IN_DELETE_SELF only
-        // when the last reference goes, and the daemon holds the root open,
-        // so watch the parent for the root's name instead.
-        if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty())
-            && let Err(e) = watcher.watch(parent, RecursiveMode::NonRecursive)
-        {
-            tracing::debug!(
-                "not watching {} for the root's removal: {e}",
-                parent.display()
-            );
+        last_batch = Instant::now();
+        if tx.blocking_send(result).is_err() {
+            return; // the daemon's loop is gone
         }
-        Ok((FsWatcher { watcher }, rx))
-    }
-
-    pub fn watch(&mut self, path: &Path) -> Result<(), WatchError> {
-        self.watcher
-            .watch(path, RecursiveMode::NonRecursive)
-            .map_err(|e| match e.kind {
-                notify::ErrorKind::MaxFilesWatch => WatchError::Exhausted,
-                notify::ErrorKind::PathNotFound => WatchError::Gone,
-                notify::ErrorKind::Io(ref io)
-                    if io.kind() == std::io::ErrorKind::NotFound
-                        || io.raw_os_error() == Some(nix::libc::ENOTDIR) =>
-                {
-                    WatchError::Gone
-                }
-                _ => WatchError::Other(e),
-            })
-    }
-
-    /// Stops watching `path`. A path whose directory was removed or moved
-    /// has already lost its watch; that is not an error.
-    pub fn unwatch(&mut self, path: &Path) {
-        let _ = self.watcher.unwatch(path);
     }
 }
 
-/// What a raw event on `path` means, or `None` if it means nothing to us.
-pub fn classify(root: &Path, kind: &EventKind, path: &Path) -> Option<FsEvent> {
-    let written = matches!(
-        kind,
-        EventKind::Access(AccessKind::Close(AccessMode::Write))
-            | EventKind::Modify(ModifyKind::Name(RenameMode::To))
-    );
-    let appeared = written || matches!(kind, EventKind::Create(CreateKind::Folder));
-    let gone = matches!(
-        kind,
-        EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(RenameMode::From))
-    );
-    if !(appeared || gone) {
-        return None;
+/// The watch side: adds and removes watches and knows what each is for.
+pub struct Watches {
+    watches: inotify::Watches,
+    root: PathBuf,
+    root_name: OsString,
+    targets: HashMap<WatchDescriptor, Target>,
+    /// Per cell: its directory's and its heartbeats directory's watches.
+    cells: HashMap<String, (Option<WatchDescriptor>, Option<WatchDescriptor>)>,
+}
+
+/// Starts watching `root` (and its parent, for the root's removal).
+pub fn watch_root(root: &Path) -> std::io::Result<(Watches, EventSource)> {
+    let inotify = Inotify::init()?;
+    let mut w = Watches {
+        watches: inotify.watches(),
+        root: root.to_path_buf(),
+        root_name: root
+            .file_name()
+            .map(OsStr::to_os_string)
+            .unwrap_or_default(),
+        targets: HashMap::new(),
+        cells: HashMap::new(),
+    };
+    w.add(root, Target::Root).map_err(|e| match e {
+        WatchError::Other(io) => io,
+        WatchError::Exhausted => std::io::Error::other("inotify watch limit reached"),
+        WatchError::Gone => std::io::Error::from(std::io::ErrorKind::NotFound),
+    })?;
+    // The kernel reports IN_DELETE_SELF for the root only when its last
+    // reference goes, and the daemon holds it open: watch the parent for
+    // the root's name instead.
+    if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty())
+        && w.add(parent, Target::Parent).is_err()
+    {
+        tracing::debug!("not watching {} for the root's removal", parent.display());
     }
-    let rel = path.strip_prefix(root).ok()?;
-    let parts: Vec<&str> = rel
-        .components()
-        .map(|c| match c {
-            Component::Normal(s) => s.to_str(),
+    let (tx, rx) = mpsc::channel(64);
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::Builder::new()
+        .name("inotify".into())
+        .spawn(move || reader(inotify, tx, flag))?;
+    Ok((w, EventSource { rx, stop }))
+}
+
+impl Watches {
+    fn add(&mut self, path: &Path, target: Target) -> Result<WatchDescriptor, WatchError> {
+        match self.watches.add(path, mask(&target)) {
+            Ok(wd) => {
+                self.targets.insert(wd.clone(), target);
+                Ok(wd)
+            }
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => Err(WatchError::Exhausted),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    || matches!(
+                        e.raw_os_error(),
+                        Some(nix::libc::ENOTDIR | nix::libc::ELOOP)
+                    ) =>
+            {
+                Err(WatchError::Gone)
+            }
+            Err(e) => Err(WatchError::Other(e)),
+        }
+    }
+
+    /// Watches a cell's directory, and its heartbeats directory if
+    /// `heartbeats` (a monitored cell). Adding what is already watched
+    /// costs nothing.
+    pub fn watch_cell(&mut self, cell: &str, heartbeats: bool) -> Result<(), WatchError> {
+        let (dir, hb) = self.cells.get(cell).cloned().unwrap_or((None, None));
+        let dir = match dir {
+            Some(wd) => wd,
+            None => self.add(&self.root.join(cell), Target::CellDir(cell.to_string()))?,
+        };
+        self.cells
+            .insert(cell.to_string(), (Some(dir.clone()), hb.clone()));
+        if heartbeats && hb.is_none() {
+            let path = self.root.join(cell).join(HEARTBEATS);
+            let wd = self.add(&path, Target::Heartbeats(cell.to_string()))?;
+            self.cells.insert(cell.to_string(), (Some(dir), Some(wd)));
+        }
+        Ok(())
+    }
+
+    /// Whether the cell's heartbeats are watched.
+    pub fn heartbeats_watched(&self, cell: &str) -> bool {
+        self.cells.get(cell).is_some_and(|(_, hb)| hb.is_some())
+    }
+
+    /// Stops watching a cell's heartbeats (keeps its directory watch).
+    pub fn unwatch_heartbeats(&mut self, cell: &str) {
+        if let Some((_, hb)) = self.cells.get_mut(cell)
+            && let Some(wd) = hb.take()
+        {
+            self.targets.remove(&wd);
+            let _ = self.watches.remove(wd);
+        }
+    }
+
+    /// Stops watching a cell. A watch whose directory is already gone was
+    /// removed by the kernel; that is not an error.
+    pub fn unwatch_cell(&mut self, cell: &str) {
+        if let Some((dir, hb)) = self.cells.remove(cell) {
+            for wd in [dir, hb].into_iter().flatten() {
+                self.targets.remove(&wd);
+                let _ = self.watches.remove(wd);
+            }
+        }
+    }
+
+    /// What a raw event means, with the bookkeeping for watches the kernel
+    /// dropped (`IN_IGNORED`).
+    pub fn interpret(&mut self, raw: &RawEvent) -> Option<FsEvent> {
+        if raw.mask.contains(EventMask::Q_OVERFLOW) {
+            return Some(FsEvent::Rescan);
+        }
+        let target = self.targets.get(&raw.wd)?.clone();
+        if raw.mask.contains(EventMask::IGNORED) {
+            self.targets.remove(&raw.wd);
+            match &target {
+                Target::Heartbeats(cell) => {
+                    if let Some((_, hb)) = self.cells.get_mut(cell) {
+                        *hb = None;
+                    }
+                }
+                Target::CellDir(cell) => {
+                    self.cells.remove(cell);
+                }
+                Target::Root | Target::Parent => {}
+            }
+        }
+        classify(&target, raw.mask, raw.name.as_deref(), &self.root_name)
+    }
+}
+
+/// What an event on a watched directory means (pure; see the tests).
+pub fn classify(
+    target: &Target,
+    mask: EventMask,
+    name: Option<&OsStr>,
+    root_name: &OsStr,
+) -> Option<FsEvent> {
+    let written = mask.intersects(EventMask::CLOSE_WRITE | EventMask::MOVED_TO);
+    let appeared = mask.intersects(EventMask::CREATE | EventMask::MOVED_TO);
+    let removed = mask.intersects(EventMask::DELETE | EventMask::MOVED_FROM);
+    let self_gone =
+        mask.intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF | EventMask::IGNORED);
+    let is_dir = mask.contains(EventMask::ISDIR);
+    let name = name.and_then(OsStr::to_str);
+    let cell_name = |n: &str| (!n.is_empty() && !n.starts_with('.')).then(|| n.to_string());
+    match target {
+        Target::Root if self_gone => Some(FsEvent::RootGone),
+        Target::Root if is_dir && appeared => cell_name(name?).map(FsEvent::RootEntry),
+        Target::Root if is_dir && removed => cell_name(name?).map(FsEvent::RootEntryGone),
+        Target::Root => None,
+        Target::Parent if removed && name.map(OsStr::new) == Some(root_name) => {
+            Some(FsEvent::RootGone)
+        }
+        Target::Parent => None,
+        Target::CellDir(cell) => match name? {
+            n if n == MANIFEST && (written || removed) => Some(FsEvent::Manifest(cell.clone())),
+            ".lazarus" if is_dir && appeared => Some(FsEvent::CellMeta(cell.clone())),
+            ".lazarus" if is_dir && removed => Some(FsEvent::CellMetaGone(cell.clone())),
             _ => None,
-        })
-        .collect::<Option<_>>()?;
-    let cell = |name: &str| (!name.starts_with('.') && !name.is_empty()).then(|| name.to_string());
-    match parts.as_slice() {
-        [] if gone => Some(FsEvent::RootGone),
-        [name] if appeared && !written => cell(name).map(FsEvent::RootEntry),
-        // A directory moved in arrives as a rename-to.
-        [name] if matches!(kind, EventKind::Modify(ModifyKind::Name(RenameMode::To))) => {
-            cell(name).map(FsEvent::RootEntry)
-        }
-        [name] if gone => cell(name).map(FsEvent::RootEntryGone),
-        [name, file] if *file == MANIFEST && (written || gone) => cell(name).map(FsEvent::Manifest),
-        [name, ".lazarus"] | [name, ".lazarus", "heartbeats"] if gone => {
-            cell(name).map(FsEvent::CellMetaGone)
-        }
-        [name, ".lazarus"] | [name, ".lazarus", "heartbeats"] => cell(name).map(FsEvent::CellMeta),
-        [name, ".lazarus", "heartbeats", file] if written => {
-            let agent = file.strip_suffix(".json")?;
+        },
+        Target::Heartbeats(cell) if self_gone => Some(FsEvent::CellMetaGone(cell.clone())),
+        Target::Heartbeats(cell) if written && !is_dir => {
+            let agent = name?.strip_suffix(".json")?;
             validate_agent_name(agent).ok()?;
             Some(FsEvent::Heartbeat {
-                cell: cell(name)?,
+                cell: cell.clone(),
                 agent: agent.to_string(),
             })
         }
-        _ => None,
+        Target::Heartbeats(_) => None,
     }
-}
-
-/// The paths watched for one cell.
-pub fn cell_paths(root: &Path, cell: &str) -> [PathBuf; 2] {
-    let dir = root.join(cell);
-    let heartbeats = dir.join(crate::cell::HEARTBEATS);
-    [dir, heartbeats]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use notify::event::{DataChange, RemoveKind};
 
-    fn c(kind: EventKind, rel: &str) -> Option<FsEvent> {
-        let root = Path::new("/r");
-        let path = if rel.is_empty() {
-            root.to_path_buf()
-        } else {
-            root.join(rel)
-        };
-        classify(root, &kind, &path)
+    fn c(target: Target, mask: EventMask, name: &str) -> Option<FsEvent> {
+        let name = (!name.is_empty()).then(|| OsStr::new(name));
+        classify(&target, mask, name, OsStr::new("missions"))
     }
 
-    const CLOSE_WRITE: EventKind = EventKind::Access(AccessKind::Close(AccessMode::Write));
-    const MOVED_TO: EventKind = EventKind::Modify(ModifyKind::Name(RenameMode::To));
-    const MOVED_FROM: EventKind = EventKind::Modify(ModifyKind::Name(RenameMode::From));
+    fn hb() -> Target {
+        Target::Heartbeats("u".into())
+    }
+
+    fn dir() -> Target {
+        Target::CellDir("u".into())
+    }
 
     #[test]
     fn heartbeats_on_close_write_and_rename_only() {
-        let hb = Some(FsEvent::Heartbeat {
+        let want = Some(FsEvent::Heartbeat {
             cell: "u".into(),
             agent: "claude".into(),
         });
-        assert_eq!(c(CLOSE_WRITE, "u/.lazarus/heartbeats/claude.json"), hb);
-        assert_eq!(c(MOVED_TO, "u/.lazarus/heartbeats/claude.json"), hb);
+        assert_eq!(c(hb(), EventMask::CLOSE_WRITE, "claude.json"), want);
+        assert_eq!(c(hb(), EventMask::MOVED_TO, "claude.json"), want);
         for noise in [
-            EventKind::Access(AccessKind::Open(AccessMode::Any)),
-            EventKind::Access(AccessKind::Close(AccessMode::Read)),
-            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
-            EventKind::Create(CreateKind::File),
+            EventMask::OPEN,
+            EventMask::CLOSE_NOWRITE,
+            EventMask::MODIFY,
+            EventMask::CREATE,
         ] {
-            assert_eq!(c(noise, "u/.lazarus/heartbeats/claude.json"), None);
+            assert_eq!(c(hb(), noise, "claude.json"), None, "{noise:?}");
         }
         // Temp files of atomic writers, and hostile names, are not agents.
+        for name in [".claude.json.tmp", "claude.json.tmp", ".json", "../x.json"] {
+            assert_eq!(c(hb(), EventMask::CLOSE_WRITE, name), None, "{name}");
+        }
         assert_eq!(
-            c(CLOSE_WRITE, "u/.lazarus/heartbeats/.claude.json.tmp"),
+            c(hb(), EventMask::MOVED_TO | EventMask::ISDIR, "claude.json"),
             None
         );
         assert_eq!(
-            c(CLOSE_WRITE, "u/.lazarus/heartbeats/claude.json.tmp"),
-            None
+            c(hb(), EventMask::DELETE_SELF, ""),
+            Some(FsEvent::CellMetaGone("u".into()))
         );
-        assert_eq!(c(CLOSE_WRITE, "u/.lazarus/heartbeats/.json"), None);
     }
 
     #[test]
-    fn manifests_written_in_place_or_replaced() {
+    fn manifests_written_in_place_replaced_or_removed() {
         let m = Some(FsEvent::Manifest("u".into()));
-        assert_eq!(c(CLOSE_WRITE, "u/cell.json"), m);
-        assert_eq!(c(MOVED_TO, "u/cell.json"), m);
-        assert_eq!(c(EventKind::Remove(RemoveKind::File), "u/cell.json"), m);
-        assert_eq!(c(CLOSE_WRITE, "u/.cell.json.123.tmp"), None);
-        assert_eq!(c(CLOSE_WRITE, "u/notes.txt"), None);
+        for mask in [
+            EventMask::CLOSE_WRITE,
+            EventMask::MOVED_TO,
+            EventMask::DELETE,
+            EventMask::MOVED_FROM,
+        ] {
+            assert_eq!(c(dir(), mask, "cell.json"), m, "{mask:?}");
+        }
+        assert_eq!(c(dir(), EventMask::CLOSE_WRITE, ".cell.json.123.tmp"), None);
+        assert_eq!(
+            c(dir(), EventMask::CREATE, "cell.json"),
+            None,
+            "wait for the close"
+        );
+        assert_eq!(
+            c(dir(), EventMask::CREATE | EventMask::ISDIR, ".lazarus"),
+            Some(FsEvent::CellMeta("u".into()))
+        );
+        assert_eq!(
+            c(dir(), EventMask::DELETE | EventMask::ISDIR, ".lazarus"),
+            Some(FsEvent::CellMetaGone("u".into()))
+        );
     }
 
     #[test]
-    fn cells_appear_and_go() {
+    fn cells_appear_and_go_and_the_root_too() {
+        let d = EventMask::ISDIR;
         assert_eq!(
-            c(EventKind::Create(CreateKind::Folder), "u"),
+            c(Target::Root, EventMask::CREATE | d, "u"),
             Some(FsEvent::RootEntry("u".into()))
         );
-        assert_eq!(c(MOVED_TO, "u"), Some(FsEvent::RootEntry("u".into())));
-        assert_eq!(c(MOVED_TO, ".creating-u"), None);
         assert_eq!(
-            c(EventKind::Remove(RemoveKind::Folder), "u"),
+            c(Target::Root, EventMask::MOVED_TO | d, "u"),
+            Some(FsEvent::RootEntry("u".into()))
+        );
+        assert_eq!(
+            c(Target::Root, EventMask::MOVED_TO | d, ".creating-u"),
+            None
+        );
+        assert_eq!(c(Target::Root, EventMask::CREATE, "file"), None);
+        assert_eq!(
+            c(Target::Root, EventMask::DELETE | d, "u"),
             Some(FsEvent::RootEntryGone("u".into()))
         );
-        assert_eq!(c(MOVED_FROM, "u"), Some(FsEvent::RootEntryGone("u".into())));
         assert_eq!(
-            c(EventKind::Remove(RemoveKind::Other), ""),
+            c(Target::Root, EventMask::MOVED_FROM | d, "u"),
+            Some(FsEvent::RootEntryGone("u".into()))
+        );
+        assert_eq!(
+            c(Target::Root, EventMask::DELETE_SELF, ""),
             Some(FsEvent::RootGone)
         );
         assert_eq!(
-            c(
-                EventKind::Remove(RemoveKind::Folder),
-                "u/.lazarus/heartbeats"
-            ),
-            Some(FsEvent::CellMetaGone("u".into()))
+            c(Target::Parent, EventMask::DELETE | d, "missions"),
+            Some(FsEvent::RootGone)
         );
-        assert_eq!(
-            c(EventKind::Create(CreateKind::Folder), "u/.lazarus"),
-            Some(FsEvent::CellMeta("u".into()))
-        );
+        assert_eq!(c(Target::Parent, EventMask::DELETE | d, "other"), None);
+    }
+
+    #[test]
+    fn masks_ask_only_for_what_matters() {
+        let hb = mask(&hb());
+        assert!(hb.contains(WatchMask::DONT_FOLLOW | WatchMask::ONLYDIR));
+        assert!(!hb.intersects(
+            WatchMask::OPEN | WatchMask::MODIFY | WatchMask::ACCESS | WatchMask::CREATE
+        ));
+        assert!(!mask(&dir()).intersects(WatchMask::OPEN | WatchMask::MODIFY | WatchMask::ACCESS));
     }
 }

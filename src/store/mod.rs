@@ -103,6 +103,48 @@ mod tests {
     }
 
     #[test]
+    fn the_hot_path_reader_refuses_the_same_things() {
+        let (tmp, d) = dir();
+        let mut buf = Vec::new();
+        std::fs::write(tmp.path().join("ok"), b"{\"timestamp\":1}").expect("write");
+        d.read_agent_file("ok", 100, &mut buf).expect("read");
+        assert_eq!(buf, b"{\"timestamp\":1}");
+        std::fs::write(tmp.path().join("empty"), b"").expect("write");
+        d.read_agent_file("empty", 100, &mut buf).expect("read");
+        assert!(buf.is_empty());
+        std::fs::write(tmp.path().join("big"), vec![b'x'; 101]).expect("write");
+        assert!(matches!(
+            d.read_agent_file("big", 100, &mut buf),
+            Err(ReadError::TooLarge { .. })
+        ));
+        std::fs::write(tmp.path().join("exact"), vec![b'x'; 100]).expect("write");
+        d.read_agent_file("exact", 100, &mut buf)
+            .expect("at the limit");
+        nix::unistd::mkfifo(&tmp.path().join("fifo"), nix::sys::stat::Mode::S_IRWXU)
+            .expect("mkfifo");
+        assert!(matches!(
+            d.read_agent_file("fifo", 100, &mut buf),
+            Err(ReadError::NotRegular("a FIFO"))
+        ));
+        std::fs::create_dir(tmp.path().join("sub")).expect("mkdir");
+        assert!(matches!(
+            d.read_agent_file("sub", 100, &mut buf),
+            Err(ReadError::NotRegular("a directory"))
+        ));
+        let outside = tempfile::tempdir().expect("tempdir");
+        std::fs::write(outside.path().join("t"), b"x").expect("write");
+        symlink(outside.path().join("t"), tmp.path().join("link")).expect("symlink");
+        assert!(matches!(
+            d.read_agent_file("link", 100, &mut buf),
+            Err(ReadError::Symlink)
+        ));
+        assert!(matches!(
+            d.read_agent_file("/dev/zero", 100, &mut buf),
+            Err(ReadError::OutsideCell)
+        ));
+    }
+
+    #[test]
     fn atomic_write_replaces_and_leaves_no_temp() {
         let (tmp, d) = dir();
         d.write_atomic("f", b"one", 0o644).expect("write");

@@ -163,7 +163,7 @@ impl Supervisor {
                 cell,
                 agent,
                 heartbeat,
-            } => self.heartbeat(&cell, &agent, &heartbeat, now, &mut out),
+            } => return self.heartbeat(&cell, &agent, &heartbeat, now),
             Input::Expire { due } => {
                 for (cell, agent) in due {
                     self.expire(&cell, &agent, now, &mut out);
@@ -188,12 +188,14 @@ impl Supervisor {
         self.timers.peek().map(|Reverse(t)| t.at)
     }
 
-    /// Removes and returns the agents whose deadline is at or before `now`,
-    /// so the shell can re-read their heartbeat files (a missed inotify
-    /// event must never make a live agent stale) before
-    /// [`Input::Expire`].
+    /// Removes and returns the agents whose deadline has really come by
+    /// `now`, so the shell can re-read their heartbeat files (a missed
+    /// inotify event must never make a live agent stale) before
+    /// [`Input::Expire`]. An entry that fired early because heartbeats
+    /// moved its agent's deadline later is simply re-armed.
     pub fn take_due(&mut self, now: f64) -> Vec<(CellId, AgentId)> {
         let mut due = Vec::new();
+        let mut rearm = Vec::new();
         while let Some(Reverse(top)) = self.timers.peek() {
             if top.at > now {
                 break;
@@ -208,10 +210,56 @@ impl Supervisor {
                 .filter(|t| t.timer == Some(timer.at));
             if let Some(tracked) = live {
                 tracked.timer = None;
-                due.push((timer.cell, timer.agent));
+                if tracked.sup.deadline().is_some_and(|d| d <= now) {
+                    due.push((timer.cell, timer.agent));
+                } else {
+                    rearm.push((timer.cell, timer.agent));
+                }
             }
         }
+        for (cell, agent) in rearm {
+            self.schedule(&cell, &agent);
+        }
         due
+    }
+
+    /// Re-arms now, instead of when they fire, the heap entries due by
+    /// `until` whose agent's deadline has moved later (heartbeats came).
+    /// The shell calls this while it is awake anyway, so the timer wakes
+    /// it only for real deadlines: without it, every agent would cost one
+    /// wake-up per stale threshold just to be re-armed.
+    pub fn rearm_early(&mut self, until: f64) {
+        let mut keep = Vec::new();
+        let mut rearm = Vec::new();
+        while let Some(Reverse(top)) = self.timers.peek() {
+            if top.at > until {
+                break;
+            }
+            let Some(Reverse(timer)) = self.timers.pop() else {
+                break;
+            };
+            let Some(tracked) = self
+                .cells
+                .get_mut(&timer.cell)
+                .and_then(|c| c.agents.get_mut(&timer.agent))
+                .filter(|t| t.timer == Some(timer.at))
+            else {
+                continue; // obsolete entry
+            };
+            match tracked.sup.deadline() {
+                Some(d) if d > timer.at => {
+                    tracked.timer = None;
+                    rearm.push((timer.cell, timer.agent));
+                }
+                _ => keep.push(timer),
+            }
+        }
+        for timer in keep {
+            self.timers.push(Reverse(timer));
+        }
+        for (cell, agent) in rearm {
+            self.schedule(&cell, &agent);
+        }
     }
 
     /// Whether the daemon monitors this cell's agents.
@@ -375,22 +423,18 @@ impl Supervisor {
         }
     }
 
-    fn heartbeat(
-        &mut self,
-        cell: &str,
-        agent: &str,
-        hb: &Heartbeat,
-        now: f64,
-        out: &mut Vec<Action>,
-    ) {
+    /// A heartbeat of `agent` in `cell` ([`Input::Heartbeat`] without the
+    /// allocations: this is the daemon's hot path).
+    pub fn heartbeat(&mut self, cell: &str, agent: &str, hb: &Heartbeat, now: f64) -> Vec<Action> {
+        let mut out = Vec::new();
         let Some((cell_id, c)) = self.cells.get_key_value(cell) else {
-            return;
+            return out;
         };
         if !c.status.is_monitored() {
-            return;
+            return out;
         }
         let Some((agent_id, _)) = c.agents.get_key_value(agent) else {
-            return;
+            return out;
         };
         let (cell_id, agent_id) = (cell_id.clone(), agent_id.clone());
         let Some(t) = self
@@ -398,14 +442,15 @@ impl Supervisor {
             .get_mut(&cell_id)
             .and_then(|c| c.agents.get_mut(&agent_id))
         else {
-            return;
+            return out;
         };
         let changes = t.sup.heartbeat(hb.seen_at(now), hb.status.as_deref(), now);
         if changes.is_empty() {
-            return;
+            return out;
         }
-        self.apply(&cell_id, &agent_id, changes, out);
+        self.apply(&cell_id, &agent_id, changes, &mut out);
         self.schedule(&cell_id, &agent_id);
+        out
     }
 
     /// Applies the deadlines of one agent that have come, and arms its

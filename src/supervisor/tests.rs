@@ -308,3 +308,24 @@ fn summary_and_all_healthy() {
         }
     );
 }
+
+#[test]
+fn early_entries_are_rearmed_without_a_wakeup() {
+    let mut s = core();
+    s.handle(cell(TWO), 0.0);
+    s.handle(beat("a", 0.0, None), 0.0);
+    s.handle(beat("b", 0.0, None), 0.0);
+    // Both beat again at 4: a's entry (10) and b's (5) are now early.
+    s.handle(beat("a", 4.0, None), 4.0);
+    s.handle(beat("b", 4.0, None), 4.0);
+    assert_eq!(s.next_deadline(), Some(5.0));
+    s.rearm_early(6.0);
+    // b's entry moved to its real deadline (9); a's (10) was beyond the window.
+    assert_eq!(s.next_deadline(), Some(9.0));
+    assert_eq!(s.take_due(8.9), vec![]);
+    // A real deadline inside the window is kept, not re-armed.
+    s.rearm_early(9.5);
+    assert_eq!(s.next_deadline(), Some(9.0));
+    let due = s.take_due(9.0);
+    assert_eq!(due, vec![(CELL.into(), "b".into())]);
+}

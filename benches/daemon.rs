@@ -1,0 +1,484 @@
+//! Measures the daemon against the targets of BRIEF section 10, on the
+//! real binary, and prints the figures recorded in BENCHMARKS.md.
+//!
+//!     cargo bench --bench daemon                 # 1,000 cells × 10 agents
+//!     cargo bench --bench daemon -- --scale      # 10,000 cells × 10 agents
+//!
+//! Load run: every agent beats every 2 s (atomic writes, spread evenly);
+//! after a warm-up, one agent in each of 100 cells stops beating and the
+//! delay between its stale deadline (last heartbeat + threshold) and the
+//! `ts` of its `agent_stale` line is collected. CPU is the daemon's
+//! utime+stime over the steady window divided by heartbeats written.
+//! Scale run: discovery time (spawn to "ready"), RSS after it, and
+//! `--list-cells` wall time over 10,000 cells.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_lazarus-pit");
+const BEAT_EVERY: f64 = 2.0;
+const STALE: f64 = 5.0;
+const VICTIM_CELLS: usize = 100;
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64()
+}
+
+fn uuid(i: usize) -> String {
+    format!("{:08x}-0000-4000-8000-{:012x}", i, i)
+}
+
+fn agent(j: usize) -> String {
+    format!("agent-{j}")
+}
+
+/// Writes `cells` cells of `agents` agents each, with a heartbeat apiece.
+fn populate(root: &Path, cells: usize, agents: usize) {
+    let ts = now();
+    for i in 0..cells {
+        let id = uuid(i);
+        let dir = root.join(&id);
+        std::fs::create_dir_all(dir.join(".lazarus/heartbeats")).expect("mkdir");
+        std::fs::create_dir_all(dir.join("logs")).expect("mkdir");
+        let list: Vec<Value> = (0..agents)
+            .map(|j| json!({"name": agent(j), "role": "bench"}))
+            .collect();
+        let manifest = json!({"uuid": id, "status": "active", "mission": format!("bench {i}"), "agents": list});
+        std::fs::write(dir.join("cell.json"), manifest.to_string()).expect("cell.json");
+        for j in 0..agents {
+            write_beat(&dir, &agent(j), ts);
+        }
+    }
+}
+
+fn write_beat(cell: &Path, agent: &str, ts: f64) {
+    let dir = cell.join(".lazarus/heartbeats");
+    let tmp = dir.join(format!(".{agent}.tmp"));
+    std::fs::write(
+        &tmp,
+        format!("{{\"agent\":\"{agent}\",\"timestamp\":{ts:.6},\"status\":\"working\"}}"),
+    )
+    .expect("write");
+    std::fs::rename(&tmp, dir.join(format!("{agent}.json"))).expect("rename");
+}
+
+struct Daemon {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    fn start(root: &Path, config: &Path) -> Daemon {
+        let mut child = Command::new(BIN)
+            .args(["daemon"])
+            .env("LAZARUS_ROOT", root)
+            .env("LAZARUS_CONFIG", config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn daemon");
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = log.clone();
+        let stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !line.contains(" agent_stale ") {
+                    let mut log = sink.lock().expect("log");
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            }
+        });
+        Daemon { child, log }
+    }
+
+    fn wait_ready(&self, limit: Duration) -> Duration {
+        let start = Instant::now();
+        while !self.log.lock().expect("log").contains("ready:") {
+            assert!(
+                start.elapsed() < limit,
+                "daemon not ready:\n{}",
+                self.log.lock().expect("log")
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        start.elapsed()
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// utime + stime in seconds.
+    fn cpu(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("stat");
+        let after = &stat[stat.rfind(')').expect(")") + 2..];
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks: f64 =
+            fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
+        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .unwrap_or(100) as f64;
+        ticks / hz
+    }
+
+    fn status_kib(&self, key: &str) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("status");
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn stop(mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+/// (steal, total) jiffies of all CPUs, from /proc/stat.
+fn cpu_jiffies() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    (fields.get(7).copied().unwrap_or(0), fields.iter().sum())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx]
+}
+
+fn event_ts(e: &Value) -> f64 {
+    let t = chrono::DateTime::parse_from_rfc3339(e["ts"].as_str().unwrap_or("")).expect("ts");
+    t.timestamp_micros() as f64 / 1e6
+}
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--scale") {
+        return scale(
+            arg("--cells")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(10_000),
+        );
+    }
+    let cells: usize = arg("--cells").and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let agents: usize = arg("--agents").and_then(|v| v.parse().ok()).unwrap_or(10);
+    let steady: f64 = arg("--seconds")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20.0);
+    load(cells, agents, steady);
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cores} cores, {cpu}, Linux {}", kernel.trim())
+}
+
+/// Where the root goes: `--dir DIR`, else a temp dir in `/dev/shm` (the
+/// daemon's own cost, without the disk's), else the system temp dir.
+fn tempdir() -> tempfile::TempDir {
+    let base = arg("--dir").map(PathBuf::from).or_else(|| {
+        Path::new("/dev/shm")
+            .is_dir()
+            .then(|| PathBuf::from("/dev/shm"))
+    });
+    match base {
+        Some(dir) => tempfile::tempdir_in(dir).expect("tempdir"),
+        None => tempfile::tempdir().expect("tempdir"),
+    }
+}
+
+fn fs_type(path: &Path) -> String {
+    let out = Command::new("df").arg("-T").arg(path).output();
+    out.ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| {
+            s.lines()
+                .nth(1)
+                .and_then(|l| l.split_whitespace().nth(1))
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+fn load(cells: usize, agents: usize, steady: f64) {
+    let tmp = tempdir();
+    let root = tmp.path().join("missions");
+    let config = tmp.path().join("bench.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[cells]\nheartbeat_stale_threshold = {STALE}\nresurrect_after = 3600\n[events]\nheartbeats = \"none\"\n"
+        ),
+    )
+    .expect("config");
+    println!(
+        "lazarus-pit daemon benchmark — {cells} cells × {agents} agents, beating every {BEAT_EVERY} s"
+    );
+    println!("machine: {}", machine());
+    println!("root: {} ({})", root.display(), fs_type(tmp.path()));
+    populate(&root, cells, agents);
+
+    let daemon = Daemon::start(&root, &config);
+    let ready = daemon.wait_ready(Duration::from_secs(120));
+    println!(
+        "discovery: ready {:.0} ms after spawn",
+        ready.as_secs_f64() * 1000.0
+    );
+
+    // Writers: every agent beats every BEAT_EVERY seconds, phases spread.
+    let dirs: Vec<PathBuf> = (0..cells).map(|i| root.join(uuid(i))).collect();
+    let total = cells * agents;
+    let victims: Vec<usize> = (0..VICTIM_CELLS.min(cells))
+        .map(|i| i * (cells / VICTIM_CELLS.min(cells)).max(1))
+        .collect();
+    let stop_victims = Arc::new(AtomicBool::new(false));
+    let stop_all = Arc::new(AtomicBool::new(false));
+    let beats = Arc::new(AtomicU64::new(0));
+    let last_victim_beat: Arc<Mutex<HashMap<usize, f64>>> = Arc::default();
+    let mut is_victim = vec![false; cells];
+    for &v in &victims {
+        is_victim[v] = true;
+    }
+    let writer = {
+        let (stop_victims, stop_all, beats, last) = (
+            stop_victims.clone(),
+            stop_all.clone(),
+            beats.clone(),
+            last_victim_beat.clone(),
+        );
+        let dirs = dirs.clone();
+        std::thread::spawn(move || {
+            // Round robin: agent k beats at start + (k + n·total)·gap.
+            let gap = BEAT_EVERY / total as f64;
+            let start = now();
+            let mut slot: u64 = 0;
+            while !stop_all.load(Ordering::Relaxed) {
+                let due = start + slot as f64 * gap;
+                let wait = due - now();
+                if wait > 0.001 {
+                    std::thread::sleep(Duration::from_secs_f64(wait));
+                }
+                let k = (slot % total as u64) as usize;
+                slot += 1;
+                let (cell, a) = (k / agents, k % agents);
+                let victim = a == 0 && is_victim[cell];
+                if victim && stop_victims.load(Ordering::Relaxed) {
+                    continue;
+                }
+                let ts = now();
+                write_beat(&dirs[cell], &agent(a), ts);
+                if victim {
+                    last.lock().expect("last").insert(cell, ts);
+                }
+                beats.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+
+    // Warm-up, then the steady window for CPU per heartbeat.
+    std::thread::sleep(Duration::from_secs(3));
+    let (cpu0, beats0, t0) = (daemon.cpu(), beats.load(Ordering::Relaxed), Instant::now());
+    let steal0 = cpu_jiffies();
+    std::thread::sleep(Duration::from_secs_f64(steady));
+    let (cpu1, beats1, window) = (daemon.cpu(), beats.load(Ordering::Relaxed), t0.elapsed());
+    let steal1 = cpu_jiffies();
+    let steal = (steal1.0 - steal0.0) as f64 / (steal1.1 - steal0.1).max(1) as f64 * 100.0;
+    let handled = beats1 - beats0;
+    let rate = handled as f64 / window.as_secs_f64();
+    let cpu_per_beat = (cpu1 - cpu0) / handled as f64;
+
+    // Stale detection: the victims stop beating.
+    let stopped_at = now();
+    stop_victims.store(true, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs_f64(STALE + BEAT_EVERY + 3.0));
+    let last = last_victim_beat.lock().expect("last").clone();
+    let mut delays = Vec::new();
+    let mut false_stale = 0;
+    for (i, dir) in (0..cells).zip(&dirs) {
+        let Ok(text) = std::fs::read_to_string(dir.join("logs/events.jsonl")) else {
+            continue;
+        };
+        for line in text.lines() {
+            let e: Value = serde_json::from_str(line).expect("event line");
+            if e["event"] != "agent_stale" {
+                continue;
+            }
+            match (e["agent"].as_str(), last.get(&i)) {
+                (Some("agent-0"), Some(seen)) if event_ts(&e) >= stopped_at => {
+                    delays.push((event_ts(&e) - (seen + STALE)) * 1000.0)
+                }
+                _ => false_stale += 1,
+            }
+        }
+    }
+    delays.sort_by(f64::total_cmp);
+    let hwm = daemon.status_kib("VmHWM:");
+    let rss = daemon.status_kib("VmRSS:");
+    stop_all.store(true, Ordering::Relaxed);
+    writer.join().expect("writer");
+    daemon.stop();
+
+    println!();
+    println!("| measure | value | target |");
+    println!("|---|---|---|");
+    println!(
+        "| heartbeats handled | {handled} in {:.1} s ({rate:.0}/s) | — |",
+        window.as_secs_f64()
+    );
+    println!(
+        "| daemon CPU per heartbeat | {:.2} µs | ≤ 10 µs |",
+        cpu_per_beat * 1e6
+    );
+    println!(
+        "| agent_stale after its deadline (n = {}) | p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms | p99 ≤ 50 ms |",
+        delays.len(),
+        percentile(&delays, 0.5),
+        percentile(&delays, 0.99),
+        delays.last().copied().unwrap_or(f64::NAN)
+    );
+    println!("| false agent_stale (agents still beating) | {false_stale} | 0 |");
+    println!("| host steal time during the window | {steal:.0} % | — |");
+    println!(
+        "| daemon peak RSS (VmHWM) | {:.1} MiB (now {:.1} MiB) | — |",
+        hwm as f64 / 1024.0,
+        rss as f64 / 1024.0
+    );
+    println!(
+        "| discovery of {cells} cells (spawn to ready) | {:.0} ms | — |",
+        ready.as_secs_f64() * 1000.0
+    );
+}
+
+fn scale(cells: usize) {
+    let agents = 10;
+    let tmp = tempdir();
+    let root = tmp.path().join("missions");
+    let config = tmp.path().join("bench.toml");
+    std::fs::write(
+        &config,
+        "[cells]\nheartbeat_stale_threshold = 600\n[events]\nheartbeats = \"none\"\n",
+    )
+    .expect("config");
+    println!("lazarus-pit scale benchmark — {cells} cells × {agents} agents");
+    println!("machine: {}", machine());
+    println!("root: {} ({})", root.display(), fs_type(tmp.path()));
+    populate(&root, cells, agents);
+
+    let list_start = Instant::now();
+    let out = Command::new(BIN)
+        .args(["--list-cells"])
+        .env("LAZARUS_ROOT", &root)
+        .env("LAZARUS_CONFIG", &config)
+        .output()
+        .expect("list");
+    let list = list_start.elapsed();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), cells);
+
+    let daemon = Daemon::start(&root, &config);
+    let ready = daemon.wait_ready(Duration::from_secs(300));
+    std::thread::sleep(Duration::from_secs(2));
+    let hwm = daemon.status_kib("VmHWM:");
+    let rss = daemon.status_kib("VmRSS:");
+
+    // Reaction to a new cell: one whose agent's heartbeat is already old,
+    // so the daemon reports agent_stale as soon as it has read the cell.
+    let mut reactions = Vec::new();
+    for n in 0..20 {
+        let id = uuid(cells + 1 + n);
+        let staging = root.join(format!(".staging-{n}"));
+        std::fs::create_dir_all(staging.join(".lazarus/heartbeats")).expect("mkdir");
+        std::fs::create_dir_all(staging.join("logs")).expect("mkdir");
+        let manifest = json!({"uuid": id, "status": "active", "agents": [{"name": "a"}]});
+        std::fs::write(staging.join("cell.json"), manifest.to_string()).expect("write");
+        write_beat(&staging, "a", now() - 3600.0);
+        let at = now();
+        std::fs::rename(&staging, root.join(&id)).expect("rename");
+        let events = root.join(&id).join("logs/events.jsonl");
+        let start = Instant::now();
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&events)
+                && let Some(line) = text.lines().find(|l| l.contains("agent_stale"))
+            {
+                let e: Value = serde_json::from_str(line).expect("line");
+                reactions.push((event_ts(&e) - at) * 1000.0);
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no reaction to {id}"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    reactions.sort_by(f64::total_cmp);
+    daemon.stop();
+
+    println!();
+    println!("| measure | value | target |");
+    println!("|---|---|---|");
+    println!(
+        "| discovery of {cells} cells (spawn to ready) | {:.0} ms | ≤ 2 s |",
+        ready.as_secs_f64() * 1000.0
+    );
+    println!(
+        "| daemon RSS at {cells} × {agents} | {:.1} MiB (peak {:.1} MiB) | ≤ 100 MiB |",
+        rss as f64 / 1024.0,
+        hwm as f64 / 1024.0
+    );
+    println!(
+        "| `--list-cells` over {cells} cells | {:.0} ms | ≤ 0.5 s |",
+        list.as_secs_f64() * 1000.0
+    );
+    println!(
+        "| reaction to a new cell (n = {}) | p50 {:.1} ms, p99 {:.1} ms | p99 ≤ 100 ms |",
+        reactions.len(),
+        percentile(&reactions, 0.5),
+        percentile(&reactions, 0.99)
+    );
+}
