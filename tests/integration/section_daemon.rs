@@ -551,3 +551,60 @@ fn daemon_output_matches_the_schemas() {
         assert!(event_schema.is_valid(&event), "{event}");
     }
 }
+
+#[test]
+fn systemd_hears_ready_status_and_watchdog() {
+    use std::os::unix::net::UnixDatagram;
+    let env = Env::new();
+    fast(&env);
+    env.create(&["--agent", "a"]);
+    let socket_path = env.tmp.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).expect("bind");
+    socket.set_read_timeout(Some(LIMIT)).expect("timeout");
+    let mut cmd = env.command(&["daemon"]);
+    cmd.env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "200000")
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().expect("spawn");
+    let mut heard = String::new();
+    let mut buf = [0u8; 4096];
+    let start = Instant::now();
+    while !(heard.contains("READY=1") && heard.contains("STATUS=") && heard.contains("WATCHDOG=1"))
+    {
+        assert!(start.elapsed() < LIMIT, "heard only {heard:?}");
+        let n = socket.recv(&mut buf).expect("datagram");
+        heard.push_str(&String::from_utf8_lossy(&buf[..n]));
+        heard.push('\n');
+    }
+    assert!(heard.contains("1 cells, 1 agents"), "{heard}");
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid")),
+        Signal::SIGTERM,
+    );
+    assert_eq!(child.wait().expect("wait").code(), Some(0));
+}
+
+#[test]
+fn a_cell_renamed_while_watched_is_let_go() {
+    let env = Env::new();
+    fast(&env);
+    let uuid = env.create(&["--agent", "a"]);
+    env.beat(&uuid, "a", "x");
+    let mut d = env.daemon(&[]);
+    let moved = "0000aaaa-0000-4000-8000-000000000001";
+    std::fs::rename(env.cell(&uuid), env.cell(moved)).expect("rename");
+    // Under its new name its uuid disagrees with the directory: refused.
+    let refused = env.wait_event(moved, "invalid_input", 1, LIMIT);
+    assert!(
+        refused[0]["error"]
+            .as_str()
+            .expect("error")
+            .contains("disagrees")
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(env.events_named(moved, "agent_stale"), Vec::<Value>::new());
+    assert!(d.running());
+    // Moved back, it is monitored again.
+    std::fs::rename(env.cell(moved), env.cell(&uuid)).expect("rename");
+    env.wait_event(&uuid, "agent_stale", 1, LIMIT);
+}
