@@ -9,6 +9,7 @@ pub mod settings;
 pub mod template;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use chrono::Utc;
 
@@ -37,6 +38,9 @@ pub const LAYOUT: &[&str] = &[
 ];
 /// Largest `cell.json` read. Far above any real manifest, far below harm.
 pub const MANIFEST_LIMIT: u64 = 1024 * 1024;
+
+/// How long a command waits for a cell's lock before giving up.
+pub const CLI_LOCK_PATIENCE: Duration = Duration::from_secs(10);
 
 /// The heartbeat file of `agent`, relative to the cell.
 pub fn heartbeat_rel(agent: &str) -> String {
@@ -205,7 +209,16 @@ impl Cell {
         &self,
         change: impl FnOnce(&mut Manifest) -> Result<(T, Vec<Event>)>,
     ) -> Result<T> {
-        let _lock = self.dir.lock()?;
+        self.update_within(CLI_LOCK_PATIENCE, change)
+    }
+
+    /// [`Cell::update`], waiting at most `patience` for the cell lock.
+    pub fn update_within<T>(
+        &self,
+        patience: Duration,
+        change: impl FnOnce(&mut Manifest) -> Result<(T, Vec<Event>)>,
+    ) -> Result<T> {
+        let _lock = self.dir.lock(patience)?;
         let before = self.read_manifest()?;
         let mut manifest = before.clone();
         let (out, events) = change(&mut manifest)?;

@@ -42,6 +42,9 @@ const FLUSH_TICK: Duration = Duration::from_millis(100);
 /// An identical `invalid_input` for the same file is repeated at most
 /// this often.
 const INVALID_REPEAT_S: f64 = 300.0;
+/// How long the daemon waits for a cell's lock. An agent can hold it
+/// forever; the daemon must not wait on it (it retries at the next rescan).
+const DAEMON_LOCK_PATIENCE: Duration = Duration::from_millis(50);
 /// How often a missing root is looked for.
 const ROOT_WAIT: Duration = Duration::from_secs(1);
 
@@ -340,8 +343,18 @@ impl Shell {
 
     /// One walk of the root: every cell is (re)read and reconciled, and
     /// cells that vanished are dropped. Idempotent: a rescan loses and
-    /// duplicates nothing.
+    /// duplicates nothing. Heartbeats are re-read only where inotify may
+    /// have missed them (see [`Shell::scan_cell`]).
     fn discover(&mut self) {
+        self.walk(false);
+    }
+
+    /// [`Shell::discover`], re-reading every heartbeat too (events were lost).
+    fn rediscover(&mut self) {
+        self.walk(true);
+    }
+
+    fn walk(&mut self, all_heartbeats: bool) {
         let mut seen = HashSet::new();
         for entry in walkdir::WalkDir::new(&self.root_path)
             .min_depth(1)
@@ -357,7 +370,7 @@ impl Shell {
                 continue;
             }
             seen.insert(name.to_string());
-            self.scan_cell(name);
+            self.scan(name, all_heartbeats);
         }
         for id in self.core.cell_ids() {
             if !seen.contains(&*id) {
@@ -368,6 +381,15 @@ impl Shell {
 
     /// Reads one cell and reconciles it: manifest, watches, heartbeats.
     fn scan_cell(&mut self, name: &str) {
+        self.scan(name, true);
+    }
+
+    /// Reads one cell's manifest and reconciles it. Heartbeats are read if
+    /// `heartbeats`, or if inotify cannot be trusted for this cell (new to
+    /// the daemon, polled, or no inotify at all); for a watched cell the
+    /// periodic rescan skips them — a missed write is caught by the re-read
+    /// at the agent's deadline, and a queue overflow rescans everything.
+    fn scan(&mut self, name: &str, heartbeats: bool) {
         let now = wall_now();
         let cell_dir = match self.root_dir.subdir(name) {
             Ok(dir) => dir,
@@ -418,6 +440,12 @@ impl Shell {
             self.report_invalid(name, MANIFEST, problems.join("; "));
         }
         let id: CellId = name.into();
+        let trusted = self.core.is_monitored(name)
+            && !self.polled.contains(name)
+            && self
+                .watches
+                .as_ref()
+                .is_some_and(|w| w.heartbeats_watched(name));
         let previous = if self.core.knows(name) {
             None
         } else {
@@ -434,8 +462,10 @@ impl Shell {
         self.execute(actions);
         if self.core.is_monitored(name) {
             self.ensure_watched(&id, &cell_dir);
-            for agent in self.core.agent_names(name) {
-                self.read_heartbeat(name, &agent);
+            if heartbeats || !trusted {
+                for agent in self.core.agent_names(name) {
+                    self.read_heartbeat(name, &agent);
+                }
             }
         } else if self.core.knows(name) {
             // Provisioned: watch for agents joining.
@@ -552,7 +582,7 @@ impl Shell {
             Ok(batch) => batch,
             Err(e) => {
                 tracing::warn!("reading inotify events: {e}; rescanning");
-                self.discover();
+                self.rediscover();
                 return false;
             }
         };
@@ -594,7 +624,7 @@ impl Shell {
                 // the next rescan repairs a live cell.
             }
             FsEvent::RootEntryGone(name) => self.cell_gone(&name),
-            FsEvent::Rescan => self.discover(),
+            FsEvent::Rescan => self.rediscover(),
             FsEvent::RootGone => {
                 for id in self.core.cell_ids() {
                     self.cell_gone(&id);
@@ -653,7 +683,9 @@ impl Shell {
     /// made is recorded too and is not recorded twice.
     fn recorded_status(&self, cell: &str) -> Option<String> {
         let dir = self.root_dir.subdir(cell).ok()?;
-        let _lock = dir.lock().ok()?;
+        // If an agent holds the lock, check without it: at worst the move
+        // is recorded twice, never missed and never a hung daemon.
+        let _lock = dir.lock(DAEMON_LOCK_PATIENCE).ok();
         last_recorded_status(&dir)
     }
 
@@ -662,7 +694,7 @@ impl Shell {
     fn activate(&mut self, name: &str) -> bool {
         let root = crate::cell::Root::new(&self.root_path);
         let result = root.cell(name).and_then(|cell| {
-            cell.update(|m| {
+            cell.update_within(DAEMON_LOCK_PATIENCE, |m| {
                 let from = m.status();
                 match transition(&from, Trigger::Join) {
                     Ok(to) if from == CellStatus::Provisioned && !m.agents.is_empty() => {

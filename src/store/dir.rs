@@ -339,15 +339,37 @@ impl Dir {
         Ok(())
     }
 
-    /// Takes an exclusive `flock` on this directory, blocking until it is
-    /// free. The lock is released when the guard drops. Locking the
-    /// directory itself (not a file in it) survives `cell.json` being
-    /// replaced by rename and needs no extra file in the cell.
-    pub fn lock(&self) -> io::Result<DirLock> {
-        let fd = self.fd.try_clone()?;
-        Flock::lock(fd, FlockArg::LockExclusive)
-            .map(DirLock)
-            .map_err(|(_, e)| errno_io(e, &self.path))
+    /// Takes an exclusive `flock` on this directory, waiting at most
+    /// `patience` for it. The lock is released when the guard drops.
+    /// Locking the directory itself (not a file in it) survives `cell.json`
+    /// being replaced by rename and needs no extra file in the cell.
+    ///
+    /// The wait is bounded because anyone who can open the directory (an
+    /// agent in its cell) can take the lock and keep it: that must cost a
+    /// clear error, never a hung daemon or CLI.
+    pub fn lock(&self, patience: std::time::Duration) -> io::Result<DirLock> {
+        let start = std::time::Instant::now();
+        let mut fd = self.fd.try_clone()?;
+        loop {
+            match Flock::lock(fd, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => return Ok(DirLock(lock)),
+                Err((back, Errno::EWOULDBLOCK)) if start.elapsed() < patience => {
+                    fd = back;
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                Err((_, Errno::EWOULDBLOCK)) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WouldBlock,
+                        format!(
+                            "{} is locked by another process (waited {:.1} s)",
+                            self.path.display(),
+                            patience.as_secs_f64()
+                        ),
+                    ));
+                }
+                Err((_, e)) => return Err(errno_io(e, &self.path)),
+            }
+        }
     }
 
     /// Lists the entries of this directory with their kind as `readdir`

@@ -195,6 +195,25 @@ mod tests {
     }
 
     #[test]
+    fn a_held_lock_is_waited_for_only_so_long() {
+        let (tmp, d) = dir();
+        // flock belongs to an open file description: a second open stands
+        // for another process.
+        let other = Dir::open(tmp.path()).expect("open");
+        let held = other.lock(std::time::Duration::ZERO).expect("free");
+        let start = std::time::Instant::now();
+        let err = d.lock(std::time::Duration::from_millis(50)).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+        assert!(
+            err.to_string().contains("locked by another process"),
+            "{err}"
+        );
+        assert!(start.elapsed() >= std::time::Duration::from_millis(50));
+        drop(held);
+        d.lock(std::time::Duration::ZERO).expect("free again");
+    }
+
+    #[test]
     fn append_writes_whole_lines() {
         let (tmp, d) = dir();
         d.create_dirs("logs").expect("mkdir");

@@ -608,3 +608,38 @@ fn a_cell_renamed_while_watched_is_let_go() {
     std::fs::rename(env.cell(moved), env.cell(&uuid)).expect("rename");
     env.wait_event(&uuid, "agent_stale", 1, LIMIT);
 }
+
+#[test]
+fn an_agent_holding_the_cell_lock_hangs_neither_daemon_nor_cli() {
+    use nix::fcntl::{Flock, FlockArg};
+    let env = Env::new();
+    fast(&env);
+    let held = env.create(&[]);
+    let other = env.create(&["--agent", "b"]);
+    let d = env.daemon(&[]);
+    // The "agent" takes the lock of its cell directory and keeps it.
+    let dir = std::fs::File::open(env.cell(&held)).expect("open dir");
+    let _lock = Flock::lock(dir, FlockArg::LockExclusive).expect("flock");
+    // Activating the provisioned cell needs the lock: the daemon gives up
+    // quickly and carries on with everything else.
+    let path = env.cell(&held).join("cell.json");
+    let mut m = read_json(&path);
+    m["agents"] = json!([{"name": "a"}]);
+    std::fs::write(&path, m.to_string()).expect("write");
+    env.beat(&other, "b", "working");
+    env.wait_event(&other, "heartbeat", 1, LIMIT);
+    env.wait_event(&other, "agent_stale", 1, LIMIT);
+    let start = Instant::now();
+    let run = env.run(&["cell", "join", &held, "--agent", "x"]);
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(run.stderr.contains("locked by another process"), "{run:#?}");
+    assert!(start.elapsed() < Duration::from_secs(15));
+    drop(_lock);
+    // Once the lock is free, the next rescan activates it (the test's
+    // poll_interval is long, so nudge it with an edit).
+    std::fs::write(&path, m.to_string()).expect("write");
+    wait_for("activated", LIMIT, || {
+        read_json(&path)["status"] == "active"
+    });
+    drop(d);
+}
