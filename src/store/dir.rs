@@ -155,17 +155,22 @@ impl Dir {
         Ok(dir)
     }
 
+    /// Opens an agent-writable path read-only: below this directory, no
+    /// symlink on the way, and non-blocking so a FIFO cannot hang us.
+    fn open_agent_file(&self, rel: &str) -> Result<OwnedFd, ReadError> {
+        self.open_beneath(
+            rel,
+            OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY,
+            Mode::empty(),
+        )
+        .map_err(ReadError::from_open)
+    }
+
     /// Opens an agent-writable file for reading, safely: no symlink
     /// anywhere below this directory, `O_NONBLOCK` so a FIFO cannot hang
     /// us, regular files only. Returns the file and its size.
     pub fn open_regular(&self, rel: &str) -> Result<(File, u64), ReadError> {
-        let fd = self
-            .open_beneath(
-                rel,
-                OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY,
-                Mode::empty(),
-            )
-            .map_err(ReadError::from_open)?;
+        let fd = self.open_agent_file(rel)?;
         let st = fstat(&fd).map_err(|e| ReadError::Io(e.into()))?;
         let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
         if kind != SFlag::S_IFREG {
@@ -229,13 +234,7 @@ impl Dir {
     ) -> Result<(), ReadError> {
         buf.clear();
         buf.resize(limit + 1, 0);
-        let fd = self
-            .open_beneath(
-                rel,
-                OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY,
-                Mode::empty(),
-            )
-            .map_err(ReadError::from_open)?;
+        let fd = self.open_agent_file(rel)?;
         let n = loop {
             match nix::unistd::read(&fd, buf) {
                 Err(Errno::EINTR) => {}

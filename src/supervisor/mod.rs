@@ -195,30 +195,12 @@ impl Supervisor {
     /// moved its agent's deadline later is simply re-armed.
     pub fn take_due(&mut self, now: f64) -> Vec<(CellId, AgentId)> {
         let mut due = Vec::new();
-        let mut rearm = Vec::new();
-        while let Some(Reverse(top)) = self.timers.peek() {
-            if top.at > now {
-                break;
+        for (timer, deadline) in self.pop_live(now) {
+            if deadline.is_some_and(|d| d <= now) {
+                due.push((timer.cell, timer.agent));
+            } else {
+                self.schedule(&timer.cell, &timer.agent);
             }
-            let Some(Reverse(timer)) = self.timers.pop() else {
-                break;
-            };
-            let live = self
-                .cells
-                .get_mut(&timer.cell)
-                .and_then(|c| c.agents.get_mut(&timer.agent))
-                .filter(|t| t.timer == Some(timer.at));
-            if let Some(tracked) = live {
-                tracked.timer = None;
-                if tracked.sup.deadline().is_some_and(|d| d <= now) {
-                    due.push((timer.cell, timer.agent));
-                } else {
-                    rearm.push((timer.cell, timer.agent));
-                }
-            }
-        }
-        for (cell, agent) in rearm {
-            self.schedule(&cell, &agent);
         }
         due
     }
@@ -229,37 +211,40 @@ impl Supervisor {
     /// it only for real deadlines: without it, every agent would cost one
     /// wake-up per stale threshold just to be re-armed.
     pub fn rearm_early(&mut self, until: f64) {
-        let mut keep = Vec::new();
-        let mut rearm = Vec::new();
-        while let Some(Reverse(top)) = self.timers.peek() {
-            if top.at > until {
-                break;
+        for (timer, deadline) in self.pop_live(until) {
+            if deadline.is_some_and(|d| d > timer.at) {
+                self.schedule(&timer.cell, &timer.agent);
+            } else if let Some(t) = self.tracked(&timer.cell, &timer.agent) {
+                // A real deadline: put it back as it was.
+                t.timer = Some(timer.at);
+                self.timers.push(Reverse(timer));
             }
+        }
+    }
+
+    /// Pops the heap entries at or before `until` that are their agent's
+    /// live entry (obsolete ones are dropped), disarming each, with the
+    /// agent's current deadline.
+    fn pop_live(&mut self, until: f64) -> Vec<(Timer, Option<f64>)> {
+        let mut out = Vec::new();
+        while self.timers.peek().is_some_and(|Reverse(t)| t.at <= until) {
             let Some(Reverse(timer)) = self.timers.pop() else {
                 break;
             };
-            let Some(tracked) = self
-                .cells
-                .get_mut(&timer.cell)
-                .and_then(|c| c.agents.get_mut(&timer.agent))
+            if let Some(t) = self
+                .tracked(&timer.cell, &timer.agent)
                 .filter(|t| t.timer == Some(timer.at))
-            else {
-                continue; // obsolete entry
-            };
-            match tracked.sup.deadline() {
-                Some(d) if d > timer.at => {
-                    tracked.timer = None;
-                    rearm.push((timer.cell, timer.agent));
-                }
-                _ => keep.push(timer),
+            {
+                t.timer = None;
+                let deadline = t.sup.deadline();
+                out.push((timer, deadline));
             }
         }
-        for timer in keep {
-            self.timers.push(Reverse(timer));
-        }
-        for (cell, agent) in rearm {
-            self.schedule(&cell, &agent);
-        }
+        out
+    }
+
+    fn tracked(&mut self, cell: &str, agent: &str) -> Option<&mut Tracked> {
+        self.cells.get_mut(cell)?.agents.get_mut(agent)
     }
 
     /// Whether the daemon monitors this cell's agents.
@@ -456,11 +441,7 @@ impl Supervisor {
     /// Applies the deadlines of one agent that have come, and arms its
     /// next one.
     fn expire(&mut self, cell: &CellId, agent: &AgentId, now: f64, out: &mut Vec<Action>) {
-        let Some(t) = self
-            .cells
-            .get_mut(cell)
-            .and_then(|c| c.agents.get_mut(agent))
-        else {
+        let Some(t) = self.tracked(cell, agent) else {
             return;
         };
         let changes = t.sup.advance(now);
@@ -471,11 +452,7 @@ impl Supervisor {
     /// Pushes a heap entry for the agent's deadline unless an entry at or
     /// before it is already live (it will re-arm when it fires).
     fn schedule(&mut self, cell: &CellId, agent: &AgentId) {
-        let Some(t) = self
-            .cells
-            .get_mut(cell)
-            .and_then(|c| c.agents.get_mut(agent))
-        else {
+        let Some(t) = self.tracked(cell, agent) else {
             return;
         };
         let Some(at) = t.sup.deadline() else {
