@@ -643,3 +643,24 @@ fn an_agent_holding_the_cell_lock_hangs_neither_daemon_nor_cli() {
     });
     drop(d);
 }
+
+#[test]
+fn json_logs_for_log_shippers() {
+    let env = Env::new();
+    env.config(&format!(
+        "[daemon]\nlog_format = \"json\"\n[cells]\nheartbeat_stale_threshold = {STALE}\n"
+    ));
+    let uuid = env.create(&["--agent", "a"]);
+    let d = env.daemon(&[]);
+    env.wait_event(&uuid, "agent_stale", 1, LIMIT);
+    d.wait_log("agent_stale", LIMIT);
+    let log = d.log();
+    for line in log.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            v["level"].is_string() && v["fields"]["message"].is_string(),
+            "{v}"
+        );
+    }
+    assert!(log.contains("ready:"));
+}
