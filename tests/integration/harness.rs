@@ -208,7 +208,11 @@ impl Env {
     pub fn spawn_daemon(&self, args: &[&str]) -> Daemon {
         let mut all = vec!["daemon"];
         all.extend_from_slice(args);
-        let mut cmd = self.command(&all);
+        self.spawn_daemon_cmd(self.command(&all))
+    }
+
+    /// Starts a prepared daemon command, collecting its log.
+    pub fn spawn_daemon_cmd(&self, mut cmd: Command) -> Daemon {
         cmd.env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

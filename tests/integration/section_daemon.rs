@@ -664,3 +664,60 @@ fn json_logs_for_log_shippers() {
     }
     assert!(log.contains("ready:"));
 }
+
+/// inotify limits are per user namespace: the daemon runs in one whose
+/// limit leaves room for the root and one cell only.
+#[test]
+fn exhausted_inotify_watches_fall_back_to_polling() {
+    let env = Env::new();
+    env.config(
+        "[cells]\nheartbeat_stale_threshold = 0.5\nresurrect_after = 60\npoll_interval = 0.3\n",
+    );
+    let cells: Vec<String> = (0..3).map(|_| env.create(&["--agent", "a"])).collect();
+    for cell in &cells {
+        env.beat(cell, "a", "x");
+    }
+    // The harness's environment (root, config), on an `unshare` command.
+    let template = env.command(&[]);
+    let mut cmd = {
+        let mut c = std::process::Command::new("unshare");
+        c.args([
+            "--user",
+            "--map-root-user",
+            "sh",
+            "-c",
+            // root + parent + one cell (directory + heartbeats) = 4 watches.
+            "echo 4 > /proc/sys/user/max_inotify_watches && exec \"$0\" daemon",
+            crate::harness::BIN,
+        ]);
+        for (k, v) in template.get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        c
+    };
+    cmd.stdin(std::process::Stdio::null());
+    let d = env.spawn_daemon_cmd(cmd);
+    d.wait_log("ready:", LIMIT);
+    d.wait_log("max_user_watches", LIMIT);
+    assert_eq!(
+        d.log().matches("watch limit reached").count(),
+        1,
+        "one warning:\n{}",
+        d.log()
+    );
+    // Every cell, watched or polled, goes stale when silent and recovers
+    // when it beats again (polled ones within a poll interval).
+    for cell in &cells {
+        env.wait_event(cell, "agent_stale", 1, LIMIT);
+    }
+    for cell in &cells {
+        env.beat(cell, "a", "back");
+    }
+    for cell in &cells {
+        env.wait_event(cell, "agent_recovered", 1, LIMIT);
+    }
+    drop(d);
+}
