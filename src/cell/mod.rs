@@ -144,6 +144,13 @@ impl Root {
             return Err(Error::BadCellId(prefix.to_string()));
         }
         let wanted = prefix.to_ascii_lowercase();
+        // A whole id (what agents pass on every `heartbeat`) needs no
+        // listing of the root, which holds thousands of cells.
+        if let Ok(cell) = self.cell(&wanted)
+            && cell.dir.exists_beneath(MANIFEST)
+        {
+            return Ok(cell);
+        }
         let names = self.cell_names()?;
         if let Some(exact) = names.iter().find(|n| n.to_ascii_lowercase() == wanted) {
             return self.cell(exact);
