@@ -233,8 +233,11 @@ fn status_edited_to_archived_stops_monitoring() {
         changed[1]["observed"], true,
         "a hand edit is recorded by the daemon"
     );
-    // Well past the threshold: no stale for an archived cell.
-    std::thread::sleep(Duration::from_millis(1500));
+    // A witness cell created now, whose agent never beats, goes stale
+    // later than the archived cell's agent would have (it beat before the
+    // daemon started): once the witness is stale, the window is covered.
+    let witness = env.create(&["--agent", "w"]);
+    env.wait_event(&witness, "agent_stale", 1, LIMIT);
     assert_eq!(env.events_named(&uuid, "agent_stale"), Vec::<Value>::new());
 }
 
@@ -394,15 +397,15 @@ fn hostile_inputs_become_invalid_input_and_others_carry_on() {
             .iter()
             .any(|e| e["agent"] == "link")
     });
-    // The mismatched cell is not monitored.
-    std::thread::sleep(Duration::from_millis(600));
+    // The good cell carries on. Its agent beat after the daemon started, so
+    // it goes stale after the mismatched cell's agent (never heard from)
+    // would have, had that cell been monitored: it is not.
+    env.wait_event(&good, "agent_stale", 1, LIMIT);
     assert_eq!(
         env.events_named(&mismatch, "agent_stale"),
         Vec::<Value>::new()
     );
-    // The good cell carries on, and writing the same bad files again is
-    // not reported again (rate limit).
-    env.wait_event(&good, "agent_stale", 1, LIMIT);
+    // Writing the same bad file again is not reported again (rate limit).
     std::fs::write(
         env.cell(&corrupt).join("cell.json"),
         "{ \"agents\": [ garbage",
@@ -517,7 +520,12 @@ fn a_restarted_daemon_does_not_repeat_stale() {
     });
     d.stop(Duration::from_secs(5));
     let d = env.daemon(&[]);
-    std::thread::sleep(Duration::from_millis(500));
+    // The new daemon has read the cell (and would have reported then)
+    // once it has written its own state.json.
+    let pid = d.pid();
+    wait_for("state.json of the new daemon", LIMIT, || {
+        env.state(&uuid).is_some_and(|s| s["daemon_pid"] == pid)
+    });
     assert_eq!(
         env.events_named(&uuid, "agent_stale").len(),
         1,
