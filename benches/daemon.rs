@@ -22,7 +22,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_lazarus-pit");
+/// The binary under test: this build's, or `LAZARUS_BENCH_BIN` (to compare
+/// two builds in the same hour on a host whose speed drifts).
+fn bin() -> String {
+    std::env::var("LAZARUS_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_lazarus-pit").into())
+}
 const BEAT_EVERY: f64 = 2.0;
 const STALE: f64 = 5.0;
 const VICTIM_CELLS: usize = 100;
@@ -79,7 +83,7 @@ struct Daemon {
 
 impl Daemon {
     fn start(root: &Path, config: &Path) -> Daemon {
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(bin())
             .args(["daemon"])
             .env("LAZARUS_ROOT", root)
             .env("LAZARUS_CONFIG", config)
@@ -411,7 +415,7 @@ fn scale(cells: usize) {
     populate(&root, cells, agents);
 
     let list_start = Instant::now();
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args(["--list-cells"])
         .env("LAZARUS_ROOT", &root)
         .env("LAZARUS_CONFIG", &config)

@@ -546,15 +546,19 @@ impl Shell {
         rel.clear();
         let _ = write!(rel, "{cell}/{HEARTBEATS}/{agent}.json");
         let mut buf = std::mem::take(&mut self.read_buf);
+        if buf.is_empty() {
+            // Zeroed once, then reused as is for every read.
+            buf = vec![0; AGENT_FILE_LIMIT as usize + 1];
+        }
         let result = self
             .root_dir
-            .read_agent_file(&rel, AGENT_FILE_LIMIT as usize, &mut buf)
+            .read_agent_file(&rel, &mut buf)
             .map_err(|e| match e {
                 ReadError::NotFound => None,
                 other => Some(format!("heartbeat file {other}")),
             })
-            .and_then(|()| {
-                Heartbeat::parse(&buf).map_err(|e| match e {
+            .and_then(|n| {
+                Heartbeat::parse(&buf[..n]).map_err(|e| match e {
                     HeartbeatError::Partial => None,
                     HeartbeatError::Invalid(msg) => Some(format!("heartbeat {msg}")),
                 })

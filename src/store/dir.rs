@@ -217,23 +217,18 @@ impl Dir {
         Ok(File::from(fd))
     }
 
-    /// Reads an agent-writable file into `buf` (cleared first), safely and
-    /// in as few system calls as possible — this is the daemon's hot path:
-    /// `openat2` (no symlinks, nothing outside this directory, no blocking
-    /// on a FIFO), one `read` of at most `limit + 1` bytes, `close`. A
-    /// regular file's short read is its end; the kind of file is checked
-    /// with `fstat` only when the read comes back empty or fails, so a
-    /// FIFO, directory or device is still refused with its kind named. A
-    /// device that reads forever is cut at the limit and refused as too
-    /// large.
-    pub fn read_agent_file(
-        &self,
-        rel: &str,
-        limit: usize,
-        buf: &mut Vec<u8>,
-    ) -> Result<(), ReadError> {
-        buf.clear();
-        buf.resize(limit + 1, 0);
+    /// Reads an agent-writable file into `buf`, returning how many bytes
+    /// it holds, safely and in as few system calls as possible — this is
+    /// the daemon's hot path: `openat2` (no symlinks, nothing outside this
+    /// directory, no blocking on a FIFO), one `read` of at most `buf.len()`
+    /// bytes, `close`. The file may hold at most `buf.len() - 1` bytes: a
+    /// read that fills the buffer is refused as too large (so is a device
+    /// that reads forever). A regular file's short read is its end; the
+    /// kind of file is checked with `fstat` only when the read comes back
+    /// empty or fails, so a FIFO, directory or device is still refused with
+    /// its kind named. `buf` is reused as is: it is never cleared.
+    pub fn read_agent_file(&self, rel: &str, buf: &mut [u8]) -> Result<usize, ReadError> {
+        let limit = buf.len().saturating_sub(1);
         let fd = self.open_agent_file(rel)?;
         let n = loop {
             match nix::unistd::read(&fd, buf) {
@@ -259,8 +254,7 @@ impl Dir {
                 limit: limit as u64,
             });
         }
-        buf.truncate(n);
-        Ok(())
+        Ok(n)
     }
 
     /// Replaces the file `name` (a single component) with `data` atomically:

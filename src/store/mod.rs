@@ -105,41 +105,42 @@ mod tests {
     #[test]
     fn the_hot_path_reader_refuses_the_same_things() {
         let (tmp, d) = dir();
-        let mut buf = Vec::new();
+        let mut buf = vec![0u8; 101];
         std::fs::write(tmp.path().join("ok"), b"{\"timestamp\":1}").expect("write");
-        d.read_agent_file("ok", 100, &mut buf).expect("read");
-        assert_eq!(buf, b"{\"timestamp\":1}");
+        let n = d.read_agent_file("ok", &mut buf).expect("read");
+        assert_eq!(&buf[..n], b"{\"timestamp\":1}");
         std::fs::write(tmp.path().join("empty"), b"").expect("write");
-        d.read_agent_file("empty", 100, &mut buf).expect("read");
-        assert!(buf.is_empty());
+        assert_eq!(d.read_agent_file("empty", &mut buf).expect("read"), 0);
         std::fs::write(tmp.path().join("big"), vec![b'x'; 101]).expect("write");
         assert!(matches!(
-            d.read_agent_file("big", 100, &mut buf),
+            d.read_agent_file("big", &mut buf),
             Err(ReadError::TooLarge { .. })
         ));
         std::fs::write(tmp.path().join("exact"), vec![b'x'; 100]).expect("write");
-        d.read_agent_file("exact", 100, &mut buf)
-            .expect("at the limit");
+        assert_eq!(
+            d.read_agent_file("exact", &mut buf).expect("at the limit"),
+            100
+        );
         nix::unistd::mkfifo(&tmp.path().join("fifo"), nix::sys::stat::Mode::S_IRWXU)
             .expect("mkfifo");
         assert!(matches!(
-            d.read_agent_file("fifo", 100, &mut buf),
+            d.read_agent_file("fifo", &mut buf),
             Err(ReadError::NotRegular("a FIFO"))
         ));
         std::fs::create_dir(tmp.path().join("sub")).expect("mkdir");
         assert!(matches!(
-            d.read_agent_file("sub", 100, &mut buf),
+            d.read_agent_file("sub", &mut buf),
             Err(ReadError::NotRegular("a directory"))
         ));
         let outside = tempfile::tempdir().expect("tempdir");
         std::fs::write(outside.path().join("t"), b"x").expect("write");
         symlink(outside.path().join("t"), tmp.path().join("link")).expect("symlink");
         assert!(matches!(
-            d.read_agent_file("link", 100, &mut buf),
+            d.read_agent_file("link", &mut buf),
             Err(ReadError::Symlink)
         ));
         assert!(matches!(
-            d.read_agent_file("/dev/zero", 100, &mut buf),
+            d.read_agent_file("/dev/zero", &mut buf),
             Err(ReadError::OutsideCell)
         ));
     }
