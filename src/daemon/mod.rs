@@ -252,11 +252,7 @@ impl Shell {
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         }
         self.report_status();
-        let mut rescan = tokio::time::interval_at(
-            Instant::now() + self.cfg.cells.poll_interval,
-            self.cfg.cells.poll_interval.max(Duration::from_millis(100)),
-        );
-        rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut rescan = rescan_timer(self.cfg.cells.poll_interval);
         let mut flush = tokio::time::interval(FLUSH_TICK);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let watchdog_every = sd_notify::watchdog_enabled().map(|usec| usec / 2);
@@ -267,18 +263,28 @@ impl Shell {
                 .core
                 .next_deadline()
                 .map_or_else(|| Instant::now() + Duration::from_secs(3600), instant_at);
+            // Biased, in this order: signals; deadlines before file events,
+            // so a daemon that falls behind on events still reports on time
+            // (one firing handles everything due, so events are not starved
+            // in turn).
             tokio::select! {
                 biased;
                 _ = signals.term.recv() => break Ended::Shutdown,
                 _ = signals.int.recv() => break Ended::Shutdown,
-                _ = signals.hup.recv() => self.reload(opts, log),
+                _ = signals.hup.recv() => {
+                    let before = self.cfg.cells.poll_interval;
+                    self.reload(opts, log);
+                    if self.cfg.cells.poll_interval != before {
+                        rescan = rescan_timer(self.cfg.cells.poll_interval);
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => self.expire_due(),
                 batch = read_events(&mut events) => {
                     if self.on_raw_events(batch) {
                         break Ended::RootGone;
                     }
                     self.core.rearm_early(wall_now() + watch::COALESCE.as_secs_f64());
                 }
-                _ = tokio::time::sleep_until(deadline) => self.expire_due(),
                 _ = rescan.tick() => {
                     if self.root_removed() {
                         break Ended::RootGone;
@@ -292,13 +298,15 @@ impl Shell {
                 }
             }
         };
-        if let Ended::RootGone = ended {
-            tracing::error!(
+        match ended {
+            Ended::RootGone => tracing::error!(
                 "cells root {} was removed; waiting for it to come back",
                 self.root_path.display()
-            );
+            ),
+            Ended::Shutdown => {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+            }
         }
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         self.flush_all();
         Ok(ended)
     }
@@ -859,6 +867,14 @@ impl Shell {
             s.cells, s.agents, s.healthy, s.unhealthy
         ))]);
     }
+}
+
+/// The safety-net rescan's timer: first tick one period from now.
+fn rescan_timer(period: Duration) -> tokio::time::Interval {
+    let period = period.max(Duration::from_millis(100));
+    let mut timer = tokio::time::interval_at(Instant::now() + period, period);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    timer
 }
 
 async fn read_events(source: &mut Option<EventSource>) -> std::io::Result<Vec<RawEvent>> {
