@@ -116,7 +116,7 @@ async fn serve(ctx: Context, opts: Options, log: LogHandle) -> Result<ExitCode> 
         if opts.once {
             shell.discover();
             shell.expire_due();
-            shell.flush_all();
+            shell.flush_all().await;
             return Ok(if shell.core.all_healthy() {
                 ExitCode::SUCCESS
             } else {
@@ -307,7 +307,7 @@ impl Shell {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
             }
         }
-        self.flush_all();
+        self.flush_all().await;
         Ok(ended)
     }
 
@@ -817,13 +817,11 @@ impl Shell {
     }
 
     /// Writes every pending `state.json` now (shutdown, `--once`).
-    fn flush_all(&mut self) {
+    async fn flush_all(&mut self) {
         if let Some(handle) = self.writing.take() {
-            // A batch in flight finishes on its own thread; wait for it so
-            // the final write is not overtaken.
-            while !handle.is_finished() {
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            // Let a batch in flight finish first, so the final write is not
+            // overtaken by an older one.
+            let _ = handle.await;
         }
         for id in self.core.cell_ids() {
             if self.core.is_monitored(&id) {
