@@ -188,14 +188,17 @@ struct Shell {
     polled: HashSet<CellId>,
     watch_limit_warned: bool,
     /// Last `invalid_input` per (cell, file): the error and when.
-    invalid: HashMap<(String, String), (String, f64)>,
+    /// Per cell, per file: the last error reported and when (nested so
+    /// the hot path can look up by `&str` without allocating).
+    invalid: HashMap<String, HashMap<String, (String, f64)>>,
     /// Cells whose `state.json` is out of date; `true` if urgent.
     dirty: HashMap<CellId, bool>,
     last_written: HashMap<CellId, f64>,
+    /// A dirty cell is urgent: the next flush tick must look.
+    urgent_dirty: bool,
+    /// Otherwise the dirty cells are looked at no more often than this.
+    next_lazy_scan: f64,
     writing: Option<JoinHandle<()>>,
-    /// Agents already read in the current batch of events (kept to reuse
-    /// its allocation: this is the hot path).
-    beaten: HashSet<(String, String)>,
     /// Reused buffers of the heartbeat read.
     read_buf: Vec<u8>,
     path_buf: String,
@@ -216,8 +219,9 @@ impl Shell {
             invalid: HashMap::new(),
             dirty: HashMap::new(),
             last_written: HashMap::new(),
+            urgent_dirty: false,
+            next_lazy_scan: 0.0,
             writing: None,
-            beaten: HashSet::new(),
             read_buf: Vec::new(),
             path_buf: String::new(),
             pid: std::process::id(),
@@ -385,6 +389,8 @@ impl Shell {
                 self.cell_gone(&id);
             }
         }
+        // Forget the rate limits of directories that are gone.
+        self.invalid.retain(|cell, _| seen.contains(cell));
     }
 
     /// Reads one cell and reconciles it: manifest, watches, heartbeats.
@@ -575,7 +581,7 @@ impl Shell {
         self.path_buf = rel;
         match result {
             Ok(heartbeat) => {
-                if !self.invalid.is_empty() {
+                if self.invalid.contains_key(cell) {
                     self.clear_invalid(cell, &heartbeat_rel(agent));
                 }
                 let actions = self.core.heartbeat(cell, agent, &heartbeat, wall_now());
@@ -599,24 +605,25 @@ impl Shell {
             }
         };
         let mut root_gone = false;
-        // One read per agent per batch: its file holds the latest beat.
-        let mut beaten = std::mem::take(&mut self.beaten);
-        beaten.clear();
+        // One look per written file per batch: every read happens after the
+        // batch was gathered, so the first look already sees the latest
+        // content. Keyed by the raw event, before any allocation.
+        let mut written = HashSet::with_capacity(batch.len());
         for raw in &batch {
-            let Some(ev) = self.watches.as_mut().and_then(|w| w.interpret(raw)) else {
-                continue;
-            };
-            if let FsEvent::Heartbeat { cell, agent } = &ev
-                && !beaten.insert((cell.clone(), agent.clone()))
+            if raw.is_file_write()
+                && let Some(name) = raw.name.as_deref()
+                && !written.insert((&raw.wd, name))
             {
                 continue;
             }
+            let Some(ev) = self.watches.as_mut().and_then(|w| w.interpret(raw)) else {
+                continue;
+            };
             if ev == FsEvent::Rescan {
                 tracing::warn!("inotify queue overflowed: events were lost; rescanning every cell");
             }
             root_gone |= self.on_fs_event(ev);
         }
-        self.beaten = beaten;
         root_gone
     }
 
@@ -666,6 +673,7 @@ impl Shell {
                 Action::Emit { cell, event } => self.emit(&cell, &event),
                 Action::StateChanged { cell, urgent } => {
                     *self.dirty.entry(cell).or_default() |= urgent;
+                    self.urgent_dirty |= urgent;
                 }
                 Action::StatusObserved { cell, from, to } => {
                     if self.recorded_status(&cell).as_deref() != Some(to.as_str()) {
@@ -745,15 +753,17 @@ impl Shell {
     /// error per [`INVALID_REPEAT_S`], and logs it.
     fn report_invalid(&mut self, cell: &str, rel: &str, error: String) {
         let now = wall_now();
-        let key = (cell.to_string(), rel.to_string());
-        if let Some((last, at)) = self.invalid.get(&key)
+        if let Some((last, at)) = self.invalid.get(cell).and_then(|files| files.get(rel))
             && *last == error
             && now - at < INVALID_REPEAT_S
         {
             return;
         }
         tracing::warn!("cell {cell}: {rel}: {error}");
-        self.invalid.insert(key, (error.clone(), now));
+        self.invalid
+            .entry(cell.to_string())
+            .or_default()
+            .insert(rel.to_string(), (error.clone(), now));
         let event = Event::new(EventKind::InvalidInput)
             .with("path", rel)
             .with("error", error);
@@ -761,7 +771,12 @@ impl Shell {
     }
 
     fn clear_invalid(&mut self, cell: &str, rel: &str) {
-        self.invalid.remove(&(cell.to_string(), rel.to_string()));
+        if let Some(files) = self.invalid.get_mut(cell) {
+            files.remove(rel);
+            if files.is_empty() {
+                self.invalid.remove(cell);
+            }
+        }
     }
 
     /// Starts writing the `state.json` files that are due: a state change
@@ -776,6 +791,13 @@ impl Shell {
             return;
         }
         let now = wall_now();
+        // Between urgent changes, a scan of every dirty cell once a second
+        // is enough for writes that are due only every `poll_interval`.
+        if !force && !self.urgent_dirty && now < self.next_lazy_scan {
+            return;
+        }
+        self.urgent_dirty = false;
+        self.next_lazy_scan = now + 1.0;
         let lazy_after = self.cfg.cells.poll_interval.as_secs_f64();
         let due: Vec<CellId> = self
             .dirty

@@ -119,6 +119,15 @@ pub struct RawEvent {
     pub name: Option<OsString>,
 }
 
+impl RawEvent {
+    /// A file (not a directory) was written or moved in under `name`.
+    pub fn is_file_write(&self) -> bool {
+        self.mask
+            .intersects(EventMask::CLOSE_WRITE | EventMask::MOVED_TO)
+            && !self.mask.contains(EventMask::ISDIR)
+    }
+}
+
 /// The readable side: batches of raw events from the reader thread.
 pub struct EventSource {
     rx: mpsc::Receiver<std::io::Result<Vec<RawEvent>>>,

@@ -261,6 +261,17 @@ impl Env {
         serde_json::from_str(&text).ok()
     }
 
+    /// Edits the cell's `cell.json` by hand, as an operator or another tool
+    /// would: read it, change it, write it back in place. Returns the
+    /// written manifest.
+    pub fn edit_manifest(&self, uuid: &str, change: impl FnOnce(&mut Value)) -> Value {
+        let path = self.cell(uuid).join("cell.json");
+        let mut m = read_json(&path);
+        change(&mut m);
+        std::fs::write(&path, m.to_string()).expect("write cell.json");
+        m
+    }
+
     /// Writes a heartbeat file for `agent` with timestamp `ts` (atomically).
     pub fn beat_at(&self, uuid: &str, agent: &str, ts: f64, status: &str) {
         let dir = self.cell(uuid).join(".lazarus/heartbeats");

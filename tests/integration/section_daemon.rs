@@ -197,11 +197,10 @@ fn a_provisioned_cell_becomes_active_when_an_agent_is_added_by_hand() {
     fast(&env);
     let uuid = env.create(&[]);
     let _d = env.daemon(&[]);
-    let path = env.cell(&uuid).join("cell.json");
-    let mut m = read_json(&path);
-    m["agents"] = json!([{"name": "hand"}]);
-    std::fs::write(&path, m.to_string()).expect("write");
-    wait_for("active", LIMIT, || read_json(&path)["status"] == "active");
+    env.edit_manifest(&uuid, |m| m["agents"] = json!([{"name": "hand"}]));
+    wait_for("active", LIMIT, || {
+        env.manifest(&uuid)["status"] == "active"
+    });
     let changes = env.wait_event(&uuid, "cell_status_changed", 1, LIMIT);
     assert_eq!(
         (changes[0]["from"].as_str(), changes[0]["to"].as_str()),
@@ -223,10 +222,7 @@ fn status_edited_to_archived_stops_monitoring() {
     let uuid = env.create(&["--agent", "a"]);
     env.beat(&uuid, "a", "x");
     let _d = env.daemon(&[]);
-    let path = env.cell(&uuid).join("cell.json");
-    let mut m = read_json(&path);
-    m["status"] = json!("archived");
-    std::fs::write(&path, m.to_string()).expect("write");
+    env.edit_manifest(&uuid, |m| m["status"] = json!("archived"));
     let changed = env.wait_event(&uuid, "cell_status_changed", 2, LIMIT);
     assert_eq!(changed[1]["to"], "archived");
     assert_eq!(
@@ -361,9 +357,9 @@ fn hostile_inputs_become_invalid_input_and_others_carry_on() {
     )
     .expect("write");
     let mismatch = env.create(&["--agent", "m"]);
-    let mut m = read_json(&env.cell(&mismatch).join("cell.json"));
-    m["uuid"] = json!("00000000-0000-4000-8000-000000000000");
-    std::fs::write(env.cell(&mismatch).join("cell.json"), m.to_string()).expect("write");
+    env.edit_manifest(&mismatch, |m| {
+        m["uuid"] = json!("00000000-0000-4000-8000-000000000000");
+    });
 
     let d = env.daemon(&[]);
     env.beat(&good, "ok", "fine");
@@ -630,10 +626,8 @@ fn an_agent_holding_the_cell_lock_hangs_neither_daemon_nor_cli() {
     let _lock = Flock::lock(dir, FlockArg::LockExclusive).expect("flock");
     // Activating the provisioned cell needs the lock: the daemon gives up
     // quickly and carries on with everything else.
-    let path = env.cell(&held).join("cell.json");
-    let mut m = read_json(&path);
-    m["agents"] = json!([{"name": "a"}]);
-    std::fs::write(&path, m.to_string()).expect("write");
+    let add_agent = |m: &mut Value| m["agents"] = json!([{"name": "a"}]);
+    env.edit_manifest(&held, add_agent);
     env.beat(&other, "b", "working");
     env.wait_event(&other, "heartbeat", 1, LIMIT);
     env.wait_event(&other, "agent_stale", 1, LIMIT);
@@ -645,9 +639,9 @@ fn an_agent_holding_the_cell_lock_hangs_neither_daemon_nor_cli() {
     drop(_lock);
     // Once the lock is free, the next rescan activates it (the test's
     // poll_interval is long, so nudge it with an edit).
-    std::fs::write(&path, m.to_string()).expect("write");
+    env.edit_manifest(&held, add_agent);
     wait_for("activated", LIMIT, || {
-        read_json(&path)["status"] == "active"
+        env.manifest(&held)["status"] == "active"
     });
     drop(d);
 }

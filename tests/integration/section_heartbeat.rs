@@ -166,10 +166,7 @@ fn status_shows_state_age_and_revives_without_a_daemon() {
 fn status_uses_cell_thresholds_and_clamps_future_heartbeats() {
     let env = Env::new();
     let uuid = env.create(&["--agent", "a", "--agent", "b"]);
-    let path = env.cell(&uuid).join("cell.json");
-    let mut m = read_json(&path);
-    m["heartbeat_stale_threshold"] = json!(5);
-    std::fs::write(&path, m.to_string()).expect("write");
+    env.edit_manifest(&uuid, |m| m["heartbeat_stale_threshold"] = json!(5));
     let hb_dir = env.cell(&uuid).join(".lazarus/heartbeats");
     std::fs::write(
         hb_dir.join("a.json"),
