@@ -51,6 +51,22 @@ pub enum Command {
     Heartbeat(HeartbeatArgs),
     /// Print a cell's event stream
     Events(EventsArgs),
+    /// Revive an agent now, whatever its policy (resets an abandoned agent)
+    Revive(AgentArgs),
+    /// Approve a pending revival request (policy "ask")
+    Approve(AgentArgs),
+    /// Deny a pending revival request: the agent stays dead
+    Deny(AgentArgs),
+    /// A guided run on a temporary root: agents hang, crash, and come back
+    Demo,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Cell UUID or a unique prefix of one
+    pub cell: String,
+    /// Agent name
+    pub agent: String,
 }
 
 #[derive(Debug, Args)]

@@ -114,5 +114,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Status(args) => commands::status::run(&ctx, args),
         Command::Heartbeat(args) => commands::heartbeat::run(&ctx, args),
         Command::Events(args) => commands::events::run(&ctx, args),
+        Command::Revive(args) => commands::revive::revive(&ctx, args),
+        Command::Approve(args) => commands::revive::decide(&ctx, args, true),
+        Command::Deny(args) => commands::revive::decide(&ctx, args, false),
+        Command::Demo => commands::demo::run(&ctx),
     }
 }

@@ -27,6 +27,9 @@ pub const EVENTS: &str = "logs/events.jsonl";
 pub const HEARTBEATS: &str = ".lazarus/heartbeats";
 /// The daemon's state file, relative to the cell.
 pub const STATE: &str = ".lazarus/state.json";
+/// Requests to the daemon (`revive`, `approve`, `deny`) and its questions
+/// (`revive_requested`), relative to the cell.
+pub const REQUESTS: &str = ".lazarus/requests";
 /// Directories `cell create` makes (BRIEF section 2).
 pub const LAYOUT: &[&str] = &[
     "workspace",
@@ -35,6 +38,7 @@ pub const LAYOUT: &[&str] = &[
     "bus/inbox",
     "bus/outbox",
     ".lazarus/heartbeats",
+    ".lazarus/requests",
 ];
 /// Largest `cell.json` read. Far above any real manifest, far below harm.
 pub const MANIFEST_LIMIT: u64 = 1024 * 1024;

@@ -1,10 +1,23 @@
 //! The settings that govern one agent, resolved once: agent level over cell
 //! level over the config's `[cells]` defaults.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::manifest::{Agent, Manifest, RestartPolicy, RevivePolicy, Seconds};
 use crate::config::CellsConfig;
+
+/// How to run an agent: what the daemon needs to start it, taken from its
+/// `cell.json` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpawnSpec {
+    /// The argv (a string `command` is already `/bin/sh -c STRING`).
+    pub argv: Vec<String>,
+    /// The agent's `env`, string values only.
+    pub env: Vec<(String, String)>,
+    /// `limits`: rlimit name (`nofile`, `as`, …) and value for soft and hard.
+    pub limits: Vec<(String, u64)>,
+}
 
 /// What applies to one agent after precedence is resolved.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,6 +30,14 @@ pub struct AgentSettings {
     pub max_revive_attempts: u32,
     pub restart: RestartPolicy,
     pub autostart: bool,
+    /// `None`: the agent can be watched, not started.
+    pub spawn: Option<Arc<SpawnSpec>>,
+    /// Agents that take over when this one dies (`substitute`).
+    pub substitutes: Vec<String>,
+    pub kill_grace: Duration,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub reset_after: Duration,
 }
 
 impl AgentSettings {
@@ -49,7 +70,44 @@ impl AgentSettings {
                 .unwrap_or(defaults.max_revive_attempts),
             restart: agent.restart.unwrap_or_default(),
             autostart: agent.autostart.unwrap_or(true),
+            spawn: SpawnSpec::of(cell, agent).map(Arc::new),
+            substitutes: agent.substitutes.clone().unwrap_or_default(),
+            kill_grace: defaults.kill_grace,
+            backoff_initial: defaults.backoff_initial,
+            backoff_max: defaults.backoff_max,
+            reset_after: defaults.reset_after,
         }
+    }
+
+    /// Whether the daemon has a command to start.
+    pub fn can_start(&self) -> bool {
+        self.spawn.is_some()
+    }
+}
+
+impl SpawnSpec {
+    /// The agent's command, or `None` if it has none (or an empty one).
+    /// `limits` of the agent override those of the cell, name by name.
+    pub fn of(cell: &Manifest, agent: &Agent) -> Option<SpawnSpec> {
+        let argv = agent.command.as_ref()?.argv();
+        if argv.is_empty() || argv[0].is_empty() {
+            return None;
+        }
+        let env = agent
+            .env
+            .iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+            .filter(|(k, _)| !k.is_empty() && !k.contains('=') && !k.contains('\0'))
+            .collect();
+        let mut limits: Vec<(String, u64)> = Vec::new();
+        for (k, v) in cell.limits.iter().chain(agent.limits.iter()).flatten() {
+            if let Some(v) = v.as_u64() {
+                limits.retain(|(name, _)| name != k);
+                limits.push((k.clone(), v));
+            }
+        }
+        Some(SpawnSpec { argv, env, limits })
     }
 }
 

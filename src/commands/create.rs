@@ -158,7 +158,7 @@ fn parse_agent_spec(spec: &str) -> Result<(String, String)> {
 
 /// Who is creating the cell: the invoking user behind sudo, else the
 /// user, else the uid's name in the password database.
-fn current_user() -> String {
+pub(crate) fn current_user() -> String {
     let uid = nix::unistd::getuid();
     ["SUDO_USER", "USER", "LOGNAME"]
         .iter()

@@ -2,6 +2,7 @@
 //! `run(&Context, args) -> Result<ExitCode>`.
 
 pub mod create;
+pub mod demo;
 pub mod destroy;
 pub mod events;
 pub mod heartbeat;
@@ -9,6 +10,7 @@ pub mod join;
 pub mod leave;
 pub mod lifecycle;
 pub mod list;
+pub mod revive;
 pub mod show;
 pub mod status;
 

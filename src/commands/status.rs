@@ -155,7 +155,7 @@ fn read_live_state(cell: &Cell) -> Option<(bool, CellState)> {
     Some((live, state))
 }
 
-fn process_exists(pid: u32) -> bool {
+pub(crate) fn process_exists(pid: u32) -> bool {
     let Ok(pid) = i32::try_from(pid) else {
         return false;
     };

@@ -9,10 +9,12 @@
 //! an inotify queue overflow triggers one at once; cells whose watch
 //! cannot be added, or a root on a network filesystem, are polled.
 
+pub mod hooks;
 pub mod lock;
+pub mod process;
 pub mod watch;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -26,15 +28,17 @@ use crate::Context;
 use crate::cell::heartbeat::{Heartbeat, HeartbeatError};
 use crate::cell::lifecycle::{CellStatus, Trigger, transition};
 use crate::cell::manifest::Manifest;
-use crate::cell::{EVENTS, HEARTBEATS, MANIFEST, MANIFEST_LIMIT, STATE, heartbeat_rel};
+use crate::cell::{EVENTS, HEARTBEATS, MANIFEST, MANIFEST_LIMIT, REQUESTS, STATE, heartbeat_rel};
 use crate::config::{Config, WatchMode};
 use crate::error::{Error, Result};
 use crate::events::{Event, EventKind};
 use crate::logging::LogHandle;
 use crate::state::CellState;
 use crate::store::{AGENT_FILE_LIMIT, Dir, ReadError};
-use crate::supervisor::{Action, CellId, Input, Supervisor};
+use crate::supervisor::{Action, AgentId, CellId, Input, Instance, Reason, Supervisor};
+use hooks::Hooks;
 use lock::{PidFile, RootLock};
+use process::{ProcMsg, Procs};
 use watch::{EventSource, FsEvent, RawEvent, WatchError, Watches};
 
 /// How often dirty `state.json` files are considered for writing.
@@ -116,6 +120,7 @@ async fn serve(ctx: Context, opts: Options, log: LogHandle) -> Result<ExitCode> 
         if opts.once {
             shell.discover();
             shell.expire_due();
+            shell.settle().await;
             shell.flush_all().await;
             return Ok(if shell.core.all_healthy() {
                 ExitCode::SUCCESS
@@ -203,12 +208,21 @@ struct Shell {
     read_buf: Vec<u8>,
     path_buf: String,
     pid: u32,
+    /// The agents' processes the daemon started or adopted.
+    procs: Procs,
+    proc_rx: tokio::sync::mpsc::UnboundedReceiver<ProcMsg>,
+    hooks: Hooks,
 }
 
 impl Shell {
     fn new(cfg: Config, root_dir: Arc<Dir>) -> Shell {
         let core = Supervisor::new(cfg.cells.clone(), cfg.events.heartbeats);
+        let (procs, proc_rx) = Procs::new();
+        let hooks = Hooks::new(&cfg);
         Shell {
+            procs,
+            proc_rx,
+            hooks,
             root_path: root_dir.path().to_path_buf(),
             cfg,
             root_dir,
@@ -283,6 +297,7 @@ impl Shell {
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => self.expire_due(),
+                Some(msg) = self.proc_rx.recv() => self.on_proc(msg),
                 batch = read_events(&mut events) => {
                     if self.on_raw_events(batch) {
                         break Ended::RootGone;
@@ -463,7 +478,10 @@ impl Shell {
         let previous = if self.core.knows(name) {
             None
         } else {
-            read_state(&cell_dir).map(Box::new)
+            read_state(&cell_dir).map(|mut state| {
+                self.verify_instances(&mut state);
+                Box::new(state)
+            })
         };
         let actions = self.core.handle(
             Input::Cell {
@@ -480,6 +498,7 @@ impl Shell {
                 for agent in self.core.agent_names(name) {
                     self.read_heartbeat(name, &agent);
                 }
+                self.read_requests(name);
             }
         } else if self.core.knows(name) {
             // Provisioned: watch for agents joining.
@@ -586,6 +605,7 @@ impl Shell {
                 }
                 let actions = self.core.heartbeat(cell, agent, &heartbeat, wall_now());
                 if !actions.is_empty() {
+                    self.procs.sample_cpu(cell, agent);
                     self.execute(actions);
                 }
             }
@@ -634,6 +654,11 @@ impl Shell {
                     self.read_heartbeat(&cell, &agent);
                 }
             }
+            FsEvent::Request { cell, name } => {
+                if self.core.is_monitored(&cell) {
+                    self.read_request(&cell, &name);
+                }
+            }
             FsEvent::RootEntry(name) | FsEvent::Manifest(name) | FsEvent::CellMeta(name) => {
                 self.scan_cell(&name)
             }
@@ -666,9 +691,12 @@ impl Shell {
         self.execute(actions);
     }
 
+    /// Carries out the core's actions. Answers the core owes itself at
+    /// once (nothing to kill, a spawn's result) are fed back here, in order.
     fn execute(&mut self, actions: Vec<Action>) {
+        let mut queue: VecDeque<Action> = actions.into();
         let mut rescan = Vec::new();
-        for action in actions {
+        while let Some(action) = queue.pop_front() {
             match action {
                 Action::Emit { cell, event } => self.emit(&cell, &event),
                 Action::StateChanged { cell, urgent } => {
@@ -689,11 +717,263 @@ impl Shell {
                         rescan.push(cell);
                     }
                 }
-                Action::Forget { cell } => self.unwatch(&cell),
+                Action::Forget { cell } => {
+                    self.procs.forget(&cell);
+                    self.unwatch(&cell);
+                }
+                Action::Kill {
+                    cell,
+                    agent,
+                    instance,
+                    claimed_pid,
+                    grace,
+                } => {
+                    // Answered later by the watching task's exit, or by the
+                    // claim check; at once if there is nothing to stop.
+                    if instance.is_some() && self.procs.stop(&cell, &agent, grace) {
+                        continue;
+                    }
+                    if let Some(pid) = claimed_pid.filter(|p| instance.is_none_or(|i| i.pid != *p))
+                    {
+                        self.procs.stop_claimed(&cell, &agent, pid, grace);
+                        continue;
+                    }
+                    let exited = None;
+                    queue.extend(self.core.handle(
+                        Input::Killed {
+                            cell,
+                            agent,
+                            exited,
+                        },
+                        wall_now(),
+                    ));
+                }
+                Action::Spawn {
+                    cell,
+                    agent,
+                    spec,
+                    attempt,
+                    reason,
+                    substitute_for,
+                } => {
+                    let result = self.procs.spawn(
+                        &self.root_dir,
+                        process::Start {
+                            cell: &cell,
+                            agent: &agent,
+                            spec: &spec,
+                            attempt,
+                            reason,
+                            substitute_for: substitute_for.as_deref(),
+                        },
+                    );
+                    if let Err(e) = &result {
+                        tracing::warn!("cell {cell}: cannot start agent {agent}: {e}");
+                    }
+                    queue.extend(self.core.handle(
+                        Input::Spawned {
+                            cell,
+                            agent,
+                            result,
+                        },
+                        wall_now(),
+                    ));
+                }
+                Action::Adopt {
+                    cell,
+                    agent,
+                    instance,
+                } => {
+                    tracing::info!("cell {cell}: adopted agent {agent} (pid {})", instance.pid);
+                    self.procs.adopt(&cell, &agent, instance);
+                }
+                Action::Request {
+                    cell,
+                    agent,
+                    request_id,
+                    reason,
+                } => self.write_request(&cell, &agent, &request_id, reason),
+                Action::CloseRequest { cell, request_id } => {
+                    if let Ok(dir) =
+                        live_cell(&self.root_dir, &cell).and_then(|d| d.subdir(REQUESTS))
+                    {
+                        let _ = dir.remove_file(&format!("{request_id}.json"));
+                    }
+                }
+                Action::Handoff {
+                    cell,
+                    agent,
+                    substitute,
+                    reason,
+                    last_seen,
+                    last_status,
+                } => {
+                    if let Err(e) = write_handoff(
+                        &self.root_dir,
+                        &cell,
+                        &agent,
+                        &substitute,
+                        reason,
+                        last_seen,
+                        last_status,
+                    ) {
+                        tracing::warn!("cell {cell}: handoff of {agent} to {substitute}: {e}");
+                    }
+                }
             }
         }
         for cell in rescan {
             self.scan_cell(&cell);
+        }
+    }
+
+    /// A message from a process task: an exit, or a stop that completed.
+    fn on_proc(&mut self, msg: ProcMsg) {
+        let input = match msg {
+            ProcMsg::Exited {
+                cell,
+                agent,
+                pid,
+                exit,
+            } => match self.procs.take_exit(&cell, &agent, pid) {
+                Some(true) => Input::Killed {
+                    cell,
+                    agent,
+                    exited: Some((pid, exit)),
+                },
+                Some(false) => Input::Exited {
+                    cell,
+                    agent,
+                    pid,
+                    exit,
+                },
+                None => return,
+            },
+            ProcMsg::ClaimDone { cell, agent } => Input::Killed {
+                cell,
+                agent,
+                exited: None,
+            },
+        };
+        let actions = self.core.handle(input, wall_now());
+        self.execute(actions);
+    }
+
+    /// `--once`: waits (bounded) until every kill and start under way has
+    /// been answered, so the pass ends with agents running, not half-done.
+    async fn settle(&mut self) {
+        let limit = self.cfg.cells.kill_grace + Duration::from_secs(5);
+        let until = Instant::now() + limit;
+        while self.core.reviving() {
+            match tokio::time::timeout_at(until, self.proc_rx.recv()).await {
+                Ok(Some(msg)) => self.on_proc(msg),
+                _ => break,
+            }
+        }
+    }
+
+    /// Drops, from a previous daemon's `state.json`, the instances that
+    /// are no longer alive (another boot, or the pid's start time differs:
+    /// it exited, maybe long ago, and the pid may be someone else's now).
+    /// Their pid is kept as `lost_pid` so the core reports the death.
+    fn verify_instances(&self, state: &mut CellState) {
+        let same_boot = state.extra.get("boot_id").and_then(|v| v.as_str())
+            == Some(self.procs.boot_id.as_str());
+        for health in state.agent_health.values_mut() {
+            let Some(pid) = health.pid else {
+                continue;
+            };
+            let start_time = health.extra.get("pid_start_time").and_then(|v| v.as_u64());
+            let alive = same_boot
+                && start_time
+                    .is_some_and(|start_time| process::is_alive(Instance { pid, start_time }));
+            if !alive {
+                health.pid = None;
+                health.extra.insert("lost_pid".into(), pid.into());
+            }
+        }
+    }
+
+    /// Reads every file in the cell's requests directory.
+    fn read_requests(&mut self, cell: &str) {
+        let Ok(dir) = self.root_dir.subdir(cell).and_then(|d| d.subdir(REQUESTS)) else {
+            return;
+        };
+        let Ok(entries) = dir.entries() else {
+            return;
+        };
+        for (name, _) in entries {
+            if name.ends_with(".json") && !name.starts_with('.') {
+                self.read_request(cell, &name);
+            }
+        }
+    }
+
+    /// One file of `.lazarus/requests/`: an operator's `revive`, or the
+    /// answer to a `revive_requested`. Pending questions (the daemon's own
+    /// files) are left alone.
+    fn read_request(&mut self, cell: &str, name: &str) {
+        let rel = format!("{REQUESTS}/{name}");
+        let Ok(cell_dir) = self.root_dir.subdir(cell) else {
+            return;
+        };
+        let request = match cell_dir.read_file(&rel, AGENT_FILE_LIMIT) {
+            Ok(bytes) => match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                Ok(v) => v,
+                Err(e) if e.is_eof() => return, // being written
+                Err(e) => return self.report_invalid(cell, &rel, format!("invalid JSON: {e}")),
+            },
+            Err(ReadError::NotFound) => return,
+            Err(e) => return self.report_invalid(cell, &rel, e.to_string()),
+        };
+        let agent: Option<AgentId> = request["agent"].as_str().map(Into::into);
+        let Some(agent) = agent else {
+            return self.report_invalid(cell, &rel, "no \"agent\"".into());
+        };
+        let input = if request["action"] == "revive" {
+            if let Ok(dir) = cell_dir.subdir(REQUESTS) {
+                let _ = dir.remove_file(name);
+            }
+            Input::Revive {
+                cell: cell.into(),
+                agent,
+            }
+        } else if let Some(decision) = request["decision"].as_str() {
+            let request_id = request["request_id"]
+                .as_str()
+                .unwrap_or_else(|| name.trim_end_matches(".json"))
+                .to_string();
+            Input::Decision {
+                cell: cell.into(),
+                agent,
+                request_id,
+                approved: decision == "approved",
+            }
+        } else {
+            return;
+        };
+        let actions = self.core.handle(input, wall_now());
+        self.execute(actions);
+    }
+
+    /// Policy `ask`: the question, as a file an operator (or a tool) can
+    /// read; `lazarus-pit approve|deny` answers it in place.
+    fn write_request(&mut self, cell: &str, agent: &str, request_id: &str, reason: Reason) {
+        let body = serde_json::json!({
+            "request_id": request_id,
+            "cell": cell,
+            "agent": agent,
+            "reason": reason.as_str(),
+            "requested_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "status": "pending",
+        });
+        let mut bytes = serde_json::to_vec_pretty(&body).unwrap_or_default();
+        bytes.push(b'\n');
+        let result = live_cell(&self.root_dir, cell)
+            .and_then(|d| d.create_dirs(REQUESTS))
+            .and_then(|d| d.write_atomic(&format!("{request_id}.json"), &bytes, 0o644));
+        if let Err(e) = result {
+            tracing::warn!("cell {cell}: cannot write revival request {request_id}: {e}");
         }
     }
 
@@ -737,15 +1017,33 @@ impl Shell {
         }
     }
 
-    /// Appends an event line to the cell's stream and logs it.
-    fn emit(&self, cell: &str, event: &Event) {
+    /// Appends an event line to the cell's stream, logs it, and runs the
+    /// notification hook if it wants it. `agent_stale` of an agent whose
+    /// process the daemon knows says what `/proc` says of it.
+    fn emit(&mut self, cell: &str, event: &Event) {
+        let diagnosed;
+        let mut event = event;
+        if event.kind == EventKind::AgentStale
+            && let Some(agent) = event.fields.get("agent").and_then(|a| a.as_str())
+            && let Some(process) = self.procs.diagnose(cell, agent)
+        {
+            diagnosed = event.clone().with("process", process);
+            event = &diagnosed;
+        }
         tracing::info!(
             "{cell} {} {}",
             event.kind.as_str(),
             serde_json::Value::Object(event.fields.clone())
         );
-        if let Err(e) = append_event(&self.root_dir, cell, event) {
+        let line = event.to_line(cell, chrono::Utc::now());
+        if let Err(e) = append_line(&self.root_dir, cell, &line) {
             tracing::warn!("cell {cell}: could not record {}: {e}", event.kind.as_str());
+        }
+        let kind = event.kind.as_str();
+        if self.hooks.wants(kind) {
+            let agent = event.fields.get("agent").and_then(|a| a.as_str());
+            self.hooks
+                .fire(kind, cell, &self.root_path.join(cell), agent, &line);
         }
     }
 
@@ -819,7 +1117,10 @@ impl Shell {
         for cell in due {
             self.dirty.remove(&cell);
             self.last_written.insert(cell.clone(), now);
-            if let Some(state) = self.core.snapshot(&cell, self.pid, now) {
+            if let Some(mut state) = self.core.snapshot(&cell, self.pid, now) {
+                state
+                    .extra
+                    .insert("boot_id".into(), self.procs.boot_id.clone().into());
                 batch.push((cell, state.to_bytes()));
             }
         }
@@ -904,9 +1205,13 @@ async fn read_events(source: &mut Option<EventSource>) -> std::io::Result<Vec<Ra
     }
 }
 
-/// Creates `.lazarus/heartbeats` if missing; when running as root, hands
-/// it to the owner of the cell directory so its agents can write there.
+/// Creates `.lazarus/heartbeats` and `.lazarus/requests` if missing; when
+/// running as root, hands heartbeats to the owner of the cell directory so
+/// its agents can write there (requests stay the daemon's and operators').
 fn ensure_heartbeats_dir(cell_dir: &Dir) -> std::io::Result<()> {
+    if cell_dir.subdir(REQUESTS).is_err() {
+        cell_dir.create_dirs(REQUESTS)?;
+    }
     if cell_dir.subdir(HEARTBEATS).is_ok() {
         return Ok(());
     }
@@ -943,10 +1248,54 @@ fn live_cell(root: &Dir, cell: &str) -> std::io::Result<Dir> {
 }
 
 fn append_event(root: &Dir, cell: &str, event: &Event) -> std::io::Result<()> {
-    let line = event.to_line(cell, chrono::Utc::now());
+    append_line(root, cell, &event.to_line(cell, chrono::Utc::now()))
+}
+
+fn append_line(root: &Dir, cell: &str, line: &[u8]) -> std::io::Result<()> {
     live_cell(root, cell)?
         .create_dirs("logs")?
-        .append_line("events.jsonl", &line)
+        .append_line("events.jsonl", line)
+}
+
+/// Policy `substitute`: a handoff packet in the substitute's
+/// `bus/inbox/`, written atomically, readable by the substitute's user.
+fn write_handoff(
+    root: &Dir,
+    cell: &str,
+    agent: &str,
+    substitute: &str,
+    reason: Reason,
+    last_seen: Option<f64>,
+    last_status: Option<String>,
+) -> std::io::Result<()> {
+    let now = chrono::Utc::now();
+    let packet = serde_json::json!({
+        "type": "handoff",
+        "cell": cell,
+        "dead_agent": agent,
+        "substitute": substitute,
+        "reason": reason.as_str(),
+        "last_heartbeat": last_seen,
+        "last_status": last_status,
+        "at": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    });
+    let mut bytes = serde_json::to_vec_pretty(&packet).unwrap_or_default();
+    bytes.push(b'\n');
+    let cell_dir = live_cell(root, cell)?;
+    let inbox = cell_dir.create_dirs(&format!("bus/inbox/{substitute}"))?;
+    let name = format!("handoff-{agent}-{}.json", now.timestamp_millis());
+    inbox.write_atomic(&name, &bytes, 0o644)?;
+    if nix::unistd::geteuid().is_root() {
+        let owner = nix::sys::stat::fstat(cell_dir.as_fd()).map_err(std::io::Error::from)?;
+        let (uid, gid) = (
+            Some(nix::unistd::Uid::from_raw(owner.st_uid)),
+            Some(nix::unistd::Gid::from_raw(owner.st_gid)),
+        );
+        nix::unistd::fchown(inbox.as_fd(), uid, gid).map_err(std::io::Error::from)?;
+        let file = inbox.open_rw(&name)?;
+        nix::unistd::fchown(&file, uid, gid).map_err(std::io::Error::from)?;
+    }
+    Ok(())
 }
 
 fn write_state(root: &Dir, cell: &str, bytes: &[u8]) -> std::io::Result<()> {

@@ -39,7 +39,7 @@ use tokio::sync::mpsc;
 pub const COALESCE: Duration = Duration::from_millis(10);
 
 use crate::cell::name::validate_agent_name;
-use crate::cell::{HEARTBEATS, MANIFEST};
+use crate::cell::{HEARTBEATS, MANIFEST, REQUESTS};
 
 /// What a file-system change means to the daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +56,8 @@ pub enum FsEvent {
     CellMetaGone(String),
     /// `heartbeats/<agent>.json` of this cell was written or replaced.
     Heartbeat { cell: String, agent: String },
+    /// A file in `.lazarus/requests/` was written (`revive`, `approve`…).
+    Request { cell: String, name: String },
     /// The root itself was removed or moved.
     RootGone,
     /// Events were lost (queue overflow): rebuild from disk.
@@ -80,6 +82,7 @@ pub enum Target {
     Parent,
     CellDir(String),
     Heartbeats(String),
+    Requests(String),
 }
 
 /// Flags every watch carries: never follow a symlink, directories only,
@@ -107,7 +110,9 @@ fn mask(target: &Target) -> WatchMask {
                     | WatchMask::DELETE
                     | WatchMask::MOVED_FROM
             }
-            Target::Heartbeats(_) => WatchMask::CLOSE_WRITE | WatchMask::MOVED_TO | own,
+            Target::Heartbeats(_) | Target::Requests(_) => {
+                WatchMask::CLOSE_WRITE | WatchMask::MOVED_TO | own
+            }
         }
 }
 
@@ -197,13 +202,20 @@ fn reader(
 }
 
 /// The watch side: adds and removes watches and knows what each is for.
+#[derive(Debug, Clone, Default)]
+struct CellWatches {
+    dir: Option<WatchDescriptor>,
+    heartbeats: Option<WatchDescriptor>,
+    requests: Option<WatchDescriptor>,
+}
+
 pub struct Watches {
     watches: inotify::Watches,
     root: PathBuf,
     root_name: OsString,
     targets: HashMap<WatchDescriptor, Target>,
-    /// Per cell: its directory's and its heartbeats directory's watches.
-    cells: HashMap<String, (Option<WatchDescriptor>, Option<WatchDescriptor>)>,
+    /// Per cell: the watches of its directory, heartbeats and requests.
+    cells: HashMap<String, CellWatches>,
 }
 
 /// Starts watching `root` (and its parent, for the root's removal).
@@ -262,45 +274,54 @@ impl Watches {
         }
     }
 
-    /// Watches a cell's directory, and its heartbeats directory if
-    /// `heartbeats` (a monitored cell). Adding what is already watched
-    /// costs nothing.
-    pub fn watch_cell(&mut self, cell: &str, heartbeats: bool) -> Result<(), WatchError> {
-        let (dir, hb) = self.cells.get(cell).cloned().unwrap_or((None, None));
-        let dir = match dir {
-            Some(wd) => wd,
-            None => self.add(&self.root.join(cell), Target::CellDir(cell.to_string()))?,
-        };
-        self.cells
-            .insert(cell.to_string(), (Some(dir.clone()), hb.clone()));
-        if heartbeats && hb.is_none() {
+    /// Watches a cell's directory, and its heartbeats and requests
+    /// directories if `monitored`. Adding what is already watched costs
+    /// nothing.
+    pub fn watch_cell(&mut self, cell: &str, monitored: bool) -> Result<(), WatchError> {
+        let mut w = self.cells.get(cell).cloned().unwrap_or_default();
+        if w.dir.is_none() {
+            w.dir = Some(self.add(&self.root.join(cell), Target::CellDir(cell.to_string()))?);
+            self.cells.insert(cell.to_string(), w.clone());
+        }
+        if monitored && w.heartbeats.is_none() {
             let path = self.root.join(cell).join(HEARTBEATS);
-            let wd = self.add(&path, Target::Heartbeats(cell.to_string()))?;
-            self.cells.insert(cell.to_string(), (Some(dir), Some(wd)));
+            w.heartbeats = Some(self.add(&path, Target::Heartbeats(cell.to_string()))?);
+            self.cells.insert(cell.to_string(), w.clone());
+        }
+        if monitored && w.requests.is_none() {
+            let path = self.root.join(cell).join(REQUESTS);
+            w.requests = Some(self.add(&path, Target::Requests(cell.to_string()))?);
+            self.cells.insert(cell.to_string(), w);
         }
         Ok(())
     }
 
-    /// Whether the cell's heartbeats are watched.
+    /// Whether the cell's heartbeats and requests are watched.
     pub fn heartbeats_watched(&self, cell: &str) -> bool {
-        self.cells.get(cell).is_some_and(|(_, hb)| hb.is_some())
+        self.cells
+            .get(cell)
+            .is_some_and(|w| w.heartbeats.is_some() && w.requests.is_some())
     }
 
-    /// Stops watching a cell's heartbeats (keeps its directory watch).
+    /// Stops watching a cell's heartbeats and requests (keeps its
+    /// directory watch).
     pub fn unwatch_heartbeats(&mut self, cell: &str) {
-        if let Some((_, hb)) = self.cells.get_mut(cell)
-            && let Some(wd) = hb.take()
-        {
-            self.targets.remove(&wd);
-            let _ = self.watches.remove(wd);
+        if let Some(w) = self.cells.get_mut(cell) {
+            for wd in [w.heartbeats.take(), w.requests.take()]
+                .into_iter()
+                .flatten()
+            {
+                self.targets.remove(&wd);
+                let _ = self.watches.remove(wd);
+            }
         }
     }
 
     /// Stops watching a cell. A watch whose directory is already gone was
     /// removed by the kernel; that is not an error.
     pub fn unwatch_cell(&mut self, cell: &str) {
-        if let Some((dir, hb)) = self.cells.remove(cell) {
-            for wd in [dir, hb].into_iter().flatten() {
+        if let Some(w) = self.cells.remove(cell) {
+            for wd in [w.dir, w.heartbeats, w.requests].into_iter().flatten() {
                 self.targets.remove(&wd);
                 let _ = self.watches.remove(wd);
             }
@@ -318,8 +339,13 @@ impl Watches {
             self.targets.remove(&raw.wd);
             match &target {
                 Target::Heartbeats(cell) => {
-                    if let Some((_, hb)) = self.cells.get_mut(cell) {
-                        *hb = None;
+                    if let Some(w) = self.cells.get_mut(cell) {
+                        w.heartbeats = None;
+                    }
+                }
+                Target::Requests(cell) => {
+                    if let Some(w) = self.cells.get_mut(cell) {
+                        w.requests = None;
                     }
                 }
                 Target::CellDir(cell) => {
@@ -372,6 +398,15 @@ pub fn classify(
             })
         }
         Target::Heartbeats(_) => None,
+        Target::Requests(cell) if self_gone => Some(FsEvent::CellMetaGone(cell.clone())),
+        Target::Requests(cell) if written && !is_dir => {
+            let name = name?;
+            (name.ends_with(".json") && !name.starts_with('.')).then(|| FsEvent::Request {
+                cell: cell.clone(),
+                name: name.to_string(),
+            })
+        }
+        Target::Requests(_) => None,
     }
 }
 

@@ -300,6 +300,24 @@ impl Dir {
     /// never see half a line from a write that succeeded.
     pub fn append_line(&self, rel: &str, line: &[u8]) -> io::Result<()> {
         debug_assert!(line.ends_with(b"\n") && !line[..line.len() - 1].contains(&b'\n'));
+        let written = self.open_append(rel)?.write(line)?;
+        if written != line.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!(
+                    "{}: short append ({written} of {} bytes)",
+                    self.display(rel).display(),
+                    line.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Opens the regular file `rel` (created if missing, mode 0644) for
+    /// appending only, without following symlinks: the descriptor agents'
+    /// output goes to, and event lines are written through.
+    pub fn open_append(&self, rel: &str) -> io::Result<File> {
         let fd = self
             .open_beneath(
                 rel,
@@ -318,18 +336,7 @@ impl Dir {
                 self.display(rel).display()
             )));
         }
-        let written = File::from(fd).write(line)?;
-        if written != line.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                format!(
-                    "{}: short append ({written} of {} bytes)",
-                    self.display(rel).display(),
-                    line.len()
-                ),
-            ));
-        }
-        Ok(())
+        Ok(File::from(fd))
     }
 
     /// Takes an exclusive `flock` on this directory, waiting at most
@@ -422,6 +429,21 @@ impl Dir {
                 Ok(()) | Err(Errno::ENOENT) => Ok(()),
                 Err(e) => Err(errno_io(e, &self.display(name))),
             }
+        }
+    }
+
+    /// Removes the file `name` of this directory (a plain name, not a
+    /// path); a missing file is not an error.
+    pub fn remove_file(&self, name: &str) -> io::Result<()> {
+        if name.contains('/') || name == ".." || name == "." {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{name:?}: not a plain file name"),
+            ));
+        }
+        match unlinkat(&self.fd, name, UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => Ok(()),
+            Err(e) => Err(errno_io(e, &self.display(name))),
         }
     }
 }

@@ -1,106 +1,255 @@
-//! One agent's health as a state machine over time. Pure: every function
-//! takes `now` (unix seconds) and returns what happened; nothing here reads
-//! a clock or a file.
+//! One agent's health and revival as a state machine over time. Pure:
+//! every function takes `now` (unix seconds) and returns what happened;
+//! nothing here reads a clock, a file or `/proc`.
+//!
+//! Policy choices that need the agent's siblings (`substitute`) or the
+//! cell's status are the [`Supervisor`](super::Supervisor)'s; what one
+//! agent can decide alone — deadlines, backoff, limits, the reset of its
+//! revive count — is here.
 
 use crate::cell::settings::AgentSettings;
 use crate::state::AgentState;
 
+/// Why an agent is (re)started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// First start of an agent found not running (`agent_started`).
+    Start,
+    /// Silent past `resurrect_after`.
+    Stale,
+    /// Its process exited with failure (or at all, `restart = "always"`).
+    Exited,
+    /// `lazarus-pit revive`.
+    Manual,
+    /// `lazarus-pit approve` of a `revive_requested`.
+    Approved,
+    /// Started to take over from a dead agent (`agent_started`).
+    Substitute,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Start => "start",
+            Reason::Stale => "stale",
+            Reason::Exited => "exited",
+            Reason::Manual => "manual",
+            Reason::Approved => "approved",
+            Reason::Substitute => "substitute",
+        }
+    }
+
+    /// Starts that are not revivals: not counted, `agent_started`.
+    pub fn is_start(self) -> bool {
+        matches!(self, Reason::Start | Reason::Substitute)
+    }
+}
+
+/// A process the daemon started, identified beyond its pid: `start_time`
+/// is field 22 of `/proc/<pid>/stat` (clock ticks since boot), which a
+/// recycled pid does not share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Instance {
+    pub pid: i32,
+    pub start_time: u64,
+}
+
+/// How a process ended. For a process adopted after a daemon restart the
+/// kernel does not tell us (it is not our child): both are `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExitInfo {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+impl ExitInfo {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
 /// Where an agent stands. Each state carries the data it needs.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Health {
-    /// No heartbeat seen yet; judged from `since`, when the daemon first
-    /// saw the agent.
-    Waiting { since: f64 },
+    /// Has a command and is to be started once its heartbeat has been
+    /// looked at (a fresh one means it runs outside the daemon).
+    Unstarted,
+    /// No heartbeat from this instance yet: judged from first sight, or
+    /// given `resurrect_after` of grace after the daemon (re)started it.
+    Waiting { revived: bool },
     /// Beating within its stale threshold.
     Healthy,
     /// Silent past its stale threshold since `since`.
     Stale { since: f64 },
-    /// Silent past `resurrect_after` since `since`: due for revival.
+    /// Past `resurrect_after` and nothing to do now: no command to run,
+    /// or its cell is frozen.
     Due { since: f64 },
+    /// Revival `attempt` waits for its backoff until `at`.
+    Backoff {
+        attempt: u32,
+        at: f64,
+        reason: Reason,
+    },
+    /// The shell is stopping the old instance (`spawning == false`) or
+    /// starting the new one; it always reports back.
+    Reviving {
+        attempt: u32,
+        reason: Reason,
+        spawning: bool,
+    },
+    /// Exited 0 under `restart = "on-failure"`: done.
+    Finished,
+    /// Policy `no`, a denied request, or handed over to a substitute.
+    Dead,
+    /// Policy `ask`: waiting for `lazarus-pit approve|deny`.
+    AwaitingApproval { request_id: String, reason: Reason },
+    /// `max_revive_attempts` used up; waits for an operator.
+    Abandoned,
 }
 
 /// A change worth telling the world about.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
-    /// Went stale: last good heartbeat (if any) and how old it was.
+    /// Went stale: last good heartbeat (if any) and the silence so far.
     Stale { last_seen: Option<f64>, age_s: f64 },
-    /// Beat again after being stale or due.
+    /// Beat again after being stale, dead or revived.
     Recovered,
-    /// Reached `resurrect_after` without a heartbeat.
-    Due,
+    /// Dead for `reason`: the supervisor applies the revive policy.
+    Due(Reason),
     /// A heartbeat's `status` field changed (or the first one arrived).
     Status(String),
     /// A newer heartbeat was accepted (for `events.heartbeats = "all"`).
     Beat(Option<String>),
+    /// Stop the old instance, if any, then start `attempt` (0: a start).
+    Revive { attempt: u32, reason: Reason },
+    /// The daemon's instance ended.
+    Exited { pid: i32, exit: ExitInfo },
+    /// `max_revive_attempts` revivals did not help.
+    Exhausted { attempts: u32 },
+    /// Anything else that changes `state.json` (a reset count, finished).
+    State,
 }
 
 /// What the supervisor knows of one agent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentSup {
     pub settings: AgentSettings,
+    /// When the daemon first saw the agent: silence counts from here until
+    /// a heartbeat comes.
+    pub first_seen: f64,
     /// Unix seconds of the newest accepted heartbeat (clamped).
     pub last_seen: Option<f64>,
     /// `status` of the newest heartbeat that had one.
     pub last_status: Option<String>,
+    /// `pid` of the newest heartbeat: a claim, never proof.
+    pub claimed_pid: Option<i32>,
     pub health: Health,
     /// Revivals since the count last reset (kept across daemon restarts).
     pub revive_count: u32,
+    /// Since when the agent has been healthy, for `reset_after`.
+    pub healthy_since: Option<f64>,
+    /// The process the daemon started, while it runs.
+    pub instance: Option<Instance>,
+    /// When the daemon last (re)started it: silence before
+    /// `grace_from + resurrect_after` does not count.
+    pub grace_from: Option<f64>,
+    /// The cell is frozen: nothing is started, due agents wait.
+    pub held: bool,
+    /// Set while it is being started to take over from this dead agent.
+    pub substitute_for: Option<String>,
 }
 
 impl AgentSup {
-    /// An agent first seen at `now`.
+    /// An agent first seen at `now`. One with a command and `autostart`
+    /// starts unless a fresh heartbeat arrives first.
     pub fn new(settings: AgentSettings, now: f64) -> AgentSup {
+        let health = if settings.can_start() && settings.autostart {
+            Health::Unstarted
+        } else {
+            Health::Waiting { revived: false }
+        };
         AgentSup {
             settings,
+            first_seen: now,
             last_seen: None,
             last_status: None,
-            health: Health::Waiting { since: now },
+            claimed_pid: None,
+            health,
             revive_count: 0,
+            healthy_since: None,
+            instance: None,
+            grace_from: None,
+            held: false,
+            substitute_for: None,
         }
     }
 
-    /// The instant of the next transition if no heartbeat arrives, or
+    /// The last sign of life silence is counted from.
+    fn basis(&self) -> f64 {
+        let seen = self.last_seen.unwrap_or(self.first_seen);
+        self.grace_from.map_or(seen, |g| seen.max(g))
+    }
+
+    /// When the revive count resets, if it is to.
+    fn reset_at(&self) -> Option<f64> {
+        let since = self.healthy_since?;
+        (self.revive_count > 0).then(|| since + self.settings.reset_after.as_secs_f64())
+    }
+
+    /// The instant of the next transition if nothing is reported, or
     /// `None` if nothing more happens by itself.
     pub fn deadline(&self) -> Option<f64> {
         let stale = self.settings.stale_threshold.as_secs_f64();
         let revive = self.settings.resurrect_after.as_secs_f64();
         match &self.health {
-            Health::Waiting { since } => Some(since + stale),
-            Health::Healthy => self.last_seen.map(|seen| seen + stale),
-            // Revival counts from the last sign of life: the last heartbeat,
-            // or for an agent never heard from, when it went stale minus the
-            // threshold (= when it was first seen).
-            Health::Stale { since } => Some(self.last_seen.unwrap_or(since - stale) + revive),
-            Health::Due { .. } => None,
+            Health::Unstarted if !self.held => Some(self.first_seen),
+            Health::Waiting { .. } => Some(match self.grace_from {
+                Some(g) => g + revive,
+                None => self.basis() + stale,
+            }),
+            Health::Healthy => {
+                let stale_at = self.basis() + stale;
+                Some(self.reset_at().map_or(stale_at, |r| r.min(stale_at)))
+            }
+            Health::Stale { .. } => Some(self.basis() + revive),
+            Health::Backoff { at, .. } if !self.held => Some(*at),
+            _ => None,
         }
     }
 
     /// Applies every transition whose deadline is at or before `now`.
-    /// This and [`AgentSup::heartbeat`] are the only places health moves.
     pub fn advance(&mut self, now: f64) -> Vec<Change> {
         let mut changes = Vec::new();
         while let Some(deadline) = self.deadline().filter(|d| *d <= now) {
             match self.health {
-                Health::Waiting { since } => {
-                    self.health = Health::Stale { since: deadline };
-                    changes.push(Change::Stale {
-                        last_seen: None,
-                        age_s: round_ms(now - since),
-                    });
+                Health::Unstarted => {
+                    changes.push(self.begin_revival(0, Reason::Start));
+                    break;
                 }
-                Health::Healthy => {
+                Health::Healthy if self.reset_at().is_some_and(|r| r <= deadline) => {
+                    self.revive_count = 0;
+                    changes.push(Change::State);
+                }
+                Health::Waiting { .. } | Health::Healthy => {
                     self.health = Health::Stale { since: deadline };
-                    let seen = self.last_seen.unwrap_or(deadline);
+                    self.healthy_since = None;
                     changes.push(Change::Stale {
                         last_seen: self.last_seen,
-                        age_s: round_ms(now - seen),
+                        age_s: round_ms(now - self.basis()),
                     });
                 }
                 Health::Stale { .. } => {
                     self.health = Health::Due { since: deadline };
-                    changes.push(Change::Due);
+                    changes.push(Change::Due(Reason::Stale));
+                    break;
                 }
-                Health::Due { .. } => break,
+                Health::Backoff {
+                    attempt, reason, ..
+                } => {
+                    changes.push(self.begin_revival(attempt, reason));
+                    break;
+                }
+                _ => break,
             }
         }
         changes
@@ -109,12 +258,21 @@ impl AgentSup {
     /// Takes a heartbeat seen at `seen` (already clamped) carrying
     /// `status`. Heartbeats no newer than the last one change nothing, so
     /// re-reading a file (rescan, duplicate inotify events) is harmless.
-    pub fn heartbeat(&mut self, seen: f64, status: Option<&str>, now: f64) -> Vec<Change> {
+    pub fn heartbeat(
+        &mut self,
+        seen: f64,
+        status: Option<&str>,
+        pid: Option<i32>,
+        now: f64,
+    ) -> Vec<Change> {
         if self.last_seen.is_some_and(|last| seen <= last) {
             return Vec::new();
         }
         let mut changes = Vec::new();
         self.last_seen = Some(seen);
+        if pid.is_some() {
+            self.claimed_pid = pid;
+        }
         changes.push(Change::Beat(status.map(str::to_string)));
         if let Some(status) = status
             && self.last_status.as_deref() != Some(status)
@@ -122,15 +280,32 @@ impl AgentSup {
             self.last_status = Some(status.to_string());
             changes.push(Change::Status(status.to_string()));
         }
-        let fresh = now - seen < self.settings.stale_threshold.as_secs_f64();
-        match self.health {
-            Health::Stale { .. } | Health::Due { .. } if fresh => {
-                self.health = Health::Healthy;
-                changes.push(Change::Recovered);
+        // Fresh, and not written before the current instance was started.
+        let fresh = now - seen < self.settings.stale_threshold.as_secs_f64()
+            && self.grace_from.is_none_or(|g| seen >= g);
+        match &self.health {
+            Health::Waiting { revived } if fresh => {
+                if *revived {
+                    changes.push(Change::Recovered);
+                }
+                self.become_healthy(now);
             }
-            Health::Waiting { .. } => {
-                // An old first heartbeat is judged at once by `advance`.
-                self.health = Health::Healthy;
+            Health::Waiting { .. } if self.grace_from.is_none() => {
+                // An old first heartbeat: judged at once by `advance`.
+                self.become_healthy(now);
+            }
+            Health::Unstarted if fresh => self.become_healthy(now),
+            Health::Stale { .. }
+            | Health::Due { .. }
+            | Health::Backoff { .. }
+            | Health::Finished
+            | Health::Dead
+            | Health::AwaitingApproval { .. }
+            | Health::Abandoned
+                if fresh =>
+            {
+                self.become_healthy(now);
+                changes.push(Change::Recovered);
             }
             _ => {}
         }
@@ -138,27 +313,204 @@ impl AgentSup {
         changes
     }
 
-    /// New settings (a `cell.json` edit or a config reload). The caller
-    /// reschedules; `advance` applies any deadline already passed.
-    pub fn set_settings(&mut self, settings: AgentSettings) {
-        self.settings = settings;
+    fn become_healthy(&mut self, now: f64) {
+        self.health = Health::Healthy;
+        self.healthy_since = Some(now);
     }
 
-    /// The state name for `state.json` and `status`. `frozen_cell`: a due
-    /// agent of a frozen cell waits, it is not revived.
-    pub fn state(&self, frozen_cell: bool) -> AgentState {
+    /// The daemon's instance `pid` ended. Anything else's exit is ignored.
+    pub fn exited(&mut self, pid: i32, exit: ExitInfo) -> Vec<Change> {
+        if self.instance.is_none_or(|i| i.pid != pid) {
+            return Vec::new();
+        }
+        self.instance = None;
+        let mut changes = vec![Change::Exited { pid, exit }];
+        if matches!(self.health, Health::Reviving { .. }) {
+            // We are replacing it anyway.
+            return changes;
+        }
+        if exit.success()
+            && self.settings.restart == crate::cell::manifest::RestartPolicy::OnFailure
+        {
+            self.health = Health::Finished;
+            self.healthy_since = None;
+            changes.push(Change::State);
+        } else {
+            self.health = Health::Due {
+                since: self.basis(),
+            };
+            self.healthy_since = None;
+            changes.push(Change::Due(Reason::Exited));
+        }
+        changes
+    }
+
+    /// Policy `yes` (and the revival half of `ask`): revive after backoff,
+    /// or give up once `max_revive_attempts` revivals are spent.
+    pub fn schedule_revival(&mut self, reason: Reason, now: f64, jitter_seed: u64) -> Vec<Change> {
+        if self.revive_count >= self.settings.max_revive_attempts {
+            self.health = Health::Abandoned;
+            return vec![Change::Exhausted {
+                attempts: self.revive_count,
+            }];
+        }
+        let attempt = self.revive_count + 1;
+        let delay = backoff(&self.settings, attempt, jitter_seed);
+        if delay <= 0.0 {
+            return vec![self.begin_revival(attempt, reason)];
+        }
+        self.health = Health::Backoff {
+            attempt,
+            at: now + delay,
+            reason,
+        };
+        vec![Change::State]
+    }
+
+    /// Revives now, whatever the policy and the count (`revive`,
+    /// `approve`). An operator's revival of an abandoned agent starts its
+    /// count afresh.
+    pub fn force_revival(&mut self, reason: Reason) -> Vec<Change> {
+        if matches!(self.health, Health::Abandoned) {
+            self.revive_count = 0;
+        }
+        vec![self.begin_revival(self.revive_count + 1, reason)]
+    }
+
+    /// Starts it to take over from a dead agent (not a revival of its own).
+    pub fn start_as_substitute(&mut self) -> Vec<Change> {
+        vec![self.begin_revival(0, Reason::Substitute)]
+    }
+
+    fn begin_revival(&mut self, attempt: u32, reason: Reason) -> Change {
+        if !reason.is_start() {
+            self.revive_count = self.revive_count.max(attempt);
+        }
+        self.health = Health::Reviving {
+            attempt,
+            reason,
+            spawning: false,
+        };
+        Change::Revive { attempt, reason }
+    }
+
+    /// The old instance is gone (or there was none): start the new one.
+    pub fn killed(&mut self) -> bool {
+        if let Health::Reviving { spawning, .. } = &mut self.health {
+            *spawning = true;
+            return true;
+        }
+        false
+    }
+
+    /// The new instance runs: it gets `resurrect_after` of grace.
+    pub fn spawned(&mut self, instance: Instance, now: f64) {
+        let revived = matches!(self.health, Health::Reviving { reason, .. } if !reason.is_start());
+        self.instance = Some(instance);
+        self.grace_from = Some(now);
+        self.health = Health::Waiting { revived };
+        self.healthy_since = None;
+    }
+
+    /// The new instance could not be started. It counts as an attempt;
+    /// the next one follows the backoff (a start that failed is retried
+    /// as revival 1).
+    pub fn spawn_failed(&mut self, now: f64, jitter_seed: u64) -> Vec<Change> {
+        let Health::Reviving { reason, .. } = self.health else {
+            return Vec::new();
+        };
+        let reason = if reason.is_start() {
+            Reason::Exited
+        } else {
+            reason
+        };
+        self.schedule_revival(reason, now, jitter_seed)
+    }
+
+    /// New settings (a `cell.json` edit or a config reload). An agent an
+    /// operator gave up on, or that finished, starts afresh when its entry
+    /// changes: that edit is the operator acting.
+    pub fn set_settings(&mut self, settings: AgentSettings, now: f64) {
+        self.settings = settings;
+        if matches!(
+            self.health,
+            Health::Abandoned | Health::Dead | Health::Finished
+        ) {
+            self.revive_count = 0;
+            self.first_seen = now;
+            self.grace_from = Some(now);
+            self.health = if self.settings.can_start() && self.instance.is_none() {
+                Health::Unstarted
+            } else {
+                Health::Waiting { revived: false }
+            };
+        }
+    }
+
+    /// The state name for `state.json` and `status`.
+    pub fn state(&self) -> AgentState {
         match self.health {
-            Health::Waiting { .. } => AgentState::Unknown,
+            Health::Unstarted | Health::Waiting { revived: false } => AgentState::Unknown,
+            Health::Waiting { revived: true } => AgentState::Reviving,
             Health::Healthy => AgentState::Healthy,
             Health::Stale { .. } => AgentState::Stale,
-            Health::Due { .. } if frozen_cell => AgentState::Frozen,
+            Health::Due { .. } if self.held => AgentState::Frozen,
             Health::Due { .. } => AgentState::Stale,
+            Health::Backoff { .. } | Health::Reviving { .. } => AgentState::Reviving,
+            Health::Finished => AgentState::Exited,
+            Health::Dead => AgentState::Dead,
+            Health::AwaitingApproval { .. } => AgentState::AwaitingApproval,
+            Health::Abandoned => AgentState::Abandoned,
         }
     }
 
     pub fn is_due(&self) -> bool {
         matches!(self.health, Health::Due { .. })
     }
+
+    /// Whether the daemon could start a copy of it now without doubling it.
+    pub fn is_down(&self) -> bool {
+        self.instance.is_none()
+            && !matches!(
+                self.health,
+                Health::Healthy | Health::Reviving { .. } | Health::Waiting { revived: true }
+            )
+    }
+}
+
+/// Seconds before revival `attempt`: none for the first (a crash is
+/// answered at once), then `backoff_initial × 2^(attempt-2)` capped at
+/// `backoff_max`, plus up to 10 % of jitter so agents that died together
+/// do not restart in lockstep. The jitter is derived from `seed` (the
+/// agent's identity), not drawn, so the core stays deterministic.
+pub fn backoff(settings: &AgentSettings, attempt: u32, seed: u64) -> f64 {
+    if attempt <= 1 {
+        return 0.0;
+    }
+    let initial = settings.backoff_initial.as_secs_f64();
+    let max = settings.backoff_max.as_secs_f64();
+    let exp = (attempt - 2).min(62);
+    let base = (initial * f64::from(2u32).powi(exp as i32)).min(max);
+    let mixed = seed ^ u64::from(attempt).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let fraction = (splitmix(mixed) >> 11) as f64 / (1u64 << 53) as f64;
+    base + base * 0.1 * fraction
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// A stable seed from a cell and agent name (FNV-1a).
+pub fn seed_of(cell: &str, agent: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in cell.bytes().chain([0]).chain(agent.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 /// Seconds rounded to milliseconds, for event fields.
@@ -167,158 +519,4 @@ pub fn round_ms(secs: f64) -> f64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cell::manifest::{RestartPolicy, RevivePolicy};
-    use std::time::Duration;
-
-    fn settings(stale: f64, revive: f64) -> AgentSettings {
-        AgentSettings {
-            stale_threshold: Duration::from_secs_f64(stale),
-            resurrect_after: Duration::from_secs_f64(revive),
-            revive_policy: RevivePolicy::Yes,
-            max_revive_attempts: 3,
-            restart: RestartPolicy::OnFailure,
-            autostart: true,
-        }
-    }
-
-    fn agent() -> AgentSup {
-        AgentSup::new(settings(60.0, 120.0), 1000.0)
-    }
-
-    #[test]
-    fn an_agent_never_heard_from_goes_stale_then_due_from_first_sight() {
-        let mut a = agent();
-        assert_eq!(a.deadline(), Some(1060.0));
-        assert_eq!(a.advance(1059.999), vec![]);
-        assert_eq!(a.state(false), AgentState::Unknown);
-        assert_eq!(
-            a.advance(1060.0),
-            vec![Change::Stale {
-                last_seen: None,
-                age_s: 60.0
-            }]
-        );
-        assert_eq!(a.deadline(), Some(1120.0));
-        assert_eq!(a.advance(1120.0), vec![Change::Due]);
-        assert!(a.is_due());
-        assert_eq!(a.deadline(), None);
-        assert_eq!(a.advance(5000.0), vec![]);
-    }
-
-    #[test]
-    fn heartbeats_move_the_deadline_and_recover() {
-        let mut a = agent();
-        let c = a.heartbeat(1010.0, Some("thinking"), 1010.0);
-        assert_eq!(
-            c,
-            vec![
-                Change::Beat(Some("thinking".into())),
-                Change::Status("thinking".into())
-            ]
-        );
-        assert_eq!(a.state(false), AgentState::Healthy);
-        assert_eq!(a.deadline(), Some(1070.0));
-        // Same status again: a beat, no status change.
-        assert_eq!(
-            a.heartbeat(1020.0, Some("thinking"), 1020.0),
-            vec![Change::Beat(Some("thinking".into()))]
-        );
-        assert_eq!(a.deadline(), Some(1080.0));
-        let c = a.advance(1080.5);
-        assert_eq!(
-            c,
-            vec![Change::Stale {
-                last_seen: Some(1020.0),
-                age_s: 60.5
-            }]
-        );
-        assert_eq!(
-            a.deadline(),
-            Some(1140.0),
-            "due at last_seen + resurrect_after"
-        );
-        let c = a.heartbeat(1100.0, Some("thinking"), 1100.0);
-        assert_eq!(
-            c,
-            vec![Change::Beat(Some("thinking".into())), Change::Recovered]
-        );
-        assert_eq!(a.state(false), AgentState::Healthy);
-    }
-
-    #[test]
-    fn a_due_agent_recovers_too() {
-        let mut a = agent();
-        a.advance(2000.0);
-        assert!(a.is_due());
-        let c = a.heartbeat(2001.0, None, 2001.0);
-        assert_eq!(c, vec![Change::Beat(None), Change::Recovered]);
-    }
-
-    #[test]
-    fn old_or_repeated_heartbeats_change_nothing() {
-        let mut a = agent();
-        a.heartbeat(1010.0, Some("s"), 1010.0);
-        assert_eq!(a.heartbeat(1010.0, Some("other"), 1011.0), vec![]);
-        assert_eq!(a.heartbeat(1005.0, Some("other"), 1011.0), vec![]);
-        assert_eq!(a.last_status.as_deref(), Some("s"));
-    }
-
-    #[test]
-    fn a_first_heartbeat_that_is_already_old_is_stale_at_once() {
-        let mut a = agent();
-        let c = a.heartbeat(900.0, None, 1000.0);
-        assert_eq!(
-            c,
-            vec![
-                Change::Beat(None),
-                Change::Stale {
-                    last_seen: Some(900.0),
-                    age_s: 100.0
-                }
-            ]
-        );
-        // And so old it is due as well.
-        let mut b = agent();
-        let c = b.heartbeat(800.0, None, 1000.0);
-        assert_eq!(c.last(), Some(&Change::Due));
-    }
-
-    #[test]
-    fn a_stale_heartbeat_does_not_recover() {
-        let mut a = agent();
-        a.heartbeat(1000.0, None, 1000.0);
-        a.advance(1061.0);
-        // Newer, but still older than the threshold.
-        assert_eq!(a.heartbeat(1000.5, None, 1062.0), vec![Change::Beat(None)]);
-        assert_eq!(a.state(false), AgentState::Stale);
-    }
-
-    #[test]
-    fn lowering_the_threshold_applies_at_once() {
-        let mut a = agent();
-        a.heartbeat(1000.0, None, 1000.0);
-        a.set_settings(settings(5.0, 10.0));
-        assert_eq!(a.deadline(), Some(1005.0));
-        let c = a.advance(1011.0);
-        assert_eq!(
-            c,
-            vec![
-                Change::Stale {
-                    last_seen: Some(1000.0),
-                    age_s: 11.0
-                },
-                Change::Due
-            ]
-        );
-    }
-
-    #[test]
-    fn frozen_cells_hold_due_agents() {
-        let mut a = agent();
-        a.advance(2000.0);
-        assert_eq!(a.state(true), AgentState::Frozen);
-        assert_eq!(a.state(false), AgentState::Stale);
-    }
-}
+mod tests;

@@ -13,18 +13,21 @@ pub mod agent;
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 
 use crate::cell::heartbeat::Heartbeat;
 use crate::cell::lifecycle::CellStatus;
 use crate::cell::manifest::Manifest;
+use crate::cell::manifest::RevivePolicy;
 use crate::cell::name::validate_agent_name;
-use crate::cell::settings::AgentSettings;
+use crate::cell::settings::{AgentSettings, SpawnSpec};
 use crate::config::{CellsConfig, HeartbeatEvents};
 use crate::events::{Event, EventKind};
 use crate::state::{AgentHealth, AgentState, CellState};
-use agent::{AgentSup, Change, Health};
+use agent::{AgentSup, Change, Health, seed_of};
+pub use agent::{ExitInfo, Instance, Reason};
 
 pub type CellId = Arc<str>;
 pub type AgentId = Arc<str>;
@@ -56,6 +59,35 @@ pub enum Input {
         cells: Box<CellsConfig>,
         heartbeats: HeartbeatEvents,
     },
+    /// The daemon's instance of an agent ended (not during a kill).
+    Exited {
+        cell: CellId,
+        agent: AgentId,
+        pid: i32,
+        exit: ExitInfo,
+    },
+    /// Answer to [`Action::Kill`]: the old instance is gone; `exited` if
+    /// it was the daemon's own instance.
+    Killed {
+        cell: CellId,
+        agent: AgentId,
+        exited: Option<(i32, ExitInfo)>,
+    },
+    /// Answer to [`Action::Spawn`].
+    Spawned {
+        cell: CellId,
+        agent: AgentId,
+        result: Result<Instance, String>,
+    },
+    /// `lazarus-pit revive`: revive now, whatever the policy.
+    Revive { cell: CellId, agent: AgentId },
+    /// `lazarus-pit approve|deny` of a request.
+    Decision {
+        cell: CellId,
+        agent: AgentId,
+        request_id: String,
+        approved: bool,
+    },
 }
 
 /// Something the shell must do.
@@ -76,6 +108,50 @@ pub enum Action {
     Activate { cell: CellId },
     /// The cell is no longer monitored; drop its watches.
     Forget { cell: CellId },
+    /// Stop the agent's old instance if it is still alive and provably
+    /// the agent's: the daemon's `instance`, or the heartbeat's
+    /// `claimed_pid` if its environment proves it. SIGTERM to its process
+    /// group, SIGKILL after `grace`. Always answered by [`Input::Killed`].
+    Kill {
+        cell: CellId,
+        agent: AgentId,
+        instance: Option<Instance>,
+        claimed_pid: Option<i32>,
+        grace: Duration,
+    },
+    /// Start the agent. Always answered by [`Input::Spawned`].
+    Spawn {
+        cell: CellId,
+        agent: AgentId,
+        spec: Arc<SpawnSpec>,
+        attempt: u32,
+        reason: Reason,
+        substitute_for: Option<String>,
+    },
+    /// A previous daemon's instance is still alive: watch it for exit.
+    Adopt {
+        cell: CellId,
+        agent: AgentId,
+        instance: Instance,
+    },
+    /// Policy `ask`: write the request file.
+    Request {
+        cell: CellId,
+        agent: AgentId,
+        request_id: String,
+        reason: Reason,
+    },
+    /// The request is answered or moot: remove its file.
+    CloseRequest { cell: CellId, request_id: String },
+    /// Policy `substitute`: put a handoff packet in the substitute's inbox.
+    Handoff {
+        cell: CellId,
+        agent: AgentId,
+        substitute: String,
+        reason: Reason,
+        last_seen: Option<f64>,
+        last_status: Option<String>,
+    },
 }
 
 /// One agent and its timer bookkeeping.
@@ -179,6 +255,35 @@ impl Supervisor {
                 // Thresholds in cell.json still win; re-resolve on the next
                 // sighting of each manifest (the shell rescans on reload).
             }
+            Input::Exited {
+                cell,
+                agent,
+                pid,
+                exit,
+            } => {
+                if let Some(t) = self.tracked(&cell, &agent) {
+                    let changes = t.sup.exited(pid, exit);
+                    self.apply(&cell, &agent, changes, now, &mut out);
+                    self.schedule(&cell, &agent);
+                }
+            }
+            Input::Killed {
+                cell,
+                agent,
+                exited,
+            } => self.killed(&cell, &agent, exited, now, &mut out),
+            Input::Spawned {
+                cell,
+                agent,
+                result,
+            } => self.spawned(&cell, &agent, result, now, &mut out),
+            Input::Revive { cell, agent } => self.revive(&cell, &agent, now, &mut out),
+            Input::Decision {
+                cell,
+                agent,
+                request_id,
+                approved,
+            } => self.decide(&cell, &agent, request_id, approved, now, &mut out),
         }
         out
     }
@@ -272,32 +377,36 @@ impl Supervisor {
             .unwrap_or_default()
     }
 
+    /// The pending request of an agent, if it awaits approval.
+    pub fn pending_request(&self, cell: &str, agent: &str) -> Option<&str> {
+        match &self.cells.get(cell)?.agents.get(agent)?.sup.health {
+            Health::AwaitingApproval { request_id, .. } => Some(request_id),
+            _ => None,
+        }
+    }
+
+    /// The daemon's running instance of an agent, if any.
+    pub fn instance(&self, cell: &str, agent: &str) -> Option<Instance> {
+        self.cells.get(cell)?.agents.get(agent)?.sup.instance
+    }
+
+    /// Whether any agent is being killed or started (the shell owes the
+    /// core an answer).
+    pub fn reviving(&self) -> bool {
+        self.cells.values().any(|c| {
+            c.agents
+                .values()
+                .any(|t| matches!(t.sup.health, Health::Reviving { .. }))
+        })
+    }
+
     /// The cell's `state.json` as of `now`.
     pub fn snapshot(&self, cell: &str, daemon_pid: u32, now: f64) -> Option<CellState> {
         let c = self.cells.get(cell)?;
-        let frozen = c.status == CellStatus::Frozen;
         let agent_health = c
             .agents
             .iter()
-            .map(|(name, t)| {
-                let state = t.sup.state(frozen);
-                let mut extra = Map::new();
-                if let Some(status) = &t.sup.last_status {
-                    extra.insert("heartbeat_status".into(), Value::String(status.clone()));
-                }
-                if t.sup.is_due() {
-                    extra.insert("revive_due".into(), Value::Bool(true));
-                }
-                let health = AgentHealth {
-                    healthy: state == AgentState::Healthy,
-                    last_seen: t.sup.last_seen,
-                    revive_count: t.sup.revive_count,
-                    state,
-                    pid: None,
-                    extra,
-                };
-                (name.to_string(), health)
-            })
+            .map(|(name, t)| (name.to_string(), snapshot_agent(&t.sup)))
             .collect();
         Some(CellState {
             cell_uuid: cell.to_string(),
@@ -359,6 +468,7 @@ impl Supervisor {
             out.push(Action::Activate { cell: id.clone() });
         }
         let defaults = self.defaults.clone();
+        let held = status == CellStatus::Frozen;
         let cell = self.cells.entry(id.clone()).or_insert_with(|| CellSup {
             status: status.clone(),
             agents: BTreeMap::new(),
@@ -378,17 +488,35 @@ impl Supervisor {
         cell.agents.retain(|name, _| wanted.contains_key(name));
         changed |= cell.agents.len() != before;
         let mut to_check = Vec::new();
+        let mut restored = Vec::new();
         for (name, settings) in wanted {
             match cell.agents.get_mut(&name) {
-                Some(t) if t.sup.settings == settings => {}
+                Some(t) if t.sup.settings == settings && t.sup.held == held => {}
                 Some(t) => {
-                    t.sup.set_settings(settings);
+                    let released = t.sup.held && !held;
+                    t.sup.held = held;
+                    if t.sup.settings != settings {
+                        t.sup.set_settings(settings, now);
+                        changed = true;
+                    }
+                    if released && t.sup.is_due() {
+                        restored.push((name.clone(), vec![Change::Due(Reason::Stale)]));
+                    }
                     to_check.push(name);
                 }
                 None => {
                     let mut sup = AgentSup::new(settings, now);
+                    sup.held = held;
                     if let Some(prev) = previous.and_then(|p| p.agent_health.get(&*name)) {
-                        restore(&mut sup, prev, now);
+                        let changes = restore(&mut sup, prev, now);
+                        if let Some(instance) = sup.instance {
+                            out.push(Action::Adopt {
+                                cell: id.clone(),
+                                agent: name.clone(),
+                                instance,
+                            });
+                        }
+                        restored.push((name.clone(), changes));
                     }
                     cell.agents
                         .insert(name.clone(), Tracked { sup, timer: None });
@@ -396,6 +524,9 @@ impl Supervisor {
                     to_check.push(name);
                 }
             }
+        }
+        for (name, changes) in restored {
+            self.apply(&id, &name, changes, now, out);
         }
         for name in to_check {
             self.expire(&id, &name, now, out);
@@ -429,11 +560,27 @@ impl Supervisor {
         else {
             return out;
         };
-        let changes = t.sup.heartbeat(hb.seen_at(now), hb.status.as_deref(), now);
+        let request = match &t.sup.health {
+            Health::AwaitingApproval { request_id, .. } => Some(request_id.clone()),
+            _ => None,
+        };
+        let pid = hb.pid.and_then(|p| i32::try_from(p).ok());
+        let changes = t
+            .sup
+            .heartbeat(hb.seen_at(now), hb.status.as_deref(), pid, now);
         if changes.is_empty() {
             return out;
         }
-        self.apply(&cell_id, &agent_id, changes, &mut out);
+        if let Some(request_id) = request
+            && changes.contains(&Change::Recovered)
+        {
+            // It came back by itself: the question is moot.
+            out.push(Action::CloseRequest {
+                cell: cell_id.clone(),
+                request_id,
+            });
+        }
+        self.apply(&cell_id, &agent_id, changes, now, &mut out);
         self.schedule(&cell_id, &agent_id);
         out
     }
@@ -445,7 +592,7 @@ impl Supervisor {
             return;
         };
         let changes = t.sup.advance(now);
-        self.apply(cell, agent, changes, out);
+        self.apply(cell, agent, changes, now, out);
         self.schedule(cell, agent);
     }
 
@@ -469,8 +616,181 @@ impl Supervisor {
         }));
     }
 
-    /// Turns an agent's changes into events and state updates.
-    fn apply(&self, cell: &CellId, agent: &AgentId, changes: Vec<Change>, out: &mut Vec<Action>) {
+    /// The old instance is gone: start the new one.
+    fn killed(
+        &mut self,
+        cell: &CellId,
+        agent: &AgentId,
+        exited: Option<(i32, ExitInfo)>,
+        now: f64,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(t) = self.tracked(cell, agent) else {
+            return;
+        };
+        let mut changes = match exited {
+            Some((pid, exit)) => t.sup.exited(pid, exit),
+            None => Vec::new(),
+        };
+        if t.sup.killed() {
+            let Health::Reviving {
+                attempt, reason, ..
+            } = t.sup.health
+            else {
+                return;
+            };
+            match t.sup.settings.spawn.clone() {
+                Some(spec) => out.push(Action::Spawn {
+                    cell: cell.clone(),
+                    agent: agent.clone(),
+                    spec,
+                    attempt,
+                    reason,
+                    substitute_for: t.sup.substitute_for.take(),
+                }),
+                None => {
+                    // The command was removed from cell.json meanwhile.
+                    t.sup.health = Health::Due { since: now };
+                    changes.push(Change::State);
+                }
+            }
+        }
+        self.apply(cell, agent, changes, now, out);
+        self.schedule(cell, agent);
+    }
+
+    fn spawned(
+        &mut self,
+        cell: &CellId,
+        agent: &AgentId,
+        result: Result<Instance, String>,
+        now: f64,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(t) = self.tracked(cell, agent) else {
+            return;
+        };
+        let Health::Reviving {
+            attempt, reason, ..
+        } = t.sup.health
+        else {
+            return;
+        };
+        let event = |kind| Event::new(kind).with("agent", &**agent);
+        match result {
+            Ok(instance) => {
+                t.sup.spawned(instance, now);
+                let ev = if reason.is_start() {
+                    event(EventKind::AgentStarted).with("pid", instance.pid)
+                } else {
+                    event(EventKind::AgentRevived)
+                        .with("pid", instance.pid)
+                        .with("attempt", attempt)
+                        .with("reason", reason.as_str())
+                };
+                let ev = if reason == Reason::Substitute {
+                    ev.with("reason", reason.as_str())
+                } else {
+                    ev
+                };
+                out.push(Action::Emit {
+                    cell: cell.clone(),
+                    event: ev,
+                });
+                out.push(Action::StateChanged {
+                    cell: cell.clone(),
+                    urgent: true,
+                });
+            }
+            Err(error) => {
+                out.push(Action::Emit {
+                    cell: cell.clone(),
+                    event: event(EventKind::ReviveFailed)
+                        .with("error", error)
+                        .with("attempt", attempt)
+                        .with("reason", reason.as_str()),
+                });
+                let changes = t.sup.spawn_failed(now, seed_of(cell, agent));
+                self.apply(cell, agent, changes, now, out);
+            }
+        }
+        self.schedule(cell, agent);
+    }
+
+    /// `lazarus-pit revive`.
+    fn revive(&mut self, cell: &CellId, agent: &AgentId, now: f64, out: &mut Vec<Action>) {
+        let Some(t) = self.tracked(cell, agent) else {
+            return;
+        };
+        if matches!(t.sup.health, Health::Reviving { .. }) {
+            return;
+        }
+        if !t.sup.settings.can_start() {
+            out.push(Action::Emit {
+                cell: cell.clone(),
+                event: Event::new(EventKind::ReviveFailed)
+                    .with("agent", &**agent)
+                    .with("error", "the agent has no command to run")
+                    .with("reason", Reason::Manual.as_str()),
+            });
+            return;
+        }
+        if let Health::AwaitingApproval { request_id, .. } = &t.sup.health {
+            out.push(Action::CloseRequest {
+                cell: cell.clone(),
+                request_id: request_id.clone(),
+            });
+        }
+        let changes = t.sup.force_revival(Reason::Manual);
+        self.apply(cell, agent, changes, now, out);
+        self.schedule(cell, agent);
+    }
+
+    /// `lazarus-pit approve|deny`. An answer to a request that is no
+    /// longer pending only removes the request file.
+    fn decide(
+        &mut self,
+        cell: &CellId,
+        agent: &AgentId,
+        request_id: String,
+        approved: bool,
+        now: f64,
+        out: &mut Vec<Action>,
+    ) {
+        out.push(Action::CloseRequest {
+            cell: cell.clone(),
+            request_id: request_id.clone(),
+        });
+        let Some(t) = self.tracked(cell, agent) else {
+            return;
+        };
+        if !matches!(&t.sup.health, Health::AwaitingApproval { request_id: r, .. } if *r == request_id)
+        {
+            return;
+        }
+        if approved {
+            let changes = t.sup.force_revival(Reason::Approved);
+            self.apply(cell, agent, changes, now, out);
+        } else {
+            t.sup.health = Health::Dead;
+            out.push(Action::StateChanged {
+                cell: cell.clone(),
+                urgent: true,
+            });
+        }
+        self.schedule(cell, agent);
+    }
+
+    /// Turns an agent's changes into events, state updates and process
+    /// actions; a death goes through the revive policy.
+    fn apply(
+        &mut self,
+        cell: &CellId,
+        agent: &AgentId,
+        changes: Vec<Change>,
+        now: f64,
+        out: &mut Vec<Action>,
+    ) {
         let mut urgent = None;
         for change in changes {
             let event = |kind| Event::new(kind).with("agent", &**agent);
@@ -491,7 +811,10 @@ impl Supervisor {
                     });
                     urgent = Some(true);
                 }
-                Change::Due => urgent = Some(true),
+                Change::Due(reason) => {
+                    self.on_due(cell, agent, reason, now, out);
+                    urgent = Some(true);
+                }
                 Change::Status(status) => {
                     if self.heartbeat_events == HeartbeatEvents::Changes {
                         out.push(Action::Emit {
@@ -510,6 +833,39 @@ impl Supervisor {
                     }
                     urgent.get_or_insert(false);
                 }
+                Change::Revive { .. } => {
+                    if let Some(t) = self.tracked(cell, agent) {
+                        out.push(Action::Kill {
+                            cell: cell.clone(),
+                            agent: agent.clone(),
+                            instance: t.sup.instance,
+                            claimed_pid: t.sup.claimed_pid,
+                            grace: t.sup.settings.kill_grace,
+                        });
+                    }
+                    urgent = Some(true);
+                }
+                Change::Exited { pid, exit } => {
+                    let mut ev = event(EventKind::AgentExited).with("pid", pid);
+                    ev = match (exit.code, exit.signal) {
+                        (_, Some(signal)) => ev.with("signal", signal),
+                        (Some(code), None) => ev.with("code", code),
+                        (None, None) => ev.with("code", Value::Null),
+                    };
+                    out.push(Action::Emit {
+                        cell: cell.clone(),
+                        event: ev,
+                    });
+                    urgent = Some(true);
+                }
+                Change::Exhausted { attempts } => {
+                    out.push(Action::Emit {
+                        cell: cell.clone(),
+                        event: event(EventKind::ReviveExhausted).with("attempts", attempts),
+                    });
+                    urgent = Some(true);
+                }
+                Change::State => urgent = Some(true),
             }
         }
         if let Some(urgent) = urgent {
@@ -519,11 +875,179 @@ impl Supervisor {
             });
         }
     }
+
+    /// The agent is dead for `reason`: apply its revive policy. A frozen
+    /// cell holds it as it is until thawed.
+    fn on_due(
+        &mut self,
+        cell: &CellId,
+        agent: &AgentId,
+        reason: Reason,
+        now: f64,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(t) = self.tracked(cell, agent) else {
+            return;
+        };
+        if t.sup.held {
+            return;
+        }
+        let event = |kind| Event::new(kind).with("agent", &**agent);
+        let can_start = t.sup.settings.can_start();
+        match t.sup.settings.revive_policy {
+            RevivePolicy::No => {
+                t.sup.health = Health::Dead;
+                out.push(Action::Emit {
+                    cell: cell.clone(),
+                    event: event(EventKind::AgentDead).with("reason", reason.as_str()),
+                });
+            }
+            // Without a command there is nothing to revive or ask about:
+            // the agent stays stale, watched.
+            RevivePolicy::Yes | RevivePolicy::Ask if !can_start => {}
+            RevivePolicy::Yes => {
+                let changes = t.sup.schedule_revival(reason, now, seed_of(cell, agent));
+                self.apply(cell, agent, changes, now, out);
+            }
+            RevivePolicy::Ask => {
+                let request_id = format!("revive_{}_{agent}", (now * 1000.0) as u64);
+                t.sup.health = Health::AwaitingApproval {
+                    request_id: request_id.clone(),
+                    reason,
+                };
+                out.push(Action::Request {
+                    cell: cell.clone(),
+                    agent: agent.clone(),
+                    request_id: request_id.clone(),
+                    reason,
+                });
+                out.push(Action::Emit {
+                    cell: cell.clone(),
+                    event: event(EventKind::ReviveRequested)
+                        .with("request_id", request_id)
+                        .with("reason", reason.as_str()),
+                });
+            }
+            RevivePolicy::Substitute => self.substitute(cell, agent, reason, now, out),
+        }
+    }
+
+    /// Policy `substitute`: the first healthy substitute gets a handoff
+    /// packet; if none is healthy, the first one that is down and can be
+    /// started is started (and gets the packet). The dead agent is `dead`.
+    fn substitute(
+        &mut self,
+        cell: &CellId,
+        agent: &AgentId,
+        reason: Reason,
+        now: f64,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(c) = self.cells.get(cell) else {
+            return;
+        };
+        let Some(dead) = c.agents.get(agent) else {
+            return;
+        };
+        let subs = &dead.sup.settings.substitutes;
+        let candidate = |pred: &dyn Fn(&AgentSup) -> bool| {
+            subs.iter()
+                .filter(|s| **s != **agent)
+                .find_map(|s| {
+                    c.agents
+                        .get_key_value(s.as_str())
+                        .filter(|(_, t)| pred(&t.sup))
+                })
+                .map(|(name, _)| name.clone())
+        };
+        let healthy = candidate(&|s| s.health == Health::Healthy);
+        let startable = || candidate(&|s| s.settings.can_start() && s.is_down() && !s.held);
+        let (substitute, start) = match healthy {
+            Some(s) => (Some(s), false),
+            None => (startable(), true),
+        };
+        let (last_seen, last_status) = (dead.sup.last_seen, dead.sup.last_status.clone());
+        let event = |kind| Event::new(kind).with("agent", &**agent);
+        if let Some(t) = self.tracked(cell, agent) {
+            t.sup.health = Health::Dead;
+        }
+        let Some(substitute) = substitute else {
+            out.push(Action::Emit {
+                cell: cell.clone(),
+                event: event(EventKind::AgentDead)
+                    .with("reason", reason.as_str())
+                    .with("error", "no substitute is healthy or can be started"),
+            });
+            return;
+        };
+        out.push(Action::Handoff {
+            cell: cell.clone(),
+            agent: agent.clone(),
+            substitute: substitute.to_string(),
+            reason,
+            last_seen,
+            last_status,
+        });
+        out.push(Action::Emit {
+            cell: cell.clone(),
+            event: event(EventKind::AgentSubstituted)
+                .with("substitute", &*substitute)
+                .with("reason", reason.as_str())
+                .with("started", start),
+        });
+        if start && let Some(t) = self.tracked(cell, &substitute) {
+            t.sup.substitute_for = Some(agent.to_string());
+            let changes = t.sup.start_as_substitute();
+            self.apply(cell, &substitute, changes, now, out);
+            self.schedule(cell, &substitute);
+        }
+    }
+}
+
+/// One agent's entry in `state.json`.
+fn snapshot_agent(sup: &AgentSup) -> AgentHealth {
+    let state = sup.state();
+    let mut extra = Map::new();
+    if let Some(status) = &sup.last_status {
+        extra.insert("heartbeat_status".into(), Value::String(status.clone()));
+    }
+    if sup.is_due() {
+        extra.insert("revive_due".into(), Value::Bool(true));
+    }
+    if let Some(instance) = sup.instance {
+        extra.insert("pid_start_time".into(), Value::from(instance.start_time));
+    }
+    if let Some(grace) = sup.grace_from {
+        extra.insert("started_at".into(), Value::from(grace));
+    }
+    match &sup.health {
+        Health::AwaitingApproval { request_id, reason } => {
+            extra.insert("request_id".into(), Value::from(request_id.as_str()));
+            extra.insert("reason".into(), Value::from(reason.as_str()));
+        }
+        Health::Backoff { attempt, at, .. } => {
+            extra.insert("next_attempt".into(), Value::from(*attempt));
+            extra.insert("next_attempt_at".into(), Value::from(*at));
+        }
+        _ => {}
+    }
+    AgentHealth {
+        healthy: state == AgentState::Healthy,
+        last_seen: sup.last_seen,
+        revive_count: sup.revive_count,
+        state,
+        pid: sup.instance.map(|i| i.pid),
+        extra,
+    }
 }
 
 /// Seeds an agent from the `state.json` of a previous daemon, so a restart
-/// neither repeats `agent_stale` nor forgets revive counts.
-fn restore(sup: &mut AgentSup, prev: &AgentHealth, now: f64) {
+/// neither repeats events nor forgets revive counts, pending requests or
+/// the instances it started. The shell has already checked which of those
+/// instances are alive: a dead one's pid arrives as `lost_pid`, and its
+/// death is reported now.
+fn restore(sup: &mut AgentSup, prev: &AgentHealth, now: f64) -> Vec<Change> {
+    let extra_f64 = |key: &str| prev.extra.get(key).and_then(Value::as_f64);
     sup.revive_count = prev.revive_count;
     sup.last_seen = prev.last_seen;
     sup.last_status = prev
@@ -531,16 +1055,58 @@ fn restore(sup: &mut AgentSup, prev: &AgentHealth, now: f64) {
         .get("heartbeat_status")
         .and_then(Value::as_str)
         .map(str::to_string);
+    sup.grace_from = extra_f64("started_at");
+    if let (Some(pid), Some(start_time)) = (
+        prev.pid,
+        prev.extra.get("pid_start_time").and_then(Value::as_u64),
+    ) {
+        sup.instance = Some(Instance { pid, start_time });
+    }
     let due = prev.extra.get("revive_due").and_then(Value::as_bool) == Some(true);
+    let request = prev.extra.get("request_id").and_then(Value::as_str);
     sup.health = match prev.state {
-        AgentState::Healthy if prev.last_seen.is_some() => Health::Healthy,
+        AgentState::Healthy if prev.last_seen.is_some() => {
+            sup.healthy_since = Some(now);
+            Health::Healthy
+        }
         AgentState::Stale | AgentState::Frozen if due => Health::Due { since: now },
         AgentState::Stale | AgentState::Frozen => Health::Stale { since: now },
+        AgentState::Exited => Health::Finished,
+        AgentState::Dead => Health::Dead,
+        AgentState::Abandoned => Health::Abandoned,
+        AgentState::AwaitingApproval if request.is_some() => Health::AwaitingApproval {
+            request_id: request.unwrap_or_default().to_string(),
+            reason: Reason::Stale,
+        },
+        AgentState::Reviving if sup.instance.is_some() => Health::Waiting { revived: true },
+        // A revival that was under way when the daemon stopped: decide
+        // again (its attempt was counted).
+        AgentState::Reviving => {
+            sup.health = Health::Due { since: now };
+            return vec![Change::Due(Reason::Stale)];
+        }
+        _ if sup.instance.is_some() => Health::Waiting { revived: false },
+        // Judged afresh, as if first seen (a fresh heartbeat keeps an
+        // autostart agent from being started twice).
         _ => {
             sup.last_seen = None;
-            Health::Waiting { since: now }
+            sup.health.clone()
         }
     };
+    let lost = prev.extra.get("lost_pid").and_then(Value::as_i64);
+    match lost.and_then(|p| i32::try_from(p).ok()) {
+        Some(pid)
+            if !matches!(
+                sup.health,
+                Health::Finished | Health::Dead | Health::Abandoned
+            ) =>
+        {
+            // It died while no daemon watched; how, nobody can tell.
+            sup.instance = Some(Instance { pid, start_time: 0 });
+            sup.exited(pid, ExitInfo::default())
+        }
+        _ => Vec::new(),
+    }
 }
 
 #[cfg(test)]

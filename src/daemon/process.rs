@@ -1,0 +1,746 @@
+//! Agent processes: starting them inside their cell, knowing for sure which
+//! process is whose, watching them for exit, and stopping them.
+//!
+//! Identity. A pid alone proves nothing (pids are recycled, and a heartbeat
+//! can name any pid). A process is the agent's if the daemon started it and
+//! its pid *and* start time (field 22 of `/proc/<pid>/stat`) still match,
+//! on the same boot; or if its environment carries this cell's
+//! `LAZARUS_CELL_UUID` and this agent's `LAZARUS_AGENT`. Nothing else is
+//! ever signalled, and never pid 1 or the daemon itself.
+//!
+//! Every agent runs in its own session (`setsid`), so the session id is
+//! the agent's pid: stopping an agent signals every process of that session
+//! that started no earlier than the agent — its descendants go with it, and
+//! a session id cannot be reused while any member lives.
+//!
+//! Agents' output goes to a descriptor of `logs/<agent>.log`, never to a
+//! pipe, so agents keep running and logging when the daemon restarts.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use nix::unistd::{Gid, Pid, Uid};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::cell::settings::SpawnSpec;
+use crate::store::Dir;
+use crate::supervisor::{AgentId, CellId, ExitInfo, Instance, Reason};
+
+/// Environment variables never passed to agents: they would let an agent
+/// talk to systemd as the daemon, or take over its sockets.
+const SCRUBBED: &[&str] = &["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"];
+
+/// What `/proc/<pid>/stat` says of a process.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stat {
+    /// R running, S sleeping, D disk wait, T stopped, Z zombie, …
+    pub state: char,
+    pub session: i32,
+    /// User + system CPU time, in clock ticks.
+    pub cpu_ticks: u64,
+    /// Clock ticks after boot at which it started.
+    pub start_time: u64,
+    pub rss_pages: u64,
+}
+
+/// Parses `/proc/<pid>/stat`. The command name (field 2) may hold spaces
+/// and parentheses, so fields are counted after the *last* `)`.
+pub fn parse_stat(text: &str) -> Option<Stat> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_ascii_whitespace().collect();
+    // f[0] is field 3 (state); field n is f[n - 3].
+    let num = |n: usize| f.get(n - 3)?.parse::<u64>().ok();
+    Some(Stat {
+        state: f.first()?.chars().next()?,
+        session: f.get(3)?.parse().ok()?,
+        cpu_ticks: num(14)? + num(15)?,
+        start_time: num(22)?,
+        rss_pages: num(24)?,
+    })
+}
+
+pub fn stat(pid: i32) -> Option<Stat> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// This boot's id: start times are only comparable within one boot.
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn clock_ticks() -> f64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .map_or(100.0, |t| t as f64)
+}
+
+fn page_size() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .map_or(4096, |p| p as u64)
+}
+
+/// Whether `instance` is alive and still the same process.
+pub fn is_alive(instance: Instance) -> bool {
+    stat(instance.pid).is_some_and(|s| s.start_time == instance.start_time && s.state != 'Z')
+}
+
+/// Whether the process's environment names this cell and agent (the proof
+/// for a process the daemon did not start, e.g. one a previous daemon
+/// started and a heartbeat names).
+pub fn environ_proves(pid: i32, cell: &str, agent: &str) -> bool {
+    let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+        return false;
+    };
+    let has = |var: &str, value: &str| {
+        env.split(|b| *b == 0).any(|kv| {
+            kv.strip_prefix(var.as_bytes())
+                .and_then(|r| r.strip_prefix(b"="))
+                == Some(value.as_bytes())
+        })
+    };
+    has("LAZARUS_CELL_UUID", cell) && has("LAZARUS_AGENT", agent)
+}
+
+/// Pids that must never be signalled, whatever any file says.
+fn untouchable(pid: i32) -> bool {
+    pid <= 1 || pid == std::process::id() as i32
+}
+
+/// Sends `signal` to every process of the session `leader` started that
+/// began no earlier than it (its descendants that stayed in its session),
+/// and to the leader itself if `leader_held` (the caller holds the
+/// unreaped child or a pidfd, so its pid cannot have been reused).
+/// Returns how many processes were signalled.
+pub fn signal_session(leader: Instance, signal: Signal, leader_held: bool) -> usize {
+    let mut sent = 0;
+    if leader_held
+        && !untouchable(leader.pid)
+        && nix::sys::signal::kill(Pid::from_raw(leader.pid), signal).is_ok()
+    {
+        sent += 1;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return sent;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid == leader.pid || untouchable(pid) {
+            continue;
+        }
+        if let Some(s) = stat(pid)
+            && s.session == leader.pid
+            && s.start_time >= leader.start_time
+            && nix::sys::signal::kill(Pid::from_raw(pid), signal).is_ok()
+        {
+            sent += 1;
+        }
+    }
+    sent
+}
+
+/// What `agent_stale` says of a process, so an operator can tell hung
+/// (S/D, CPU still) from busy (R, CPU moving) from stopped (T).
+pub fn diagnose(instance: Instance, cpu_at_beat: Option<u64>) -> Option<serde_json::Value> {
+    let s = stat(instance.pid).filter(|s| s.start_time == instance.start_time)?;
+    let mut v = serde_json::json!({
+        "pid": instance.pid,
+        "state": s.state.to_string(),
+        "cpu_s": (s.cpu_ticks as f64 / clock_ticks() * 100.0).round() / 100.0,
+        "rss_bytes": s.rss_pages * page_size(),
+    });
+    if let Some(before) = cpu_at_beat {
+        v["cpu_advanced"] = serde_json::Value::Bool(s.cpu_ticks > before);
+    }
+    Some(v)
+}
+
+/// A pidfd: a handle on one process that cannot be confused with a later
+/// process of the same pid.
+fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+fn pidfd_signal(fd: &OwnedFd, signal: Signal) -> std::io::Result<()> {
+    // SAFETY: signals the process `fd` refers to; no pointers but NULL.
+    let r = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            signal as i32,
+            std::ptr::null::<nix::libc::siginfo_t>(),
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Opens a pidfd on `instance` and checks, after opening it, that it is
+/// still the same process (so the pidfd cannot refer to a recycled pid).
+fn open_verified(instance: Instance) -> Option<OwnedFd> {
+    let fd = pidfd_open(instance.pid).ok()?;
+    is_alive(instance).then_some(fd)
+}
+
+/// Waits until the process behind `fd` has exited (a pidfd becomes
+/// readable then). Falls back to looking at `/proc` if it cannot be
+/// registered.
+async fn exited(fd: &OwnedFd, instance: Instance) {
+    // SAFETY: `fd` outlives the registration, which is dropped on return.
+    let registered =
+        unsafe { AsyncFd::register_with_interest(fd.as_fd(), tokio::io::Interest::READABLE) };
+    match registered {
+        Ok(afd) => {
+            let _ = afd.readable().await;
+        }
+        Err(_) => {
+            while is_alive(instance) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// Messages from process tasks to the daemon's loop.
+#[derive(Debug)]
+pub enum ProcMsg {
+    /// An instance ended (by itself, or because it was told to stop).
+    Exited {
+        cell: CellId,
+        agent: AgentId,
+        pid: i32,
+        exit: ExitInfo,
+    },
+    /// A process a heartbeat claimed has been dealt with (stopped if it
+    /// was provably the agent's).
+    ClaimDone { cell: CellId, agent: AgentId },
+}
+
+/// One running instance the daemon watches.
+struct Entry {
+    instance: Instance,
+    /// Tells the watching task to stop the instance, with this grace.
+    stop: Option<oneshot::Sender<Duration>>,
+    /// A stop was asked for: its exit answers a kill.
+    stopping: bool,
+    /// CPU ticks at its last heartbeat, for the stale diagnosis.
+    cpu_at_beat: Option<u64>,
+}
+
+/// Every instance the daemon watches, by cell and agent.
+pub struct Procs {
+    tx: mpsc::UnboundedSender<ProcMsg>,
+    table: HashMap<CellId, HashMap<AgentId, Entry>>,
+    pub boot_id: String,
+}
+
+/// What to start.
+pub struct Start<'a> {
+    pub cell: &'a CellId,
+    pub agent: &'a AgentId,
+    pub spec: &'a SpawnSpec,
+    pub attempt: u32,
+    pub reason: Reason,
+    pub substitute_for: Option<&'a str>,
+}
+
+impl Procs {
+    pub fn new() -> (Procs, mpsc::UnboundedReceiver<ProcMsg>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let procs = Procs {
+            tx,
+            table: HashMap::new(),
+            boot_id: boot_id(),
+        };
+        (procs, rx)
+    }
+
+    fn entry(&mut self, cell: &str, agent: &str) -> Option<&mut Entry> {
+        self.table.get_mut(cell)?.get_mut(agent)
+    }
+
+    /// An exit reported by a task: `Some(true)` if it answers a stop the
+    /// daemon asked for, `Some(false)` if the instance ended by itself,
+    /// `None` if it is not (or no longer) tracked.
+    pub fn take_exit(&mut self, cell: &str, agent: &str, pid: i32) -> Option<bool> {
+        let agents = self.table.get_mut(cell)?;
+        if agents.get(agent)?.instance.pid != pid {
+            return None;
+        }
+        let entry = agents.remove(agent)?;
+        if agents.is_empty() {
+            self.table.remove(cell);
+        }
+        Some(entry.stopping)
+    }
+
+    /// Asks the task watching the agent's instance to stop it (SIGTERM to
+    /// its session, SIGKILL after `grace`). `false` if the daemon watches
+    /// no instance of it.
+    pub fn stop(&mut self, cell: &str, agent: &str, grace: Duration) -> bool {
+        let Some(entry) = self.entry(cell, agent) else {
+            return false;
+        };
+        entry.stopping = true;
+        if let Some(stop) = entry.stop.take() {
+            // If the task already ended, its exit is on its way and, as
+            // `stopping` is set, answers the kill.
+            let _ = stop.send(grace);
+        }
+        true
+    }
+
+    /// Stops a process a heartbeat names, if and only if its environment
+    /// proves it is this agent's; answers with [`ProcMsg::ClaimDone`].
+    pub fn stop_claimed(&self, cell: &CellId, agent: &AgentId, pid: i32, grace: Duration) {
+        let tx = self.tx.clone();
+        let (cell, agent) = (cell.clone(), agent.clone());
+        tokio::spawn(async move {
+            stop_claimed(&cell, &agent, pid, grace).await;
+            let _ = tx.send(ProcMsg::ClaimDone { cell, agent });
+        });
+    }
+
+    /// Forgets a cell's instances (no longer monitored). They keep
+    /// running; their tasks still reap them.
+    pub fn forget(&mut self, cell: &str) {
+        self.table.remove(cell);
+    }
+
+    /// Samples the instance's CPU time at a heartbeat.
+    pub fn sample_cpu(&mut self, cell: &str, agent: &str) {
+        if let Some(entry) = self.entry(cell, agent) {
+            entry.cpu_at_beat = stat(entry.instance.pid)
+                .filter(|s| s.start_time == entry.instance.start_time)
+                .map(|s| s.cpu_ticks);
+        }
+    }
+
+    /// What `/proc` says of the agent's instance, if the daemon has one.
+    pub fn diagnose(&mut self, cell: &str, agent: &str) -> Option<serde_json::Value> {
+        let entry = self.entry(cell, agent)?;
+        diagnose(entry.instance, entry.cpu_at_beat)
+    }
+
+    /// Watches an instance a previous daemon started (not our child: its
+    /// exit is seen through a pidfd, its exit status is unknown).
+    pub fn adopt(&mut self, cell: &CellId, agent: &AgentId, instance: Instance) {
+        let (stop_tx, stop_rx) = oneshot::channel();
+        self.insert(cell, agent, instance, stop_tx, None);
+        let tx = self.tx.clone();
+        let (cell, agent) = (cell.clone(), agent.clone());
+        tokio::spawn(async move {
+            watch_adopted(instance, stop_rx).await;
+            let _ = tx.send(ProcMsg::Exited {
+                cell,
+                agent,
+                pid: instance.pid,
+                exit: ExitInfo::default(),
+            });
+        });
+    }
+
+    fn insert(
+        &mut self,
+        cell: &CellId,
+        agent: &AgentId,
+        instance: Instance,
+        stop: oneshot::Sender<Duration>,
+        cpu_at_beat: Option<u64>,
+    ) {
+        self.table.entry(cell.clone()).or_default().insert(
+            agent.clone(),
+            Entry {
+                instance,
+                stop: Some(stop),
+                stopping: false,
+                cpu_at_beat,
+            },
+        );
+    }
+
+    /// Starts an agent in its cell and watches it. The error is one
+    /// sentence for `revive_failed`.
+    pub fn spawn(&mut self, root: &Dir, start: Start<'_>) -> Result<Instance, String> {
+        let cell_dir = super::live_cell(root, start.cell).map_err(|e| e.to_string())?;
+        let (mut child, instance) = spawn(&cell_dir, &start)?;
+        let (stop_tx, stop_rx) = oneshot::channel();
+        self.insert(start.cell, start.agent, instance, stop_tx, Some(0));
+        let tx = self.tx.clone();
+        let (cell, agent) = (start.cell.clone(), start.agent.clone());
+        tokio::spawn(async move {
+            let status = watch_child(&mut child, instance, stop_rx).await;
+            let exit = ExitInfo {
+                code: status.as_ref().ok().and_then(|s| s.code()),
+                signal: status.as_ref().ok().and_then(|s| s.signal()),
+            };
+            let _ = tx.send(ProcMsg::Exited {
+                cell,
+                agent,
+                pid: instance.pid,
+                exit,
+            });
+        });
+        Ok(instance)
+    }
+}
+
+/// Waits for our child to exit, or stops it when told to. The child is
+/// not reaped before `wait` returns, so its pid cannot be reused while we
+/// signal it.
+async fn watch_child(
+    child: &mut tokio::process::Child,
+    instance: Instance,
+    stop: oneshot::Receiver<Duration>,
+) -> std::io::Result<std::process::ExitStatus> {
+    let grace = tokio::select! {
+        status = child.wait() => return status,
+        grace = stop => match grace {
+            Ok(grace) => grace,
+            // The daemon forgot it: keep reaping it when it ends.
+            Err(_) => return child.wait().await,
+        },
+    };
+    signal_session(instance, Signal::SIGTERM, true);
+    let status = match tokio::time::timeout(grace, child.wait()).await {
+        Ok(status) => status,
+        Err(_) => {
+            signal_session(instance, Signal::SIGKILL, true);
+            child.wait().await
+        }
+    };
+    // Descendants that ignored SIGTERM and outlived the leader.
+    signal_session(instance, Signal::SIGKILL, false);
+    status
+}
+
+/// [`watch_child`] for a process we did not start, through a pidfd.
+async fn watch_adopted(instance: Instance, stop: oneshot::Receiver<Duration>) {
+    let Some(fd) = open_verified(instance) else {
+        return;
+    };
+    let grace = tokio::select! {
+        () = exited(&fd, instance) => return,
+        grace = stop => match grace {
+            Ok(grace) => grace,
+            Err(_) => return exited(&fd, instance).await,
+        },
+    };
+    stop_through(&fd, instance, grace).await;
+}
+
+/// SIGTERM, `grace`, SIGKILL — the leader through its pidfd (race-free),
+/// the rest of its session by start time.
+async fn stop_through(fd: &OwnedFd, instance: Instance, grace: Duration) {
+    let _ = pidfd_signal(fd, Signal::SIGTERM);
+    signal_session(instance, Signal::SIGTERM, false);
+    if tokio::time::timeout(grace, exited(fd, instance))
+        .await
+        .is_err()
+    {
+        let _ = pidfd_signal(fd, Signal::SIGKILL);
+        signal_session(instance, Signal::SIGKILL, false);
+        exited(fd, instance).await;
+    }
+    signal_session(instance, Signal::SIGKILL, false);
+}
+
+async fn stop_claimed(cell: &str, agent: &str, pid: i32, grace: Duration) {
+    if untouchable(pid) {
+        return;
+    }
+    let Some(s) = stat(pid) else {
+        return;
+    };
+    let instance = Instance {
+        pid,
+        start_time: s.start_time,
+    };
+    let Some(fd) = open_verified(instance) else {
+        return;
+    };
+    // Checked after the pidfd is open: the proof is about this process.
+    if !environ_proves(pid, cell, agent) {
+        tracing::warn!(
+            "cell {cell}: agent {agent}'s heartbeat names pid {pid}, which is not provably \
+             the agent's (its environment does not carry this cell and agent); not signalled"
+        );
+        return;
+    }
+    if s.session == pid {
+        stop_through(&fd, instance, grace).await;
+    } else {
+        let _ = pidfd_signal(&fd, Signal::SIGTERM);
+        if tokio::time::timeout(grace, exited(&fd, instance))
+            .await
+            .is_err()
+        {
+            let _ = pidfd_signal(&fd, Signal::SIGKILL);
+            exited(&fd, instance).await;
+        }
+    }
+}
+
+/// The user an agent runs as: the owner of its cell directory when the
+/// daemon is root, the daemon's own user otherwise.
+struct Identity {
+    uid: Uid,
+    gid: Gid,
+    groups: Vec<Gid>,
+}
+
+fn identity(cell_dir: &Dir) -> Result<Option<Identity>, String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(None);
+    }
+    let st = nix::sys::stat::fstat(cell_dir.as_fd()).map_err(|e| format!("cell directory: {e}"))?;
+    if st.st_uid == 0 {
+        return Ok(None);
+    }
+    let uid = Uid::from_raw(st.st_uid);
+    let gid = Gid::from_raw(st.st_gid);
+    // Supplementary groups of the owner, looked up before fork (NSS is not
+    // async-signal-safe).
+    let groups = nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .and_then(|u| {
+            let name = CString::new(u.name).ok()?;
+            nix::unistd::getgrouplist(&name, u.gid).ok()
+        })
+        .unwrap_or_else(|| vec![gid]);
+    Ok(Some(Identity { uid, gid, groups }))
+}
+
+/// Creates `rel` in the cell if missing, owned by the agent's user.
+fn agent_dir(cell_dir: &Dir, rel: &str, who: Option<&Identity>) -> Result<Dir, String> {
+    let existed = cell_dir.subdir(rel).ok();
+    let dir = match existed {
+        Some(d) => return Ok(d),
+        None => cell_dir.create_dirs(rel).map_err(|e| e.to_string())?,
+    };
+    if let Some(who) = who {
+        nix::unistd::fchown(dir.as_fd(), Some(who.uid), Some(who.gid))
+            .map_err(|e| format!("{}: {e}", dir.path().display()))?;
+    }
+    Ok(dir)
+}
+
+/// The rlimit a `limits` key names.
+fn resource(name: &str) -> Option<nix::sys::resource::Resource> {
+    use nix::sys::resource::Resource as R;
+    Some(match name {
+        "as" => R::RLIMIT_AS,
+        "core" => R::RLIMIT_CORE,
+        "cpu" => R::RLIMIT_CPU,
+        "data" => R::RLIMIT_DATA,
+        "fsize" => R::RLIMIT_FSIZE,
+        "memlock" => R::RLIMIT_MEMLOCK,
+        "nofile" => R::RLIMIT_NOFILE,
+        "nproc" => R::RLIMIT_NPROC,
+        "stack" => R::RLIMIT_STACK,
+        _ => return None,
+    })
+}
+
+/// The agent's environment: the daemon's, minus what belongs to the
+/// daemon alone, plus the agent's `env`, plus the five `LAZARUS_*`
+/// variables, which always win.
+pub fn environment(cell_dir: &Dir, start: &Start<'_>) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| !SCRUBBED.contains(&k.as_str()) && !k.starts_with("LISTEN_"))
+        .filter(|(k, _)| k != "LAZARUS_SUBSTITUTE_FOR")
+        .collect();
+    let mut set = |k: &str, v: String| {
+        env.retain(|(key, _)| key != k);
+        env.push((k.to_string(), v));
+    };
+    for (k, v) in &start.spec.env {
+        set(k, v.clone());
+    }
+    let dir = cell_dir.path();
+    set("LAZARUS_CELL_UUID", start.cell.to_string());
+    set("LAZARUS_CELL_DIR", dir.display().to_string());
+    set("LAZARUS_AGENT", start.agent.to_string());
+    set(
+        "LAZARUS_HEARTBEAT_FILE",
+        dir.join(crate::cell::heartbeat_rel(start.agent))
+            .display()
+            .to_string(),
+    );
+    set("LAZARUS_REVIVE_ATTEMPT", start.attempt.to_string());
+    if let Some(dead) = start.substitute_for {
+        set("LAZARUS_SUBSTITUTE_FOR", dead.to_string());
+    }
+    env
+}
+
+fn spawn(cell_dir: &Dir, start: &Start<'_>) -> Result<(tokio::process::Child, Instance), String> {
+    let who = identity(cell_dir)?;
+    let workspace = agent_dir(cell_dir, "workspace", who.as_ref())?;
+    let logs = agent_dir(cell_dir, "logs", who.as_ref())?;
+    let log_name = format!("{}.log", start.agent);
+    let log = logs
+        .open_append(&log_name)
+        .map_err(|e| format!("log file: {e}"))?;
+    if let Some(who) = &who {
+        let _ = nix::unistd::fchown(log.as_fd(), Some(who.uid), Some(who.gid));
+    }
+    let argv = &start.spec.argv;
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .env_clear()
+        .envs(environment(cell_dir, start))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .kill_on_drop(false);
+    // The header is written by the child itself, right before exec, so it
+    // precedes anything the agent prints; only the pid is filled in there.
+    let header = format!(
+        "--- {} lazarus-pit: {} {} ({}, attempt {}), pid ",
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        if start.reason.is_start() {
+            "starting"
+        } else {
+            "reviving"
+        },
+        start.agent,
+        start.reason.as_str(),
+        start.attempt,
+    )
+    .into_bytes();
+    let limits: Vec<(nix::sys::resource::Resource, u64)> = start
+        .spec
+        .limits
+        .iter()
+        .filter_map(|(name, v)| Some((resource(name)?, *v)))
+        .collect();
+    let ws_fd = workspace.as_fd().as_raw_fd();
+    let ids = who.map(|w| (w.uid, w.gid, w.groups));
+    // SAFETY: the closure runs in the forked child before exec and only
+    // makes async-signal-safe system calls on data prepared before the
+    // fork; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::setsid()?;
+            nix::unistd::fchdir(std::os::fd::BorrowedFd::borrow_raw(ws_fd))?;
+            for (resource, value) in &limits {
+                nix::sys::resource::setrlimit(*resource, *value, *value)?;
+            }
+            if let Some((uid, gid, groups)) = &ids {
+                nix::unistd::setgroups(groups)?;
+                nix::unistd::setgid(*gid)?;
+                nix::unistd::setuid(*uid)?;
+            }
+            write_header(&header);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => format!("command not found: {}", argv[0]),
+        std::io::ErrorKind::PermissionDenied => {
+            format!("permission denied: {} (or the cell's workspace)", argv[0])
+        }
+        _ => format!("cannot start {}: {e}", argv[0]),
+    })?;
+    let pid = child.id().ok_or("the agent exited before it was seen")? as i32;
+    // Unreaped, so /proc/<pid> exists even if it already exited.
+    let start_time = stat(pid).map(|s| s.start_time).unwrap_or_default();
+    Ok((child, Instance { pid, start_time }))
+}
+
+/// Writes `header` + the pid + newline to fd 1 (the log), without
+/// allocating or locking (it runs between fork and exec).
+fn write_header(header: &[u8]) {
+    let mut buf = [0u8; 16];
+    let mut n = std::process::id();
+    let mut i = buf.len();
+    buf[i - 1] = b'\n';
+    i -= 1;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // SAFETY: fd 1 is open in the child (the log) for its whole life.
+    let out = unsafe { std::os::fd::BorrowedFd::borrow_raw(1) };
+    for mut part in [header, &buf[i..]] {
+        while !part.is_empty() {
+            match nix::unistd::write(out, part) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => part = &part[n..],
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_counted_after_the_last_parenthesis() {
+        let line = "4242 (evil) S 1 2 (x) R 1 4242 4242 0 -1 4194560 100 0 0 0 \
+                    250 50 0 0 20 0 1 0 987654 1000000 321 18446744073709551615";
+        // The name "evil) S 1 2 (x" would shift every field if split on the
+        // first ')'.
+        let s = parse_stat(line).expect("parse");
+        assert_eq!(s.state, 'R');
+        assert_eq!(s.session, 4242);
+        assert_eq!(s.cpu_ticks, 300);
+        assert_eq!(s.start_time, 987654);
+        assert_eq!(s.rss_pages, 321);
+    }
+
+    #[test]
+    fn our_own_process_is_alive_and_identified() {
+        let me = stat(std::process::id() as i32).expect("own stat");
+        let instance = Instance {
+            pid: std::process::id() as i32,
+            start_time: me.start_time,
+        };
+        assert!(is_alive(instance));
+        assert!(!is_alive(Instance {
+            start_time: me.start_time + 1,
+            ..instance
+        }));
+        assert!(!boot_id().is_empty());
+    }
+
+    #[test]
+    fn pid_one_and_self_are_never_signalled() {
+        assert!(untouchable(1));
+        assert!(untouchable(0));
+        assert!(untouchable(-5));
+        assert!(untouchable(std::process::id() as i32));
+    }
+}
