@@ -488,6 +488,7 @@ impl Supervisor {
         cell.agents.retain(|name, _| wanted.contains_key(name));
         changed |= cell.agents.len() != before;
         let mut to_check = Vec::new();
+        let mut to_arm = Vec::new();
         let mut restored = Vec::new();
         for (name, settings) in wanted {
             match cell.agents.get_mut(&name) {
@@ -521,7 +522,9 @@ impl Supervisor {
                     cell.agents
                         .insert(name.clone(), Tracked { sup, timer: None });
                     changed = true;
-                    to_check.push(name);
+                    // Only armed: a start waits until the shell has read
+                    // the agent's heartbeat (a fresh one means it runs).
+                    to_arm.push(name);
                 }
             }
         }
@@ -530,6 +533,9 @@ impl Supervisor {
         }
         for name in to_check {
             self.expire(&id, &name, now, out);
+        }
+        for name in to_arm {
+            self.schedule(&id, &name);
         }
         if changed {
             out.push(Action::StateChanged {

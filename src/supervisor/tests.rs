@@ -269,8 +269,11 @@ fn a_previous_daemons_state_is_restored_without_repeating_events() {
         50.0,
     );
     // a was already stale (and reported); b was healthy at 40 with a 5 s
-    // threshold, so it is stale now: that is news.
-    assert_eq!(agents_in_events(&out), ["b"]);
+    // threshold, so it is stale now: that is news — at its deadline, which
+    // has passed, once the shell has had the chance to read b's heartbeat.
+    assert_eq!(agents_in_events(&out), Vec::<String>::new());
+    assert_eq!(s.next_deadline(), Some(45.0));
+    assert_eq!(agents_in_events(&s.handle(Input::Tick, 50.0)), ["b"]);
     assert_eq!(s.handle(beat("a", 30.0, Some("lost")), 51.0), vec![]);
     let snap = s.snapshot(CELL, 2, 51.0).expect("snap");
     assert_eq!(snap.agent_health["a"].revive_count, 2);
@@ -328,4 +331,437 @@ fn early_entries_are_rearmed_without_a_wakeup() {
     assert_eq!(s.next_deadline(), Some(9.0));
     let due = s.take_due(9.0);
     assert_eq!(due, vec![(CELL.into(), "b".into())]);
+}
+
+// ---- Revival: the core's side of kill → spawn, and the policies. ----
+
+/// A cell whose agents have commands; `extra` goes into agent "a".
+fn revivable(policy: &str, extra: &str) -> Input {
+    cell(&format!(
+        r#"{{"status":"active","heartbeat_stale_threshold":10,"resurrect_after":20,
+            "revive_policy":"{policy}","max_revive_attempts":2,
+            "agents":[{{"name":"a","command":["run-a"]{extra}}},
+                      {{"name":"b","command":["run-b"]}}]}}"#
+    ))
+}
+
+fn find_kill(actions: &[Action], agent: &str) -> Option<Option<Instance>> {
+    actions.iter().find_map(|a| match a {
+        Action::Kill {
+            agent: who,
+            instance,
+            ..
+        } if &**who == agent => Some(*instance),
+        _ => None,
+    })
+}
+
+fn find_spawn(actions: &[Action], agent: &str) -> Option<(u32, Reason, Option<String>)> {
+    actions.iter().find_map(|a| match a {
+        Action::Spawn {
+            agent: who,
+            attempt,
+            reason,
+            substitute_for,
+            ..
+        } if &**who == agent => Some((*attempt, *reason, substitute_for.clone())),
+        _ => None,
+    })
+}
+
+/// Answers a Kill (nothing was running) and the Spawn that follows with
+/// a new instance `pid`.
+fn complete(s: &mut Supervisor, agent: &str, pid: i32, now: f64) -> Vec<Action> {
+    let out = s.handle(
+        Input::Killed {
+            cell: CELL.into(),
+            agent: agent.into(),
+            exited: None,
+        },
+        now,
+    );
+    assert!(find_spawn(&out, agent).is_some(), "{out:?}");
+    s.handle(
+        Input::Spawned {
+            cell: CELL.into(),
+            agent: agent.into(),
+            result: Ok(Instance { pid, start_time: 9 }),
+        },
+        now,
+    )
+}
+
+fn exit(agent: &str, pid: i32, code: i32) -> Input {
+    Input::Exited {
+        cell: CELL.into(),
+        agent: agent.into(),
+        pid,
+        exit: ExitInfo {
+            code: Some(code),
+            signal: None,
+        },
+    }
+}
+
+fn state_of(s: &Supervisor, agent: &str) -> AgentState {
+    s.snapshot(CELL, 1, 0.0).expect("snap").agent_health[agent].state
+}
+
+#[test]
+fn agents_with_commands_start_then_crashes_are_revived_with_backoff_until_exhausted() {
+    let mut s = core();
+    s.handle(revivable("yes", ""), 100.0);
+    // Started at the first deadline, after the shell looked at heartbeats.
+    let out = s.handle(Input::Tick, 100.0);
+    assert_eq!(find_kill(&out, "a"), Some(None));
+    let out = complete(&mut s, "a", 11, 100.0);
+    assert_eq!(events(&out), ["agent_started"]);
+    complete(&mut s, "b", 12, 100.0);
+    assert_eq!(state_of(&s, "a"), AgentState::Unknown);
+
+    // A crash: agent_exited, then revival 1 at once.
+    let out = s.handle(exit("a", 11, 3), 101.0);
+    assert_eq!(events(&out), ["agent_exited"]);
+    assert_eq!(find_kill(&out, "a"), Some(None), "no instance left to stop");
+    let out = complete(&mut s, "a", 13, 101.0);
+    assert_eq!(events(&out), ["agent_revived"]);
+    let Action::Emit { event, .. } = &out[0] else {
+        panic!()
+    };
+    assert_eq!(event.fields["attempt"], 1);
+    assert_eq!(event.fields["reason"], "exited");
+    assert_eq!(event.fields["pid"], 13);
+
+    // Revival 2 waits for its backoff (1 s + jitter).
+    let out = s.handle(exit("a", 13, 1), 102.0);
+    assert_eq!(find_kill(&out, "a"), None);
+    assert_eq!(state_of(&s, "a"), AgentState::Reviving);
+    let at = s.next_deadline().expect("backoff timer");
+    assert!((103.0..=103.1).contains(&at), "{at}");
+    assert_eq!(find_kill(&s.handle(Input::Tick, at - 0.01), "a"), None);
+    assert!(find_kill(&s.handle(Input::Tick, at), "a").is_some());
+    complete(&mut s, "a", 14, at);
+
+    // Max 2: the third death is the end, said once.
+    let out = s.handle(exit("a", 14, 1), at + 1.0);
+    assert_eq!(events(&out), ["agent_exited", "revive_exhausted"]);
+    assert_eq!(state_of(&s, "a"), AgentState::Abandoned);
+    let out = s.handle(Input::Tick, at + 1000.0);
+    assert_eq!(
+        find_kill(&out, "a"),
+        None,
+        "abandoned: no revival by itself"
+    );
+
+    // `lazarus-pit revive` brings it back with a fresh count.
+    let out = s.handle(
+        Input::Revive {
+            cell: CELL.into(),
+            agent: "a".into(),
+        },
+        at + 2000.0,
+    );
+    assert!(find_kill(&out, "a").is_some());
+    let out = complete(&mut s, "a", 15, at + 2000.0);
+    let Action::Emit { event, .. } = &out[0] else {
+        panic!()
+    };
+    assert_eq!(event.fields["reason"], "manual");
+    assert_eq!(event.fields["attempt"], 1);
+}
+
+#[test]
+fn a_hung_agent_is_stopped_before_its_replacement_starts() {
+    let mut s = core();
+    s.handle(revivable("yes", ""), 100.0);
+    s.handle(Input::Tick, 100.0);
+    complete(&mut s, "a", 11, 100.0);
+    complete(&mut s, "b", 12, 100.0);
+    s.handle(beat("a", 101.0, None), 101.0);
+    s.handle(beat("b", 101.0, None), 101.0);
+    // Silent from 101: stale at 111, due at 121 → stop instance 11 first.
+    let out = s.handle(Input::Tick, 121.0);
+    assert_eq!(
+        find_kill(&out, "a"),
+        Some(Some(Instance {
+            pid: 11,
+            start_time: 9
+        }))
+    );
+    assert!(find_spawn(&out, "a").is_none(), "not before it is stopped");
+    let out = s.handle(
+        Input::Killed {
+            cell: CELL.into(),
+            agent: "a".into(),
+            exited: Some((
+                11,
+                ExitInfo {
+                    code: None,
+                    signal: Some(15),
+                },
+            )),
+        },
+        121.5,
+    );
+    assert_eq!(events(&out), ["agent_exited"]);
+    assert_eq!(find_spawn(&out, "a"), Some((1, Reason::Stale, None)));
+    // The new instance has resurrect_after (20 s) of grace.
+    s.handle(
+        Input::Spawned {
+            cell: CELL.into(),
+            agent: "a".into(),
+            result: Ok(Instance {
+                pid: 21,
+                start_time: 10,
+            }),
+        },
+        121.5,
+    );
+    let out = s.handle(Input::Tick, 141.4);
+    assert!(!events(&out).contains(&"agent_stale"), "{out:?}");
+    let out = s.handle(beat("a", 141.0, None), 141.4);
+    assert_eq!(events(&out), ["agent_recovered"]);
+}
+
+#[test]
+fn clean_exit_finishes_and_failed_spawns_count() {
+    let mut s = core();
+    s.handle(revivable("yes", ""), 100.0);
+    s.handle(Input::Tick, 100.0);
+    complete(&mut s, "a", 11, 100.0);
+    complete(&mut s, "b", 12, 100.0);
+    let out = s.handle(exit("a", 11, 0), 101.0);
+    assert_eq!(events(&out), ["agent_exited"]);
+    assert_eq!(state_of(&s, "a"), AgentState::Exited);
+    let out = s.handle(Input::Tick, 1000.0);
+    assert_eq!(
+        find_kill(&out, "a"),
+        None,
+        "finished agents are not revived"
+    );
+    assert!(find_kill(&out, "b").is_some(), "b, silent, is");
+
+    // A command that cannot start: revive_failed, each one an attempt.
+    let mut s = core();
+    s.handle(revivable("yes", ""), 100.0);
+    s.handle(Input::Tick, 100.0);
+    let fail = |s: &mut Supervisor, now: f64| {
+        s.handle(
+            Input::Killed {
+                cell: CELL.into(),
+                agent: "a".into(),
+                exited: None,
+            },
+            now,
+        );
+        s.handle(
+            Input::Spawned {
+                cell: CELL.into(),
+                agent: "a".into(),
+                result: Err("command not found: run-a".into()),
+            },
+            now,
+        )
+    };
+    let out = fail(&mut s, 100.0);
+    assert_eq!(events(&out), ["revive_failed"]);
+    assert!(find_kill(&out, "a").is_some(), "revival 1 at once");
+    let out = fail(&mut s, 100.0);
+    assert_eq!(events(&out), ["revive_failed"]);
+    assert_eq!(find_kill(&out, "a"), None, "revival 2 after backoff");
+    let out = s.handle(Input::Tick, 102.0);
+    assert!(find_kill(&out, "a").is_some());
+    let out = fail(&mut s, 102.0);
+    assert_eq!(events(&out), ["revive_failed", "revive_exhausted"]);
+    assert_eq!(state_of(&s, "a"), AgentState::Abandoned);
+}
+
+#[test]
+fn policy_no_and_ask() {
+    let mut s = core();
+    s.handle(revivable("no", ""), 100.0);
+    s.handle(Input::Tick, 100.0);
+    complete(&mut s, "a", 11, 100.0);
+    let out = s.handle(exit("a", 11, 1), 101.0);
+    assert_eq!(events(&out), ["agent_exited", "agent_dead"]);
+    assert_eq!(find_kill(&out, "a"), None);
+    assert_eq!(state_of(&s, "a"), AgentState::Dead);
+
+    let mut s = core();
+    s.handle(revivable("ask", ""), 100.0);
+    s.handle(Input::Tick, 100.0);
+    complete(&mut s, "a", 11, 100.0);
+    let out = s.handle(exit("a", 11, 1), 101.0);
+    assert_eq!(events(&out), ["agent_exited", "revive_requested"]);
+    let request_id = out
+        .iter()
+        .find_map(|a| match a {
+            Action::Request { request_id, .. } => Some(request_id.clone()),
+            _ => None,
+        })
+        .expect("request file");
+    assert_eq!(s.pending_request(CELL, "a"), Some(request_id.as_str()));
+    assert_eq!(state_of(&s, "a"), AgentState::AwaitingApproval);
+    // A wrong id only removes that file.
+    let out = s.handle(
+        Input::Decision {
+            cell: CELL.into(),
+            agent: "a".into(),
+            request_id: "other".into(),
+            approved: true,
+        },
+        102.0,
+    );
+    assert!(find_kill(&out, "a").is_none());
+    let out = s.handle(
+        Input::Decision {
+            cell: CELL.into(),
+            agent: "a".into(),
+            request_id: request_id.clone(),
+            approved: true,
+        },
+        103.0,
+    );
+    assert!(out.contains(&Action::CloseRequest {
+        cell: CELL.into(),
+        request_id
+    }));
+    assert!(find_kill(&out, "a").is_some());
+    let out = complete(&mut s, "a", 12, 103.0);
+    let Action::Emit { event, .. } = &out[0] else {
+        panic!()
+    };
+    assert_eq!(event.fields["reason"], "approved");
+
+    // Denied: dead, no revival.
+    s.handle(exit("a", 12, 1), 104.0);
+    let request_id = s
+        .pending_request(CELL, "a")
+        .expect("asked again")
+        .to_string();
+    let out = s.handle(
+        Input::Decision {
+            cell: CELL.into(),
+            agent: "a".into(),
+            request_id,
+            approved: false,
+        },
+        105.0,
+    );
+    assert!(find_kill(&out, "a").is_none());
+    assert_eq!(state_of(&s, "a"), AgentState::Dead);
+}
+
+#[test]
+fn policy_substitute_hands_over_to_a_healthy_one_or_starts_one() {
+    let mut s = core();
+    s.handle(
+        revivable("substitute", r#","substitutes":["ghost","b"]"#),
+        100.0,
+    );
+    s.handle(Input::Tick, 100.0);
+    complete(&mut s, "a", 11, 100.0);
+    complete(&mut s, "b", 12, 100.0);
+    s.handle(beat("b", 100.5, None), 100.5);
+    let out = s.handle(exit("a", 11, 1), 101.0);
+    assert_eq!(events(&out), ["agent_exited", "agent_substituted"]);
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::Handoff { substitute, .. } if substitute == "b"))
+    );
+    assert_eq!(find_kill(&out, "a"), None);
+    assert_eq!(state_of(&s, "a"), AgentState::Dead);
+
+    // None healthy: the substitute that is down is started for it.
+    let mut s = core();
+    s.handle(
+        cell(
+            r#"{"status":"active","revive_policy":"substitute","agents":[
+                {"name":"a","command":["run-a"],"substitutes":["b"]},
+                {"name":"b","command":["run-b"],"autostart":false}]}"#,
+        ),
+        100.0,
+    );
+    s.handle(Input::Tick, 100.0);
+    complete(&mut s, "a", 11, 100.0);
+    let out = s.handle(exit("a", 11, 1), 101.0);
+    assert_eq!(events(&out), ["agent_exited", "agent_substituted"]);
+    assert!(find_kill(&out, "b").is_some());
+    let out = s.handle(
+        Input::Killed {
+            cell: CELL.into(),
+            agent: "b".into(),
+            exited: None,
+        },
+        101.0,
+    );
+    assert_eq!(
+        find_spawn(&out, "b"),
+        Some((0, Reason::Substitute, Some("a".into())))
+    );
+
+    // Nobody at all: agent_dead.
+    let mut s = core();
+    s.handle(
+        cell(
+            r#"{"status":"active","revive_policy":"substitute","agents":[
+                {"name":"a","command":["run-a"],"substitutes":["b"]},{"name":"b"}]}"#,
+        ),
+        100.0,
+    );
+    s.handle(Input::Tick, 100.0);
+    complete(&mut s, "a", 11, 100.0);
+    let out = s.handle(exit("a", 11, 1), 101.0);
+    assert_eq!(events(&out), ["agent_exited", "agent_dead"]);
+}
+
+#[test]
+fn a_restart_adopts_live_instances_and_reports_lost_ones() {
+    let mut s = core();
+    s.handle(revivable("yes", ""), 100.0);
+    s.handle(Input::Tick, 100.0);
+    complete(&mut s, "a", 11, 100.0);
+    complete(&mut s, "b", 12, 100.0);
+    s.handle(beat("a", 101.0, None), 101.0);
+    s.handle(exit("b", 12, 1), 101.0);
+    complete(&mut s, "b", 13, 101.0);
+    s.handle(beat("b", 102.0, None), 102.0);
+    let mut previous = s.snapshot(CELL, 1, 102.0).expect("snap");
+    assert_eq!(previous.agent_health["a"].pid, Some(11));
+    assert_eq!(previous.agent_health["b"].revive_count, 1);
+    // The shell found b's instance gone while no daemon watched.
+    let b = previous.agent_health.get_mut("b").expect("b");
+    b.pid = None;
+    b.extra.insert("lost_pid".into(), 13.into());
+
+    let mut t = core();
+    let out = t.handle(
+        Input::Cell {
+            id: CELL.into(),
+            manifest: match revivable("yes", "") {
+                Input::Cell { manifest, .. } => manifest,
+                _ => unreachable!(),
+            },
+            previous: Some(Box::new(previous)),
+        },
+        103.0,
+    );
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::Adopt { agent, instance, .. }
+        if &**agent == "a" && instance.pid == 11))
+    );
+    assert!(find_kill(&out, "a").is_none(), "a runs: no second copy");
+    assert_eq!(events(&out), ["agent_exited"], "b's death is reported");
+    let at = t.next_deadline().expect("b's backoff");
+    assert!(
+        find_kill(&t.handle(Input::Tick, at), "b").is_some(),
+        "and b is revived"
+    );
+    let out = complete(&mut t, "b", 14, at);
+    let Action::Emit { event, .. } = &out[0] else {
+        panic!()
+    };
+    assert_eq!(event.fields["attempt"], 2, "the count survived the restart");
+    assert!(find_kill(&t.handle(Input::Tick, at + 1.0), "a").is_none());
 }
