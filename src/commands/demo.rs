@@ -64,6 +64,8 @@ struct Demo {
     started: Instant,
     /// The latest pid of each agent, from the events.
     pids: Vec<(String, i32)>,
+    /// Events (name, agent) printed since the demo last acted.
+    seen: Vec<(String, String)>,
 }
 
 impl Demo {
@@ -95,6 +97,7 @@ impl Demo {
             events: None,
             started: Instant::now(),
             pids: Vec::new(),
+            seen: Vec::new(),
         };
         let out = demo
             .command()
@@ -161,7 +164,9 @@ impl Demo {
         Ok(())
     }
 
-    fn say(&self, text: &str) {
+    /// Prints an action of the demo; events before it no longer count.
+    fn say(&mut self, text: &str) {
+        self.seen.clear();
         println!("{:>8}  » {text}", self.elapsed());
     }
 
@@ -178,10 +183,15 @@ impl Demo {
             .ok_or_else(|| Error::Io(std::io::Error::other(format!("demo: no pid for {agent}"))))
     }
 
-    /// Prints events until `event` (of `agent`) is seen.
+    /// Prints events until `event` (of `agent`) has been seen since the
+    /// demo last acted.
     fn wait_for(&mut self, event: &str, agent: Option<&str>) -> Result<()> {
         let deadline = self.started + BUDGET;
+        let matches = |(e, a): &(String, String)| e == event && agent.is_none_or(|w| w == a);
         loop {
+            if self.seen.iter().any(matches) {
+                return Ok(());
+            }
             let Some(follower) = self.events.as_mut() else {
                 return Ok(());
             };
@@ -199,9 +209,8 @@ impl Demo {
                 self.pids.push((a.to_string(), pid as i32));
             }
             println!("{:>8}  {}", self.elapsed(), describe(&line));
-            if name == event && (agent.is_none() || who == agent) {
-                return Ok(());
-            }
+            self.seen
+                .push((name.to_string(), who.unwrap_or_default().to_string()));
         }
     }
 

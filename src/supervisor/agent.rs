@@ -150,8 +150,9 @@ pub struct AgentSup {
     pub healthy_since: Option<f64>,
     /// The process the daemon started, while it runs.
     pub instance: Option<Instance>,
-    /// When the daemon last (re)started it: silence before
-    /// `grace_from + resurrect_after` does not count.
+    /// When the daemon last (re)started it, or saw its instance die:
+    /// silence before `grace_from + resurrect_after` does not count, and
+    /// heartbeats written before it are no sign of the current instance.
     pub grace_from: Option<f64>,
     /// The cell is frozen: nothing is started, due agents wait.
     pub held: bool,
@@ -318,12 +319,15 @@ impl AgentSup {
         self.healthy_since = Some(now);
     }
 
-    /// The daemon's instance `pid` ended. Anything else's exit is ignored.
-    pub fn exited(&mut self, pid: i32, exit: ExitInfo) -> Vec<Change> {
+    /// The daemon's instance `pid` ended at `now`. Anything else's exit is
+    /// ignored. A heartbeat it wrote before dying (read after its exit) is
+    /// no sign of life: only heartbeats from `now` on count.
+    pub fn exited(&mut self, pid: i32, exit: ExitInfo, now: f64) -> Vec<Change> {
         if self.instance.is_none_or(|i| i.pid != pid) {
             return Vec::new();
         }
         self.instance = None;
+        self.grace_from = Some(self.grace_from.map_or(now, |g| g.max(now)));
         let mut changes = vec![Change::Exited { pid, exit }];
         if matches!(self.health, Health::Reviving { .. }) {
             // We are replacing it anyway.
@@ -469,6 +473,12 @@ impl AgentSup {
     }
 
     /// Whether the daemon could start a copy of it now without doubling it.
+    /// Started by the daemon and not beating yet, or being started.
+    pub fn is_coming_up(&self) -> bool {
+        matches!(self.health, Health::Reviving { .. })
+            || (self.instance.is_some() && matches!(self.health, Health::Waiting { .. }))
+    }
+
     pub fn is_down(&self) -> bool {
         self.instance.is_none()
             && !matches!(

@@ -262,7 +262,7 @@ impl Supervisor {
                 exit,
             } => {
                 if let Some(t) = self.tracked(&cell, &agent) {
-                    let changes = t.sup.exited(pid, exit);
+                    let changes = t.sup.exited(pid, exit, now);
                     self.apply(&cell, &agent, changes, now, &mut out);
                     self.schedule(&cell, &agent);
                 }
@@ -635,7 +635,7 @@ impl Supervisor {
             return;
         };
         let mut changes = match exited {
-            Some((pid, exit)) => t.sup.exited(pid, exit),
+            Some((pid, exit)) => t.sup.exited(pid, exit, now),
             None => Vec::new(),
         };
         if t.sup.killed() {
@@ -938,9 +938,10 @@ impl Supervisor {
         }
     }
 
-    /// Policy `substitute`: the first healthy substitute gets a handoff
-    /// packet; if none is healthy, the first one that is down and can be
-    /// started is started (and gets the packet). The dead agent is `dead`.
+    /// Policy `substitute`: the first healthy substitute (or, failing
+    /// that, one the daemon is already starting) gets a handoff packet; if
+    /// there is none, the first one that is down and can be started is
+    /// started (and gets the packet). The dead agent is `dead`.
     fn substitute(
         &mut self,
         cell: &CellId,
@@ -966,11 +967,16 @@ impl Supervisor {
                 })
                 .map(|(name, _)| name.clone())
         };
-        let healthy = candidate(&|s| s.health == Health::Healthy);
-        let startable = || candidate(&|s| s.settings.can_start() && s.is_down() && !s.held);
+        // Healthy first; then one already on its way up (started by the
+        // daemon, not beating yet); then one that is down and can start.
+        let healthy = candidate(&|s| s.health == Health::Healthy)
+            .or_else(|| candidate(&|s| s.is_coming_up()));
         let (substitute, start) = match healthy {
             Some(s) => (Some(s), false),
-            None => (startable(), true),
+            None => (
+                candidate(&|s| s.settings.can_start() && s.is_down() && !s.held),
+                true,
+            ),
         };
         let (last_seen, last_status) = (dead.sup.last_seen, dead.sup.last_status.clone());
         let event = |kind| Event::new(kind).with("agent", &**agent);
@@ -1109,7 +1115,7 @@ fn restore(sup: &mut AgentSup, prev: &AgentHealth, now: f64) -> Vec<Change> {
         {
             // It died while no daemon watched; how, nobody can tell.
             sup.instance = Some(Instance { pid, start_time: 0 });
-            sup.exited(pid, ExitInfo::default())
+            sup.exited(pid, ExitInfo::default(), now)
         }
         _ => Vec::new(),
     }

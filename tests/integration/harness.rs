@@ -348,6 +348,89 @@ impl Drop for Daemon {
     }
 }
 
+impl Env {
+    /// Pids of every agent instance the test agent (`tests/agent.sh`)
+    /// recorded under this root, by agent name, in order of start.
+    pub fn agent_pids(&self) -> Vec<(String, i32)> {
+        let mut out = Vec::new();
+        for cell in std::fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let ws = cell.path().join("workspace");
+            for f in std::fs::read_dir(&ws).into_iter().flatten().flatten() {
+                let name = f.file_name().to_string_lossy().into_owned();
+                if let Some(rest) = name
+                    .strip_prefix("start-")
+                    .and_then(|r| r.strip_suffix(".env"))
+                    && let Some((agent, pid)) = rest.rsplit_once('-')
+                    && let Ok(pid) = pid.parse()
+                {
+                    let modified = f.metadata().and_then(|m| m.modified()).ok();
+                    out.push((modified, agent.to_string(), pid));
+                }
+            }
+        }
+        out.sort();
+        out.into_iter().map(|(_, a, p)| (a, p)).collect()
+    }
+
+    /// What an agent instance recorded at its start (`key=value` lines).
+    pub fn agent_start(
+        &self,
+        uuid: &str,
+        agent: &str,
+        pid: i32,
+    ) -> std::collections::HashMap<String, String> {
+        let path = self
+            .cell(uuid)
+            .join(format!("workspace/start-{agent}-{pid}.env"));
+        // The daemon reports the start before the agent's first line runs.
+        wait_for(
+            &format!("{} to be written", path.display()),
+            Duration::from_secs(10),
+            || path.exists(),
+        );
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+}
+
+/// Whether a process exists (and is not a zombie).
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+    })
+}
+
+impl Drop for Env {
+    /// Kills every agent the daemons of this test started (they outlive a
+    /// daemon by design): each leads its own session, so its process group
+    /// goes with it. Only processes whose environment names this root.
+    fn drop(&mut self) {
+        let root = self.root.display().to_string();
+        for (_, pid) in self.agent_pids() {
+            let ours = std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                env.split(|b| *b == 0).any(|kv| {
+                    kv.starts_with(b"LAZARUS_CELL_DIR=") && kv[17..].starts_with(root.as_bytes())
+                })
+            });
+            if ours {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
 pub fn now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

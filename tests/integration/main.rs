@@ -6,4 +6,5 @@ mod section_cell;
 mod section_config;
 mod section_daemon;
 mod section_heartbeat;
+mod section_revival;
 mod section_schemas;

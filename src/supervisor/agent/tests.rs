@@ -247,8 +247,8 @@ fn a_started_instance_gets_resurrect_after_of_grace() {
 #[test]
 fn failed_exits_are_due_at_once_and_clean_exits_finish() {
     let mut a = running(1000.0);
-    assert_eq!(a.exited(999, CRASH), vec![], "not our instance");
-    let c = a.exited(100, CRASH);
+    assert_eq!(a.exited(999, CRASH, 1000.0), vec![], "not our instance");
+    let c = a.exited(100, CRASH, 1000.0);
     assert_eq!(
         c,
         vec![
@@ -266,7 +266,7 @@ fn failed_exits_are_due_at_once_and_clean_exits_finish() {
         code: Some(0),
         signal: None,
     };
-    assert_eq!(b.exited(100, ok)[1], Change::State);
+    assert_eq!(b.exited(100, ok, 1000.0)[1], Change::State);
     assert_eq!(b.state(), AgentState::Exited);
     assert_eq!(b.deadline(), None, "finished: nothing more happens");
 
@@ -274,13 +274,16 @@ fn failed_exits_are_due_at_once_and_clean_exits_finish() {
     s.restart = RestartPolicy::Always;
     let mut c = running(1000.0);
     c.settings = s;
-    assert_eq!(c.exited(100, ok)[1], Change::Due(Reason::Exited));
+    assert_eq!(c.exited(100, ok, 1000.0)[1], Change::Due(Reason::Exited));
     let killed = ExitInfo {
         code: None,
         signal: Some(9),
     };
     let mut d = running(1000.0);
-    assert_eq!(d.exited(100, killed)[1], Change::Due(Reason::Exited));
+    assert_eq!(
+        d.exited(100, killed, 1000.0)[1],
+        Change::Due(Reason::Exited)
+    );
 }
 
 #[test]
@@ -316,7 +319,7 @@ fn exactly_max_attempts_then_one_exhausted() {
     let mut t = 1000.0;
     let mut gaps = Vec::new();
     for attempt in 1..=3 {
-        let c = a.exited(100 + attempt - 1, CRASH);
+        let c = a.exited(100 + attempt - 1, CRASH, 1000.0);
         assert_eq!(c[1], Change::Due(Reason::Exited));
         let began = revive_once(&mut a, t, 100 + attempt);
         gaps.push(began - t);
@@ -329,7 +332,7 @@ fn exactly_max_attempts_then_one_exhausted() {
         gaps[1] >= 1.0 && gaps[2] >= 2.0 && gaps[2] > gaps[1],
         "{gaps:?}"
     );
-    a.exited(103, CRASH);
+    a.exited(103, CRASH, 1000.0);
     assert_eq!(
         a.schedule_revival(Reason::Exited, t, 7),
         vec![Change::Exhausted { attempts: 3 }]
@@ -349,7 +352,7 @@ fn exactly_max_attempts_then_one_exhausted() {
 #[test]
 fn the_count_resets_after_reset_after_of_health() {
     let mut a = running(1000.0);
-    a.exited(100, CRASH);
+    a.exited(100, CRASH, 1000.0);
     revive_once(&mut a, 1001.0, 101);
     a.heartbeat(1002.0, None, None, 1002.0);
     assert_eq!(a.revive_count, 1);
@@ -362,7 +365,7 @@ fn the_count_resets_after_reset_after_of_health() {
     assert_eq!(a.revive_count, 0, "reset after 600 s of health");
 
     let mut b = running(1000.0);
-    b.exited(100, CRASH);
+    b.exited(100, CRASH, 1000.0);
     revive_once(&mut b, 1001.0, 101);
     b.heartbeat(1002.0, None, None, 1002.0);
     b.heartbeat(1500.0, None, None, 1500.0);
@@ -377,7 +380,7 @@ fn the_count_resets_after_reset_after_of_health() {
 #[test]
 fn a_failed_spawn_counts_and_backs_off() {
     let mut a = running(1000.0);
-    a.exited(100, CRASH);
+    a.exited(100, CRASH, 1000.0);
     assert!(matches!(
         a.schedule_revival(Reason::Exited, 1000.0, 7)[..],
         [Change::Revive { attempt: 1, .. }]
@@ -391,7 +394,7 @@ fn a_failed_spawn_counts_and_backs_off() {
 #[test]
 fn a_backing_off_agent_that_beats_again_recovers() {
     let mut a = running(1000.0);
-    a.exited(100, CRASH);
+    a.exited(100, CRASH, 1000.0);
     a.revive_count = 1;
     a.schedule_revival(Reason::Exited, 1000.0, 7);
     assert!(matches!(a.health, Health::Backoff { .. }));
@@ -416,4 +419,22 @@ fn an_edit_of_an_abandoned_agent_starts_it_afresh() {
     assert_eq!(a.revive_count, 0);
     assert_eq!(a.health, Health::Unstarted);
     assert_eq!(a.deadline(), Some(2000.0));
+}
+
+#[test]
+fn a_heartbeat_written_before_the_death_is_read_after_it_and_ignored() {
+    let mut a = running(1000.0);
+    // The instance beat at 1005 and died at 1005.2; the daemon sees the
+    // exit first and the heartbeat file's event after.
+    a.exited(100, CRASH, 1005.2);
+    a.schedule_revival(Reason::Exited, 1005.2, 7);
+    a.health = Health::Abandoned;
+    let c = a.heartbeat(1005.0, None, Some(100), 1005.3);
+    assert!(!c.contains(&Change::Recovered), "{c:?}");
+    assert_eq!(a.health, Health::Abandoned);
+    // A heartbeat written after it (someone restarted it by hand) does.
+    assert!(
+        a.heartbeat(1006.0, None, None, 1006.0)
+            .contains(&Change::Recovered)
+    );
 }

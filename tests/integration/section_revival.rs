@@ -1,0 +1,489 @@
+//! BRIEF section 7, revival: the real daemon starting, stopping and
+//! reviving a real agent program (`tests/agent.sh`) inside its cell.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::harness::{Env, alive, read_json, repo_file, wait_for};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Thresholds generous enough for a loaded CI machine (agents beat every
+/// 0.2 s), short enough to keep tests quick.
+const CONFIG: &str = "\
+[cells]
+heartbeat_stale_threshold = 2
+resurrect_after = 3
+kill_grace = 0.5
+backoff_initial = 0.3
+backoff_max = 5
+poll_interval = 5
+";
+
+/// An agent entry running `tests/agent.sh MODE`.
+fn agent(name: &str, mode: &str) -> Value {
+    json!({
+        "name": name,
+        "role": "worker",
+        "command": ["/bin/sh", repo_file("tests/agent.sh"), mode],
+        "env": {"CUSTOM": format!("custom-{name}"), "LAZARUS_AGENT": "spoofed"},
+    })
+}
+
+/// Creates an active cell from `cell` (a partial cell.json) and returns
+/// its UUID.
+fn cell(env: &Env, cell: Value) -> String {
+    let path = env.tmp.path().join(format!("tpl-{}.json", rand_suffix()));
+    std::fs::write(&path, cell.to_string()).expect("template");
+    env.create(&["--template", path.to_str().expect("utf-8")])
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos()
+}
+
+fn env() -> Env {
+    let env = Env::new();
+    env.config(CONFIG);
+    env
+}
+
+/// The `pid` of the n-th (1-based) event named `name` for `agent`.
+fn pid_of(env: &Env, uuid: &str, name: &str, agent: &str, n: usize) -> i32 {
+    wait_for(&format!("{n} × {name} of {agent}"), WAIT, || {
+        of_agent(env, uuid, name, agent).len() >= n
+    });
+    of_agent(env, uuid, name, agent)[n - 1]["pid"]
+        .as_i64()
+        .expect("pid") as i32
+}
+
+fn of_agent(env: &Env, uuid: &str, name: &str, agent: &str) -> Vec<Value> {
+    env.events_named(uuid, name)
+        .into_iter()
+        .filter(|e| e["agent"] == agent)
+        .collect()
+}
+
+fn agent_state(env: &Env, uuid: &str, agent: &str) -> Option<String> {
+    env.state(uuid)?["agent_health"][agent]["state"]
+        .as_str()
+        .map(str::to_string)
+}
+
+fn ts(e: &Value) -> f64 {
+    let text = e["ts"].as_str().expect("ts");
+    chrono::DateTime::parse_from_rfc3339(text)
+        .expect("rfc3339")
+        .timestamp_millis() as f64
+        / 1000.0
+}
+
+#[test]
+fn a_hung_agent_is_killed_with_its_session_and_revived_in_its_cell() {
+    let env = env();
+    let uuid = cell(
+        &env,
+        json!({"name": "hung", "agents": [agent("a", "hang-hard")]}),
+    );
+    // A daemon under systemd: its notify socket must not reach agents.
+    let mut cmd = env.command(&["daemon"]);
+    cmd.env("NOTIFY_SOCKET", env.tmp.path().join("no-such-socket"));
+    let _daemon = env.spawn_daemon_cmd(cmd);
+    let first = pid_of(&env, &uuid, "agent_started", "a", 1);
+    let start = env.agent_start(&uuid, "a", first);
+    assert_eq!(start["attempt"], "0");
+    wait_for("the hung agent's child", WAIT, || {
+        env.cell(&uuid).join("workspace/child-a.pid").exists()
+    });
+    let child: i32 = std::fs::read_to_string(env.cell(&uuid).join("workspace/child-a.pid"))
+        .expect("child pid")
+        .trim()
+        .parse()
+        .expect("pid");
+    assert!(alive(child));
+
+    // Stale, with what /proc says of it; then stopped and revived.
+    let stale = env.wait_event(&uuid, "agent_stale", 1, WAIT);
+    assert_eq!(stale[0]["agent"], "a");
+    let process = &stale[0]["process"];
+    assert_eq!(process["pid"], first);
+    assert!(
+        ["S", "R", "D"].contains(&process["state"].as_str().expect("state")),
+        "{process}"
+    );
+    assert!(process["rss_bytes"].as_u64().expect("rss") > 0);
+    assert!(process["cpu_advanced"].is_boolean());
+    let second = pid_of(&env, &uuid, "agent_revived", "a", 1);
+    assert_ne!(first, second);
+    let revived = &of_agent(&env, &uuid, "agent_revived", "a")[0];
+    assert_eq!(revived["attempt"], 1);
+    assert_eq!(revived["reason"], "stale");
+    // It ignored SIGTERM: SIGKILL after kill_grace, and its child too.
+    let exited = &of_agent(&env, &uuid, "agent_exited", "a")[0];
+    assert_eq!(exited["pid"], first);
+    assert_eq!(exited["signal"], 9);
+    assert!(!alive(first), "the hung instance is gone");
+    wait_for("the child in its session to be killed", WAIT, || {
+        !alive(child)
+    });
+
+    // The new instance: its own session, cwd workspace, the cell's env.
+    let start = env.agent_start(&uuid, "a", second);
+    let cell_dir = env.cell(&uuid).canonicalize().expect("canonical");
+    assert_eq!(start["sid"], second.to_string(), "its own session");
+    assert_eq!(
+        start["cwd"],
+        cell_dir.join("workspace").display().to_string()
+    );
+    assert_eq!(start["uuid"], uuid);
+    assert_eq!(start["dir"], env.cell(&uuid).display().to_string());
+    assert_eq!(start["agent"], "a", "LAZARUS_* win over the agent's env");
+    assert_eq!(
+        start["hb"],
+        env.cell(&uuid)
+            .join(".lazarus/heartbeats/a.json")
+            .display()
+            .to_string()
+    );
+    assert_eq!(start["attempt"], "1");
+    assert_eq!(start["custom"], "custom-a");
+    assert_eq!(start["notify"], "unset");
+    env.wait_event(&uuid, "agent_recovered", 1, WAIT);
+
+    // Both starts are in the log, each with a header naming its pid.
+    let log = std::fs::read_to_string(env.cell(&uuid).join("logs/a.log")).expect("log");
+    assert!(
+        log.contains(&format!("starting a (start, attempt 0), pid {first}\n")),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("reviving a (stale, attempt 1), pid {second}\n")),
+        "{log}"
+    );
+    assert!(log.contains("agent a up, attempt 1"), "{log}");
+    wait_for("state.json to show the new instance", WAIT, || {
+        env.state(&uuid).is_some_and(|s| {
+            s["agent_health"]["a"]["pid"] == second && s["agent_health"]["a"]["revive_count"] == 1
+        })
+    });
+}
+
+#[test]
+fn a_crash_is_revived_at_once_and_a_clean_exit_is_finished() {
+    let env = env();
+    // Stale thresholds far beyond the test: only the exit can explain it.
+    let uuid = cell(
+        &env,
+        json!({"heartbeat_stale_threshold": 300, "resurrect_after": 600,
+               "agents": [agent("crashy", "crash-once"), agent("done", "exit0")]}),
+    );
+    let _daemon = env.spawn_daemon(&[]);
+    let first = pid_of(&env, &uuid, "agent_started", "crashy", 1);
+    let second = pid_of(&env, &uuid, "agent_revived", "crashy", 1);
+    let exited = &of_agent(&env, &uuid, "agent_exited", "crashy")[0];
+    assert_eq!(exited["pid"], first);
+    assert_eq!(exited["code"], 3);
+    let revived = &of_agent(&env, &uuid, "agent_revived", "crashy")[0];
+    assert_eq!(revived["reason"], "exited");
+    assert!(
+        ts(revived) - ts(exited) < 1.0,
+        "revived at once: {exited} {revived}"
+    );
+    assert!(alive(second));
+
+    // exit 0 under restart = on-failure: finished, not revived.
+    wait_for("done to be exited", WAIT, || {
+        agent_state(&env, &uuid, "done").as_deref() == Some("exited")
+    });
+    let done = &of_agent(&env, &uuid, "agent_exited", "done")[0];
+    assert_eq!(done["code"], 0);
+    assert!(of_agent(&env, &uuid, "agent_revived", "done").is_empty());
+}
+
+#[test]
+fn max_attempts_with_growing_gaps_then_exhausted_until_revive() {
+    let env = env();
+    let uuid = cell(
+        &env,
+        json!({"max_revive_attempts": 3, "agents": [agent("a", "crash")]}),
+    );
+    let _daemon = env.spawn_daemon(&[]);
+    let exhausted = env.wait_event(&uuid, "revive_exhausted", 1, WAIT);
+    assert_eq!(exhausted[0]["attempts"], 3);
+    wait_for("abandoned", WAIT, || {
+        agent_state(&env, &uuid, "a").as_deref() == Some("abandoned")
+    });
+    let revived = of_agent(&env, &uuid, "agent_revived", "a");
+    assert_eq!(revived.len(), 3, "exactly max_revive_attempts revivals");
+    let exited = of_agent(&env, &uuid, "agent_exited", "a");
+    assert_eq!(exited.len(), 4);
+    // Gap from each death to its revival: 0, then 0.3 s, then 0.6 s.
+    let gaps: Vec<f64> = (0..3).map(|i| ts(&revived[i]) - ts(&exited[i])).collect();
+    assert!(gaps[0] < 0.3, "{gaps:?}");
+    assert!(
+        gaps[1] >= 0.29 && gaps[2] >= 0.59 && gaps[2] > gaps[1],
+        "{gaps:?}"
+    );
+    for (i, r) in revived.iter().enumerate() {
+        assert_eq!(r["attempt"], i + 1);
+    }
+    assert_eq!(env.events_named(&uuid, "revive_exhausted").len(), 1);
+
+    // An operator's revive: a fresh count, reason manual.
+    env.run(&["revive", &uuid, "a"]).success();
+    wait_for("manual revival", WAIT, || {
+        of_agent(&env, &uuid, "agent_revived", "a").len() == 4
+    });
+    let manual = &of_agent(&env, &uuid, "agent_revived", "a")[3];
+    assert_eq!(manual["reason"], "manual");
+    assert_eq!(manual["attempt"], 1);
+    assert!(
+        std::fs::read_dir(env.cell(&uuid).join(".lazarus/requests"))
+            .expect("requests")
+            .next()
+            .is_none(),
+        "the revive request is consumed"
+    );
+}
+
+#[test]
+fn policy_no_records_agent_dead() {
+    let env = env();
+    let uuid = cell(
+        &env,
+        json!({"revive_policy": "no", "agents": [agent("a", "crash")]}),
+    );
+    let _daemon = env.spawn_daemon(&[]);
+    env.wait_event(&uuid, "agent_dead", 1, WAIT);
+    wait_for("dead", WAIT, || {
+        agent_state(&env, &uuid, "a").as_deref() == Some("dead")
+    });
+    assert!(of_agent(&env, &uuid, "agent_revived", "a").is_empty());
+}
+
+#[test]
+fn policy_ask_waits_for_approve_or_deny() {
+    let env = env();
+    let uuid = cell(
+        &env,
+        json!({"revive_policy": "ask", "agents": [agent("a", "crash-once"), agent("b", "crash")]}),
+    );
+    env.run(&["approve", &uuid, "a"])
+        .fails(1, "no revival request is pending");
+    let _daemon = env.spawn_daemon(&[]);
+    let requested = env.wait_event(&uuid, "revive_requested", 2, WAIT);
+    let id_a = requested
+        .iter()
+        .find(|e| e["agent"] == "a")
+        .expect("a asked")["request_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let file = env
+        .cell(&uuid)
+        .join(format!(".lazarus/requests/{id_a}.json"));
+    let request = read_json(&file);
+    assert_eq!(request["agent"], "a");
+    assert_eq!(request["status"], "pending");
+    wait_for("awaiting approval", WAIT, || {
+        agent_state(&env, &uuid, "a").as_deref() == Some("awaiting_approval")
+    });
+
+    env.run(&["approve", &uuid, "a"]).success();
+    let approved = env.wait_event(&uuid, "revive_approved", 1, WAIT);
+    assert_eq!(approved[0]["request_id"], id_a.as_str());
+    pid_of(&env, &uuid, "agent_revived", "a", 1);
+    assert_eq!(
+        of_agent(&env, &uuid, "agent_revived", "a")[0]["reason"],
+        "approved"
+    );
+    wait_for("the answered request to be removed", WAIT, || {
+        !file.exists()
+    });
+
+    env.run(&["deny", &uuid, "b"]).success();
+    env.wait_event(&uuid, "revive_denied", 1, WAIT);
+    wait_for("b dead", WAIT, || {
+        agent_state(&env, &uuid, "b").as_deref() == Some("dead")
+    });
+    assert!(of_agent(&env, &uuid, "agent_revived", "b").is_empty());
+}
+
+#[test]
+fn policy_substitute_hands_over_to_a_healthy_agent() {
+    let env = env();
+    let mut a = agent("a", "crash");
+    a["revive_policy"] = "substitute".into();
+    a["substitutes"] = json!(["ghost", "b"]);
+    let uuid = cell(&env, json!({"agents": [a, agent("b", "beat")]}));
+    let _daemon = env.spawn_daemon(&[]);
+    let sub = env.wait_event(&uuid, "agent_substituted", 1, WAIT);
+    // b may not have beaten yet when a first dies: then it is started for
+    // a (it is down); either way b takes over and gets the packet.
+    assert_eq!(sub[0]["agent"], "a");
+    assert_eq!(sub[0]["substitute"], "b");
+    let inbox = env.cell(&uuid).join("bus/inbox/b");
+    wait_for("the handoff packet", WAIT, || {
+        std::fs::read_dir(&inbox).is_ok_and(|mut d| d.next().is_some())
+    });
+    let packet = std::fs::read_dir(&inbox)
+        .expect("inbox")
+        .flatten()
+        .next()
+        .expect("packet")
+        .path();
+    let packet = read_json(&packet);
+    assert_eq!(packet["dead_agent"], "a");
+    assert_eq!(packet["substitute"], "b");
+    assert_eq!(packet["cell"], uuid.as_str());
+    assert_eq!(packet["reason"], "exited");
+    assert!(of_agent(&env, &uuid, "agent_revived", "a").is_empty());
+}
+
+#[test]
+fn a_substitute_that_is_down_is_started_for_the_dead_agent() {
+    let env = env();
+    let mut a = agent("a", "crash");
+    a["revive_policy"] = "substitute".into();
+    a["substitutes"] = json!(["b"]);
+    let mut b = agent("b", "beat");
+    b["autostart"] = false.into();
+    let uuid = cell(&env, json!({"agents": [a, b]}));
+    let _daemon = env.spawn_daemon(&[]);
+    let started = pid_of(&env, &uuid, "agent_started", "b", 1);
+    let start = env.agent_start(&uuid, "b", started);
+    assert_eq!(start["substitute_for"], "a");
+    let sub = &env.events_named(&uuid, "agent_substituted")[0];
+    assert_eq!(sub["started"], true);
+}
+
+#[test]
+fn a_daemon_restart_adopts_running_agents() {
+    let env = env();
+    let uuid = cell(&env, json!({"agents": [agent("a", "crash-once")]}));
+    let daemon = env.spawn_daemon(&[]);
+    let running = pid_of(&env, &uuid, "agent_revived", "a", 1);
+    wait_for("state.json with the instance", WAIT, || {
+        env.state(&uuid)
+            .is_some_and(|s| s["agent_health"]["a"]["pid"] == running)
+    });
+    let (status, _) = daemon.stop(Duration::from_secs(5));
+    assert!(status.success());
+    assert!(alive(running), "agents outlive the daemon");
+
+    let daemon = env.spawn_daemon(&[]);
+    daemon.wait_log(&format!("adopted agent a (pid {running})"), WAIT);
+    // Give it a witnessed moment: the first state.json of the new daemon.
+    wait_for("the new daemon's state.json", WAIT, || {
+        env.state(&uuid)
+            .is_some_and(|s| s["daemon_pid"] == daemon.pid())
+    });
+    assert_eq!(of_agent(&env, &uuid, "agent_started", "a").len(), 1);
+    assert_eq!(of_agent(&env, &uuid, "agent_revived", "a").len(), 1);
+    let state = env.state(&uuid).expect("state");
+    assert_eq!(state["agent_health"]["a"]["pid"], running);
+    assert_eq!(state["agent_health"]["a"]["revive_count"], 1);
+
+    // The adopted instance is still watched for exit (through a pidfd).
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(running),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    let exited = env.wait_event(&uuid, "agent_exited", 2, WAIT);
+    assert_eq!(exited[1]["pid"], running);
+    let again = pid_of(&env, &uuid, "agent_revived", "a", 2);
+    let revived = &of_agent(&env, &uuid, "agent_revived", "a")[1];
+    assert_eq!(revived["attempt"], 2, "the count survived the restart");
+    assert!(alive(again));
+}
+
+#[test]
+fn a_pid_written_in_a_heartbeat_is_never_signalled_without_proof() {
+    let env = env();
+    let mut bystander = std::process::Command::new("sleep")
+        .arg("1000")
+        .spawn()
+        .expect("sleep");
+    let victim = bystander.id() as i32;
+    let mut a = agent("a", "beat");
+    a["autostart"] = false.into();
+    let uuid = cell(&env, json!({"agents": [a]}));
+    // "a" runs outside the daemon and claims the bystander's pid.
+    let hb = env.cell(&uuid).join(".lazarus/heartbeats/a.json");
+    std::fs::write(
+        &hb,
+        json!({"timestamp": crate::harness::now(), "pid": victim}).to_string(),
+    )
+    .expect("heartbeat");
+    let _daemon = env.spawn_daemon(&[]);
+    // Silent: stale, due, "stopped" (not: no proof), started anew.
+    pid_of(&env, &uuid, "agent_revived", "a", 1);
+    assert!(alive(victim), "the bystander was not signalled");
+    assert!(of_agent(&env, &uuid, "agent_exited", "a").is_empty());
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+}
+
+#[test]
+fn the_notification_hook_gets_the_event_line_and_environment() {
+    let env = env();
+    let out = env.tmp.path().join("hook-out");
+    std::fs::create_dir(&out).expect("dir");
+    env.config(&format!(
+        "{CONFIG}\n[notifications]\ncommand = [\"/bin/sh\", \"-c\", \
+         'cat > \"$0/$LAZARUS_EVENT.json.tmp\"; env | grep ^LAZARUS_ > \"$0/$LAZARUS_EVENT.env\"; \
+         mv \"$0/$LAZARUS_EVENT.json.tmp\" \"$0/$LAZARUS_EVENT.json\"', \"{}\"]\n",
+        out.display()
+    ));
+    let uuid = cell(&env, json!({"agents": [agent("a", "crash-once")]}));
+    let _daemon = env.spawn_daemon(&[]);
+    let file = out.join("agent_revived.json");
+    wait_for("the hook's output", WAIT, || file.exists());
+    let line = std::fs::read_to_string(&file).expect("hook stdin");
+    assert!(
+        line.ends_with('\n') && line.lines().count() == 1,
+        "{line:?}"
+    );
+    let event: Value = serde_json::from_str(&line).expect("one JSON line");
+    assert_eq!(event["event"], "agent_revived");
+    assert_eq!(event["cell"], uuid.as_str());
+    assert_eq!(event["agent"], "a");
+    let vars = std::fs::read_to_string(out.join("agent_revived.env")).expect("env");
+    assert!(vars.contains("LAZARUS_EVENT=agent_revived"), "{vars}");
+    assert!(
+        vars.contains(&format!("LAZARUS_CELL_UUID={uuid}")),
+        "{vars}"
+    );
+    assert!(vars.contains("LAZARUS_AGENT=a"), "{vars}");
+    // agent_started is not among the default events.
+    assert!(!out.join("agent_started.json").exists());
+}
+
+#[test]
+fn demo_exits_zero_and_cleans_up() {
+    let env = Env::new();
+    let run = env.run(&["demo"]).success();
+    for needle in [
+        "agent_stale",
+        "agent_revived",
+        "agent_recovered",
+        "reason stale",
+        "reason exited",
+    ] {
+        assert!(run.stdout.contains(needle), "{needle}: {}", run.stdout);
+    }
+    let root = run
+        .stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("root"))
+        .expect("root line")
+        .trim()
+        .to_string();
+    assert!(!std::path::Path::new(&root).exists(), "{root} removed");
+}
