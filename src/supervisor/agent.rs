@@ -194,7 +194,7 @@ impl AgentSup {
     /// When the revive count resets, if it is to.
     fn reset_at(&self) -> Option<f64> {
         let since = self.healthy_since?;
-        (self.revive_count > 0).then(|| since + self.settings.reset_after.as_secs_f64())
+        (self.revive_count > 0).then_some(since + self.settings.reset_after.as_secs_f64())
     }
 
     /// The instant of the next transition if nothing is reported, or

@@ -487,3 +487,144 @@ fn demo_exits_zero_and_cleans_up() {
         .to_string();
     assert!(!std::path::Path::new(&root).exists(), "{root} removed");
 }
+
+/// Runs a shipped hook with a fake `curl` that records its arguments
+/// (separated by NUL, calls by RS) and answers like Gitea.
+fn run_hook(env: &Env, hook: &str, event: &str, vars: &[(&str, &str)]) -> Vec<Vec<String>> {
+    let bin = env.tmp.path().join("bin");
+    let log = env.tmp.path().join("curl.log");
+    std::fs::create_dir_all(&bin).expect("bin");
+    let curl = bin.join("curl");
+    std::fs::write(
+        &curl,
+        "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\0' \"$a\"; done >> \"$CURL_LOG\"\n\
+         printf '\\036' >> \"$CURL_LOG\"\necho '{\"id\":9,\"number\":42,\"title\":\"t\"}'\n",
+    )
+    .expect("curl");
+    std::process::Command::new("chmod")
+        .args(["+x", curl.to_str().expect("utf-8")])
+        .status()
+        .expect("chmod");
+    let line = json!({"ts": "2026-11-22T00:00:00.000Z", "event": event, "cell": "c-1",
+                      "agent": "a", "note": "a \"quoted\" \\ value"})
+    .to_string();
+    let mut cmd = std::process::Command::new(repo_file(&format!("templates/hooks/{hook}")));
+    cmd.env(
+        "PATH",
+        format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        ),
+    )
+    .env("CURL_LOG", &log)
+    .env("LAZARUS_EVENT", event)
+    .env("LAZARUS_CELL_UUID", "c-1")
+    .env("LAZARUS_AGENT", "a")
+    .env("LAZARUS_HOOK_STATE", env.tmp.path().join("hook-state"))
+    .envs(vars.iter().copied())
+    .stdin(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("hook");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{line}\n").as_bytes())
+        .expect("stdin");
+    assert!(
+        child.wait().expect("wait").success(),
+        "{hook} {event} failed"
+    );
+    let calls = std::fs::read_to_string(&log).unwrap_or_default();
+    std::fs::remove_file(&log).ok();
+    calls
+        .split('\x1e')
+        .filter(|c| !c.is_empty())
+        .map(|l| {
+            l.split('\0')
+                .filter(|a| !a.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .collect()
+}
+
+/// The argument after `flag` in one curl call.
+fn arg_after<'a>(call: &'a [String], flag: &str) -> &'a str {
+    let i = call.iter().position(|a| a == flag).expect(flag);
+    &call[i + 1]
+}
+
+#[test]
+fn the_shipped_gitea_hook_opens_and_closes_one_issue_per_agent() {
+    let env = Env::new();
+    let gitea = [
+        ("LAZARUS_GITEA_URL", "https://gitea.example/"),
+        ("LAZARUS_GITEA_REPO", "owner/repo"),
+        ("GITEA_TOKEN", "s3cret"),
+    ];
+    let calls = run_hook(&env, "gitea-issue.sh", "revive_exhausted", &gitea);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let open = &calls[0];
+    assert_eq!(arg_after(open, "-X"), "POST");
+    assert!(open.contains(&"Authorization: token s3cret".to_string()));
+    assert_eq!(
+        open.last().map(String::as_str),
+        Some("https://gitea.example/api/v1/repos/owner/repo/issues")
+    );
+    let body: Value = serde_json::from_str(arg_after(open, "-d")).expect("valid JSON body");
+    assert!(
+        body["title"]
+            .as_str()
+            .expect("title")
+            .contains("agent a of cell c-1")
+    );
+    assert!(
+        body["body"]
+            .as_str()
+            .expect("body")
+            .contains(r#""note":"a \"quoted\" \\ value""#)
+    );
+    // Still down: no second issue.
+    assert!(run_hook(&env, "gitea-issue.sh", "agent_dead", &gitea).is_empty());
+    // Revived: a comment, then the issue (number 42 from the reply) closed.
+    let calls = run_hook(&env, "gitea-issue.sh", "agent_revived", &gitea);
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert!(
+        calls[0]
+            .last()
+            .expect("url")
+            .ends_with("/issues/42/comments")
+    );
+    serde_json::from_str::<Value>(arg_after(&calls[0], "-d")).expect("valid JSON comment");
+    assert_eq!(arg_after(&calls[1], "-X"), "PATCH");
+    assert!(calls[1].last().expect("url").ends_with("/issues/42"));
+    assert_eq!(arg_after(&calls[1], "-d"), r#"{"state": "closed"}"#);
+    assert!(run_hook(&env, "gitea-issue.sh", "agent_recovered", &gitea).is_empty());
+}
+
+#[test]
+fn the_shipped_telegram_hook_posts_to_the_chat() {
+    let env = Env::new();
+    let calls = run_hook(
+        &env,
+        "telegram.sh",
+        "agent_stale",
+        &[
+            ("TELEGRAM_BOT_TOKEN", "123:abc"),
+            ("TELEGRAM_CHAT_ID", "-1001"),
+            ("TELEGRAM_API", "https://tg.example"),
+        ],
+    );
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let call = &calls[0];
+    assert_eq!(
+        call.last().map(String::as_str),
+        Some("https://tg.example/bot123:abc/sendMessage")
+    );
+    assert!(call.contains(&"chat_id=-1001".to_string()), "{call:?}");
+    let text = call.iter().find(|a| a.starts_with("text=")).expect("text");
+    assert!(text.contains("agent a of cell c-1 went silent"), "{text}");
+    assert!(text.contains(r#""event":"agent_stale""#), "{text}");
+}
