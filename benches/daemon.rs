@@ -11,6 +11,15 @@
 //! utime+stime over the steady window divided by heartbeats written.
 //! Scale run: discovery time (spawn to "ready"), RSS after it, and
 //! `--list-cells` wall time over 10,000 cells.
+//!
+//!     cargo bench --bench daemon -- --revival    # revival latency
+//!
+//! Revival run: the daemon starts real agent processes (this benchmark
+//! binary in `--probe-agent` mode: it notes the instant it runs, then
+//! waits to be killed). Half the agents never beat and are revived at each
+//! deadline (`resurrect_after` after their start); the other half are
+//! killed with SIGKILL one after another. Measured: from the deadline, or
+//! from the kill, to the instant the new process runs.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -194,6 +203,16 @@ fn arg(name: &str) -> Option<String> {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--probe-agent") {
+        return probe_agent();
+    }
+    if args.iter().any(|a| a == "--revival") {
+        let agents = arg("--agents").and_then(|v| v.parse().ok()).unwrap_or(20);
+        let seconds = arg("--seconds")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10.0);
+        return revival(agents, seconds);
+    }
     if args.iter().any(|a| a == "--scale") {
         return scale(
             arg("--cells")
@@ -485,4 +504,173 @@ fn scale(cells: usize) {
         percentile(&reactions, 0.5),
         percentile(&reactions, 0.99)
     );
+}
+
+/// An agent for the revival run: appends "pid unix-time" to
+/// `workspace/up-<agent>.log`, then waits for a signal.
+fn probe_agent() {
+    let up = now();
+    let dir = std::env::var("LAZARUS_CELL_DIR").expect("LAZARUS_CELL_DIR");
+    let agent = std::env::var("LAZARUS_AGENT").expect("LAZARUS_AGENT");
+    let path = Path::new(&dir).join(format!("workspace/up-{agent}.log"));
+    let line = format!("{} {up:.6}\n", std::process::id());
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("up log");
+    f.write_all(line.as_bytes()).expect("write");
+    drop(f);
+    loop {
+        nix::unistd::pause();
+    }
+}
+
+/// The "pid time" lines an agent's instances wrote, in order.
+fn ups(cell: &Path, agent: &str) -> Vec<(i64, f64)> {
+    std::fs::read_to_string(cell.join(format!("workspace/up-{agent}.log")))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (pid, t) = l.split_once(' ')?;
+            Some((pid.parse().ok()?, t.parse().ok()?))
+        })
+        .collect()
+}
+
+fn revival(agents: usize, seconds: f64) {
+    const RESURRECT: f64 = 1.0;
+    let tmp = tempdir();
+    let root = tmp.path().join("missions");
+    let config = tmp.path().join("bench.toml");
+    std::fs::write(
+        &config,
+        "[cells]\nheartbeat_stale_threshold = 0.5\nresurrect_after = 1\nkill_grace = 5\n\
+         backoff_initial = 0\nbackoff_max = 0\nmax_revive_attempts = 1000000\n\
+         reset_after = 1000000\npoll_interval = 30\n[events]\nheartbeats = \"none\"\n",
+    )
+    .expect("config");
+    let probe = std::env::current_exe().expect("exe");
+    let make = |i: usize, crash: bool| {
+        let id = uuid(i);
+        let dir = root.join(&id);
+        std::fs::create_dir_all(dir.join("workspace")).expect("mkdir");
+        let mut manifest = json!({"uuid": id, "status": "active", "agents": [
+            {"name": "probe", "command": [probe, "--probe-agent"]}]});
+        if crash {
+            // Never stale within the run: only the kill explains a revival.
+            manifest["heartbeat_stale_threshold"] = 3600.into();
+            manifest["resurrect_after"] = 3600.into();
+        }
+        std::fs::write(dir.join("cell.json"), manifest.to_string()).expect("cell.json");
+        dir
+    };
+    std::fs::create_dir_all(&root).expect("root");
+    let stale_cells: Vec<PathBuf> = (0..agents).map(|i| make(i, false)).collect();
+    let crash_cells: Vec<PathBuf> = (agents..2 * agents).map(|i| make(i, true)).collect();
+    println!("machine: {}", machine());
+    println!(
+        "revival run: {agents} agents revived at each deadline (resurrect_after {RESURRECT} s), \
+         {agents} killed one by one, {seconds} s, root on {}",
+        fs_type(tmp.path())
+    );
+    let daemon = Daemon::start(&root, &config);
+    daemon.wait_ready(Duration::from_secs(30));
+    // Kill crash agents round-robin, each once its current instance runs.
+    let mut kills: HashMap<i64, f64> = HashMap::new();
+    let mut killed_last: HashMap<usize, i64> = HashMap::new();
+    let start = Instant::now();
+    let every =
+        Duration::from_secs_f64(seconds / (agents as f64 * 5.0)).max(Duration::from_millis(20));
+    let mut i = 0;
+    while start.elapsed().as_secs_f64() < seconds {
+        let k = i % agents;
+        i += 1;
+        if let Some(&(pid, _)) = ups(&crash_cells[k], "probe").last()
+            && killed_last.get(&k) != Some(&pid)
+        {
+            let t = now();
+            if nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .is_ok()
+            {
+                kills.insert(pid, t);
+                killed_last.insert(k, pid);
+            }
+        }
+        std::thread::sleep(every);
+    }
+    daemon.stop();
+    // Every agent outlives the daemon by design: kill them all.
+    for cell in stale_cells.iter().chain(&crash_cells) {
+        for (pid, _) in ups(cell, "probe") {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    let mut after_deadline = Vec::new();
+    for cell in &stale_cells {
+        let up: HashMap<i64, f64> = ups(cell, "probe").into_iter().collect();
+        let starts: Vec<Value> = read_events(cell)
+            .into_iter()
+            .filter(|e| e["event"] == "agent_started" || e["event"] == "agent_revived")
+            .collect();
+        for pair in starts.windows(2) {
+            let deadline = event_ts(&pair[0]) + RESURRECT;
+            if let Some(t) = pair[1]["pid"].as_i64().and_then(|p| up.get(&p)) {
+                after_deadline.push((t - deadline) * 1000.0);
+            }
+        }
+    }
+    let mut after_crash = Vec::new();
+    for cell in &crash_cells {
+        for e in read_events(cell)
+            .iter()
+            .filter(|e| e["event"] == "agent_exited")
+        {
+            let Some(&killed_at) = e["pid"].as_i64().and_then(|p| kills.get(&p)) else {
+                continue;
+            };
+            let up = ups(cell, "probe");
+            let next = up
+                .iter()
+                .position(|(p, _)| Some(*p) == e["pid"].as_i64())
+                .and_then(|i| up.get(i + 1));
+            if let Some((_, t)) = next {
+                after_crash.push((t - killed_at) * 1000.0);
+            }
+        }
+    }
+    for (what, mut v) in [
+        (
+            "revival after its deadline (deadline -> new process runs)",
+            after_deadline,
+        ),
+        (
+            "revival after a crash (SIGKILL -> new process runs)",
+            after_crash,
+        ),
+    ] {
+        v.sort_by(f64::total_cmp);
+        println!(
+            "{what}: n={}, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms   [target p99 <= 100 ms]",
+            v.len(),
+            percentile(&v, 0.5),
+            percentile(&v, 0.99),
+            v.last().copied().unwrap_or(f64::NAN)
+        );
+    }
+}
+
+fn read_events(cell: &Path) -> Vec<Value> {
+    std::fs::read_to_string(cell.join("logs/events.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
