@@ -1207,24 +1207,23 @@ async fn read_events(source: &mut Option<EventSource>) -> std::io::Result<Vec<Ra
 }
 
 /// Creates `.lazarus/heartbeats` and `.lazarus/requests` if missing; when
-/// running as root, hands heartbeats to the owner of the cell directory so
-/// its agents can write there (requests stay the daemon's and operators').
+/// running as root, hands them to the owner of the cell directory, so its
+/// agents can beat and its owner can `revive`/`approve` without root.
 fn ensure_heartbeats_dir(cell_dir: &Dir) -> std::io::Result<()> {
-    if cell_dir.subdir(REQUESTS).is_err() {
-        cell_dir.create_dirs(REQUESTS)?;
-    }
-    if cell_dir.subdir(HEARTBEATS).is_ok() {
-        return Ok(());
-    }
-    let dir = cell_dir.create_dirs(HEARTBEATS)?;
-    if nix::unistd::geteuid().is_root() {
-        let owner = nix::sys::stat::fstat(cell_dir.as_fd()).map_err(std::io::Error::from)?;
-        nix::unistd::fchown(
-            dir.as_fd(),
-            Some(nix::unistd::Uid::from_raw(owner.st_uid)),
-            Some(nix::unistd::Gid::from_raw(owner.st_gid)),
-        )
-        .map_err(std::io::Error::from)?;
+    for rel in [HEARTBEATS, REQUESTS] {
+        if cell_dir.subdir(rel).is_ok() {
+            continue;
+        }
+        let dir = cell_dir.create_dirs(rel)?;
+        if nix::unistd::geteuid().is_root() {
+            let owner = nix::sys::stat::fstat(cell_dir.as_fd()).map_err(std::io::Error::from)?;
+            nix::unistd::fchown(
+                dir.as_fd(),
+                Some(nix::unistd::Uid::from_raw(owner.st_uid)),
+                Some(nix::unistd::Gid::from_raw(owner.st_gid)),
+            )
+            .map_err(std::io::Error::from)?;
+        }
     }
     Ok(())
 }

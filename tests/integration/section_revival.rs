@@ -75,6 +75,27 @@ fn agent_state(env: &Env, uuid: &str, agent: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Every event line and the `state.json` the cell holds match the schemas.
+fn assert_schemas(env: &Env, uuid: &str) {
+    let events = crate::section_schemas::validator("event");
+    for e in env
+        .events_named(uuid, "")
+        .into_iter()
+        .chain(crate::harness::read_jsonl(
+            &env.cell(uuid).join("logs/events.jsonl"),
+        ))
+    {
+        let errors: Vec<String> = events.iter_errors(&e).map(|x| x.to_string()).collect();
+        assert!(errors.is_empty(), "{e}: {errors:?}");
+    }
+    let state = env.state(uuid).expect("state.json");
+    let errors: Vec<String> = crate::section_schemas::validator("state")
+        .iter_errors(&state)
+        .map(|x| x.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{state:#}: {errors:?}");
+}
+
 fn ts(e: &Value) -> f64 {
     let text = e["ts"].as_str().expect("ts");
     chrono::DateTime::parse_from_rfc3339(text)
@@ -171,6 +192,7 @@ fn a_hung_agent_is_killed_with_its_session_and_revived_in_its_cell() {
             s["agent_health"]["a"]["pid"] == second && s["agent_health"]["a"]["revive_count"] == 1
         })
     });
+    assert_schemas(&env, &uuid);
 }
 
 #[test]
@@ -242,6 +264,7 @@ fn max_attempts_with_growing_gaps_then_exhausted_until_revive() {
     let manual = &of_agent(&env, &uuid, "agent_revived", "a")[3];
     assert_eq!(manual["reason"], "manual");
     assert_eq!(manual["attempt"], 1);
+    assert_schemas(&env, &uuid);
     assert!(
         std::fs::read_dir(env.cell(&uuid).join(".lazarus/requests"))
             .expect("requests")
@@ -312,6 +335,7 @@ fn policy_ask_waits_for_approve_or_deny() {
         agent_state(&env, &uuid, "b").as_deref() == Some("dead")
     });
     assert!(of_agent(&env, &uuid, "agent_revived", "b").is_empty());
+    assert_schemas(&env, &uuid);
 }
 
 #[test]
@@ -343,6 +367,8 @@ fn policy_substitute_hands_over_to_a_healthy_agent() {
     assert_eq!(packet["cell"], uuid.as_str());
     assert_eq!(packet["reason"], "exited");
     assert!(of_agent(&env, &uuid, "agent_revived", "a").is_empty());
+    wait_for("state.json", WAIT, || env.state(&uuid).is_some());
+    assert_schemas(&env, &uuid);
 }
 
 #[test]
@@ -401,6 +427,7 @@ fn a_daemon_restart_adopts_running_agents() {
     let revived = &of_agent(&env, &uuid, "agent_revived", "a")[1];
     assert_eq!(revived["attempt"], 2, "the count survived the restart");
     assert!(alive(again));
+    assert_schemas(&env, &uuid);
 }
 
 #[test]
