@@ -316,7 +316,10 @@ impl Dir {
 
     /// Opens the regular file `rel` (created if missing, mode 0644) for
     /// appending only, without following symlinks: the descriptor agents'
-    /// output goes to, and event lines are written through.
+    /// output goes to, and event lines are written through. A file with
+    /// more than one link is refused: it may be a hard link an agent made
+    /// to a file outside the cell, which a daemon running as root must not
+    /// write to.
     pub fn open_append(&self, rel: &str) -> io::Result<File> {
         let fd = self
             .open_beneath(
@@ -334,6 +337,13 @@ impl Dir {
             return Err(io::Error::other(format!(
                 "{}: not a regular file",
                 self.display(rel).display()
+            )));
+        }
+        if st.st_nlink > 1 {
+            return Err(io::Error::other(format!(
+                "{}: has {} hard links (maybe to a file outside the cell), refused",
+                self.display(rel).display(),
+                st.st_nlink
             )));
         }
         Ok(File::from(fd))

@@ -227,4 +227,18 @@ mod tests {
             "{\"a\":1}\n{\"a\":2}\n"
         );
     }
+
+    #[test]
+    fn append_refuses_a_hard_link_to_a_file_outside() {
+        let (tmp, d) = dir();
+        let outside =
+            tempfile::NamedTempFile::new_in(tmp.path().parent().expect("parent")).expect("outside");
+        d.create_dirs("logs").expect("mkdir");
+        std::fs::hard_link(outside.path(), tmp.path().join("logs/agent.log")).expect("link");
+        let err = d
+            .append_line("logs/agent.log", b"pwned\n")
+            .expect_err("refused");
+        assert!(err.to_string().contains("hard links"), "{err}");
+        assert_eq!(std::fs::read(outside.path()).expect("read"), b"");
+    }
 }
