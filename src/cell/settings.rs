@@ -33,15 +33,43 @@ pub struct AgentSettings {
     /// `None`: the agent can be watched, not started.
     pub spawn: Option<Arc<SpawnSpec>>,
     /// Agents that take over when this one dies (`substitute`).
-    pub substitutes: Vec<String>,
+    pub substitutes: Box<[String]>,
+    /// The config-level revival timings, one copy shared by every agent.
+    pub timing: Arc<Timing>,
+}
+
+/// Revival timings that only the config sets (`[cells]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timing {
     pub kill_grace: Duration,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
     pub reset_after: Duration,
 }
 
+impl Timing {
+    pub fn of(defaults: &CellsConfig) -> Timing {
+        Timing {
+            kill_grace: defaults.kill_grace,
+            backoff_initial: defaults.backoff_initial,
+            backoff_max: defaults.backoff_max,
+            reset_after: defaults.reset_after,
+        }
+    }
+}
+
 impl AgentSettings {
     pub fn resolve(defaults: &CellsConfig, cell: &Manifest, agent: &Agent) -> AgentSettings {
+        Self::resolve_with(defaults, &Arc::new(Timing::of(defaults)), cell, agent)
+    }
+
+    /// [`AgentSettings::resolve`] sharing `timing` (built from `defaults`).
+    pub fn resolve_with(
+        defaults: &CellsConfig,
+        timing: &Arc<Timing>,
+        cell: &Manifest,
+        agent: &Agent,
+    ) -> AgentSettings {
         let pick = |agent_v: &Option<Seconds>, cell_v: &Option<Seconds>, default: Duration| {
             agent_v
                 .as_ref()
@@ -71,11 +99,8 @@ impl AgentSettings {
             restart: agent.restart.unwrap_or_default(),
             autostart: agent.autostart.unwrap_or(true),
             spawn: SpawnSpec::of(cell, agent).map(Arc::new),
-            substitutes: agent.substitutes.clone().unwrap_or_default(),
-            kill_grace: defaults.kill_grace,
-            backoff_initial: defaults.backoff_initial,
-            backoff_max: defaults.backoff_max,
-            reset_after: defaults.reset_after,
+            substitutes: agent.substitutes.clone().unwrap_or_default().into(),
+            timing: timing.clone(),
         }
     }
 

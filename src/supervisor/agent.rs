@@ -96,6 +96,8 @@ pub enum Health {
         attempt: u32,
         reason: Reason,
         spawning: bool,
+        /// Started to take over from this dead agent.
+        substitute_for: Option<Box<str>>,
     },
     /// Exited 0 under `restart = "on-failure"`: done.
     Finished,
@@ -156,8 +158,6 @@ pub struct AgentSup {
     pub grace_from: Option<f64>,
     /// The cell is frozen: nothing is started, due agents wait.
     pub held: bool,
-    /// Set while it is being started to take over from this dead agent.
-    pub substitute_for: Option<String>,
 }
 
 impl AgentSup {
@@ -181,7 +181,6 @@ impl AgentSup {
             instance: None,
             grace_from: None,
             held: false,
-            substitute_for: None,
         }
     }
 
@@ -194,7 +193,7 @@ impl AgentSup {
     /// When the revive count resets, if it is to.
     fn reset_at(&self) -> Option<f64> {
         let since = self.healthy_since?;
-        (self.revive_count > 0).then_some(since + self.settings.reset_after.as_secs_f64())
+        (self.revive_count > 0).then_some(since + self.settings.timing.reset_after.as_secs_f64())
     }
 
     /// The instant of the next transition if nothing is reported, or
@@ -381,9 +380,13 @@ impl AgentSup {
         vec![self.begin_revival(self.revive_count + 1, reason)]
     }
 
-    /// Starts it to take over from a dead agent (not a revival of its own).
-    pub fn start_as_substitute(&mut self) -> Vec<Change> {
-        vec![self.begin_revival(0, Reason::Substitute)]
+    /// Starts it to take over from `dead` (not a revival of its own).
+    pub fn start_as_substitute(&mut self, dead: &str) -> Vec<Change> {
+        let change = self.begin_revival(0, Reason::Substitute);
+        if let Health::Reviving { substitute_for, .. } = &mut self.health {
+            *substitute_for = Some(dead.into());
+        }
+        vec![change]
     }
 
     fn begin_revival(&mut self, attempt: u32, reason: Reason) -> Change {
@@ -394,6 +397,7 @@ impl AgentSup {
             attempt,
             reason,
             spawning: false,
+            substitute_for: None,
         };
         Change::Revive { attempt, reason }
     }
@@ -497,8 +501,8 @@ pub fn backoff(settings: &AgentSettings, attempt: u32, seed: u64) -> f64 {
     if attempt <= 1 {
         return 0.0;
     }
-    let initial = settings.backoff_initial.as_secs_f64();
-    let max = settings.backoff_max.as_secs_f64();
+    let initial = settings.timing.backoff_initial.as_secs_f64();
+    let max = settings.timing.backoff_max.as_secs_f64();
     let exp = (attempt - 2).min(62);
     let base = (initial * f64::from(2u32).powi(exp as i32)).min(max);
     let mixed = seed ^ u64::from(attempt).wrapping_mul(0x9E37_79B9_7F4A_7C15);

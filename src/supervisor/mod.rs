@@ -22,7 +22,7 @@ use crate::cell::lifecycle::CellStatus;
 use crate::cell::manifest::Manifest;
 use crate::cell::manifest::RevivePolicy;
 use crate::cell::name::validate_agent_name;
-use crate::cell::settings::{AgentSettings, SpawnSpec};
+use crate::cell::settings::{AgentSettings, SpawnSpec, Timing};
 use crate::config::{CellsConfig, HeartbeatEvents};
 use crate::events::{Event, EventKind};
 use crate::state::{AgentHealth, AgentState, CellState};
@@ -206,6 +206,8 @@ pub struct Summary {
 #[derive(Debug)]
 pub struct Supervisor {
     defaults: CellsConfig,
+    /// Shared by every agent's settings (one copy, not 100,000).
+    timing: Arc<Timing>,
     heartbeat_events: HeartbeatEvents,
     cells: HashMap<CellId, CellSup>,
     timers: BinaryHeap<Reverse<Timer>>,
@@ -214,6 +216,7 @@ pub struct Supervisor {
 impl Supervisor {
     pub fn new(defaults: CellsConfig, heartbeat_events: HeartbeatEvents) -> Supervisor {
         Supervisor {
+            timing: Arc::new(Timing::of(&defaults)),
             defaults,
             heartbeat_events,
             cells: HashMap::new(),
@@ -250,6 +253,7 @@ impl Supervisor {
                 return self.handle(Input::Expire { due }, now);
             }
             Input::Config { cells, heartbeats } => {
+                self.timing = Arc::new(Timing::of(&cells));
                 self.defaults = *cells;
                 self.heartbeat_events = heartbeats;
                 // Thresholds in cell.json still win; re-resolve on the next
@@ -468,6 +472,7 @@ impl Supervisor {
             out.push(Action::Activate { cell: id.clone() });
         }
         let defaults = self.defaults.clone();
+        let timing = self.timing.clone();
         let held = status == CellStatus::Frozen;
         let cell = self.cells.entry(id.clone()).or_insert_with(|| CellSup {
             status: status.clone(),
@@ -479,7 +484,7 @@ impl Supervisor {
         if status.is_monitored() {
             for agent in &manifest.agents {
                 if validate_agent_name(&agent.name).is_ok() {
-                    let settings = AgentSettings::resolve(&defaults, manifest, agent);
+                    let settings = AgentSettings::resolve_with(&defaults, &timing, manifest, agent);
                     wanted.entry(agent.name.as_str().into()).or_insert(settings);
                 }
             }
@@ -640,11 +645,15 @@ impl Supervisor {
         };
         if t.sup.killed() {
             let Health::Reviving {
-                attempt, reason, ..
+                attempt,
+                reason,
+                ref substitute_for,
+                ..
             } = t.sup.health
             else {
                 return;
             };
+            let substitute_for = substitute_for.as_deref().map(str::to_string);
             match t.sup.settings.spawn.clone() {
                 Some(spec) => out.push(Action::Spawn {
                     cell: cell.clone(),
@@ -652,7 +661,7 @@ impl Supervisor {
                     spec,
                     attempt,
                     reason,
-                    substitute_for: t.sup.substitute_for.take(),
+                    substitute_for,
                 }),
                 None => {
                     // The command was removed from cell.json meanwhile.
@@ -846,7 +855,7 @@ impl Supervisor {
                             agent: agent.clone(),
                             instance: t.sup.instance,
                             claimed_pid: t.sup.claimed_pid,
-                            grace: t.sup.settings.kill_grace,
+                            grace: t.sup.settings.timing.kill_grace,
                         });
                     }
                     urgent = Some(true);
@@ -1008,8 +1017,7 @@ impl Supervisor {
                 .with("started", start),
         });
         if start && let Some(t) = self.tracked(cell, &substitute) {
-            t.sup.substitute_for = Some(agent.to_string());
-            let changes = t.sup.start_as_substitute();
+            let changes = t.sup.start_as_substitute(agent);
             self.apply(cell, &substitute, changes, now, out);
             self.schedule(cell, &substitute);
         }

@@ -765,3 +765,14 @@ fn a_restart_adopts_live_instances_and_reports_lost_ones() {
     assert_eq!(event.fields["attempt"], 2, "the count survived the restart");
     assert!(find_kill(&t.handle(Input::Tick, at + 1.0), "a").is_none());
 }
+
+/// The memory target (100,000 agents in ≤ 100 MiB) rests on this: every
+/// byte here is 100 kB at scale. Grow it knowingly.
+#[test]
+fn an_agent_costs_at_most_256_bytes_of_state() {
+    assert!(
+        std::mem::size_of::<Tracked>() <= 256,
+        "Tracked is {} bytes",
+        std::mem::size_of::<Tracked>()
+    );
+}

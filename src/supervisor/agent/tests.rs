@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::cell::manifest::{RestartPolicy, RevivePolicy};
-use crate::cell::settings::SpawnSpec;
+use crate::cell::settings::{SpawnSpec, Timing};
 
 fn settings(stale: f64, revive: f64) -> AgentSettings {
     AgentSettings {
@@ -16,11 +16,13 @@ fn settings(stale: f64, revive: f64) -> AgentSettings {
         restart: RestartPolicy::OnFailure,
         autostart: true,
         spawn: None,
-        substitutes: Vec::new(),
-        kill_grace: Duration::from_secs(10),
-        backoff_initial: Duration::from_secs(1),
-        backoff_max: Duration::from_secs(300),
-        reset_after: Duration::from_secs(600),
+        substitutes: Box::default(),
+        timing: Arc::new(Timing {
+            kill_grace: Duration::from_secs(10),
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            reset_after: Duration::from_secs(600),
+        }),
     }
 }
 
@@ -289,8 +291,11 @@ fn failed_exits_are_due_at_once_and_clean_exits_finish() {
 #[test]
 fn backoff_doubles_from_the_second_attempt_and_is_capped() {
     let mut s = settings(60.0, 120.0);
-    s.backoff_initial = Duration::from_secs(2);
-    s.backoff_max = Duration::from_secs(10);
+    s.timing = Arc::new(Timing {
+        backoff_initial: Duration::from_secs(2),
+        backoff_max: Duration::from_secs(10),
+        ..(*s.timing).clone()
+    });
     let seed = seed_of("cell", "agent");
     let within = |attempt: u32, base: f64| {
         let d = backoff(&s, attempt, seed);
