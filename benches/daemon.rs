@@ -577,6 +577,7 @@ fn revival(agents: usize, seconds: f64) {
     );
     let daemon = Daemon::start(&root, &config);
     daemon.wait_ready(Duration::from_secs(30));
+    let (steal0, total0) = cpu_jiffies();
     // Kill crash agents round-robin, each once its current instance runs.
     let mut kills: HashMap<i64, f64> = HashMap::new();
     let mut killed_last: HashMap<usize, i64> = HashMap::new();
@@ -603,7 +604,12 @@ fn revival(agents: usize, seconds: f64) {
         }
         std::thread::sleep(every);
     }
+    let (steal1, total1) = cpu_jiffies();
     daemon.stop();
+    println!(
+        "host steal time during the run: {:.0} %",
+        100.0 * (steal1 - steal0) as f64 / (total1 - total0).max(1) as f64
+    );
     // Every agent outlives the daemon by design: kill them all.
     for cell in stale_cells.iter().chain(&crash_cells) {
         for (pid, _) in ups(cell, "probe") {

@@ -7,6 +7,7 @@
 #   hang-hard   like hang, but ignore SIGTERM and leave a child in the session
 #   crash       beat once, exit 3 (every time)
 #   crash-once  first start: beat once, exit 3; revived: beat
+#   crash-child first start: leave a child behind, beat once, exit 3; revived: beat
 #   exit0       beat once, exit 0
 #
 # Each start writes ./start-<agent>-<pid>.env (cwd is the cell's workspace).
@@ -40,6 +41,14 @@ first=no
 case $mode in
 crash) beat working; exit 3 ;;
 crash-once) if [ $first = yes ]; then beat working; exit 3; fi ;;
+crash-child)
+    if [ $first = yes ]; then
+        sleep 1000 &
+        echo "$!" > "child-$LAZARUS_AGENT.pid"
+        beat working
+        exit 3
+    fi
+    ;;
 exit0) beat done; exit 0 ;;
 hang | hang-hard)
     if [ $first = yes ]; then

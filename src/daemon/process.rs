@@ -8,10 +8,13 @@
 //! `LAZARUS_CELL_UUID` and this agent's `LAZARUS_AGENT`. Nothing else is
 //! ever signalled, and never pid 1 or the daemon itself.
 //!
-//! Every agent runs in its own session (`setsid`), so the session id is
-//! the agent's pid: stopping an agent signals every process of that session
-//! that started no earlier than the agent — its descendants go with it, and
-//! a session id cannot be reused while any member lives.
+//! Every agent runs in its own session (`setsid`), so its pid is also its
+//! process group and session id. Stopping an agent the daemon started
+//! signals its process group while the (possibly zombie) leader is still
+//! unreaped, so the group id cannot have been reused; when the agent ends,
+//! by itself or not, what is left of its group is killed too. For a process
+//! adopted after a restart (not our child) the session is found in `/proc`:
+//! every member that started no earlier than the leader.
 //!
 //! Agents' output goes to a descriptor of `logs/<agent>.log`, never to a
 //! pipe, so agents keep running and logging when the daemon restarts.
@@ -410,10 +413,54 @@ impl Procs {
     }
 }
 
-/// Waits for our child to exit, or stops it when told to. The child is
-/// not reaped before `wait` returns, so its pid cannot be reused while we
-/// signal it.
+/// Waits for our child to exit, or stops it when told to, then makes sure
+/// its process group is gone and reaps it.
+///
+/// The exit is seen through a pidfd, which becomes readable when the child
+/// is a zombie — before it is reaped. An unreaped zombie keeps its pid, and
+/// so its process-group id, from being reused: until `wait` below, `killpg`
+/// reaches exactly the agent's group, with one system call and no `/proc`
+/// scan. Leftover descendants in the group (ones that ignored SIGTERM, or
+/// outlived a crash) are killed before the agent is started again.
 async fn watch_child(
+    child: &mut tokio::process::Child,
+    instance: Instance,
+    stop: oneshot::Receiver<Duration>,
+) -> std::io::Result<std::process::ExitStatus> {
+    let Ok(fd) = pidfd_open(instance.pid) else {
+        return watch_child_without_pidfd(child, instance, stop).await;
+    };
+    let group = Pid::from_raw(instance.pid);
+    let grace = tokio::select! {
+        () = exited(&fd, instance) => None,
+        grace = stop => grace.ok(),
+    };
+    match grace {
+        Some(grace) => {
+            let _ = nix::sys::signal::killpg(group, Signal::SIGTERM);
+            if tokio::time::timeout(grace, exited(&fd, instance))
+                .await
+                .is_err()
+            {
+                let _ = nix::sys::signal::killpg(group, Signal::SIGKILL);
+                exited(&fd, instance).await;
+            }
+        }
+        // The daemon forgot it: it still goes, with its group, when it ends.
+        None if !is_zombie(instance.pid) => exited(&fd, instance).await,
+        None => {}
+    }
+    let _ = nix::sys::signal::killpg(group, Signal::SIGKILL);
+    child.wait().await
+}
+
+fn is_zombie(pid: i32) -> bool {
+    stat(pid).is_none_or(|s| s.state == 'Z')
+}
+
+/// [`watch_child`] on kernels without pidfds (before 5.3): the session is
+/// found by scanning `/proc`, as for adopted processes.
+async fn watch_child_without_pidfd(
     child: &mut tokio::process::Child,
     instance: Instance,
     stop: oneshot::Receiver<Duration>,
@@ -422,7 +469,6 @@ async fn watch_child(
         status = child.wait() => return status,
         grace = stop => match grace {
             Ok(grace) => grace,
-            // The daemon forgot it: keep reaping it when it ends.
             Err(_) => return child.wait().await,
         },
     };
@@ -434,7 +480,6 @@ async fn watch_child(
             child.wait().await
         }
     };
-    // Descendants that ignored SIGTERM and outlived the leader.
     signal_session(instance, Signal::SIGKILL, false);
     status
 }

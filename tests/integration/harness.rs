@@ -415,7 +415,25 @@ impl Drop for Env {
     /// goes with it. Only processes whose environment names this root.
     fn drop(&mut self) {
         let root = self.root.display().to_string();
-        for (_, pid) in self.agent_pids() {
+        // From the agents' own records, and from the daemon's events (an
+        // agent may not have written its record yet).
+        let mut pids: Vec<i32> = self.agent_pids().into_iter().map(|(_, p)| p).collect();
+        for cell in std::fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let events = cell.path().join("logs/events.jsonl");
+            for e in std::fs::read_to_string(events).unwrap_or_default().lines() {
+                if let Ok(v) = serde_json::from_str::<Value>(e)
+                    && (v["event"] == "agent_started" || v["event"] == "agent_revived")
+                    && let Some(pid) = v["pid"].as_i64()
+                {
+                    pids.push(pid as i32);
+                }
+            }
+        }
+        for pid in pids {
             let ours = std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
                 env.split(|b| *b == 0).any(|kv| {
                     kv.starts_with(b"LAZARUS_CELL_DIR=") && kv[17..].starts_with(root.as_bytes())

@@ -228,6 +228,24 @@ fn a_crash_is_revived_at_once_and_a_clean_exit_is_finished() {
 }
 
 #[test]
+fn a_crashed_agents_leftover_children_are_killed_before_it_restarts() {
+    let env = env();
+    let uuid = cell(&env, json!({"agents": [agent("a", "crash-child")]}));
+    let _daemon = env.spawn_daemon(&[]);
+    let revived = pid_of(&env, &uuid, "agent_revived", "a", 1);
+    let child: i32 = std::fs::read_to_string(env.cell(&uuid).join("workspace/child-a.pid"))
+        .expect("child pid")
+        .trim()
+        .parse()
+        .expect("pid");
+    // SIGKILL was sent before the revival; its delivery is asynchronous.
+    wait_for("the crashed agent's child to go with it", WAIT, || {
+        !alive(child)
+    });
+    assert!(alive(revived));
+}
+
+#[test]
 fn max_attempts_with_growing_gaps_then_exhausted_until_revive() {
     let env = env();
     let uuid = cell(
