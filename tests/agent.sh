@@ -16,6 +16,8 @@ mode=${1:-beat}
 sid=$(sed 's/.*) //' "/proc/$$/stat" | cut -d' ' -f4)
 {
     echo "pid=$$"
+    echo "uid=$(id -u)"
+    echo "gid=$(id -g)"
     echo "sid=$sid"
     echo "cwd=$(pwd)"
     echo "uuid=${LAZARUS_CELL_UUID:-}"

@@ -139,6 +139,10 @@ async fn run(argv: &[String], env: &[(String, String)], line: &[u8]) -> Result<(
         .kill_on_drop(true);
     let mut child = cmd.spawn().map_err(|e| format!("cannot start it: {e}"))?;
     let pid = child.id();
+    // If this run is dropped (daemon shutdown) or times out, its whole
+    // group goes, not only the hook process (`kill_on_drop` alone would
+    // leave a `curl` it started).
+    let mut group = GroupGuard(pid);
     let mut stdin = child.stdin.take();
     let mut stderr = child.stderr.take();
     let work = async {
@@ -153,21 +157,32 @@ async fn run(argv: &[String], env: &[(String, String)], line: &[u8]) -> Result<(
         }
         (child.wait().await, err)
     };
-    match tokio::time::timeout(TIMEOUT, work).await {
+    let outcome = tokio::time::timeout(TIMEOUT, work).await;
+    if outcome.is_ok() {
+        // Reaped: the group id may belong to someone else from now on.
+        group.0 = None;
+    }
+    match outcome {
         Ok((Ok(status), _)) if status.success() => Ok(()),
         Ok((Ok(status), err)) => Err(format!(
             "{status}: {}",
             String::from_utf8_lossy(&err).trim()
         )),
         Ok((Err(e), _)) => Err(e.to_string()),
-        Err(_) => {
-            if let Some(pid) = pid {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            Err(format!("killed after {}s", TIMEOUT.as_secs()))
+        Err(_) => Err(format!("killed after {}s", TIMEOUT.as_secs())),
+    }
+}
+
+/// Kills a hook's process group when dropped, unless disarmed.
+struct GroupGuard(Option<u32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.and_then(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
 }

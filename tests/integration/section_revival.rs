@@ -673,3 +673,96 @@ fn the_shipped_telegram_hook_posts_to_the_chat() {
     assert!(text.contains("agent a of cell c-1 went silent"), "{text}");
     assert!(text.contains(r#""event":"agent_stale""#), "{text}");
 }
+
+#[test]
+fn as_root_an_agent_runs_as_the_owner_of_its_cell() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let env = env();
+    let uuid = cell(&env, json!({"agents": [agent("a", "beat")]}));
+    // The cell belongs to `nobody`; the test root's parents must let it in.
+    let status = std::process::Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(env.cell(&uuid))
+        .status()
+        .expect("chown");
+    assert!(status.success());
+    std::process::Command::new("chmod")
+        .args(["755"])
+        .arg(env.tmp.path())
+        .arg(&env.root)
+        .status()
+        .expect("chmod");
+    let _daemon = env.spawn_daemon(&[]);
+    let pid = pid_of(&env, &uuid, "agent_started", "a", 1);
+    let start = env.agent_start(&uuid, "a", pid);
+    assert_eq!(start["uid"], "65534");
+    assert_eq!(start["gid"], "65534");
+    // It can beat into its own cell.
+    env.wait_event(&uuid, "heartbeat", 1, WAIT);
+    let log = env.cell(&uuid).join("logs/a.log");
+    let meta = std::fs::metadata(&log).expect("log");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(meta.uid(), 65534, "its log belongs to it too");
+}
+
+#[test]
+fn an_agent_beating_fresh_at_start_is_watched_not_started() {
+    let env = env();
+    let uuid = cell(
+        &env,
+        json!({"agents": [agent("a", "beat"), agent("b", "beat")]}),
+    );
+    // "a" already runs somewhere: its heartbeat is fresh.
+    std::fs::write(
+        env.cell(&uuid).join(".lazarus/heartbeats/a.json"),
+        json!({"timestamp": crate::harness::now()}).to_string(),
+    )
+    .expect("heartbeat");
+    let _daemon = env.spawn_daemon(&[]);
+    // b is started; by then a has been judged (they are read in one pass).
+    pid_of(&env, &uuid, "agent_started", "b", 1);
+    wait_for("a healthy in state.json", WAIT, || {
+        agent_state(&env, &uuid, "a").as_deref() == Some("healthy")
+    });
+    assert!(of_agent(&env, &uuid, "agent_started", "a").is_empty());
+    // Watched until it dies: silent, it is revived (its command is known).
+    let revived = pid_of(&env, &uuid, "agent_revived", "a", 1);
+    assert_eq!(
+        of_agent(&env, &uuid, "agent_revived", "a")[0]["reason"],
+        "stale"
+    );
+    assert!(alive(revived));
+}
+
+#[test]
+fn a_hook_that_hangs_blocks_neither_revivals_nor_shutdown() {
+    let env = env();
+    env.config(&format!(
+        "{CONFIG}\n[notifications]\ncommand = [\"/bin/sh\", \"-c\", \"sleep 60 & wait\"]\n\
+         events = [\"agent_started\", \"agent_exited\", \"agent_revived\"]\n"
+    ));
+    let uuid = cell(
+        &env,
+        json!({"max_revive_attempts": 8, "agents": [agent("a", "crash")]}),
+    );
+    let daemon = env.spawn_daemon(&[]);
+    // Far more hook runs than may run at once: revivals go on regardless.
+    pid_of(&env, &uuid, "agent_revived", "a", 6);
+    let (status, took) = daemon.stop(Duration::from_secs(5));
+    assert!(status.success());
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    // The hooks went with the daemon, children included (their group).
+    wait_for("no hook left", WAIT, || {
+        !std::fs::read_dir("/proc")
+            .expect("proc")
+            .flatten()
+            .any(|p| {
+                std::fs::read(p.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x0060\x00")
+                    && std::fs::read_link(p.path().join("cwd"))
+                        .is_ok_and(|cwd| cwd.starts_with(std::env::current_dir().expect("cwd")))
+            })
+    });
+}
