@@ -9,6 +9,7 @@
 use std::collections::HashSet;
 use std::process::Stdio;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -31,6 +32,8 @@ pub struct Hooks {
     permits: Arc<Semaphore>,
     waiting: Arc<AtomicUsize>,
     dropped_warned: Arc<AtomicBool>,
+    /// Process groups of the hooks running now, killed at shutdown.
+    running: Arc<Mutex<HashSet<u32>>>,
 }
 
 impl Hooks {
@@ -67,6 +70,16 @@ impl Hooks {
             permits: Arc::new(Semaphore::new(MAX_RUNNING)),
             waiting: Arc::new(AtomicUsize::new(0)),
             dropped_warned: Arc::new(AtomicBool::new(false)),
+            running: Arc::new(Mutex::new(HashSet::new())),
+        }
+    }
+
+    /// Kills every hook still running, with its process group (shutdown:
+    /// hooks must not outlive the daemon that started them).
+    pub fn kill_all(&self) {
+        let running = self.running.lock().map(|mut r| std::mem::take(&mut *r));
+        for pid in running.unwrap_or_default() {
+            kill_group(pid);
         }
     }
 
@@ -105,17 +118,18 @@ impl Hooks {
             env.push(("LAZARUS_AGENT".into(), agent.to_string()));
         }
         let line = line.to_vec();
-        let (permits, waiting, warned) = (
+        let (permits, waiting, warned, running) = (
             self.permits.clone(),
             self.waiting.clone(),
             self.dropped_warned.clone(),
+            self.running.clone(),
         );
         let event = event.to_string();
         tokio::spawn(async move {
             let Ok(_permit) = permits.acquire().await else {
                 return;
             };
-            if let Err(e) = run(&argv, &env, &line).await {
+            if let Err(e) = run(&argv, &env, &line, &running).await {
                 tracing::warn!("notification hook {:?} for {event}: {e}", argv[0]);
             }
             waiting.fetch_sub(1, Ordering::Relaxed);
@@ -125,7 +139,12 @@ impl Hooks {
 }
 
 /// One run: the line on stdin, bounded in time, reaped in every case.
-async fn run(argv: &[String], env: &[(String, String)], line: &[u8]) -> Result<(), String> {
+async fn run(
+    argv: &[String],
+    env: &[(String, String)],
+    line: &[u8],
+    running: &Mutex<HashSet<u32>>,
+) -> Result<(), String> {
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.args(&argv[1..])
         .env_remove("NOTIFY_SOCKET")
@@ -143,6 +162,9 @@ async fn run(argv: &[String], env: &[(String, String)], line: &[u8]) -> Result<(
     // group goes, not only the hook process (`kill_on_drop` alone would
     // leave a `curl` it started).
     let mut group = GroupGuard(pid);
+    if let (Some(pid), Ok(mut r)) = (pid, running.lock()) {
+        r.insert(pid);
+    }
     let mut stdin = child.stdin.take();
     let mut stderr = child.stderr.take();
     let work = async {
@@ -158,6 +180,9 @@ async fn run(argv: &[String], env: &[(String, String)], line: &[u8]) -> Result<(
         (child.wait().await, err)
     };
     let outcome = tokio::time::timeout(TIMEOUT, work).await;
+    if let (Some(pid), Ok(mut r)) = (pid, running.lock()) {
+        r.remove(&pid);
+    }
     if outcome.is_ok() {
         // Reaped: the group id may belong to someone else from now on.
         group.0 = None;
@@ -178,11 +203,19 @@ struct GroupGuard(Option<u32>);
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
-        if let Some(pid) = self.0.and_then(|p| i32::try_from(p).ok()) {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+        if let Some(pid) = self.0 {
+            kill_group(pid);
         }
+    }
+}
+
+fn kill_group(pid: u32) {
+    if let Ok(pid) = i32::try_from(pid)
+        && pid > 1
+    {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }

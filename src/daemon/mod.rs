@@ -324,6 +324,7 @@ impl Shell {
             ),
             Ended::Shutdown => {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+                self.hooks.kill_all();
             }
         }
         self.flush_all().await;

@@ -391,6 +391,16 @@ fn complete(s: &mut Supervisor, agent: &str, pid: i32, now: f64) -> Vec<Action> 
     )
 }
 
+/// A core whose agents "a" and "b" were started at 100 as pids 11 and 12.
+fn started(cell: Input) -> Supervisor {
+    let mut s = core();
+    s.handle(cell, 100.0);
+    s.handle(Input::Tick, 100.0);
+    complete(&mut s, "a", 11, 100.0);
+    complete(&mut s, "b", 12, 100.0);
+    s
+}
+
 fn exit(agent: &str, pid: i32, code: i32) -> Input {
     Input::Exited {
         cell: CELL.into(),
@@ -472,11 +482,7 @@ fn agents_with_commands_start_then_crashes_are_revived_with_backoff_until_exhaus
 
 #[test]
 fn a_hung_agent_is_stopped_before_its_replacement_starts() {
-    let mut s = core();
-    s.handle(revivable("yes", ""), 100.0);
-    s.handle(Input::Tick, 100.0);
-    complete(&mut s, "a", 11, 100.0);
-    complete(&mut s, "b", 12, 100.0);
+    let mut s = started(revivable("yes", ""));
     s.handle(beat("a", 101.0, None), 101.0);
     s.handle(beat("b", 101.0, None), 101.0);
     // Silent from 101: stale at 111, due at 121 → stop instance 11 first.
@@ -525,11 +531,7 @@ fn a_hung_agent_is_stopped_before_its_replacement_starts() {
 
 #[test]
 fn clean_exit_finishes_and_failed_spawns_count() {
-    let mut s = core();
-    s.handle(revivable("yes", ""), 100.0);
-    s.handle(Input::Tick, 100.0);
-    complete(&mut s, "a", 11, 100.0);
-    complete(&mut s, "b", 12, 100.0);
+    let mut s = started(revivable("yes", ""));
     let out = s.handle(exit("a", 11, 0), 101.0);
     assert_eq!(events(&out), ["agent_exited"]);
     assert_eq!(state_of(&s, "a"), AgentState::Exited);
@@ -717,11 +719,7 @@ fn policy_substitute_hands_over_to_a_healthy_one_or_starts_one() {
 
 #[test]
 fn a_restart_adopts_live_instances_and_reports_lost_ones() {
-    let mut s = core();
-    s.handle(revivable("yes", ""), 100.0);
-    s.handle(Input::Tick, 100.0);
-    complete(&mut s, "a", 11, 100.0);
-    complete(&mut s, "b", 12, 100.0);
+    let mut s = started(revivable("yes", ""));
     s.handle(beat("a", 101.0, None), 101.0);
     s.handle(exit("b", 12, 1), 101.0);
     complete(&mut s, "b", 13, 101.0);

@@ -755,14 +755,26 @@ fn a_hook_that_hangs_blocks_neither_revivals_nor_shutdown() {
     assert!(status.success());
     assert!(took < Duration::from_secs(2), "{took:?}");
     // The hooks went with the daemon, children included (their group).
-    wait_for("no hook left", WAIT, || {
-        !std::fs::read_dir("/proc")
+    let here = std::env::current_dir().expect("cwd");
+    let leftovers = || -> Vec<String> {
+        std::fs::read_dir("/proc")
             .expect("proc")
             .flatten()
-            .any(|p| {
+            .filter(|p| {
                 std::fs::read(p.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x0060\x00")
                     && std::fs::read_link(p.path().join("cwd"))
-                        .is_ok_and(|cwd| cwd.starts_with(std::env::current_dir().expect("cwd")))
+                        .is_ok_and(|cwd| cwd.starts_with(&here))
             })
-    });
+            .map(|p| std::fs::read_to_string(p.path().join("stat")).unwrap_or_default())
+            .collect()
+    };
+    let limit = std::time::Instant::now() + WAIT;
+    while !leftovers().is_empty() {
+        assert!(
+            std::time::Instant::now() < limit,
+            "hook processes outlived the daemon: {:#?}",
+            leftovers()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
