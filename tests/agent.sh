@@ -28,6 +28,7 @@ sid=$(sed 's/.*) //' "/proc/$$/stat" | cut -d' ' -f4)
     echo "custom=${CUSTOM:-}"
     echo "notify=${NOTIFY_SOCKET:-unset}"
     echo "substitute_for=${LAZARUS_SUBSTITUTE_FOR:-}"
+    [ -e /proc/$$/fd/7 ] && echo "fd7=open" || echo "fd7=closed"
 } > "start-$LAZARUS_AGENT-$$.env.tmp"
 mv "start-$LAZARUS_AGENT-$$.env.tmp" "start-$LAZARUS_AGENT-$$.env"
 echo "agent $LAZARUS_AGENT up, attempt $LAZARUS_REVIVE_ATTEMPT"

@@ -156,6 +156,13 @@ async fn run(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    // SAFETY: only async-signal-safe system calls, no allocation.
+    unsafe {
+        cmd.pre_exec(|| {
+            super::process::cloexec_from_3();
+            Ok(())
+        });
+    }
     let mut child = cmd.spawn().map_err(|e| format!("cannot start it: {e}"))?;
     let pid = child.id();
     // If this run is dropped (daemon shutdown) or times out, its whole

@@ -695,6 +695,7 @@ fn spawn(cell_dir: &Dir, start: &Start<'_>) -> Result<(tokio::process::Child, In
         cmd.pre_exec(move || {
             nix::unistd::setsid()?;
             nix::unistd::fchdir(std::os::fd::BorrowedFd::borrow_raw(ws_fd))?;
+            cloexec_from_3();
             for (resource, value) in &limits {
                 nix::sys::resource::setrlimit(*resource, *value, *value)?;
             }
@@ -718,6 +719,31 @@ fn spawn(cell_dir: &Dir, start: &Start<'_>) -> Result<(tokio::process::Child, In
     // Unreaped, so /proc/<pid> exists even if it already exited.
     let start_time = stat(pid).map(|s| s.start_time).unwrap_or_default();
     Ok((child, Instance { pid, start_time }))
+}
+
+/// Marks every descriptor from 3 up close-on-exec, in a forked child: only
+/// stdin, stdout and stderr cross into an agent or hook. Descriptors the
+/// daemon inherited (socket activation, a parent shell's pipes) would
+/// otherwise leak into every agent. Marking instead of closing keeps the
+/// standard library's exec-error pipe working until exec. Async-signal-safe.
+pub(crate) fn cloexec_from_3() {
+    const CLOSE_RANGE_CLOEXEC: nix::libc::c_uint = 1 << 2;
+    // SAFETY: plain system calls on integers; nothing is dereferenced.
+    unsafe {
+        if nix::libc::syscall(
+            nix::libc::SYS_close_range,
+            3 as nix::libc::c_uint,
+            nix::libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        ) == 0
+        {
+            return;
+        }
+        // Before Linux 5.11: one fcntl per possible descriptor.
+        for fd in 3..4096 {
+            nix::libc::fcntl(fd, nix::libc::F_SETFD, nix::libc::FD_CLOEXEC);
+        }
+    }
 }
 
 /// Writes `header` + the pid + newline to fd 1 (the log), without

@@ -111,8 +111,20 @@ fn a_hung_agent_is_killed_with_its_session_and_revived_in_its_cell() {
         &env,
         json!({"name": "hung", "agents": [agent("a", "hang-hard")]}),
     );
-    // A daemon under systemd: its notify socket must not reach agents.
-    let mut cmd = env.command(&["daemon"]);
+    // A daemon under systemd: its notify socket must not reach agents, nor
+    // a descriptor it inherited (fd 7, as socket activation would pass).
+    let mut cmd = std::process::Command::new("/bin/sh");
+    cmd.args([
+        "-c",
+        "exec 7</dev/null; exec \"$0\" daemon",
+        crate::harness::BIN,
+    ]);
+    for (key, value) in env.command(&[]).get_envs() {
+        match value {
+            Some(v) => cmd.env(key, v),
+            None => cmd.env_remove(key),
+        };
+    }
     cmd.env("NOTIFY_SOCKET", env.tmp.path().join("no-such-socket"));
     let _daemon = env.spawn_daemon_cmd(cmd);
     let first = pid_of(&env, &uuid, "agent_started", "a", 1);
@@ -174,6 +186,10 @@ fn a_hung_agent_is_killed_with_its_session_and_revived_in_its_cell() {
     assert_eq!(start["attempt"], "1");
     assert_eq!(start["custom"], "custom-a");
     assert_eq!(start["notify"], "unset");
+    assert_eq!(
+        start["fd7"], "closed",
+        "the daemon's descriptors stay its own"
+    );
     env.wait_event(&uuid, "agent_recovered", 1, WAIT);
 
     // Both starts are in the log, each with a header naming its pid.
