@@ -74,6 +74,15 @@ impl Hooks {
         }
     }
 
+    /// Takes a reloaded configuration; hooks already running are still
+    /// bounded and still killed at shutdown.
+    pub fn reload(&mut self, cfg: &Config) {
+        let fresh = Hooks::new(cfg);
+        self.argv = fresh.argv;
+        self.events = fresh.events;
+        self.env = fresh.env;
+    }
+
     /// Kills every hook still running, with its process group (shutdown:
     /// hooks must not outlive the daemon that started them).
     pub fn kill_all(&self) {

@@ -1166,7 +1166,7 @@ impl Shell {
                 }
                 log.set_level(&loaded.config.daemon);
                 self.cfg = loaded.config;
-                self.hooks = Hooks::new(&self.cfg);
+                self.hooks.reload(&self.cfg);
                 let actions = self.core.handle(
                     Input::Config {
                         cells: Box::new(self.cfg.cells.clone()),
