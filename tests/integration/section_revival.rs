@@ -794,3 +794,31 @@ fn a_hook_that_hangs_blocks_neither_revivals_nor_shutdown() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn an_agent_joining_a_watched_cell_is_started_at_once() {
+    let env = env();
+    let uuid = env.create(&["--agent", "watcher"]);
+    let daemon = env.spawn_daemon(&[]);
+    daemon.wait_log("ready:", WAIT);
+    let script = repo_file("tests/agent.sh");
+    env.run(&[
+        "cell",
+        "join",
+        &uuid,
+        "--agent",
+        "late",
+        "--env",
+        "CUSTOM=joined",
+        "--",
+        "/bin/sh",
+        script.to_str().expect("utf-8"),
+        "beat",
+    ])
+    .success();
+    let pid = pid_of(&env, &uuid, "agent_started", "late", 1);
+    let start = env.agent_start(&uuid, "late", pid);
+    assert_eq!(start["custom"], "joined");
+    assert_eq!(start["attempt"], "0");
+    env.wait_event(&uuid, "heartbeat", 1, WAIT);
+}
