@@ -3,6 +3,7 @@
 //!
 //!     cargo bench --bench daemon                 # 1,000 cells × 10 agents
 //!     cargo bench --bench daemon -- --scale      # 10,000 cells × 10 agents
+//!     cargo bench --bench daemon -- --started --cells 100   # agents started by the daemon
 //!
 //! Load run: every agent beats every 2 s (atomic writes, spread evenly);
 //! after a warm-up, one agent in each of 100 cells stops beating and the
@@ -55,20 +56,28 @@ fn agent(j: usize) -> String {
     format!("agent-{j}")
 }
 
-/// Writes `cells` cells of `agents` agents each, with a heartbeat apiece.
-fn populate(root: &Path, cells: usize, agents: usize) {
+/// Writes `cells` cells of `agents` agents each, with a heartbeat apiece
+/// — or, if `started`, with a command (the probe) and no heartbeat, so the
+/// daemon starts every agent itself.
+fn populate(root: &Path, cells: usize, agents: usize, started: bool) {
     let ts = now();
+    let probe = std::env::current_exe().expect("exe");
     for i in 0..cells {
         let id = uuid(i);
         let dir = root.join(&id);
         std::fs::create_dir_all(dir.join(".lazarus/heartbeats")).expect("mkdir");
         std::fs::create_dir_all(dir.join("logs")).expect("mkdir");
+        std::fs::create_dir_all(dir.join("workspace")).expect("mkdir");
         let list: Vec<Value> = (0..agents)
-            .map(|j| json!({"name": agent(j), "role": "bench"}))
+            .map(|j| match started {
+                true => json!({"name": agent(j), "role": "bench",
+                               "command": [&probe, "--probe-agent"]}),
+                false => json!({"name": agent(j), "role": "bench"}),
+            })
             .collect();
         let manifest = json!({"uuid": id, "status": "active", "mission": format!("bench {i}"), "agents": list});
         std::fs::write(dir.join("cell.json"), manifest.to_string()).expect("cell.json");
-        for j in 0..agents {
+        for j in (0..agents).filter(|_| !started) {
             write_beat(&dir, &agent(j), ts);
         }
     }
@@ -225,7 +234,7 @@ fn main() {
     let steady: f64 = arg("--seconds")
         .and_then(|v| v.parse().ok())
         .unwrap_or(20.0);
-    load(cells, agents, steady);
+    load(cells, agents, steady, args.iter().any(|a| a == "--started"));
 }
 
 fn machine() -> String {
@@ -269,7 +278,7 @@ fn fs_type(path: &Path) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-fn load(cells: usize, agents: usize, steady: f64) {
+fn load(cells: usize, agents: usize, steady: f64, started: bool) {
     let tmp = tempdir();
     let root = tmp.path().join("missions");
     let config = tmp.path().join("bench.toml");
@@ -285,10 +294,31 @@ fn load(cells: usize, agents: usize, steady: f64) {
     );
     println!("machine: {}", machine());
     println!("root: {} ({})", root.display(), fs_type(tmp.path()));
-    populate(&root, cells, agents);
+    populate(&root, cells, agents, started);
 
     let daemon = Daemon::start(&root, &config);
     let ready = daemon.wait_ready(Duration::from_secs(120));
+    if started {
+        println!(
+            "agents: started by the daemon (probe processes): each heartbeat also samples /proc"
+        );
+        let dirs: Vec<PathBuf> = (0..cells).map(|i| root.join(uuid(i))).collect();
+        let up = || {
+            dirs.iter()
+                .map(|d| (0..agents).map(|j| ups(d, &agent(j)).len()).sum::<usize>())
+                .sum::<usize>()
+        };
+        let limit = Instant::now() + Duration::from_secs(120);
+        while up() < cells * agents {
+            assert!(
+                Instant::now() < limit,
+                "only {} of {} agents started",
+                up(),
+                cells * agents
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
     println!(
         "discovery: ready {:.0} ms after spawn",
         ready.as_secs_f64() * 1000.0
@@ -386,6 +416,16 @@ fn load(cells: usize, agents: usize, steady: f64) {
     stop_all.store(true, Ordering::Relaxed);
     writer.join().expect("writer");
     daemon.stop();
+    for dir in &dirs {
+        for j in 0..agents {
+            for (pid, _) in ups(dir, &agent(j)) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
 
     println!();
     println!("| measure | value | target |");
@@ -431,7 +471,7 @@ fn scale(cells: usize) {
     println!("lazarus-pit scale benchmark — {cells} cells × {agents} agents");
     println!("machine: {}", machine());
     println!("root: {} ({})", root.display(), fs_type(tmp.path()));
-    populate(&root, cells, agents);
+    populate(&root, cells, agents, false);
 
     let list_start = Instant::now();
     let out = Command::new(bin())

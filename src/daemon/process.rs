@@ -27,6 +27,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
+use nix::time::ClockId;
 use nix::unistd::{Gid, Pid, Uid};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot};
@@ -69,7 +70,25 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
 }
 
 pub fn stat(pid: i32) -> Option<Stat> {
-    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    // A stat line is ~300 bytes; the command name is at most 64.
+    let mut buf = [0u8; 1024];
+    let mut path = [0u8; 32];
+    let path = proc_path(pid, b"/stat", &mut path)?;
+    let mut file = std::fs::File::open(path).ok()?;
+    let n = std::io::Read::read(&mut file, &mut buf).ok()?;
+    parse_stat(std::str::from_utf8(&buf[..n]).ok()?)
+}
+
+/// `/proc/<pid><tail>` formatted into `buf`, without allocating: this is
+/// read at every heartbeat of an agent the daemon started.
+fn proc_path<'a>(pid: i32, tail: &[u8], buf: &'a mut [u8; 32]) -> Option<&'a std::path::Path> {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    write!(cursor, "/proc/{pid}").ok()?;
+    cursor.write_all(tail).ok()?;
+    let len = cursor.position() as usize;
+    let text = std::str::from_utf8(&buf[..len]).ok()?;
+    Some(std::path::Path::new(text))
 }
 
 /// This boot's id: start times are only comparable within one boot.
@@ -158,18 +177,36 @@ pub fn signal_session(leader: Instance, signal: Signal, leader_held: bool) -> us
     sent
 }
 
+/// The CPU time a process has used, in nanoseconds, read from its CPU-time
+/// clock: one system call, no file to open — cheap enough for every
+/// heartbeat of an agent the daemon started.
+fn cpu_ns(clock: ClockId) -> Option<u64> {
+    let t = clock.now().ok()?;
+    u64::try_from(t.tv_sec())
+        .ok()?
+        .checked_mul(1_000_000_000)?
+        .checked_add(u64::try_from(t.tv_nsec()).ok()?)
+}
+
 /// What `agent_stale` says of a process, so an operator can tell hung
 /// (S/D, CPU still) from busy (R, CPU moving) from stopped (T).
-pub fn diagnose(instance: Instance, cpu_at_beat: Option<u64>) -> Option<serde_json::Value> {
+/// `cpu_at_beat`: CPU nanoseconds sampled at its last heartbeat.
+pub fn diagnose(
+    instance: Instance,
+    clock: Option<ClockId>,
+    cpu_at_beat: Option<u64>,
+) -> Option<serde_json::Value> {
     let s = stat(instance.pid).filter(|s| s.start_time == instance.start_time)?;
+    let ticks_ns = (s.cpu_ticks as f64 / clock_ticks() * 1e9) as u64;
+    let cpu = clock.and_then(cpu_ns).unwrap_or(ticks_ns);
     let mut v = serde_json::json!({
         "pid": instance.pid,
         "state": s.state.to_string(),
-        "cpu_s": (s.cpu_ticks as f64 / clock_ticks() * 100.0).round() / 100.0,
+        "cpu_s": (cpu as f64 / 1e7).round() / 100.0,
         "rss_bytes": s.rss_pages * page_size(),
     });
     if let Some(before) = cpu_at_beat {
-        v["cpu_advanced"] = serde_json::Value::Bool(s.cpu_ticks > before);
+        v["cpu_advanced"] = serde_json::Value::Bool(cpu > before);
     }
     Some(v)
 }
@@ -251,7 +288,9 @@ struct Entry {
     stop: Option<oneshot::Sender<Duration>>,
     /// A stop was asked for: its exit answers a kill.
     stopping: bool,
-    /// CPU ticks at its last heartbeat, for the stale diagnosis.
+    /// Its CPU-time clock, and the CPU nanoseconds read from it at its
+    /// last heartbeat, for the stale diagnosis.
+    cpu_clock: Option<ClockId>,
     cpu_at_beat: Option<u64>,
 }
 
@@ -335,19 +374,18 @@ impl Procs {
         self.table.remove(cell);
     }
 
-    /// Samples the instance's CPU time at a heartbeat.
+    /// Samples the instance's CPU time at a heartbeat (the daemon's hot
+    /// path: one `clock_gettime`).
     pub fn sample_cpu(&mut self, cell: &str, agent: &str) {
         if let Some(entry) = self.entry(cell, agent) {
-            entry.cpu_at_beat = stat(entry.instance.pid)
-                .filter(|s| s.start_time == entry.instance.start_time)
-                .map(|s| s.cpu_ticks);
+            entry.cpu_at_beat = entry.cpu_clock.and_then(cpu_ns);
         }
     }
 
     /// What `/proc` says of the agent's instance, if the daemon has one.
     pub fn diagnose(&mut self, cell: &str, agent: &str) -> Option<serde_json::Value> {
         let entry = self.entry(cell, agent)?;
-        diagnose(entry.instance, entry.cpu_at_beat)
+        diagnose(entry.instance, entry.cpu_clock, entry.cpu_at_beat)
     }
 
     /// Watches an instance a previous daemon started (not our child: its
@@ -376,12 +414,14 @@ impl Procs {
         stop: oneshot::Sender<Duration>,
         cpu_at_beat: Option<u64>,
     ) {
+        let cpu_clock = ClockId::pid_cpu_clock_id(Pid::from_raw(instance.pid)).ok();
         self.table.entry(cell.clone()).or_default().insert(
             agent.clone(),
             Entry {
                 instance,
                 stop: Some(stop),
                 stopping: false,
+                cpu_clock,
                 cpu_at_beat,
             },
         );
@@ -805,6 +845,24 @@ mod tests {
             ..instance
         }));
         assert!(!boot_id().is_empty());
+    }
+
+    #[test]
+    fn the_fast_stat_reads_what_the_kernel_says() {
+        let pid = std::process::id() as i32;
+        let mut buf = [0u8; 32];
+        assert_eq!(
+            proc_path(pid, b"/stat", &mut buf),
+            Some(std::path::Path::new(&format!("/proc/{pid}/stat")))
+        );
+        let fast = stat(pid).expect("stat");
+        let slow = parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read"))
+            .expect("parse");
+        assert_eq!(
+            (fast.session, fast.start_time),
+            (slow.session, slow.start_time)
+        );
+        assert!(stat(i32::MAX).is_none());
     }
 
     #[test]
