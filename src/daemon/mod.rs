@@ -5,7 +5,11 @@
 //! replacements, heartbeat writes. It feeds what it reads to the core,
 //! sleeps until the core's next deadline, and carries out the core's
 //! actions: event lines, `state.json` writes (coalesced, off the loop), a
-//! provisioned cell's activation. A periodic rescan is only a safety net;
+//! provisioned cell's activation, stopping and starting agents
+//! ([`process`]), requests and handoff packets, notification hooks
+//! ([`hooks`]). Agents' exits come back as messages on the same loop, as do
+//! operators' requests (files in `.lazarus/requests/`, watched like
+//! heartbeats). A periodic rescan is only a safety net;
 //! an inotify queue overflow triggers one at once; cells whose watch
 //! cannot be added, or a root on a network filesystem, are polled.
 
