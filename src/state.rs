@@ -75,9 +75,7 @@ impl CellState {
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = serde_json::to_vec_pretty(self).unwrap_or_default();
-        out.push(b'\n');
-        out
+        crate::store::json_document(self)
     }
 }
 

@@ -222,9 +222,7 @@ impl Manifest {
 
     /// The manifest as written to disk: pretty, with a final newline.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = serde_json::to_vec_pretty(self).unwrap_or_default();
-        out.push(b'\n');
-        out
+        crate::store::json_document(self)
     }
 
     /// The status, with a missing one read as `active` (seed behaviour).

@@ -113,11 +113,11 @@ fn pending(cell: &Cell, agent: &str) -> Option<(String, Value)> {
 }
 
 fn write_json(cell: &Cell, name: &str, body: &Value) -> Result<()> {
-    let mut bytes = serde_json::to_vec_pretty(body).unwrap_or_default();
-    bytes.push(b'\n');
-    cell.dir
-        .create_dirs(REQUESTS)?
-        .write_atomic(name, &bytes, 0o644)?;
+    cell.dir.create_dirs(REQUESTS)?.write_atomic(
+        name,
+        &crate::store::json_document(body),
+        0o644,
+    )?;
     Ok(())
 }
 

@@ -972,10 +972,9 @@ impl Shell {
             "requested_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             "status": "pending",
         });
-        let mut bytes = serde_json::to_vec_pretty(&body).unwrap_or_default();
-        bytes.push(b'\n');
+        let bytes = crate::store::json_document(&body);
         let result = live_cell(&self.root_dir, cell)
-            .and_then(|d| d.create_dirs(REQUESTS))
+            .and_then(|d| owned_dir(&d, REQUESTS))
             .and_then(|d| d.write_atomic(&format!("{request_id}.json"), &bytes, 0o644));
         if let Err(e) = result {
             tracing::warn!("cell {cell}: cannot write revival request {request_id}: {e}");
@@ -1211,26 +1210,42 @@ async fn read_events(source: &mut Option<EventSource>) -> std::io::Result<Vec<Ra
     }
 }
 
-/// Creates `.lazarus/heartbeats` and `.lazarus/requests` if missing; when
-/// running as root, hands them to the owner of the cell directory, so its
-/// agents can beat and its owner can `revive`/`approve` without root.
+/// Creates `.lazarus/heartbeats` and `.lazarus/requests` if missing, owned
+/// by the cell's owner, so its agents can beat and its owner can
+/// `revive`/`approve` without root.
 fn ensure_heartbeats_dir(cell_dir: &Dir) -> std::io::Result<()> {
-    for rel in [HEARTBEATS, REQUESTS] {
-        if cell_dir.subdir(rel).is_ok() {
-            continue;
-        }
-        let dir = cell_dir.create_dirs(rel)?;
-        if nix::unistd::geteuid().is_root() {
-            let owner = nix::sys::stat::fstat(cell_dir.as_fd()).map_err(std::io::Error::from)?;
-            nix::unistd::fchown(
-                dir.as_fd(),
-                Some(nix::unistd::Uid::from_raw(owner.st_uid)),
-                Some(nix::unistd::Gid::from_raw(owner.st_gid)),
-            )
-            .map_err(std::io::Error::from)?;
-        }
-    }
+    owned_dir(cell_dir, HEARTBEATS)?;
+    owned_dir(cell_dir, REQUESTS)?;
     Ok(())
+}
+
+/// Who must own what the daemon creates in a cell: the owner of the cell
+/// directory, when the daemon runs as root (otherwise what it creates is
+/// the daemon's user's anyway, which is the cell's).
+pub(crate) fn cell_owner(
+    cell_dir: &Dir,
+) -> std::io::Result<Option<(nix::unistd::Uid, nix::unistd::Gid)>> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(None);
+    }
+    let st = nix::sys::stat::fstat(cell_dir.as_fd()).map_err(std::io::Error::from)?;
+    Ok(Some((
+        nix::unistd::Uid::from_raw(st.st_uid),
+        nix::unistd::Gid::from_raw(st.st_gid),
+    )))
+}
+
+/// Opens the directory `rel` of a cell, creating it (handed to the cell's
+/// owner) if it is missing. An existing one is left as it is.
+pub(crate) fn owned_dir(cell_dir: &Dir, rel: &str) -> std::io::Result<Dir> {
+    if let Ok(dir) = cell_dir.subdir(rel) {
+        return Ok(dir);
+    }
+    let dir = cell_dir.create_dirs(rel)?;
+    if let Some((uid, gid)) = cell_owner(cell_dir)? {
+        nix::unistd::fchown(dir.as_fd(), Some(uid), Some(gid)).map_err(std::io::Error::from)?;
+    }
+    Ok(dir)
 }
 
 /// The `state.json` a previous daemon left in this cell, if it parses.
@@ -1284,21 +1299,13 @@ fn write_handoff(
         "last_status": last_status,
         "at": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     });
-    let mut bytes = serde_json::to_vec_pretty(&packet).unwrap_or_default();
-    bytes.push(b'\n');
     let cell_dir = live_cell(root, cell)?;
-    let inbox = cell_dir.create_dirs(&format!("bus/inbox/{substitute}"))?;
+    let inbox = owned_dir(&cell_dir, &format!("bus/inbox/{substitute}"))?;
     let name = format!("handoff-{agent}-{}.json", now.timestamp_millis());
-    inbox.write_atomic(&name, &bytes, 0o644)?;
-    if nix::unistd::geteuid().is_root() {
-        let owner = nix::sys::stat::fstat(cell_dir.as_fd()).map_err(std::io::Error::from)?;
-        let (uid, gid) = (
-            Some(nix::unistd::Uid::from_raw(owner.st_uid)),
-            Some(nix::unistd::Gid::from_raw(owner.st_gid)),
-        );
-        nix::unistd::fchown(inbox.as_fd(), uid, gid).map_err(std::io::Error::from)?;
+    inbox.write_atomic(&name, &crate::store::json_document(&packet), 0o644)?;
+    if let Some((uid, gid)) = cell_owner(&cell_dir)? {
         let file = inbox.open_rw(&name)?;
-        nix::unistd::fchown(&file, uid, gid).map_err(std::io::Error::from)?;
+        nix::unistd::fchown(&file, Some(uid), Some(gid)).map_err(std::io::Error::from)?;
     }
     Ok(())
 }

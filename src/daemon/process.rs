@@ -600,15 +600,10 @@ struct Identity {
 }
 
 fn identity(cell_dir: &Dir) -> Result<Option<Identity>, String> {
-    if !nix::unistd::geteuid().is_root() {
+    let owner = super::cell_owner(cell_dir).map_err(|e| format!("cell directory: {e}"))?;
+    let Some((uid, gid)) = owner.filter(|(uid, _)| !uid.is_root()) else {
         return Ok(None);
-    }
-    let st = nix::sys::stat::fstat(cell_dir.as_fd()).map_err(|e| format!("cell directory: {e}"))?;
-    if st.st_uid == 0 {
-        return Ok(None);
-    }
-    let uid = Uid::from_raw(st.st_uid);
-    let gid = Gid::from_raw(st.st_gid);
+    };
     // Supplementary groups of the owner, looked up before fork (NSS is not
     // async-signal-safe).
     let groups = nix::unistd::User::from_uid(uid)
@@ -620,20 +615,6 @@ fn identity(cell_dir: &Dir) -> Result<Option<Identity>, String> {
         })
         .unwrap_or_else(|| vec![gid]);
     Ok(Some(Identity { uid, gid, groups }))
-}
-
-/// Creates `rel` in the cell if missing, owned by the agent's user.
-fn agent_dir(cell_dir: &Dir, rel: &str, who: Option<&Identity>) -> Result<Dir, String> {
-    let existed = cell_dir.subdir(rel).ok();
-    let dir = match existed {
-        Some(d) => return Ok(d),
-        None => cell_dir.create_dirs(rel).map_err(|e| e.to_string())?,
-    };
-    if let Some(who) = who {
-        nix::unistd::fchown(dir.as_fd(), Some(who.uid), Some(who.gid))
-            .map_err(|e| format!("{}: {e}", dir.path().display()))?;
-    }
-    Ok(dir)
 }
 
 /// The rlimit a `limits` key names.
@@ -687,14 +668,14 @@ pub fn environment(cell_dir: &Dir, start: &Start<'_>) -> Vec<(String, String)> {
 
 fn spawn(cell_dir: &Dir, start: &Start<'_>) -> Result<(tokio::process::Child, Instance), String> {
     let who = identity(cell_dir)?;
-    let workspace = agent_dir(cell_dir, "workspace", who.as_ref())?;
-    let logs = agent_dir(cell_dir, "logs", who.as_ref())?;
+    let workspace = super::owned_dir(cell_dir, "workspace").map_err(|e| e.to_string())?;
+    let logs = super::owned_dir(cell_dir, "logs").map_err(|e| e.to_string())?;
     let log_name = format!("{}.log", start.agent);
     let log = logs
         .open_append(&log_name)
         .map_err(|e| format!("log file: {e}"))?;
-    if let Some(who) = &who {
-        let _ = nix::unistd::fchown(log.as_fd(), Some(who.uid), Some(who.gid));
+    if let Ok(Some((uid, gid))) = super::cell_owner(cell_dir) {
+        let _ = nix::unistd::fchown(log.as_fd(), Some(uid), Some(gid));
     }
     let argv = &start.spec.argv;
     let mut cmd = tokio::process::Command::new(&argv[0]);
