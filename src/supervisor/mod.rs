@@ -267,8 +267,7 @@ impl Supervisor {
             } => {
                 if let Some(t) = self.tracked(&cell, &agent) {
                     let changes = t.sup.exited(pid, exit, now);
-                    self.apply(&cell, &agent, changes, now, &mut out);
-                    self.schedule(&cell, &agent);
+                    self.settle(&cell, &agent, changes, now, &mut out);
                 }
             }
             Input::Killed {
@@ -591,8 +590,7 @@ impl Supervisor {
                 request_id,
             });
         }
-        self.apply(&cell_id, &agent_id, changes, now, &mut out);
-        self.schedule(&cell_id, &agent_id);
+        self.settle(&cell_id, &agent_id, changes, now, &mut out);
         out
     }
 
@@ -603,6 +601,18 @@ impl Supervisor {
             return;
         };
         let changes = t.sup.advance(now);
+        self.settle(cell, agent, changes, now, out);
+    }
+
+    /// Applies an agent's changes and arms its next deadline.
+    fn settle(
+        &mut self,
+        cell: &CellId,
+        agent: &AgentId,
+        changes: Vec<Change>,
+        now: f64,
+        out: &mut Vec<Action>,
+    ) {
         self.apply(cell, agent, changes, now, out);
         self.schedule(cell, agent);
     }
@@ -670,8 +680,7 @@ impl Supervisor {
                 }
             }
         }
-        self.apply(cell, agent, changes, now, out);
-        self.schedule(cell, agent);
+        self.settle(cell, agent, changes, now, out);
     }
 
     fn spawned(
@@ -757,8 +766,7 @@ impl Supervisor {
             });
         }
         let changes = t.sup.force_revival(Reason::Manual);
-        self.apply(cell, agent, changes, now, out);
-        self.schedule(cell, agent);
+        self.settle(cell, agent, changes, now, out);
     }
 
     /// `lazarus-pit approve|deny`. An answer to a request that is no
@@ -1018,8 +1026,7 @@ impl Supervisor {
         });
         if start && let Some(t) = self.tracked(cell, &substitute) {
             let changes = t.sup.start_as_substitute(agent);
-            self.apply(cell, &substitute, changes, now, out);
-            self.schedule(cell, &substitute);
+            self.settle(cell, &substitute, changes, now, out);
         }
     }
 }
