@@ -143,17 +143,12 @@ fn untouchable(pid: i32) -> bool {
 /// began no earlier than it (its descendants that stayed in its session),
 /// and to the leader itself if `leader_held` (the caller holds the
 /// unreaped child or a pidfd, so its pid cannot have been reused).
-/// Returns how many processes were signalled.
-pub fn signal_session(leader: Instance, signal: Signal, leader_held: bool) -> usize {
-    let mut sent = 0;
-    if leader_held
-        && !untouchable(leader.pid)
-        && nix::sys::signal::kill(Pid::from_raw(leader.pid), signal).is_ok()
-    {
-        sent += 1;
+pub fn signal_session(leader: Instance, signal: Signal, leader_held: bool) {
+    if leader_held && !untouchable(leader.pid) {
+        let _ = nix::sys::signal::kill(Pid::from_raw(leader.pid), signal);
     }
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return sent;
+        return;
     };
     for entry in entries.flatten() {
         let Some(pid) = entry
@@ -169,12 +164,10 @@ pub fn signal_session(leader: Instance, signal: Signal, leader_held: bool) -> us
         if let Some(s) = stat(pid)
             && s.session == leader.pid
             && s.start_time >= leader.start_time
-            && nix::sys::signal::kill(Pid::from_raw(pid), signal).is_ok()
         {
-            sent += 1;
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), signal);
         }
     }
-    sent
 }
 
 /// The CPU time a process has used, in nanoseconds, read from its CPU-time

@@ -388,11 +388,6 @@ impl Supervisor {
         }
     }
 
-    /// The daemon's running instance of an agent, if any.
-    pub fn instance(&self, cell: &str, agent: &str) -> Option<Instance> {
-        self.cells.get(cell)?.agents.get(agent)?.sup.instance
-    }
-
     /// Whether any agent is being killed or started (the shell owes the
     /// core an answer).
     pub fn reviving(&self) -> bool {
