@@ -278,6 +278,12 @@ fn fs_type(path: &Path) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
+/// The `[daemon]` section that keeps a benchmark's records in its own
+/// temporary directory (never `/var/lib/lazarus-pit`).
+fn state_dir(tmp: &Path) -> String {
+    format!("[daemon]\nstate_dir = {:?}\n", tmp.join("state"))
+}
+
 fn load(cells: usize, agents: usize, steady: f64, started: bool) {
     let tmp = tempdir();
     let root = tmp.path().join("missions");
@@ -285,7 +291,8 @@ fn load(cells: usize, agents: usize, steady: f64, started: bool) {
     std::fs::write(
         &config,
         format!(
-            "[cells]\nheartbeat_stale_threshold = {STALE}\nresurrect_after = 3600\n[events]\nheartbeats = \"none\"\n"
+            "{}[cells]\nheartbeat_stale_threshold = {STALE}\nresurrect_after = 3600\n[events]\nheartbeats = \"none\"\n",
+            state_dir(tmp.path())
         ),
     )
     .expect("config");
@@ -465,7 +472,10 @@ fn scale(cells: usize) {
     let config = tmp.path().join("bench.toml");
     std::fs::write(
         &config,
-        "[cells]\nheartbeat_stale_threshold = 600\n[events]\nheartbeats = \"none\"\n",
+        format!(
+            "{}[cells]\nheartbeat_stale_threshold = 600\n[events]\nheartbeats = \"none\"\n",
+            state_dir(tmp.path())
+        ),
     )
     .expect("config");
     println!("lazarus-pit scale benchmark — {cells} cells × {agents} agents");
@@ -586,9 +596,12 @@ fn revival(agents: usize, seconds: f64) {
     let config = tmp.path().join("bench.toml");
     std::fs::write(
         &config,
-        "[cells]\nheartbeat_stale_threshold = 0.5\nresurrect_after = 1\nkill_grace = 5\n\
-         backoff_initial = 0\nbackoff_max = 0\nmax_revive_attempts = 1000000\n\
-         reset_after = 1000000\npoll_interval = 30\n[events]\nheartbeats = \"none\"\n",
+        format!(
+            "{}[cells]\nheartbeat_stale_threshold = 0.5\nresurrect_after = 1\nkill_grace = 5\n\
+             backoff_initial = 0\nbackoff_max = 0\nmax_revive_attempts = 1000000\n\
+             reset_after = 1000000\npoll_interval = 30\n[events]\nheartbeats = \"none\"\n",
+            state_dir(tmp.path())
+        ),
     )
     .expect("config");
     let probe = std::env::current_exe().expect("exe");

@@ -41,6 +41,9 @@ pub struct DaemonConfig {
     /// `DEBUG`, `INFO`, `WARNING`, `ERROR` (seed spelling) or tracing's.
     pub log_level: Option<String>,
     pub log_format: LogFormat,
+    /// Where the daemon keeps its own records (see [`crate::records`]).
+    /// Absent: `/var/lib/lazarus-pit` for root, the XDG state home else.
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -56,12 +59,12 @@ pub enum LogFormat {
 #[serde(default)]
 pub struct CellsConfig {
     pub root: Option<PathBuf>,
-    #[serde(deserialize_with = "seconds")]
+    #[serde(deserialize_with = "positive_seconds")]
     pub heartbeat_stale_threshold: Duration,
-    #[serde(deserialize_with = "seconds")]
+    #[serde(deserialize_with = "positive_seconds")]
     pub resurrect_after: Duration,
     pub max_revive_attempts: u32,
-    #[serde(deserialize_with = "seconds")]
+    #[serde(deserialize_with = "positive_seconds")]
     pub poll_interval: Duration,
     pub revive_policy: RevivePolicy,
     #[serde(deserialize_with = "seconds")]
@@ -75,6 +78,9 @@ pub struct CellsConfig {
     pub watch: WatchMode,
     pub checkpoints_keep: u32,
     pub checkpoint_on_archive: bool,
+    /// Variables of the daemon's environment passed on to agents (their
+    /// environment is otherwise a clean one).
+    pub pass_env: Vec<String>,
 }
 
 impl Default for CellsConfig {
@@ -93,6 +99,7 @@ impl Default for CellsConfig {
             watch: WatchMode::Auto,
             checkpoints_keep: 10,
             checkpoint_on_archive: false,
+            pass_env: Vec::new(),
         }
     }
 }
@@ -195,29 +202,64 @@ impl GiteaConfig {
     }
 }
 
-/// Seconds as integer or float, non-negative.
-fn seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    struct Secs;
-    impl serde::de::Visitor<'_> for Secs {
-        type Value = Duration;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a non-negative number of seconds")
-        }
-        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Duration, E> {
-            self.visit_f64(v as f64)
-        }
-        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Duration, E> {
-            Ok(Duration::from_secs(v))
-        }
-        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Duration, E> {
-            Duration::try_from_secs_f64(v).map_err(|_| {
-                E::custom(format!(
-                    "{v} is not a duration: give a non-negative number of seconds"
-                ))
-            })
-        }
+/// The longest duration anything accepts: ten years. Beyond it a number
+/// is a mistake (or an attack: `1e19` seconds overflows every clock).
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 86_400 + 2 * 86_400);
+
+/// `secs` as a duration if it is a number of seconds in `0..=MAX_DURATION`
+/// (above zero if `positive`).
+pub fn bounded_seconds(secs: f64, positive: bool) -> Result<Duration, String> {
+    let ok = secs.is_finite()
+        && secs >= 0.0
+        && secs <= MAX_DURATION.as_secs_f64()
+        && (!positive || secs > 0.0);
+    if ok {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        Err(format!(
+            "{secs} is not a duration: give {} number of seconds, at most ten years ({})",
+            if positive {
+                "a positive"
+            } else {
+                "a non-negative"
+            },
+            MAX_DURATION.as_secs()
+        ))
     }
-    d.deserialize_any(Secs)
+}
+
+/// Seconds as integer or float, `0..=MAX_DURATION`.
+fn seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    d.deserialize_any(Secs { positive: false })
+}
+
+/// Seconds as integer or float, above zero and at most `MAX_DURATION`.
+fn positive_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    d.deserialize_any(Secs { positive: true })
+}
+
+struct Secs {
+    positive: bool,
+}
+
+impl serde::de::Visitor<'_> for Secs {
+    type Value = Duration;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.positive {
+            "a positive number of seconds"
+        } else {
+            "a non-negative number of seconds"
+        })
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Duration, E> {
+        self.visit_f64(v as f64)
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Duration, E> {
+        self.visit_f64(v as f64)
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Duration, E> {
+        bounded_seconds(v, self.positive).map_err(E::custom)
+    }
 }
 
 /// A loaded configuration and where it came from.
@@ -345,6 +387,22 @@ mod tests {
         assert!(err.contains("line 2"), "{err}");
         let err = parse("[cells]\nroot = \n").unwrap_err().to_string();
         assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn absurd_durations_are_errors_not_panics() {
+        for bad in ["1e19", "-3", "315662401", "nan"] {
+            let text = format!("[cells]\nkill_grace = {bad}\n");
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains("line 2"), "{bad}: {err}");
+        }
+        let err = parse("[cells]\nheartbeat_stale_threshold = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("positive"), "{err}");
+        let (c, _) = parse("[cells]\nkill_grace = 0\nbackoff_max = 315360000\n").expect("ok");
+        assert_eq!(c.cells.kill_grace, Duration::ZERO);
+        assert_eq!(c.cells.backoff_max, Duration::from_secs(315_360_000));
     }
 
     #[test]

@@ -12,7 +12,10 @@
 //! - [`store`]: the only code that touches files in a cell: symlink-safe
 //!   opens, atomic replace, locked update, whole-line append.
 //! - [`events`]: event names and the `events.jsonl` line format.
-//! - [`state`]: the daemon's `state.json` model.
+//! - [`state`]: the `state.json` model (published in each cell).
+//! - [`records`]: the daemon's own records and the operators' inbox, in its
+//!   state directory, apart from anything an agent can write.
+//! - [`text`]: agent-written text made safe for a terminal.
 //! - [`supervisor`]: the pure decision core — agent health over time,
 //!   deadlines, the actions to take — with no I/O and no clock.
 //! - [`daemon`]: the I/O shell around it: inotify, timers, signals,
@@ -28,9 +31,11 @@ pub mod daemon;
 pub mod error;
 pub mod events;
 pub mod logging;
+pub mod records;
 pub mod state;
 pub mod store;
 pub mod supervisor;
+pub mod text;
 
 use std::process::ExitCode;
 

@@ -9,7 +9,8 @@ fn main() -> ExitCode {
     match lazarus_pit::run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("lazarus-pit: {e}");
+            // Messages can quote what an agent wrote (a name, a path).
+            eprintln!("lazarus-pit: {}", lazarus_pit::text::escape(&e.to_string()));
             ExitCode::from(e.exit_code())
         }
     }

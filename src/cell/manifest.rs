@@ -19,10 +19,15 @@ use super::name::validate_agent_name;
 pub struct Seconds(pub Number);
 
 impl Seconds {
-    /// The value as a duration, or `None` if negative or not finite.
+    /// The value as a duration, or `None` unless it is a number of seconds
+    /// from zero to ten years ([`crate::config::MAX_DURATION`]).
     pub fn duration(&self) -> Option<Duration> {
-        let secs = self.0.as_f64()?;
-        Duration::try_from_secs_f64(secs).ok()
+        crate::config::bounded_seconds(self.0.as_f64()?, false).ok()
+    }
+
+    /// [`Seconds::duration`], above zero.
+    pub fn positive(&self) -> Option<Duration> {
+        crate::config::bounded_seconds(self.0.as_f64()?, true).ok()
     }
 
     pub fn from_secs_f64(secs: f64) -> Option<Seconds> {
@@ -67,6 +72,16 @@ pub enum Isolation {
     Directory,
     MountNamespace,
     Podman,
+}
+
+impl Isolation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::Directory => "directory",
+            Isolation::MountNamespace => "mount-namespace",
+            Isolation::Podman => "podman",
+        }
+    }
 }
 
 /// An agent's `command`: an argv array, or a string run with `/bin/sh -c`.
@@ -284,26 +299,66 @@ impl Manifest {
                 ),
                 ("resurrect_after", &agent.resurrect_after),
             ] {
-                if value.as_ref().is_some_and(|s| s.duration().is_none()) {
+                if value.as_ref().is_some_and(|s| s.positive().is_none()) {
                     out.push(format!(
-                        "agent {:?}: {field} must be a non-negative number of seconds",
+                        "agent {:?}: {field} must be a positive number of seconds, at most ten years",
                         agent.name
                     ));
                 }
             }
+            limit_problems(
+                &format!("agent {:?}: ", agent.name),
+                &agent.limits,
+                &mut out,
+            );
         }
-        for (field, value) in [
-            ("heartbeat_stale_threshold", &self.heartbeat_stale_threshold),
-            ("resurrect_after", &self.resurrect_after),
-            ("idle_timeout", &self.idle_timeout),
-            ("max_duration", &self.max_duration),
-            ("checkpoint_interval", &self.checkpoint_interval),
+        for (field, value, positive) in [
+            (
+                "heartbeat_stale_threshold",
+                &self.heartbeat_stale_threshold,
+                true,
+            ),
+            ("resurrect_after", &self.resurrect_after, true),
+            ("idle_timeout", &self.idle_timeout, false),
+            ("max_duration", &self.max_duration, false),
+            ("checkpoint_interval", &self.checkpoint_interval, false),
         ] {
-            if value.as_ref().is_some_and(|s| s.duration().is_none()) {
-                out.push(format!("{field} must be a non-negative number of seconds"));
+            let bad = |s: &Seconds| {
+                if positive {
+                    s.positive().is_none()
+                } else {
+                    s.duration().is_none()
+                }
+            };
+            if value.as_ref().is_some_and(bad) {
+                out.push(format!(
+                    "{field} must be a {} number of seconds, at most ten years",
+                    if positive { "positive" } else { "non-negative" }
+                ));
             }
         }
+        limit_problems("", &self.limits, &mut out);
         out
+    }
+}
+
+/// The rlimits `limits` may name (`RLIMIT_<NAME>` in lower case).
+pub const LIMIT_NAMES: &[&str] = &[
+    "as", "core", "cpu", "data", "fsize", "memlock", "nofile", "nproc", "stack",
+];
+
+fn limit_problems(prefix: &str, limits: &Option<Map<String, Value>>, out: &mut Vec<String>) {
+    for (name, value) in limits.iter().flatten() {
+        if !LIMIT_NAMES.contains(&name.as_str()) {
+            out.push(format!(
+                "{prefix}limits: {name:?} is not one of {}",
+                LIMIT_NAMES.join(", ")
+            ));
+        } else if value.as_u64().is_none() {
+            out.push(format!(
+                "{prefix}limits: {name} must be a non-negative integer, not {value}"
+            ));
+        }
     }
 }
 
@@ -395,6 +450,24 @@ mod tests {
         .expect("parse");
         let p = m.problems();
         assert_eq!(p.len(), 5, "{p:#?}");
+    }
+
+    #[test]
+    fn absurd_numbers_are_problems_not_durations() {
+        let m = Manifest::from_slice(
+            br#"{"heartbeat_stale_threshold":1e19,"resurrect_after":0,"max_duration":-1,
+              "limits":{"nofile":-5,"bogus":1},
+              "agents":[{"name":"a","resurrect_after":1e300,"limits":{"cpu":1.5}}]}"#,
+        )
+        .expect("parse");
+        assert_eq!(
+            m.heartbeat_stale_threshold
+                .as_ref()
+                .and_then(Seconds::duration),
+            None
+        );
+        let p = m.problems();
+        assert_eq!(p.len(), 7, "{p:#?}");
     }
 
     #[test]

@@ -27,9 +27,6 @@ pub const EVENTS: &str = "logs/events.jsonl";
 pub const HEARTBEATS: &str = ".lazarus/heartbeats";
 /// The daemon's state file, relative to the cell.
 pub const STATE: &str = ".lazarus/state.json";
-/// Requests to the daemon (`revive`, `approve`, `deny`) and its questions
-/// (`revive_requested`), relative to the cell.
-pub const REQUESTS: &str = ".lazarus/requests";
 /// Directories `cell create` makes (BRIEF section 2).
 pub const LAYOUT: &[&str] = &[
     "workspace",
@@ -38,7 +35,6 @@ pub const LAYOUT: &[&str] = &[
     "bus/inbox",
     "bus/outbox",
     ".lazarus/heartbeats",
-    ".lazarus/requests",
 ];
 /// Largest `cell.json` read. Far above any real manifest, far below harm.
 pub const MANIFEST_LIMIT: u64 = 1024 * 1024;
@@ -255,11 +251,46 @@ impl Cell {
 
     /// Reads an agent's heartbeat file safely and parses it.
     pub fn read_heartbeat(&self, agent: &str) -> Result<Heartbeat, HeartbeatReadError> {
-        let bytes = self
+        self.read_heartbeat_seen(agent, f64::INFINITY)
+            .map(|(hb, _)| hb)
+    }
+
+    /// [`Cell::read_heartbeat`], with when it was written as far as can be
+    /// told at `now` (unix seconds): its timestamp, unless that lies in the
+    /// future — then the file's change time, which the kernel sets and an
+    /// agent cannot, so a heartbeat stamped a year ahead ages like any
+    /// other.
+    pub fn read_heartbeat_seen(
+        &self,
+        agent: &str,
+        now: f64,
+    ) -> Result<(Heartbeat, f64), HeartbeatReadError> {
+        use std::io::Read;
+        let rel = heartbeat_rel(agent);
+        let (file, size) = self
             .dir
-            .read_file(&heartbeat_rel(agent), AGENT_FILE_LIMIT)
+            .open_regular(&rel)
             .map_err(HeartbeatReadError::File)?;
-        Heartbeat::parse(&bytes).map_err(HeartbeatReadError::Content)
+        if size > AGENT_FILE_LIMIT {
+            return Err(HeartbeatReadError::File(ReadError::TooLarge {
+                size,
+                limit: AGENT_FILE_LIMIT,
+            }));
+        }
+        let changed = nix::sys::stat::fstat(&file)
+            .map(|st| st.st_ctime as f64 + st.st_ctime_nsec as f64 / 1e9)
+            .unwrap_or(now);
+        let mut bytes = Vec::new();
+        file.take(AGENT_FILE_LIMIT)
+            .read_to_end(&mut bytes)
+            .map_err(|e| HeartbeatReadError::File(ReadError::Io(e)))?;
+        let hb = Heartbeat::parse(&bytes).map_err(HeartbeatReadError::Content)?;
+        let seen = if hb.timestamp > now + heartbeat::FUTURE_SKEW_ALLOWANCE_S {
+            changed.min(now)
+        } else {
+            hb.timestamp
+        };
+        Ok((hb, seen))
     }
 }
 

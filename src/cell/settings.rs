@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::manifest::{Agent, Manifest, RestartPolicy, RevivePolicy, Seconds};
+use super::manifest::{
+    Agent, Isolation, LIMIT_NAMES, Manifest, RestartPolicy, RevivePolicy, Seconds,
+};
 use crate::config::CellsConfig;
 
 /// How to run an agent: what the daemon needs to start it, taken from its
@@ -17,6 +19,8 @@ pub struct SpawnSpec {
     pub env: Vec<(String, String)>,
     /// `limits`: rlimit name (`nofile`, `as`, …) and value for soft and hard.
     pub limits: Vec<(String, u64)>,
+    /// `isolation`, agent over cell.
+    pub isolation: Isolation,
 }
 
 /// What applies to one agent after precedence is resolved.
@@ -73,8 +77,8 @@ impl AgentSettings {
         let pick = |agent_v: &Option<Seconds>, cell_v: &Option<Seconds>, default: Duration| {
             agent_v
                 .as_ref()
-                .and_then(Seconds::duration)
-                .or_else(|| cell_v.as_ref().and_then(Seconds::duration))
+                .and_then(Seconds::positive)
+                .or_else(|| cell_v.as_ref().and_then(Seconds::positive))
                 .unwrap_or(default)
         };
         AgentSettings {
@@ -127,12 +131,20 @@ impl SpawnSpec {
             .collect();
         let mut limits: Vec<(String, u64)> = Vec::new();
         for (k, v) in cell.limits.iter().chain(agent.limits.iter()).flatten() {
-            if let Some(v) = v.as_u64() {
+            if let Some(v) = v.as_u64()
+                && LIMIT_NAMES.contains(&k.as_str())
+            {
                 limits.retain(|(name, _)| name != k);
                 limits.push((k.clone(), v));
             }
         }
-        Some(SpawnSpec { argv, env, limits })
+        let isolation = agent.isolation.or(cell.isolation).unwrap_or_default();
+        Some(SpawnSpec {
+            argv,
+            env,
+            limits,
+            isolation,
+        })
     }
 }
 

@@ -21,9 +21,12 @@ use crate::error::{Error, Result};
 /// The whole demo must finish within this.
 const BUDGET: Duration = Duration::from_secs(30);
 
+/// The demo's config; its records go to `state_dir` inside its own
+/// temporary directory, so it needs no privilege and leaves nothing.
 const CONFIG: &str = "\
 [daemon]
 log_level = \"warn\"
+state_dir = \"STATE_DIR\"
 
 [cells]
 heartbeat_stale_threshold = 1.5
@@ -73,7 +76,12 @@ impl Demo {
         let root = dir.join("missions");
         std::fs::create_dir(&root)?;
         let config = dir.join("lazarus-pit.toml");
-        std::fs::write(&config, CONFIG)?;
+        let state = dir
+            .join("state")
+            .display()
+            .to_string()
+            .replace('\\', "\\\\");
+        std::fs::write(&config, CONFIG.replace("STATE_DIR", &state))?;
         let template = dir.join("demo-cell.json");
         let argv = json!(["/bin/sh", "-c", AGENT_LOOP, exe]);
         std::fs::write(

@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 
 use crate::Context;
 use crate::cell::lifecycle::{Trigger, transition};
-use crate::cell::manifest::{Agent, AgentCommand};
+use crate::cell::manifest::{Agent, AgentCommand, Isolation};
 use crate::cell::now_rfc3339;
 use crate::cli::JoinArgs;
 use crate::error::{Error, Result};
@@ -30,6 +30,19 @@ pub fn run(ctx: &Context, args: JoinArgs) -> Result<ExitCode> {
                 &cell.id,
                 format!("add agent {:?}", args.agent),
                 format!("the cell is {status}"),
+            ));
+        }
+        // An agent never runs without the isolation it is given: a level
+        // this version cannot provide is refused here, not at its start.
+        if let Some(level) = m.isolation.filter(|i| *i != Isolation::Directory) {
+            return Err(Error::refused(
+                &cell.id,
+                format!("add agent {:?}", args.agent),
+                format!(
+                    "the cell's isolation {:?} is not available in this version of \
+                     lazarus-pit, and agents are never started without it",
+                    level.as_str()
+                ),
             ));
         }
         if m.agent(&args.agent).is_some() {

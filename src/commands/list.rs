@@ -7,6 +7,7 @@ use serde_json::json;
 use crate::Context;
 use crate::cell::Listed;
 use crate::error::Result;
+use crate::text::escape;
 
 pub fn run(ctx: &Context) -> Result<ExitCode> {
     let cells = ctx.root.list()?;
@@ -41,8 +42,8 @@ pub fn run(ctx: &Context) -> Result<ExitCode> {
                 out.push_str(&format!(
                     "{}: {} — {}\n",
                     cell.id,
-                    manifest.status(),
-                    manifest.mission.as_deref().unwrap_or("")
+                    escape(manifest.status().as_str()),
+                    escape(manifest.mission.as_deref().unwrap_or(""))
                 ));
             }
             Listed::Unreadable { name, error } => {

@@ -1,22 +1,24 @@
 //! `revive`, `approve`, `deny`: an operator's word on a dead agent.
 //!
-//! They talk to the daemon through files in the cell's
-//! `.lazarus/requests/`, which it watches: `revive` drops a request there;
-//! `approve`/`deny` answer, in place, the question the daemon wrote for
-//! `revive_requested`, and record `revive_approved`/`revive_denied`. Files
-//! survive a daemon that is down: it acts on them when it starts.
+//! They talk to the daemon through the inbox of its state directory (see
+//! [`crate::records`]), which only root and the daemon's user can write:
+//! nothing an agent writes in its cell counts as an operator's decision.
+//! `approve`/`deny` answer the request the daemon recorded for
+//! `revive_requested` and record `revive_approved`/`revive_denied` with
+//! `by`. Requests wait in the inbox while the daemon is down: it acts on
+//! them when it starts.
 
 use std::process::ExitCode;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::Context;
-use crate::cell::{Cell, REQUESTS, STATE, now_rfc3339};
+use crate::cell::{Cell, now_rfc3339};
 use crate::cli::AgentArgs;
 use crate::error::{Error, Result};
 use crate::events::{Event, EventKind};
-use crate::state::CellState;
-use crate::store::AGENT_FILE_LIMIT;
+use crate::records::{Records, Request, RequestAction};
+use crate::state::AgentState;
 
 /// `lazarus-pit revive CELL AGENT`: revive now, whatever the policy, and
 /// give an abandoned agent a fresh count.
@@ -34,18 +36,12 @@ pub fn revive(ctx: &Context, args: AgentArgs) -> Result<ExitCode> {
             "it has no command in cell.json, so the daemon can only watch it",
         ));
     }
-    let millis = chrono::Utc::now().timestamp_millis();
-    let name = format!("revive-{}-{millis}.json", args.agent);
-    let body = json!({
-        "action": "revive",
-        "agent": args.agent,
-        "requested_by": super::create::current_user(),
-        "requested_at": now_rfc3339(),
-    });
-    write_json(&cell, &name, &body)?;
+    let records = Records::open(&ctx.config.daemon, &ctx.root.path)?;
+    let name = post(&records, RequestAction::Revive, &cell, &args.agent, None)?;
     report(
         ctx,
         &cell,
+        &records,
         &format!("revival of {} requested", args.agent),
         &name,
     );
@@ -57,24 +53,28 @@ pub fn decide(ctx: &Context, args: AgentArgs, approve: bool) -> Result<ExitCode>
     super::check_agent_name(&args.agent)?;
     let cell = ctx.root.resolve(&args.cell)?;
     let verb = if approve { "approve" } else { "deny" };
-    let _lock = cell.dir.lock(crate::cell::CLI_LOCK_PATIENCE)?;
-    let Some((name, mut request)) = pending(&cell, &args.agent) else {
+    let records = Records::open_existing(&ctx.config.daemon, &ctx.root.path)?;
+    // The pending question, from the daemon's record — never from a file
+    // in the cell.
+    let pending = records
+        .as_ref()
+        .and_then(|r| r.read_cell(&cell.id))
+        .and_then(|r| r.agents.get(&args.agent).cloned())
+        .filter(|a| a.state == AgentState::AwaitingApproval)
+        .and_then(|a| a.request);
+    let (Some(pending), Some(records)) = (pending, records) else {
         return Err(Error::refused(
             &cell.id,
             format!("{verb} the revival of {:?}", args.agent),
             "no revival request is pending for it",
         ));
     };
-    let decision = if approve { "approved" } else { "denied" };
-    let by = super::create::current_user();
-    request["decision"] = decision.into();
-    request["decided_by"] = by.clone().into();
-    request["decided_at"] = now_rfc3339().into();
-    let request_id = request["request_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    write_json(&cell, &name, &request)?;
+    let action = if approve {
+        RequestAction::Approve
+    } else {
+        RequestAction::Deny
+    };
+    let name = post(&records, action, &cell, &args.agent, Some(&pending.id))?;
     let kind = if approve {
         EventKind::ReviveApproved
     } else {
@@ -82,43 +82,40 @@ pub fn decide(ctx: &Context, args: AgentArgs, approve: bool) -> Result<ExitCode>
     };
     cell.append_events(&[Event::new(kind)
         .with("agent", args.agent.as_str())
-        .with("request_id", request_id.as_str())
-        .with("by", by)])?;
-    report(ctx, &cell, &format!("{request_id} {decision}"), &name);
+        .with("request_id", pending.id.as_str())
+        .with("by", super::create::current_user())])?;
+    let decision = if approve { "approved" } else { "denied" };
+    report(
+        ctx,
+        &cell,
+        &records,
+        &format!("{} {decision}", pending.id),
+        &name,
+    );
     Ok(ExitCode::SUCCESS)
 }
 
-/// The agent's unanswered request, if any (the newest, should there be
-/// several).
-fn pending(cell: &Cell, agent: &str) -> Option<(String, Value)> {
-    let dir = cell.dir.subdir(REQUESTS).ok()?;
-    let mut found: Vec<(String, Value)> = dir
-        .entries()
-        .ok()?
-        .into_iter()
-        .filter(|(name, _)| name.ends_with(".json") && !name.starts_with('.'))
-        .filter_map(|(name, _)| {
-            let bytes = dir.read_file(&name, AGENT_FILE_LIMIT).ok()?;
-            let v: Value = serde_json::from_slice(&bytes).ok()?;
-            (v["agent"] == agent && v["status"] == "pending" && v.get("decision").is_none())
-                .then_some((name, v))
-        })
-        .collect();
-    found.sort_by(|a, b| {
-        a.1["requested_at"]
-            .as_str()
-            .cmp(&b.1["requested_at"].as_str())
-    });
-    found.pop()
-}
-
-fn write_json(cell: &Cell, name: &str, body: &Value) -> Result<()> {
-    cell.dir.create_dirs(REQUESTS)?.write_atomic(
-        name,
-        &crate::store::json_document(body),
-        0o644,
-    )?;
-    Ok(())
+fn post(
+    records: &Records,
+    action: RequestAction,
+    cell: &Cell,
+    agent: &str,
+    request_id: Option<&str>,
+) -> Result<String> {
+    let request = Request {
+        action,
+        cell: cell.id.clone(),
+        agent: agent.to_string(),
+        request_id: request_id.map(str::to_string),
+        by: super::create::current_user(),
+        at: now_rfc3339(),
+    };
+    records.post(&request).map_err(|e| {
+        Error::Io(std::io::Error::new(
+            e.kind(),
+            format!("cannot hand the request to the daemon: {e}"),
+        ))
+    })
 }
 
 fn no_such_agent(cell: &Cell, agent: &str) -> Error {
@@ -130,18 +127,15 @@ fn no_such_agent(cell: &Cell, agent: &str) -> Error {
 }
 
 /// Says what was done, and whether a daemon is there to act on it.
-fn report(ctx: &Context, cell: &Cell, what: &str, file: &str) {
-    let daemon = cell
-        .dir
-        .read_file(STATE, AGENT_FILE_LIMIT * 16)
-        .ok()
-        .and_then(|b| CellState::from_slice(&b).ok())
-        .and_then(|s| s.daemon_pid)
+fn report(ctx: &Context, cell: &Cell, records: &Records, what: &str, file: &str) {
+    let daemon = records
+        .read_cell(&cell.id)
+        .and_then(|r| r.daemon_pid)
         .filter(|pid| super::status::process_exists(*pid));
     if ctx.json {
         super::print_json(&json!({
             "cell": cell.id,
-            "request": format!("{REQUESTS}/{file}"),
+            "request": records.inbox_path().join(file),
             "daemon_pid": daemon,
         }));
         return;

@@ -6,6 +6,7 @@ use crate::Context;
 use crate::cell::manifest::AgentCommand;
 use crate::cli::CellArg;
 use crate::error::Result;
+use crate::text::escape;
 
 pub fn run(ctx: &Context, args: CellArg) -> Result<ExitCode> {
     let cell = ctx.root.resolve(&args.cell)?;
@@ -15,7 +16,8 @@ pub fn run(ctx: &Context, args: CellArg) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let mut out = String::new();
-    let mut line = |k: &str, v: &str| out.push_str(&format!("{k:<10} {v}\n"));
+    // Every value may have been written by an agent: escaped, all of it.
+    let mut line = |k: &str, v: &str| out.push_str(&format!("{k:<10} {}\n", escape(v)));
     line("uuid:", &cell.id);
     line("name:", m.name.as_deref().unwrap_or("-"));
     line("mission:", m.mission.as_deref().unwrap_or("-"));
@@ -54,11 +56,11 @@ pub fn run(ctx: &Context, args: CellArg) -> Result<ExitCode> {
             Some(AgentCommand::Shell(s)) => desc.push_str(&format!(", command sh -c {s:?}")),
             None => desc.push_str(", watched only (no command)"),
         }
-        out.push_str(&desc);
+        out.push_str(&escape(&desc));
         out.push('\n');
     }
     for problem in m.problems() {
-        out.push_str(&format!("problem:   {problem}\n"));
+        out.push_str(&format!("problem:   {}\n", escape(&problem)));
     }
     print!("{out}");
     Ok(ExitCode::SUCCESS)

@@ -1,7 +1,9 @@
 //! `status` / `--status`: per agent, its state, heartbeat age and revive
 //! count. Works without a daemon: it reads the manifests and heartbeat
-//! files itself, and takes states and counts from `state.json` when the
-//! daemon that wrote it is still running.
+//! files itself, and takes states, counts and pids from the daemon's
+//! records (or, for a user who cannot read those, from the cell's
+//! published `state.json`) while the daemon that wrote them runs. Text the
+//! agents wrote is escaped before it reaches the terminal.
 
 use std::process::ExitCode;
 
@@ -13,8 +15,13 @@ use crate::cell::settings::AgentSettings;
 use crate::cell::{Cell, Listed, STATE};
 use crate::cli::StatusArgs;
 use crate::error::Result;
+use crate::records::Records;
 use crate::state::{AgentState, CellState};
-use crate::store::AGENT_FILE_LIMIT;
+use crate::text::escape;
+
+/// Largest `state.json` read: it is written by the daemon, but it lies in
+/// the cell, where agents can replace it.
+const STATE_LIMIT: u64 = 64 * 1024 * 1024;
 
 #[derive(Debug, Serialize)]
 struct CellReport {
@@ -47,11 +54,17 @@ struct AgentReport {
 
 pub fn run(ctx: &Context, args: StatusArgs) -> Result<ExitCode> {
     let now = unix_now();
+    // The daemon's own records when this user can read them; otherwise
+    // what the daemon published in each cell.
+    let records = Records::open_existing(&ctx.config.daemon, &ctx.root.path)
+        .ok()
+        .flatten();
+    let records = records.as_ref();
     let reports: Vec<CellReport> = match &args.cell {
         Some(prefix) => {
             let cell = ctx.root.resolve(prefix)?;
             let manifest = cell.read_manifest()?;
-            vec![report(ctx, &cell, &manifest, now)]
+            vec![report(ctx, records, &cell, &manifest, now)]
         }
         None => ctx
             .root
@@ -61,7 +74,7 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<ExitCode> {
                 Listed::Cell { cell, manifest } => {
                     let status = manifest.status();
                     (status.is_monitored() || status == CellStatus::Provisioned)
-                        .then(|| report(ctx, &cell, &manifest, now))
+                        .then(|| report(ctx, records, &cell, &manifest, now))
                 }
                 Listed::Unreadable { name, error } => Some(CellReport {
                     uuid: name,
@@ -85,28 +98,36 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What the daemon says of an agent.
+struct Facts {
+    state: AgentState,
+    revive_count: u32,
+    pid: Option<i32>,
+}
+
 fn report(
     ctx: &Context,
+    records: Option<&Records>,
     cell: &Cell,
     manifest: &crate::cell::manifest::Manifest,
     now: f64,
 ) -> CellReport {
-    let state = read_live_state(cell);
+    let daemon = daemon_facts(records, cell);
     let frozen = manifest.status() == CellStatus::Frozen;
     let agents = manifest
         .agents
         .iter()
         .map(|agent| {
             let settings = AgentSettings::resolve(&ctx.config.cells, manifest, agent);
-            let (heartbeat, problem) = match cell.read_heartbeat(&agent.name) {
+            let (heartbeat, problem) = match cell.read_heartbeat_seen(&agent.name, now) {
                 Ok(hb) => (Some(hb), None),
                 Err(e) if e.is_missing() || e.is_partial() => (None, None),
                 Err(e) => (None, Some(e.to_string())),
             };
-            let from_state = state
+            let facts = daemon
                 .as_ref()
-                .and_then(|(_, s)| s.agent_health.get(&agent.name));
-            let last_seen = heartbeat.as_ref().map(|hb| hb.seen_at(now));
+                .and_then(|(_, agents)| agents.get(&agent.name));
+            let last_seen = heartbeat.as_ref().map(|(_, seen)| *seen);
             let computed = match last_seen {
                 _ if frozen => AgentState::Frozen,
                 Some(seen) if now - seen <= settings.stale_threshold.as_secs_f64() => {
@@ -115,10 +136,7 @@ fn report(
                 Some(_) => AgentState::Stale,
                 None => AgentState::Unknown,
             };
-            let agent_state = match (&state, from_state) {
-                (Some((true, _)), Some(h)) => h.state,
-                _ => computed,
-            };
+            let agent_state = facts.map_or(computed, |f| f.state);
             AgentReport {
                 name: agent.name.clone(),
                 role: agent.role.clone(),
@@ -126,9 +144,9 @@ fn report(
                 healthy: agent_state == AgentState::Healthy,
                 last_seen,
                 heartbeat_age_s: last_seen.map(|seen| ((now - seen) * 1000.0).round() / 1000.0),
-                heartbeat_status: heartbeat.and_then(|hb| hb.status),
-                revive_count: from_state.map_or(0, |h| h.revive_count),
-                pid: from_state.and_then(|h| h.pid),
+                heartbeat_status: heartbeat.and_then(|(hb, _)| hb.status),
+                revive_count: facts.map_or(0, |f| f.revive_count),
+                pid: facts.and_then(|f| f.pid),
                 problem,
             }
         })
@@ -138,21 +156,51 @@ fn report(
         status: manifest.status().as_str().to_string(),
         name: manifest.name.clone(),
         mission: manifest.mission.clone(),
-        daemon_pid: state
-            .as_ref()
-            .filter(|(live, _)| *live)
-            .and_then(|(_, s)| s.daemon_pid),
+        daemon_pid: daemon.map(|(pid, _)| pid),
         agents,
         error: None,
     }
 }
 
-/// The cell's `state.json`, and whether the daemon that wrote it is alive.
-fn read_live_state(cell: &Cell) -> Option<(bool, CellState)> {
-    let bytes = cell.dir.read_file(STATE, AGENT_FILE_LIMIT * 16).ok()?;
+/// The running daemon's pid and its facts about the cell's agents, from
+/// its records if readable, else from the cell's `state.json`; `None` if
+/// the daemon that wrote them is not running.
+fn daemon_facts(
+    records: Option<&Records>,
+    cell: &Cell,
+) -> Option<(u32, std::collections::HashMap<String, Facts>)> {
+    if let Some(record) = records.and_then(|r| r.read_cell(&cell.id)) {
+        let pid = record.daemon_pid.filter(|pid| process_exists(*pid))?;
+        let facts = record
+            .agents
+            .into_iter()
+            .map(|(name, a)| {
+                let facts = Facts {
+                    state: a.state,
+                    revive_count: a.revive_count,
+                    pid: a.instance.map(|i| i.pid),
+                };
+                (name, facts)
+            })
+            .collect();
+        return Some((pid, facts));
+    }
+    let bytes = cell.dir.read_file(STATE, STATE_LIMIT).ok()?;
     let state = CellState::from_slice(&bytes).ok()?;
-    let live = state.daemon_pid.is_some_and(process_exists);
-    Some((live, state))
+    let pid = state.daemon_pid.filter(|pid| process_exists(*pid))?;
+    let facts = state
+        .agent_health
+        .into_iter()
+        .map(|(name, h)| {
+            let facts = Facts {
+                state: h.state,
+                revive_count: h.revive_count,
+                pid: h.pid,
+            };
+            (name, facts)
+        })
+        .collect();
+    Some((pid, facts))
 }
 
 pub(crate) fn process_exists(pid: u32) -> bool {
@@ -173,12 +221,12 @@ fn render(reports: &[CellReport]) -> String {
         }
         out.push_str(&format!(
             "{}  {}  {}\n",
-            cell.uuid,
-            cell.status,
-            cell.mission.as_deref().unwrap_or("")
+            escape(&cell.uuid),
+            escape(&cell.status),
+            escape(cell.mission.as_deref().unwrap_or(""))
         ));
         if let Some(error) = &cell.error {
-            out.push_str(&format!("  {error}\n"));
+            out.push_str(&format!("  {}\n", escape(error)));
             continue;
         }
         match cell.daemon_pid {
@@ -196,15 +244,15 @@ fn render(reports: &[CellReport]) -> String {
         for a in &cell.agents {
             out.push_str(&format!(
                 "  {:<20} {:<18} {:<11} {:<12} {:>7}  {}\n",
-                a.name,
+                escape(&a.name),
                 a.state,
                 a.heartbeat_age_s.map_or_else(|| "never".into(), age),
-                a.heartbeat_status.as_deref().unwrap_or("-"),
+                escape(a.heartbeat_status.as_deref().unwrap_or("-")),
                 a.revive_count,
                 a.pid.map_or_else(|| "-".into(), |p| p.to_string()),
             ));
             if let Some(problem) = &a.problem {
-                out.push_str(&format!("    ! {problem}\n"));
+                out.push_str(&format!("    ! {}\n", escape(problem)));
             }
         }
     }

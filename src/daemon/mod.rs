@@ -4,18 +4,25 @@
 //! ([`watch`]): new and removed cell directories, `cell.json` writes and
 //! replacements, heartbeat writes. It feeds what it reads to the core,
 //! sleeps until the core's next deadline, and carries out the core's
-//! actions: event lines, `state.json` writes (coalesced, off the loop), a
-//! provisioned cell's activation, stopping and starting agents
-//! ([`process`]), requests and handoff packets, notification hooks
+//! actions: event lines, records and `state.json` writes ([`publish`]:
+//! coalesced, off the loop), a provisioned cell's activation, stopping and
+//! starting agents ([`process`]), handoff packets, notification hooks
 //! ([`hooks`]). Agents' exits come back as messages on the same loop, as do
-//! operators' requests (files in `.lazarus/requests/`, watched like
-//! heartbeats). A periodic rescan is only a safety net;
-//! an inotify queue overflow triggers one at once; cells whose watch
-//! cannot be added, or a root on a network filesystem, are polled.
+//! operators' requests (files in the inbox of its state directory, see
+//! [`crate::records`], watched like heartbeats). A periodic rescan is only
+//! a safety net; an inotify queue overflow triggers one at once; cells
+//! whose watch cannot be added, or a root on a network filesystem, are
+//! polled, and so is everything if the inotify reader stops.
+//!
+//! Nothing read from a cell is taken as proof: `state.json` is only
+//! written, a pid in a heartbeat is a claim, and the daemon's memory across
+//! restarts is its records in `state_dir` (see `spec/security.md`).
 
+pub mod clock;
 pub mod hooks;
 pub mod lock;
 pub mod process;
+pub mod publish;
 pub mod watch;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -25,25 +32,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
-use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
 use crate::Context;
 use crate::cell::heartbeat::{Heartbeat, HeartbeatError};
 use crate::cell::lifecycle::{CellStatus, Trigger, transition};
 use crate::cell::manifest::Manifest;
-use crate::cell::{EVENTS, HEARTBEATS, MANIFEST, MANIFEST_LIMIT, REQUESTS, STATE, heartbeat_rel};
+use crate::cell::{EVENTS, HEARTBEATS, MANIFEST, MANIFEST_LIMIT, heartbeat_rel};
 use crate::config::{Config, WatchMode};
 use crate::error::{Error, Result};
 use crate::events::{Event, EventKind};
 use crate::logging::LogHandle;
-use crate::state::CellState;
+use crate::records::{CellRecord, Records, RequestAction};
 use crate::store::{AGENT_FILE_LIMIT, Dir, ReadError};
 use crate::supervisor::{Action, AgentId, CellId, Input, Instance, Reason, Supervisor};
+use clock::Clock;
 use hooks::Hooks;
 use lock::{PidFile, RootLock};
 use process::{ProcMsg, Procs};
-use watch::{EventSource, FsEvent, RawEvent, WatchError, Watches};
+use publish::Publisher;
+use watch::{Batch, EventSource, FsEvent, RawEvent, WatchError, Watches};
 
 /// How often dirty `state.json` files are considered for writing.
 const FLUSH_TICK: Duration = Duration::from_millis(100);
@@ -71,18 +78,6 @@ pub fn run(ctx: Context, opts: Options, log: LogHandle) -> Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(serve(ctx, opts, log))
-}
-
-/// Unix seconds now: heartbeats carry wall-clock time, so the core does too.
-fn wall_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// The tokio instant of wall-clock time `at`.
-fn instant_at(at: f64) -> Instant {
-    Instant::now() + Duration::from_secs_f64((at - wall_now()).max(0.0))
 }
 
 struct Signals {
@@ -120,12 +115,14 @@ async fn serve(ctx: Context, opts: Options, log: LogHandle) -> Result<ExitCode> 
             return Ok(ExitCode::SUCCESS);
         };
         let _lock = RootLock::acquire(&root_dir)?;
-        let mut shell = Shell::new(config.clone(), root_dir);
+        let records = Records::open(&config.daemon, &ctx.root.path)?;
+        let mut shell = Shell::new(config.clone(), root_dir, records, Clock::system());
         if opts.once {
             shell.discover();
+            shell.read_inbox();
             shell.expire_due();
             shell.settle().await;
-            shell.flush_all().await;
+            shell.finish().await;
             return Ok(if shell.core.all_healthy() {
                 ExitCode::SUCCESS
             } else {
@@ -191,38 +188,37 @@ struct Shell {
     root_path: PathBuf,
     root_dir: Arc<Dir>,
     core: Supervisor,
+    clock: Clock,
+    /// The daemon's own records and the operators' inbox.
+    records: Arc<Records>,
     /// inotify watches; `None` when polling.
     watches: Option<Watches>,
     /// Cells that could not be watched (watch limit): polled instead.
     polled: HashSet<CellId>,
     watch_limit_warned: bool,
-    /// Last `invalid_input` per (cell, file): the error and when.
-    /// Per cell, per file: the last error reported and when (nested so
-    /// the hot path can look up by `&str` without allocating).
+    /// Per cell, per file: the last `invalid_input` reported and when
+    /// (nested so the hot path can look up by `&str` without allocating).
     invalid: HashMap<String, HashMap<String, (String, f64)>>,
-    /// Cells whose `state.json` is out of date; `true` if urgent.
-    dirty: HashMap<CellId, bool>,
-    last_written: HashMap<CellId, f64>,
-    /// A dirty cell is urgent: the next flush tick must look.
-    urgent_dirty: bool,
-    /// Otherwise the dirty cells are looked at no more often than this.
-    next_lazy_scan: f64,
-    writing: Option<JoinHandle<()>>,
+    /// Records and `state.json` files to write.
+    publisher: Publisher,
     /// Reused buffers of the heartbeat read.
     read_buf: Vec<u8>,
     path_buf: String,
-    pid: u32,
     /// The agents' processes the daemon started or adopted.
     procs: Procs,
     proc_rx: tokio::sync::mpsc::UnboundedReceiver<ProcMsg>,
     hooks: Hooks,
+    /// Whether the records of cells no longer in the root were pruned.
+    pruned: bool,
 }
 
 impl Shell {
-    fn new(cfg: Config, root_dir: Arc<Dir>) -> Shell {
+    fn new(cfg: Config, root_dir: Arc<Dir>, records: Records, clock: Clock) -> Shell {
         let core = Supervisor::new(cfg.cells.clone(), cfg.events.heartbeats);
         let (procs, proc_rx) = Procs::new();
         let hooks = Hooks::new(&cfg);
+        let records = Arc::new(records);
+        let publisher = Publisher::new(root_dir.clone(), records.clone(), procs.boot_id.clone());
         Shell {
             procs,
             proc_rx,
@@ -231,19 +227,39 @@ impl Shell {
             cfg,
             root_dir,
             core,
+            clock,
+            records,
             watches: None,
             polled: HashSet::new(),
             watch_limit_warned: false,
             invalid: HashMap::new(),
-            dirty: HashMap::new(),
-            last_written: HashMap::new(),
-            urgent_dirty: false,
-            next_lazy_scan: 0.0,
-            writing: None,
+            publisher,
             read_buf: Vec::new(),
             path_buf: String::new(),
-            pid: std::process::id(),
+            pruned: false,
         }
+    }
+
+    /// The core's `now`, telling it first where the wall clock stands (a
+    /// step of the system clock is noticed there, and said here).
+    fn now(&mut self) -> f64 {
+        let (now, offset) = self.clock.read();
+        if let Some(step) = self.core.set_clock(offset, now) {
+            tracing::warn!(
+                "the system clock stepped by {step:+.3} s: deadlines run on the monotonic \
+                 clock and are unaffected; every agent that was healthy gets a fresh threshold"
+            );
+        }
+        now
+    }
+
+    /// The user a cell's agents run as, if not the daemon's (see
+    /// [`process::agent_uid`]).
+    fn agent_uid(&self, cell: &str) -> Option<nix::unistd::Uid> {
+        self.root_dir
+            .subdir(cell)
+            .ok()
+            .and_then(|dir| process::agent_uid(&dir))
     }
 
     /// The watching loop.
@@ -256,7 +272,8 @@ impl Shell {
     ) -> Result<Ended> {
         let mut events = self.start_watching();
         self.discover();
-        self.flush(false);
+        self.read_inbox();
+        self.flush();
         let s = self.core.summary();
         tracing::info!(
             "ready: {} cells, {} agents in {} ({})",
@@ -281,10 +298,7 @@ impl Shell {
         let mut watchdog =
             tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
         let ended = loop {
-            let deadline = self
-                .core
-                .next_deadline()
-                .map_or_else(|| Instant::now() + Duration::from_secs(3600), instant_at);
+            let deadline = self.clock.instant(self.core.next_deadline());
             // Biased, in this order: signals; deadlines before file events,
             // so a daemon that falls behind on events still reports on time
             // (one firing handles everything due, so events are not starved
@@ -303,19 +317,33 @@ impl Shell {
                 _ = tokio::time::sleep_until(deadline) => self.expire_due(),
                 Some(msg) = self.proc_rx.recv() => self.on_proc(msg),
                 batch = read_events(&mut events) => {
-                    if self.on_raw_events(batch) {
-                        break Ended::RootGone;
+                    match batch {
+                        Batch::Events(batch) => {
+                            if self.on_raw_events(batch) {
+                                break Ended::RootGone;
+                            }
+                        }
+                        Batch::Failed(e) => {
+                            tracing::warn!("reading inotify events: {e}; rescanning");
+                            self.rediscover();
+                        }
+                        Batch::Ended => {
+                            self.fall_back_to_polling();
+                            events = None;
+                        }
                     }
-                    self.core.rearm_early(wall_now() + watch::COALESCE.as_secs_f64());
+                    let now = self.now();
+                    self.core.rearm_early(now + watch::COALESCE.as_secs_f64());
                 }
                 _ = rescan.tick() => {
                     if self.root_removed() {
                         break Ended::RootGone;
                     }
                     self.discover();
+                    self.read_inbox();
                     self.report_status();
                 }
-                _ = flush.tick() => self.flush(false),
+                _ = flush.tick() => self.flush(),
                 _ = watchdog.tick(), if watchdog_every.is_some() => {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
                 }
@@ -331,8 +359,21 @@ impl Shell {
                 self.hooks.kill_all();
             }
         }
-        self.flush_all().await;
+        self.finish().await;
         Ok(ended)
+    }
+
+    /// The inotify reader is gone (it cannot be restarted without losing
+    /// events): every cell is polled from now on, said once.
+    fn fall_back_to_polling(&mut self) {
+        tracing::warn!(
+            "inotify stopped delivering events; polling {} every {:?} from now on \
+             (restart the daemon to use inotify again)",
+            self.root_path.display(),
+            self.cfg.cells.poll_interval
+        );
+        self.watches = None;
+        self.rediscover();
     }
 
     /// Whether the root directory we hold has been unlinked (the safety net
@@ -358,7 +399,15 @@ impl Shell {
             return None;
         }
         match watch::watch_root(&self.root_path) {
-            Ok((watches, source)) => {
+            Ok((mut watches, source)) => {
+                let inbox = self.records.inbox_path();
+                if let Err(e) = watches.watch_inbox(&inbox) {
+                    tracing::warn!(
+                        "cannot watch {} ({e:?}); operators' requests are read every {:?}",
+                        inbox.display(),
+                        self.cfg.cells.poll_interval
+                    );
+                }
                 self.watches = Some(watches);
                 Some(source)
             }
@@ -411,6 +460,28 @@ impl Shell {
         }
         // Forget the rate limits of directories that are gone.
         self.invalid.retain(|cell, _| seen.contains(cell));
+        if !self.pruned {
+            self.pruned = true;
+            self.prune_records(&seen);
+        }
+    }
+
+    /// Removes the records of cells that are no longer in the root and
+    /// have no instance left alive (once, at start; later a cell that goes
+    /// takes its record with it in [`Shell::execute`]).
+    fn prune_records(&self, present: &HashSet<String>) {
+        for cell in self.records.recorded_cells() {
+            if present.contains(&cell) {
+                continue;
+            }
+            let alive = self.records.read_cell(&cell).is_some_and(|mut record| {
+                self.verify_instances(&mut record);
+                record.agents.values().any(|a| a.instance.is_some())
+            });
+            if !alive && let Err(e) = self.records.remove_cell(&cell) {
+                tracing::warn!("cell {cell}: cannot remove its old record: {e}");
+            }
+        }
     }
 
     /// Reads one cell and reconciles it: manifest, watches, heartbeats.
@@ -424,7 +495,6 @@ impl Shell {
     /// periodic rescan skips them — a missed write is caught by the re-read
     /// at the agent's deadline, and a queue overflow rescans everything.
     fn scan(&mut self, name: &str, heartbeats: bool) {
-        let now = wall_now();
         let cell_dir = match self.root_dir.subdir(name) {
             Ok(dir) => dir,
             Err(_) => return self.cell_gone(name),
@@ -480,14 +550,17 @@ impl Shell {
                 .watches
                 .as_ref()
                 .is_some_and(|w| w.heartbeats_watched(name));
+        // The daemon's own record, never the cell's state.json: an agent
+        // can write that one.
         let previous = if self.core.knows(name) {
             None
         } else {
-            read_state(&cell_dir).map(|mut state| {
-                self.verify_instances(&mut state);
-                Box::new(state)
+            self.records.read_cell(name).map(|mut record| {
+                self.verify_instances(&mut record);
+                Box::new(record)
             })
         };
+        let now = self.now();
         let actions = self.core.handle(
             Input::Cell {
                 id: id.clone(),
@@ -503,7 +576,6 @@ impl Shell {
                 for agent in self.core.agent_names(name) {
                     self.read_heartbeat(name, &agent);
                 }
-                self.read_requests(name);
             }
         } else if self.core.knows(name) {
             // Provisioned: watch for agents joining.
@@ -513,9 +585,8 @@ impl Shell {
 
     /// The cell's directory is gone or it is no longer a monitored cell.
     fn cell_gone(&mut self, name: &str) {
-        let actions = self
-            .core
-            .handle(Input::CellGone { id: name.into() }, wall_now());
+        let now = self.now();
+        let actions = self.core.handle(Input::CellGone { id: name.into() }, now);
         self.execute(actions);
         self.unwatch(name);
     }
@@ -529,7 +600,7 @@ impl Shell {
         if watches.heartbeats_watched(id) || self.polled.contains(id) {
             return;
         }
-        if let Err(e) = ensure_heartbeats_dir(cell_dir) {
+        if let Err(e) = owned_dir(cell_dir, HEARTBEATS) {
             self.report_invalid(id, HEARTBEATS, e.to_string());
             return;
         }
@@ -569,8 +640,6 @@ impl Shell {
 
     fn unwatch(&mut self, name: &str) {
         self.polled.remove(name);
-        self.dirty.remove(name);
-        self.last_written.remove(name);
         if let Some(watches) = self.watches.as_mut() {
             watches.unwatch_cell(name);
         }
@@ -608,7 +677,8 @@ impl Shell {
                 if self.invalid.contains_key(cell) {
                     self.clear_invalid(cell, &heartbeat_rel(agent));
                 }
-                let actions = self.core.heartbeat(cell, agent, &heartbeat, wall_now());
+                let now = self.now();
+                let actions = self.core.heartbeat(cell, agent, &heartbeat, now);
                 if !actions.is_empty() {
                     self.procs.sample_cpu(cell, agent);
                     self.execute(actions);
@@ -620,15 +690,7 @@ impl Shell {
     }
 
     /// Handles a batch of raw inotify events; `true` if the root is gone.
-    fn on_raw_events(&mut self, batch: std::io::Result<Vec<RawEvent>>) -> bool {
-        let batch = match batch {
-            Ok(batch) => batch,
-            Err(e) => {
-                tracing::warn!("reading inotify events: {e}; rescanning");
-                self.rediscover();
-                return false;
-            }
-        };
+    fn on_raw_events(&mut self, batch: Vec<RawEvent>) -> bool {
         let mut root_gone = false;
         // One look per written file per batch: every read happens after the
         // batch was gathered, so the first look already sees the latest
@@ -659,11 +721,7 @@ impl Shell {
                     self.read_heartbeat(&cell, &agent);
                 }
             }
-            FsEvent::Request { cell, name } => {
-                if self.core.is_monitored(&cell) {
-                    self.read_request(&cell, &name);
-                }
-            }
+            FsEvent::Inbox(name) => self.read_request(&name),
             FsEvent::RootEntry(name) | FsEvent::Manifest(name) | FsEvent::CellMeta(name) => {
                 self.scan_cell(&name)
             }
@@ -688,11 +746,13 @@ impl Shell {
     /// event inotify lost, or a polled cell, must not make a live agent
     /// stale), then let the core apply what is still due.
     fn expire_due(&mut self) {
-        let due = self.core.take_due(wall_now());
+        let now = self.now();
+        let due = self.core.take_due(now);
         for (cell, agent) in &due {
             self.read_heartbeat(cell, agent);
         }
-        let actions = self.core.handle(Input::Expire { due }, wall_now());
+        let now = self.now();
+        let actions = self.core.handle(Input::Expire { due }, now);
         self.execute(actions);
     }
 
@@ -704,10 +764,7 @@ impl Shell {
         while let Some(action) = queue.pop_front() {
             match action {
                 Action::Emit { cell, event } => self.emit(&cell, &event),
-                Action::StateChanged { cell, urgent } => {
-                    *self.dirty.entry(cell).or_default() |= urgent;
-                    self.urgent_dirty |= urgent;
-                }
+                Action::StateChanged { cell, urgent } => self.publisher.mark(cell, urgent),
                 Action::StatusObserved { cell, from, to } => {
                     if self.recorded_status(&cell).as_deref() != Some(to.as_str()) {
                         let event = Event::new(EventKind::CellStatusChanged)
@@ -722,8 +779,15 @@ impl Shell {
                         rescan.push(cell);
                     }
                 }
-                Action::Forget { cell } => {
-                    self.procs.forget(&cell);
+                Action::Forget { cell, record } => {
+                    // Its instances keep running and stay watched: if the
+                    // cell is seen again, its record names them and they
+                    // are adopted, not doubled. A cell whose directory is
+                    // gone, with nothing left running, leaves no record.
+                    let gone = !self.root_dir.exists_beneath(&cell);
+                    let running = record.agents.values().any(|a| a.instance.is_some());
+                    let record = (!gone || running).then_some(record);
+                    self.publisher.forget(cell.clone(), record);
                     self.unwatch(&cell);
                 }
                 Action::Kill {
@@ -740,17 +804,19 @@ impl Shell {
                     }
                     if let Some(pid) = claimed_pid.filter(|p| instance.is_none_or(|i| i.pid != *p))
                     {
-                        self.procs.stop_claimed(&cell, &agent, pid, grace);
+                        let uid = self.agent_uid(&cell);
+                        self.procs.stop_claimed(&cell, &agent, pid, grace, uid);
                         continue;
                     }
                     let exited = None;
+                    let now = self.now();
                     queue.extend(self.core.handle(
                         Input::Killed {
                             cell,
                             agent,
                             exited,
                         },
-                        wall_now(),
+                        now,
                     ));
                 }
                 Action::Spawn {
@@ -770,18 +836,20 @@ impl Shell {
                             attempt,
                             reason,
                             substitute_for: substitute_for.as_deref(),
+                            pass_env: &self.cfg.cells.pass_env,
                         },
                     );
                     if let Err(e) = &result {
                         tracing::warn!("cell {cell}: cannot start agent {agent}: {e}");
                     }
+                    let now = self.now();
                     queue.extend(self.core.handle(
                         Input::Spawned {
                             cell,
                             agent,
                             result,
                         },
-                        wall_now(),
+                        now,
                     ));
                 }
                 Action::Adopt {
@@ -790,20 +858,8 @@ impl Shell {
                     instance,
                 } => {
                     tracing::info!("cell {cell}: adopted agent {agent} (pid {})", instance.pid);
-                    self.procs.adopt(&cell, &agent, instance);
-                }
-                Action::Request {
-                    cell,
-                    agent,
-                    request_id,
-                    reason,
-                } => self.write_request(&cell, &agent, &request_id, reason),
-                Action::CloseRequest { cell, request_id } => {
-                    if let Ok(dir) =
-                        live_cell(&self.root_dir, &cell).and_then(|d| d.subdir(REQUESTS))
-                    {
-                        let _ = dir.remove_file(&format!("{request_id}.json"));
-                    }
+                    let uid = self.agent_uid(&cell);
+                    self.procs.adopt(&cell, &agent, instance, uid);
                 }
                 Action::Handoff {
                     cell,
@@ -860,7 +916,8 @@ impl Shell {
                 exited: None,
             },
         };
-        let actions = self.core.handle(input, wall_now());
+        let now = self.now();
+        let actions = self.core.handle(input, now);
         self.execute(actions);
     }
 
@@ -868,7 +925,7 @@ impl Shell {
     /// been answered, so the pass ends with agents running, not half-done.
     async fn settle(&mut self) {
         let limit = self.cfg.cells.kill_grace + Duration::from_secs(5);
-        let until = Instant::now() + limit;
+        let until = tokio::time::Instant::now() + limit;
         while self.core.reviving() {
             match tokio::time::timeout_at(until, self.proc_rx.recv()).await {
                 Ok(Some(msg)) => self.on_proc(msg),
@@ -877,108 +934,85 @@ impl Shell {
         }
     }
 
-    /// Drops, from a previous daemon's `state.json`, the instances that
-    /// are no longer alive (another boot, or the pid's start time differs:
-    /// it exited, maybe long ago, and the pid may be someone else's now).
-    /// Their pid is kept as `lost_pid` so the core reports the death.
-    fn verify_instances(&self, state: &mut CellState) {
-        let same_boot = state.extra.get("boot_id").and_then(|v| v.as_str())
-            == Some(self.procs.boot_id.as_str());
-        for health in state.agent_health.values_mut() {
-            let Some(pid) = health.pid else {
+    /// Drops, from a record, the instances that are no longer alive
+    /// (another boot, or the pid's start time differs: it exited, maybe
+    /// long ago, and the pid may be someone else's now). Their pid is kept
+    /// as `lost_pid` so the core reports the death.
+    fn verify_instances(&self, record: &mut CellRecord) {
+        let same_boot = record.boot_id == self.procs.boot_id;
+        for agent in record.agents.values_mut() {
+            let Some(i) = agent.instance else {
                 continue;
             };
-            let start_time = health.extra.get("pid_start_time").and_then(|v| v.as_u64());
-            let alive = same_boot
-                && start_time
-                    .is_some_and(|start_time| process::is_alive(Instance { pid, start_time }));
-            if !alive {
-                health.pid = None;
-                health.extra.insert("lost_pid".into(), pid.into());
+            let instance = Instance {
+                pid: i.pid,
+                start_time: i.start_time,
+            };
+            if !(same_boot && process::is_alive(instance)) {
+                agent.instance = None;
+                agent.lost_pid = Some(i.pid);
             }
         }
     }
 
-    /// Reads every file in the cell's requests directory.
-    fn read_requests(&mut self, cell: &str) {
-        let Ok(dir) = self.root_dir.subdir(cell).and_then(|d| d.subdir(REQUESTS)) else {
-            return;
-        };
-        let Ok(entries) = dir.entries() else {
-            return;
-        };
-        for (name, _) in entries {
-            if name.ends_with(".json") && !name.starts_with('.') {
-                self.read_request(cell, &name);
-            }
+    /// Acts on every request waiting in the inbox (at start, at each
+    /// rescan, and when polling).
+    fn read_inbox(&mut self) {
+        for name in self.records.inbox() {
+            self.read_request(&name);
         }
     }
 
-    /// One file of `.lazarus/requests/`: an operator's `revive`, or the
-    /// answer to a `revive_requested`. Pending questions (the daemon's own
-    /// files) are left alone.
-    fn read_request(&mut self, cell: &str, name: &str) {
-        let rel = format!("{REQUESTS}/{name}");
-        let Ok(cell_dir) = self.root_dir.subdir(cell) else {
+    /// One operator's request from the inbox of `state_dir` — the only
+    /// place the daemon takes `revive`, `approve` and `deny` from: nothing
+    /// an agent writes in its cell counts as an operator's decision.
+    fn read_request(&mut self, name: &str) {
+        let request = match self.records.take(name) {
+            None => return,
+            Some(Ok(request)) => request,
+            Some(Err(e)) => {
+                tracing::warn!(
+                    "request {}: {e}; ignored",
+                    self.records.inbox_path().join(name).display()
+                );
+                return;
+            }
+        };
+        let (cell, agent): (CellId, AgentId) =
+            (request.cell.as_str().into(), request.agent.as_str().into());
+        if !self.core.knows(&cell) || !self.core.agent_names(&cell).contains(&agent) {
+            tracing::warn!(
+                "{} of agent {agent} in cell {cell} by {}: no such monitored agent; ignored",
+                request.action.as_str(),
+                request.by
+            );
             return;
-        };
-        let request = match cell_dir.read_file(&rel, AGENT_FILE_LIMIT) {
-            Ok(bytes) => match serde_json::from_slice::<serde_json::Value>(&bytes) {
-                Ok(v) => v,
-                Err(e) if e.is_eof() => return, // being written
-                Err(e) => return self.report_invalid(cell, &rel, format!("invalid JSON: {e}")),
-            },
-            Err(ReadError::NotFound) => return,
-            Err(e) => return self.report_invalid(cell, &rel, e.to_string()),
-        };
-        let agent: Option<AgentId> = request["agent"].as_str().map(Into::into);
-        let Some(agent) = agent else {
-            return self.report_invalid(cell, &rel, "no \"agent\"".into());
-        };
-        let input = if request["action"] == "revive" {
-            if let Ok(dir) = cell_dir.subdir(REQUESTS) {
-                let _ = dir.remove_file(name);
+        }
+        tracing::info!(
+            "cell {cell}: {} of agent {agent} by {}",
+            request.action.as_str(),
+            request.by
+        );
+        let input = match request.action {
+            RequestAction::Revive => Input::Revive { cell, agent },
+            RequestAction::Approve | RequestAction::Deny => {
+                let Some(request_id) = request
+                    .request_id
+                    .or_else(|| self.core.pending_request(&cell, &agent).map(str::to_string))
+                else {
+                    return;
+                };
+                Input::Decision {
+                    cell,
+                    agent,
+                    request_id,
+                    approved: request.action == RequestAction::Approve,
+                }
             }
-            Input::Revive {
-                cell: cell.into(),
-                agent,
-            }
-        } else if let Some(decision) = request["decision"].as_str() {
-            let request_id = request["request_id"]
-                .as_str()
-                .unwrap_or_else(|| name.trim_end_matches(".json"))
-                .to_string();
-            Input::Decision {
-                cell: cell.into(),
-                agent,
-                request_id,
-                approved: decision == "approved",
-            }
-        } else {
-            return;
         };
-        let actions = self.core.handle(input, wall_now());
+        let now = self.now();
+        let actions = self.core.handle(input, now);
         self.execute(actions);
-    }
-
-    /// Policy `ask`: the question, as a file an operator (or a tool) can
-    /// read; `lazarus-pit approve|deny` answers it in place.
-    fn write_request(&mut self, cell: &str, agent: &str, request_id: &str, reason: Reason) {
-        let body = serde_json::json!({
-            "request_id": request_id,
-            "cell": cell,
-            "agent": agent,
-            "reason": reason.as_str(),
-            "requested_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            "status": "pending",
-        });
-        let bytes = crate::store::json_document(&body);
-        let result = live_cell(&self.root_dir, cell)
-            .and_then(|d| owned_dir(&d, REQUESTS))
-            .and_then(|d| d.write_atomic(&format!("{request_id}.json"), &bytes, 0o644));
-        if let Err(e) = result {
-            tracing::warn!("cell {cell}: cannot write revival request {request_id}: {e}");
-        }
     }
 
     /// The `to` of the last status change recorded in the cell's stream,
@@ -1037,7 +1071,7 @@ impl Shell {
         tracing::info!(
             "{cell} {} {}",
             event.kind.as_str(),
-            serde_json::Value::Object(event.fields.clone())
+            crate::text::escape(&serde_json::Value::Object(event.fields.clone()).to_string())
         );
         let line = event.to_line(cell, chrono::Utc::now());
         if let Err(e) = append_line(&self.root_dir, cell, &line) {
@@ -1054,14 +1088,14 @@ impl Shell {
     /// Records `invalid_input` for a file of a cell, once per distinct
     /// error per [`INVALID_REPEAT_S`], and logs it.
     fn report_invalid(&mut self, cell: &str, rel: &str, error: String) {
-        let now = wall_now();
+        let now = self.clock.now();
         if let Some((last, at)) = self.invalid.get(cell).and_then(|files| files.get(rel))
             && *last == error
             && now - at < INVALID_REPEAT_S
         {
             return;
         }
-        tracing::warn!("cell {cell}: {rel}: {error}");
+        tracing::warn!("cell {cell}: {rel}: {}", crate::text::escape(&error));
         self.invalid
             .entry(cell.to_string())
             .or_default()
@@ -1081,81 +1115,18 @@ impl Shell {
         }
     }
 
-    /// Starts writing the `state.json` files that are due: a state change
-    /// at the next tick, a `last_seen`-only change once `poll_interval`
-    /// has passed since the cell's previous write — heartbeats arrive by
-    /// the thousand per second and each write costs an fsync, so a
-    /// heartbeat storm must not become a write storm (heartbeat ages are
-    /// always live in `lazarus-pit status`, which reads the heartbeat
-    /// files). Writes run off the loop, one batch at a time.
-    fn flush(&mut self, force: bool) {
-        if self.writing.as_ref().is_some_and(|h| !h.is_finished()) {
-            return;
-        }
-        let now = wall_now();
-        // Between urgent changes, a scan of every dirty cell once a second
-        // is enough for writes that are due only every `poll_interval`.
-        if !force && !self.urgent_dirty && now < self.next_lazy_scan {
-            return;
-        }
-        self.urgent_dirty = false;
-        self.next_lazy_scan = now + 1.0;
+    /// Starts writing the records and `state.json` files that are due.
+    fn flush(&mut self) {
+        let now = self.now();
         let lazy_after = self.cfg.cells.poll_interval.as_secs_f64();
-        let due: Vec<CellId> = self
-            .dirty
-            .iter()
-            .filter(|(cell, urgent)| {
-                force
-                    || **urgent
-                    || self
-                        .last_written
-                        .get(*cell)
-                        .is_none_or(|at| now - at >= lazy_after)
-            })
-            .map(|(cell, _)| cell.clone())
-            .collect();
-        if due.is_empty() {
-            return;
-        }
-        let mut batch = Vec::with_capacity(due.len());
-        for cell in due {
-            self.dirty.remove(&cell);
-            self.last_written.insert(cell.clone(), now);
-            if let Some(mut state) = self.core.snapshot(&cell, self.pid, now) {
-                state
-                    .extra
-                    .insert("boot_id".into(), self.procs.boot_id.clone().into());
-                batch.push((cell, state.to_bytes()));
-            }
-        }
-        let root = self.root_dir.clone();
-        let write = move || {
-            for (cell, bytes) in batch {
-                if let Err(e) = write_state(&root, &cell, &bytes) {
-                    tracing::warn!("cell {cell}: could not write {STATE}: {e}");
-                }
-            }
-        };
-        if force {
-            write();
-        } else {
-            self.writing = Some(tokio::task::spawn_blocking(write));
-        }
+        self.publisher.flush(&self.core, now, lazy_after);
     }
 
-    /// Writes every pending `state.json` now (shutdown, `--once`).
-    async fn flush_all(&mut self) {
-        if let Some(handle) = self.writing.take() {
-            // Let a batch in flight finish first, so the final write is not
-            // overtaken by an older one.
-            let _ = handle.await;
-        }
-        for id in self.core.cell_ids() {
-            if self.core.is_monitored(&id) {
-                self.dirty.insert(id, true);
-            }
-        }
-        self.flush(true);
+    /// Shutdown and `--once`: every state change not written yet is
+    /// written before the daemon goes.
+    async fn finish(&mut self) {
+        let now = self.now();
+        self.publisher.finish(&self.core, now).await;
     }
 
     fn reload(&mut self, opts: &Options, log: &LogHandle) {
@@ -1170,12 +1141,13 @@ impl Shell {
                 log.set_level(&loaded.config.daemon);
                 self.cfg = loaded.config;
                 self.hooks.reload(&self.cfg);
+                let now = self.now();
                 let actions = self.core.handle(
                     Input::Config {
                         cells: Box::new(self.cfg.cells.clone()),
                         heartbeats: self.cfg.events.heartbeats,
                     },
-                    wall_now(),
+                    now,
                 );
                 self.execute(actions);
                 // Re-resolve every agent's settings against the new defaults.
@@ -1198,25 +1170,16 @@ impl Shell {
 /// The safety-net rescan's timer: first tick one period from now.
 fn rescan_timer(period: Duration) -> tokio::time::Interval {
     let period = period.max(Duration::from_millis(100));
-    let mut timer = tokio::time::interval_at(Instant::now() + period, period);
+    let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     timer
 }
 
-async fn read_events(source: &mut Option<EventSource>) -> std::io::Result<Vec<RawEvent>> {
+async fn read_events(source: &mut Option<EventSource>) -> Batch {
     match source {
         Some(source) => source.read().await,
         None => std::future::pending().await,
     }
-}
-
-/// Creates `.lazarus/heartbeats` and `.lazarus/requests` if missing, owned
-/// by the cell's owner, so its agents can beat and its owner can
-/// `revive`/`approve` without root.
-fn ensure_heartbeats_dir(cell_dir: &Dir) -> std::io::Result<()> {
-    owned_dir(cell_dir, HEARTBEATS)?;
-    owned_dir(cell_dir, REQUESTS)?;
-    Ok(())
 }
 
 /// Who must own what the daemon creates in a cell: the owner of the cell
@@ -1235,23 +1198,31 @@ pub(crate) fn cell_owner(
     )))
 }
 
-/// Opens the directory `rel` of a cell, creating it (handed to the cell's
-/// owner) if it is missing. An existing one is left as it is.
+/// Opens the directory `rel` of a cell, creating what is missing of it,
+/// each directory created handed to the cell's owner. An existing one is
+/// left as it is. A directory is handed over only if it is still the one
+/// just made (owned by the daemon's user): if an agent swapped another in
+/// between, that one is not chowned.
 pub(crate) fn owned_dir(cell_dir: &Dir, rel: &str) -> std::io::Result<Dir> {
     if let Ok(dir) = cell_dir.subdir(rel) {
         return Ok(dir);
     }
-    let dir = cell_dir.create_dirs(rel)?;
-    if let Some((uid, gid)) = cell_owner(cell_dir)? {
-        nix::unistd::fchown(dir.as_fd(), Some(uid), Some(gid)).map_err(std::io::Error::from)?;
+    let owner = cell_owner(cell_dir)?;
+    let me = nix::unistd::geteuid();
+    let mut dir = cell_dir.try_clone()?;
+    for part in rel.split('/').filter(|p| !p.is_empty() && *p != ".") {
+        let created = dir.make_dir(part)?;
+        let next = dir.subdir(part)?;
+        if created && let Some((uid, gid)) = owner {
+            let st = nix::sys::stat::fstat(next.as_fd()).map_err(std::io::Error::from)?;
+            if st.st_uid == me.as_raw() {
+                nix::unistd::fchown(next.as_fd(), Some(uid), Some(gid))
+                    .map_err(std::io::Error::from)?;
+            }
+        }
+        dir = next;
     }
     Ok(dir)
-}
-
-/// The `state.json` a previous daemon left in this cell, if it parses.
-fn read_state(cell_dir: &Dir) -> Option<CellState> {
-    let bytes = cell_dir.read_file(STATE, AGENT_FILE_LIMIT * 16).ok()?;
-    CellState::from_slice(&bytes).ok()
 }
 
 /// Opens a cell that still has its manifest: the daemon never writes into
@@ -1302,36 +1273,61 @@ fn write_handoff(
     let cell_dir = live_cell(root, cell)?;
     let inbox = owned_dir(&cell_dir, &format!("bus/inbox/{substitute}"))?;
     let name = format!("handoff-{agent}-{}.json", now.timestamp_millis());
-    inbox.write_atomic(&name, &crate::store::json_document(&packet), 0o644)?;
-    if let Some((uid, gid)) = cell_owner(&cell_dir)? {
-        let file = inbox.open_rw(&name)?;
-        nix::unistd::fchown(&file, Some(uid), Some(gid)).map_err(std::io::Error::from)?;
-    }
-    Ok(())
+    // Owner and mode are set on the temp file's descriptor before the
+    // rename: nothing is reopened by name afterwards, so an agent swapping
+    // the name for a hard link cannot get another file chowned.
+    inbox.write_atomic_owned(
+        &name,
+        &crate::store::json_document(&packet),
+        0o644,
+        cell_owner(&cell_dir)?,
+    )
 }
 
-fn write_state(root: &Dir, cell: &str, bytes: &[u8]) -> std::io::Result<()> {
-    live_cell(root, cell)?
-        .subdir(".lazarus")?
-        .write_atomic("state.json", bytes, 0o644)
-}
+/// How much of the end of an event stream is looked at for the last status
+/// change: the CLI's line, if there is one, was written a moment ago.
+const STATUS_TAIL: u64 = 64 * 1024;
 
-/// The `to` of the last `cell_status_changed` in the cell's stream (read
-/// from its last 64 KiB), so an edit the CLI already recorded is not
-/// recorded twice.
+/// The `to` of the last `cell_status_changed` near the end of the cell's
+/// stream — or of the generation before it, if the stream was just rotated
+/// — so a move the CLI already recorded is not recorded twice. Lines are
+/// taken whole only (a window that starts inside a line, or inside a
+/// UTF-8 character, skips to the next line), and one that does not parse
+/// is passed over.
 fn last_recorded_status(cell_dir: &Dir) -> Option<String> {
     use std::io::{Read, Seek, SeekFrom};
-    let (mut file, size) = cell_dir.open_regular(EVENTS).ok()?;
-    let start = size.saturating_sub(64 * 1024);
-    file.seek(SeekFrom::Start(start)).ok()?;
-    let mut tail = String::new();
-    file.take(64 * 1024).read_to_string(&mut tail).ok()?;
-    tail.lines().rev().find_map(|line| {
-        let v: serde_json::Value = serde_json::from_str(line).ok()?;
-        (v["event"] == "cell_status_changed")
-            .then(|| v["to"].as_str().map(str::to_string))
-            .flatten()
-    })
+    for rel in [EVENTS.to_string(), format!("{EVENTS}.1")] {
+        let Ok((mut file, size)) = cell_dir.open_regular(&rel) else {
+            continue;
+        };
+        let start = size.saturating_sub(STATUS_TAIL);
+        let mut tail = Vec::new();
+        if file.seek(SeekFrom::Start(start)).is_err()
+            || file.take(STATUS_TAIL).read_to_end(&mut tail).is_err()
+        {
+            continue;
+        }
+        let whole = if start == 0 {
+            &tail[..]
+        } else {
+            match tail.iter().position(|b| *b == b'\n') {
+                Some(i) => &tail[i + 1..],
+                None => &[],
+            }
+        };
+        let found = whole.split(|b| *b == b'\n').rev().find_map(|line| {
+            let v: serde_json::Value = serde_json::from_slice(line).ok()?;
+            (v["event"] == "cell_status_changed")
+                .then(|| v["to"].as_str().map(str::to_string))
+                .flatten()
+        });
+        if found.is_some() || start > 0 {
+            // Found, or the window did not reach the start of this file:
+            // an older generation is older than anything we look for.
+            return found;
+        }
+    }
+    None
 }
 
 /// The name of the root's filesystem type if it does not deliver inotify

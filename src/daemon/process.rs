@@ -4,9 +4,12 @@
 //! Identity. A pid alone proves nothing (pids are recycled, and a heartbeat
 //! can name any pid). A process is the agent's if the daemon started it and
 //! its pid *and* start time (field 22 of `/proc/<pid>/stat`) still match,
-//! on the same boot; or if its environment carries this cell's
-//! `LAZARUS_CELL_UUID` and this agent's `LAZARUS_AGENT`. Nothing else is
-//! ever signalled, and never pid 1 or the daemon itself.
+//! on the same boot, by the daemon's own records; or — to adopt or stop a
+//! process a heartbeat names — if it runs as the agent's user and its
+//! environment carries this cell's `LAZARUS_CELL_UUID` and this agent's
+//! `LAZARUS_AGENT`. Nothing else is ever signalled, never pid 1 or the
+//! daemon itself, and, when agents run as another user, never a process of
+//! any other uid on an agent's account (a set-uid program it ran, say).
 //!
 //! Every agent runs in its own session (`setsid`), so its pid is also its
 //! process group and session id. Stopping an agent the daemon started
@@ -21,7 +24,7 @@
 
 use std::collections::HashMap;
 use std::ffi::CString;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::time::Duration;
@@ -32,13 +35,18 @@ use nix::unistd::{Gid, Pid, Uid};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::cell::manifest::Isolation;
 use crate::cell::settings::SpawnSpec;
 use crate::store::Dir;
 use crate::supervisor::{AgentId, CellId, ExitInfo, Instance, Reason};
 
-/// Environment variables never passed to agents: they would let an agent
-/// talk to systemd as the daemon, or take over its sockets.
-const SCRUBBED: &[&str] = &["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"];
+/// What an agent's environment takes from the daemon's, besides
+/// `[cells] pass_env`: where programs are, and how to speak and tell time.
+/// Everything else the daemon was given (tokens, `HOME`, systemd's
+/// sockets) stays with the daemon.
+const PASSED: &[&str] = &["PATH", "LANG", "TZ"];
+/// `PATH` when the daemon has none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// What `/proc/<pid>/stat` says of a process.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -139,11 +147,27 @@ fn untouchable(pid: i32) -> bool {
     pid <= 1 || pid == std::process::id() as i32
 }
 
+/// Whether every uid of the process (real, effective, saved, filesystem)
+/// is `uid`: a set-uid program an agent ran is not the agent's to stop.
+pub fn runs_as(pid: i32, uid: Uid) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .is_some_and(|ids| {
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            ids.len() == 4 && ids.iter().all(|id| id.parse() == Ok(uid.as_raw()))
+        })
+}
+
 /// Sends `signal` to every process of the session `leader` started that
-/// began no earlier than it (its descendants that stayed in its session),
-/// and to the leader itself if `leader_held` (the caller holds the
-/// unreaped child or a pidfd, so its pid cannot have been reused).
-pub fn signal_session(leader: Instance, signal: Signal, leader_held: bool) {
+/// began no earlier than it (its descendants that stayed in its session)
+/// and, if `uid` is given, runs as that user only; and to the leader itself
+/// if `leader_held` (the caller holds the unreaped child or a pidfd, so its
+/// pid cannot have been reused).
+pub fn signal_session(leader: Instance, signal: Signal, leader_held: bool, uid: Option<Uid>) {
     if leader_held && !untouchable(leader.pid) {
         let _ = nix::sys::signal::kill(Pid::from_raw(leader.pid), signal);
     }
@@ -164,6 +188,7 @@ pub fn signal_session(leader: Instance, signal: Signal, leader_held: bool) {
         if let Some(s) = stat(pid)
             && s.session == leader.pid
             && s.start_time >= leader.start_time
+            && uid.is_none_or(|uid| runs_as(pid, uid))
         {
             let _ = nix::sys::signal::kill(Pid::from_raw(pid), signal);
         }
@@ -207,30 +232,20 @@ pub fn diagnose(
 /// A pidfd: a handle on one process that cannot be confused with a later
 /// process of the same pid.
 fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just returned this descriptor to us.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    let pid = rustix::process::Pid::from_raw(pid)
+        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    Ok(rustix::process::pidfd_open(
+        pid,
+        rustix::process::PidfdFlags::empty(),
+    )?)
 }
 
 fn pidfd_signal(fd: &OwnedFd, signal: Signal) -> std::io::Result<()> {
-    // SAFETY: signals the process `fd` refers to; no pointers but NULL.
-    let r = unsafe {
-        nix::libc::syscall(
-            nix::libc::SYS_pidfd_send_signal,
-            fd.as_raw_fd(),
-            signal as i32,
-            std::ptr::null::<nix::libc::siginfo_t>(),
-            0,
-        )
+    let signal = match signal {
+        Signal::SIGKILL => rustix::process::Signal::KILL,
+        _ => rustix::process::Signal::TERM,
     };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    Ok(rustix::process::pidfd_send_signal(fd, signal)?)
 }
 
 /// Opens a pidfd on `instance` and checks, after opening it, that it is
@@ -302,6 +317,8 @@ pub struct Start<'a> {
     pub attempt: u32,
     pub reason: Reason,
     pub substitute_for: Option<&'a str>,
+    /// `[cells] pass_env`: the daemon's variables agents also get.
+    pub pass_env: &'a [String],
 }
 
 impl Procs {
@@ -350,21 +367,24 @@ impl Procs {
         true
     }
 
-    /// Stops a process a heartbeat names, if and only if its environment
-    /// proves it is this agent's; answers with [`ProcMsg::ClaimDone`].
-    pub fn stop_claimed(&self, cell: &CellId, agent: &AgentId, pid: i32, grace: Duration) {
+    /// Stops a process a heartbeat names, if and only if it runs as the
+    /// agent's user (`uid`, when that is not the daemon's) and its
+    /// environment proves it is this agent's; answers with
+    /// [`ProcMsg::ClaimDone`].
+    pub fn stop_claimed(
+        &self,
+        cell: &CellId,
+        agent: &AgentId,
+        pid: i32,
+        grace: Duration,
+        uid: Option<Uid>,
+    ) {
         let tx = self.tx.clone();
         let (cell, agent) = (cell.clone(), agent.clone());
         tokio::spawn(async move {
-            stop_claimed(&cell, &agent, pid, grace).await;
+            stop_claimed(&cell, &agent, pid, grace, uid).await;
             let _ = tx.send(ProcMsg::ClaimDone { cell, agent });
         });
-    }
-
-    /// Forgets a cell's instances (no longer monitored). They keep
-    /// running; their tasks still reap them.
-    pub fn forget(&mut self, cell: &str) {
-        self.table.remove(cell);
     }
 
     /// Samples the instance's CPU time at a heartbeat (the daemon's hot
@@ -381,15 +401,25 @@ impl Procs {
         diagnose(entry.instance, entry.cpu_clock, entry.cpu_at_beat)
     }
 
-    /// Watches an instance a previous daemon started (not our child: its
-    /// exit is seen through a pidfd, its exit status is unknown).
-    pub fn adopt(&mut self, cell: &CellId, agent: &AgentId, instance: Instance) {
+    /// Watches an instance the daemon's records name (started by a
+    /// previous daemon, or by this one before the cell was forgotten and
+    /// found again). Not our child, unless this daemon still watches it:
+    /// its exit is seen through a pidfd, its exit status is unknown. When
+    /// it is stopped, the rest of its session goes too — only processes of
+    /// `uid`, when agents run as another user than the daemon.
+    pub fn adopt(&mut self, cell: &CellId, agent: &AgentId, instance: Instance, uid: Option<Uid>) {
+        if self
+            .entry(cell, agent)
+            .is_some_and(|e| e.instance == instance)
+        {
+            return; // Still watched since before: nothing to add.
+        }
         let (stop_tx, stop_rx) = oneshot::channel();
         self.insert(cell, agent, instance, stop_tx, None);
         let tx = self.tx.clone();
         let (cell, agent) = (cell.clone(), agent.clone());
         tokio::spawn(async move {
-            watch_adopted(instance, stop_rx).await;
+            watch_adopted(instance, stop_rx, uid).await;
             let _ = tx.send(ProcMsg::Exited {
                 cell,
                 agent,
@@ -505,20 +535,20 @@ async fn watch_child_without_pidfd(
             Err(_) => return child.wait().await,
         },
     };
-    signal_session(instance, Signal::SIGTERM, true);
+    signal_session(instance, Signal::SIGTERM, true, None);
     let status = match tokio::time::timeout(grace, child.wait()).await {
         Ok(status) => status,
         Err(_) => {
-            signal_session(instance, Signal::SIGKILL, true);
+            signal_session(instance, Signal::SIGKILL, true, None);
             child.wait().await
         }
     };
-    signal_session(instance, Signal::SIGKILL, false);
+    signal_session(instance, Signal::SIGKILL, false, None);
     status
 }
 
 /// [`watch_child`] for a process we did not start, through a pidfd.
-async fn watch_adopted(instance: Instance, stop: oneshot::Receiver<Duration>) {
+async fn watch_adopted(instance: Instance, stop: oneshot::Receiver<Duration>, uid: Option<Uid>) {
     let Some(fd) = open_verified(instance) else {
         return;
     };
@@ -529,26 +559,26 @@ async fn watch_adopted(instance: Instance, stop: oneshot::Receiver<Duration>) {
             Err(_) => return exited(&fd, instance).await,
         },
     };
-    stop_through(&fd, instance, grace).await;
+    stop_through(&fd, instance, grace, uid).await;
 }
 
 /// SIGTERM, `grace`, SIGKILL — the leader through its pidfd (race-free),
-/// the rest of its session by start time.
-async fn stop_through(fd: &OwnedFd, instance: Instance, grace: Duration) {
+/// the rest of its session by start time (and by `uid`, if given).
+async fn stop_through(fd: &OwnedFd, instance: Instance, grace: Duration, uid: Option<Uid>) {
     let _ = pidfd_signal(fd, Signal::SIGTERM);
-    signal_session(instance, Signal::SIGTERM, false);
+    signal_session(instance, Signal::SIGTERM, false, uid);
     if tokio::time::timeout(grace, exited(fd, instance))
         .await
         .is_err()
     {
         let _ = pidfd_signal(fd, Signal::SIGKILL);
-        signal_session(instance, Signal::SIGKILL, false);
+        signal_session(instance, Signal::SIGKILL, false, uid);
         exited(fd, instance).await;
     }
-    signal_session(instance, Signal::SIGKILL, false);
+    signal_session(instance, Signal::SIGKILL, false, uid);
 }
 
-async fn stop_claimed(cell: &str, agent: &str, pid: i32, grace: Duration) {
+async fn stop_claimed(cell: &str, agent: &str, pid: i32, grace: Duration, uid: Option<Uid>) {
     if untouchable(pid) {
         return;
     }
@@ -563,6 +593,15 @@ async fn stop_claimed(cell: &str, agent: &str, pid: i32, grace: Duration) {
         return;
     };
     // Checked after the pidfd is open: the proof is about this process.
+    if let Some(uid) = uid
+        && !runs_as(pid, uid)
+    {
+        tracing::warn!(
+            "cell {cell}: agent {agent}'s heartbeat names pid {pid}, which does not run as \
+             the agent's user (uid {uid}); not signalled"
+        );
+        return;
+    }
     if !environ_proves(pid, cell, agent) {
         tracing::warn!(
             "cell {cell}: agent {agent}'s heartbeat names pid {pid}, which is not provably \
@@ -571,7 +610,7 @@ async fn stop_claimed(cell: &str, agent: &str, pid: i32, grace: Duration) {
         return;
     }
     if s.session == pid {
-        stop_through(&fd, instance, grace).await;
+        stop_through(&fd, instance, grace, uid).await;
     } else {
         let _ = pidfd_signal(&fd, Signal::SIGTERM);
         if tokio::time::timeout(grace, exited(&fd, instance))
@@ -587,27 +626,43 @@ async fn stop_claimed(cell: &str, agent: &str, pid: i32, grace: Duration) {
 /// The user an agent runs as: the owner of its cell directory when the
 /// daemon is root, the daemon's own user otherwise.
 struct Identity {
+    /// Set before exec when the daemon is root and the owner is not:
+    /// uid, gid and supplementary groups.
+    switch: Option<(Uid, Gid, Vec<Gid>)>,
+    /// The passwd entry of whoever the agent runs as, for `HOME`, `USER`,
+    /// `LOGNAME` and `SHELL` (looked up before fork: NSS is not
+    /// async-signal-safe).
+    user: Option<nix::unistd::User>,
     uid: Uid,
-    gid: Gid,
-    groups: Vec<Gid>,
 }
 
-fn identity(cell_dir: &Dir) -> Result<Option<Identity>, String> {
-    let owner = super::cell_owner(cell_dir).map_err(|e| format!("cell directory: {e}"))?;
-    let Some((uid, gid)) = owner.filter(|(uid, _)| !uid.is_root()) else {
-        return Ok(None);
-    };
-    // Supplementary groups of the owner, looked up before fork (NSS is not
-    // async-signal-safe).
-    let groups = nix::unistd::User::from_uid(uid)
+/// The user the agents of a cell run as, if it is not the daemon's own
+/// (the daemon is root and the cell's owner is not): the only uid a process
+/// may have for the daemon to signal it on an agent's account.
+pub fn agent_uid(cell_dir: &Dir) -> Option<Uid> {
+    super::cell_owner(cell_dir)
         .ok()
         .flatten()
-        .and_then(|u| {
-            let name = CString::new(u.name).ok()?;
-            nix::unistd::getgrouplist(&name, u.gid).ok()
-        })
-        .unwrap_or_else(|| vec![gid]);
-    Ok(Some(Identity { uid, gid, groups }))
+        .map(|(uid, _)| uid)
+        .filter(|uid| !uid.is_root())
+}
+
+fn identity(cell_dir: &Dir) -> Result<Identity, String> {
+    let owner = super::cell_owner(cell_dir).map_err(|e| format!("cell directory: {e}"))?;
+    let switch_to = owner.filter(|(uid, _)| !uid.is_root());
+    let uid = switch_to.map_or_else(nix::unistd::geteuid, |(uid, _)| uid);
+    let user = nix::unistd::User::from_uid(uid).ok().flatten();
+    let switch = switch_to.map(|(uid, gid)| {
+        let groups = user
+            .as_ref()
+            .and_then(|u| {
+                let name = CString::new(u.name.clone()).ok()?;
+                nix::unistd::getgrouplist(&name, u.gid).ok()
+            })
+            .unwrap_or_else(|| vec![gid]);
+        (uid, gid, groups)
+    });
+    Ok(Identity { switch, user, uid })
 }
 
 /// The rlimit a `limits` key names.
@@ -627,39 +682,111 @@ fn resource(name: &str) -> Option<nix::sys::resource::Resource> {
     })
 }
 
-/// The agent's environment: the daemon's, minus what belongs to the
-/// daemon alone, plus the agent's `env`, plus the five `LAZARUS_*`
-/// variables, which always win.
-pub fn environment(cell_dir: &Dir, start: &Start<'_>) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| !SCRUBBED.contains(&k.as_str()) && !k.starts_with("LISTEN_"))
-        .filter(|(k, _)| k != "LAZARUS_SUBSTITUTE_FOR")
-        .collect();
+/// The agent's environment (BRIEF 7), built from nothing: from the
+/// daemon's own (`daemon`), only `PATH`, `LANG`, `LC_*` and `TZ`; then
+/// `HOME`, `USER`, `LOGNAME` and `SHELL` of the user the agent runs as;
+/// then the variables `[cells] pass_env` names (`NAME`, or `PREFIX*`);
+/// then the agent's `env`; then the `LAZARUS_*` variables, which always
+/// win. Later entries replace earlier ones of the same name.
+fn environment(
+    daemon: &[(String, String)],
+    cell_dir: &std::path::Path,
+    start: &Start<'_>,
+    user: Option<&nix::unistd::User>,
+    uid: Uid,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = Vec::new();
     let mut set = |k: &str, v: String| {
         env.retain(|(key, _)| key != k);
         env.push((k.to_string(), v));
     };
+    let passes = |k: &str, names: &[String]| {
+        names.iter().any(|n| match n.strip_suffix('*') {
+            Some(prefix) => k.starts_with(prefix),
+            None => n == k,
+        })
+    };
+    set("PATH", DEFAULT_PATH.to_string());
+    for (k, v) in daemon {
+        if PASSED.contains(&k.as_str()) || k.starts_with("LC_") {
+            set(k, v.clone());
+        }
+    }
+    let name = user.map_or_else(|| uid.to_string(), |u| u.name.clone());
+    set(
+        "HOME",
+        user.map_or_else(|| "/".into(), |u| u.dir.display().to_string()),
+    );
+    set("USER", name.clone());
+    set("LOGNAME", name);
+    set(
+        "SHELL",
+        user.map(|u| u.shell.display().to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "/bin/sh".into()),
+    );
+    for (k, v) in daemon {
+        if passes(k, start.pass_env) {
+            set(k, v.clone());
+        }
+    }
     for (k, v) in &start.spec.env {
         set(k, v.clone());
     }
-    let dir = cell_dir.path();
+    // The daemon's own word on who and where the agent is wins over any
+    // `LAZARUS_*` the agent's `env` or `pass_env` brought.
+    set("LAZARUS_SUBSTITUTE_FOR", String::new());
     set("LAZARUS_CELL_UUID", start.cell.to_string());
-    set("LAZARUS_CELL_DIR", dir.display().to_string());
+    set("LAZARUS_CELL_DIR", cell_dir.display().to_string());
     set("LAZARUS_AGENT", start.agent.to_string());
     set(
         "LAZARUS_HEARTBEAT_FILE",
-        dir.join(crate::cell::heartbeat_rel(start.agent))
+        cell_dir
+            .join(crate::cell::heartbeat_rel(start.agent))
             .display()
             .to_string(),
     );
     set("LAZARUS_REVIVE_ATTEMPT", start.attempt.to_string());
-    if let Some(dead) = start.substitute_for {
-        set("LAZARUS_SUBSTITUTE_FOR", dead.to_string());
+    match start.substitute_for {
+        Some(dead) => set("LAZARUS_SUBSTITUTE_FOR", dead.to_string()),
+        None => env.retain(|(k, _)| k != "LAZARUS_SUBSTITUTE_FOR"),
     }
     env
 }
 
+/// The agent's `limits` as rlimits, each lowered to the daemon's own hard
+/// limit: an agent that can edit `cell.json` may lower its limits, never
+/// raise them (a root daemon could otherwise set any hard limit before
+/// dropping privileges).
+fn clamped_limits(
+    cell: &str,
+    agent: &str,
+    limits: &[(String, u64)],
+) -> Vec<(nix::sys::resource::Resource, u64)> {
+    limits
+        .iter()
+        .filter_map(|(name, v)| {
+            let resource = resource(name)?;
+            let hard = nix::sys::resource::getrlimit(resource).map_or(u64::MAX, |(_, hard)| hard);
+            if *v > hard {
+                tracing::warn!(
+                    "cell {cell}: agent {agent}: limits.{name} = {v} is above the daemon's own \
+                     hard limit {hard}; lowered to it"
+                );
+            }
+            Some((resource, (*v).min(hard)))
+        })
+        .collect()
+}
+
 fn spawn(cell_dir: &Dir, start: &Start<'_>) -> Result<(tokio::process::Child, Instance), String> {
+    if start.spec.isolation != Isolation::Directory {
+        return Err(format!(
+            "isolation {:?} is not available in this version of lazarus-pit; the agent is \
+             not started without it (use \"directory\" or remove the field)",
+            start.spec.isolation.as_str()
+        ));
+    }
     let who = identity(cell_dir)?;
     let workspace = super::owned_dir(cell_dir, "workspace").map_err(|e| e.to_string())?;
     let logs = super::owned_dir(cell_dir, "logs").map_err(|e| e.to_string())?;
@@ -667,14 +794,22 @@ fn spawn(cell_dir: &Dir, start: &Start<'_>) -> Result<(tokio::process::Child, In
     let log = logs
         .open_append(&log_name)
         .map_err(|e| format!("log file: {e}"))?;
-    if let Ok(Some((uid, gid))) = super::cell_owner(cell_dir) {
-        let _ = nix::unistd::fchown(log.as_fd(), Some(uid), Some(gid));
+    if let Some((uid, gid, _)) = &who.switch {
+        let _ = nix::unistd::fchown(log.as_fd(), Some(*uid), Some(*gid));
     }
+    let daemon_env: Vec<(String, String)> = std::env::vars().collect();
+    let env = environment(
+        &daemon_env,
+        cell_dir.path(),
+        start,
+        who.user.as_ref(),
+        who.uid,
+    );
     let argv = &start.spec.argv;
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.args(&argv[1..])
         .env_clear()
-        .envs(environment(cell_dir, start))
+        .envs(env)
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
         .stderr(log)
@@ -694,14 +829,9 @@ fn spawn(cell_dir: &Dir, start: &Start<'_>) -> Result<(tokio::process::Child, In
         start.attempt,
     )
     .into_bytes();
-    let limits: Vec<(nix::sys::resource::Resource, u64)> = start
-        .spec
-        .limits
-        .iter()
-        .filter_map(|(name, v)| Some((resource(name)?, *v)))
-        .collect();
+    let limits = clamped_limits(start.cell, start.agent, &start.spec.limits);
     let ws_fd = workspace.as_fd().as_raw_fd();
-    let ids = who.map(|w| (w.uid, w.gid, w.groups));
+    let ids = who.switch;
     // SAFETY: the closure runs in the forked child before exec and only
     // makes async-signal-safe system calls on data prepared before the
     // fork; it allocates nothing.
@@ -753,8 +883,20 @@ pub(crate) fn cloexec_from_3() {
         {
             return;
         }
-        // Before Linux 5.11: one fcntl per possible descriptor.
-        for fd in 3..4096 {
+        // Before Linux 5.11: one fcntl per descriptor the process may
+        // hold — every number below its RLIMIT_NOFILE (a daemon under
+        // systemd has a million), bounded so that a limit of "infinity"
+        // does not loop for hours.
+        let mut limit = nix::libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        let max = if nix::libc::getrlimit(nix::libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur.clamp(4096, 1 << 24) as i32
+        } else {
+            1 << 16
+        };
+        for fd in 3..max {
             nix::libc::fcntl(fd, nix::libc::F_SETFD, nix::libc::FD_CLOEXEC);
         }
     }

@@ -39,7 +39,7 @@ use tokio::sync::mpsc;
 pub const COALESCE: Duration = Duration::from_millis(10);
 
 use crate::cell::name::validate_agent_name;
-use crate::cell::{HEARTBEATS, MANIFEST, REQUESTS};
+use crate::cell::{HEARTBEATS, MANIFEST};
 
 /// What a file-system change means to the daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,8 +56,9 @@ pub enum FsEvent {
     CellMetaGone(String),
     /// `heartbeats/<agent>.json` of this cell was written or replaced.
     Heartbeat { cell: String, agent: String },
-    /// A file in `.lazarus/requests/` was written (`revive`, `approve`…).
-    Request { cell: String, name: String },
+    /// A request was dropped in the inbox of the daemon's state
+    /// directory (`revive`, `approve`, `deny`).
+    Inbox(String),
     /// The root itself was removed or moved.
     RootGone,
     /// Events were lost (queue overflow): rebuild from disk.
@@ -82,7 +83,8 @@ pub enum Target {
     Parent,
     CellDir(String),
     Heartbeats(String),
-    Requests(String),
+    /// The operators' inbox in the daemon's state directory.
+    Inbox,
 }
 
 /// Flags every watch carries: never follow a symlink, directories only,
@@ -110,9 +112,8 @@ fn mask(target: &Target) -> WatchMask {
                     | WatchMask::DELETE
                     | WatchMask::MOVED_FROM
             }
-            Target::Heartbeats(_) | Target::Requests(_) => {
-                WatchMask::CLOSE_WRITE | WatchMask::MOVED_TO | own
-            }
+            Target::Heartbeats(_) => WatchMask::CLOSE_WRITE | WatchMask::MOVED_TO | own,
+            Target::Inbox => WatchMask::CLOSE_WRITE | WatchMask::MOVED_TO,
         }
 }
 
@@ -139,13 +140,33 @@ pub struct EventSource {
     stop: Arc<AtomicBool>,
 }
 
+/// What [`EventSource::read`] brings.
+#[derive(Debug)]
+pub enum Batch {
+    Events(Vec<RawEvent>),
+    /// One read failed; the reader goes on (events may be lost: rescan).
+    Failed(std::io::Error),
+    /// The reader has stopped for good: nothing will come any more, and
+    /// every further read would return at once.
+    Ended,
+}
+
 impl EventSource {
     /// The next batch of events (waits for it).
-    pub async fn read(&mut self) -> std::io::Result<Vec<RawEvent>> {
-        self.rx
-            .recv()
-            .await
-            .unwrap_or_else(|| Err(std::io::Error::other("inotify reader stopped")))
+    pub async fn read(&mut self) -> Batch {
+        match self.rx.recv().await {
+            Some(Ok(events)) => Batch::Events(events),
+            Some(Err(e)) => Batch::Failed(e),
+            None => Batch::Ended,
+        }
+    }
+
+    /// A source that is fed by hand (tests of the daemon's loop).
+    #[cfg(test)]
+    pub fn manual() -> (mpsc::Sender<std::io::Result<Vec<RawEvent>>>, EventSource) {
+        let (tx, rx) = mpsc::channel(1);
+        let stop = Arc::new(AtomicBool::new(false));
+        (tx, EventSource { rx, stop })
     }
 }
 
@@ -206,7 +227,6 @@ fn reader(
 struct CellWatches {
     dir: Option<WatchDescriptor>,
     heartbeats: Option<WatchDescriptor>,
-    requests: Option<WatchDescriptor>,
 }
 
 pub struct Watches {
@@ -214,7 +234,7 @@ pub struct Watches {
     root: PathBuf,
     root_name: OsString,
     targets: HashMap<WatchDescriptor, Target>,
-    /// Per cell: the watches of its directory, heartbeats and requests.
+    /// Per cell: the watches of its directory and heartbeats.
     cells: HashMap<String, CellWatches>,
 }
 
@@ -274,9 +294,13 @@ impl Watches {
         }
     }
 
-    /// Watches a cell's directory, and its heartbeats and requests
-    /// directories if `monitored`. Adding what is already watched costs
-    /// nothing.
+    /// Watches the operators' inbox (in the daemon's state directory).
+    pub fn watch_inbox(&mut self, path: &Path) -> Result<(), WatchError> {
+        self.add(path, Target::Inbox).map(|_| ())
+    }
+
+    /// Watches a cell's directory, and its heartbeats directory if
+    /// `monitored`. Adding what is already watched costs nothing.
     pub fn watch_cell(&mut self, cell: &str, monitored: bool) -> Result<(), WatchError> {
         let mut w = self.cells.get(cell).cloned().unwrap_or_default();
         if w.dir.is_none() {
@@ -286,34 +310,23 @@ impl Watches {
         if monitored && w.heartbeats.is_none() {
             let path = self.root.join(cell).join(HEARTBEATS);
             w.heartbeats = Some(self.add(&path, Target::Heartbeats(cell.to_string()))?);
-            self.cells.insert(cell.to_string(), w.clone());
-        }
-        if monitored && w.requests.is_none() {
-            let path = self.root.join(cell).join(REQUESTS);
-            w.requests = Some(self.add(&path, Target::Requests(cell.to_string()))?);
             self.cells.insert(cell.to_string(), w);
         }
         Ok(())
     }
 
-    /// Whether the cell's heartbeats and requests are watched.
+    /// Whether the cell's heartbeats are watched.
     pub fn heartbeats_watched(&self, cell: &str) -> bool {
-        self.cells
-            .get(cell)
-            .is_some_and(|w| w.heartbeats.is_some() && w.requests.is_some())
+        self.cells.get(cell).is_some_and(|w| w.heartbeats.is_some())
     }
 
-    /// Stops watching a cell's heartbeats and requests (keeps its
-    /// directory watch).
+    /// Stops watching a cell's heartbeats (keeps its directory watch).
     pub fn unwatch_heartbeats(&mut self, cell: &str) {
-        if let Some(w) = self.cells.get_mut(cell) {
-            for wd in [w.heartbeats.take(), w.requests.take()]
-                .into_iter()
-                .flatten()
-            {
-                self.targets.remove(&wd);
-                let _ = self.watches.remove(wd);
-            }
+        if let Some(w) = self.cells.get_mut(cell)
+            && let Some(wd) = w.heartbeats.take()
+        {
+            self.targets.remove(&wd);
+            let _ = self.watches.remove(wd);
         }
     }
 
@@ -321,7 +334,7 @@ impl Watches {
     /// removed by the kernel; that is not an error.
     pub fn unwatch_cell(&mut self, cell: &str) {
         if let Some(w) = self.cells.remove(cell) {
-            for wd in [w.dir, w.heartbeats, w.requests].into_iter().flatten() {
+            for wd in [w.dir, w.heartbeats].into_iter().flatten() {
                 self.targets.remove(&wd);
                 let _ = self.watches.remove(wd);
             }
@@ -343,15 +356,10 @@ impl Watches {
                         w.heartbeats = None;
                     }
                 }
-                Target::Requests(cell) => {
-                    if let Some(w) = self.cells.get_mut(cell) {
-                        w.requests = None;
-                    }
-                }
                 Target::CellDir(cell) => {
                     self.cells.remove(cell);
                 }
-                Target::Root | Target::Parent => {}
+                Target::Root | Target::Parent | Target::Inbox => {}
             }
         }
         classify(&target, raw.mask, raw.name.as_deref(), &self.root_name)
@@ -398,15 +406,11 @@ pub fn classify(
             })
         }
         Target::Heartbeats(_) => None,
-        Target::Requests(cell) if self_gone => Some(FsEvent::CellMetaGone(cell.clone())),
-        Target::Requests(cell) if written && !is_dir => {
+        Target::Inbox if written && !is_dir => {
             let name = name?;
-            (name.ends_with(".json") && !name.starts_with('.')).then(|| FsEvent::Request {
-                cell: cell.clone(),
-                name: name.to_string(),
-            })
+            crate::records::is_request_name(name).then(|| FsEvent::Inbox(name.to_string()))
         }
-        Target::Requests(_) => None,
+        Target::Inbox => None,
     }
 }
 

@@ -21,7 +21,7 @@ use nix::unistd::{UnlinkatFlags, fsync, unlinkat};
 
 use super::ReadError;
 
-/// Largest agent-writable file the program reads (heartbeats, requests).
+/// Largest agent-writable file the program reads (a heartbeat).
 pub const AGENT_FILE_LIMIT: u64 = 64 * 1024;
 
 /// Cleared the first time `openat2` answers `ENOSYS`, so old kernels pay
@@ -155,6 +155,17 @@ impl Dir {
         Ok(dir)
     }
 
+    /// Creates the directory `name` (one component, mode 0755) unless it
+    /// exists; `true` if it was created now.
+    pub fn make_dir(&self, name: &str) -> io::Result<bool> {
+        check_relative(name).map_err(|e| errno_io(e, &self.display(name)))?;
+        match mkdirat(&self.fd, name, Mode::from_bits_truncate(0o755)) {
+            Ok(()) => Ok(true),
+            Err(Errno::EEXIST) => Ok(false),
+            Err(e) => Err(errno_io(e, &self.display(name))),
+        }
+    }
+
     /// Opens an agent-writable path read-only: below this directory, no
     /// symlink on the way, and non-blocking so a FIFO cannot hang us.
     fn open_agent_file(&self, rel: &str) -> Result<OwnedFd, ReadError> {
@@ -217,6 +228,46 @@ impl Dir {
         Ok(File::from(fd))
     }
 
+    /// Opens the existing regular file `rel` for reading and writing,
+    /// without following symlinks and without creating it.
+    pub fn open_existing_rw(&self, rel: &str) -> io::Result<File> {
+        let fd = self
+            .open_beneath(
+                rel,
+                OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_NONBLOCK,
+                Mode::empty(),
+            )
+            .map_err(|e| errno_io(e, &self.display(rel)))?;
+        Ok(File::from(fd))
+    }
+
+    /// Puts a new, empty file of `mode` at `name` (a single component),
+    /// replacing whatever is there — a file, a symlink — by rename, and
+    /// returns it open for reading and writing. The file never existed
+    /// under `name` with any other mode.
+    pub fn create_replacing(&self, name: &str, mode: u32) -> io::Result<File> {
+        let tmp = format!(
+            ".{name}.{}.{}.tmp",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let fd = openat(
+            &self.fd,
+            tmp.as_str(),
+            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(mode),
+        )
+        .map_err(|e| errno_io(e, &self.display(&tmp)))?;
+        let file = File::from(fd);
+        let placed = nix::sys::stat::fchmod(&file, Mode::from_bits_truncate(mode))
+            .and_then(|()| renameat(&self.fd, tmp.as_str(), &self.fd, name));
+        if let Err(e) = placed {
+            let _ = unlinkat(&self.fd, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+            return Err(errno_io(e, &self.display(name)));
+        }
+        Ok(file)
+    }
+
     /// Reads an agent-writable file into `buf`, returning how many bytes
     /// it holds, safely and in as few system calls as possible — this is
     /// the daemon's hot path: `openat2` (no symlinks, nothing outside this
@@ -262,6 +313,21 @@ impl Dir {
     /// directory. A crash at any point leaves either the old or the new
     /// file, never a torn one.
     pub fn write_atomic(&self, name: &str, data: &[u8], mode: u32) -> io::Result<()> {
+        self.write_atomic_owned(name, data, mode, None)
+    }
+
+    /// [`Dir::write_atomic`], handing the file to `owner` (uid, gid). The
+    /// owner and mode are set on the temp file's descriptor before the
+    /// rename, never by reopening `name`: an agent that owns this
+    /// directory could swap that name for a hard link to any file between
+    /// the rename and a reopen.
+    pub fn write_atomic_owned(
+        &self,
+        name: &str,
+        data: &[u8],
+        mode: u32,
+        owner: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
+    ) -> io::Result<()> {
         if name.is_empty() || name.contains('/') || name == "." || name == ".." {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -282,6 +348,12 @@ impl Dir {
         .map_err(|e| errno_io(e, &self.display(&tmp)))?;
         let result = (|| {
             let mut file = File::from(fd);
+            if let Some((uid, gid)) = owner {
+                nix::unistd::fchown(&file, Some(uid), Some(gid)).map_err(io::Error::from)?;
+                // chown clears set-id bits; the mode is set again after it.
+                nix::sys::stat::fchmod(&file, Mode::from_bits_truncate(mode))
+                    .map_err(io::Error::from)?;
+            }
             file.write_all(data)?;
             file.sync_all()?;
             drop(file);

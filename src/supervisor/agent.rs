@@ -139,8 +139,14 @@ pub struct AgentSup {
     /// When the daemon first saw the agent: silence counts from here until
     /// a heartbeat comes.
     pub first_seen: f64,
-    /// Unix seconds of the newest accepted heartbeat (clamped).
+    /// When the newest accepted heartbeat was written (its claimed time,
+    /// or when it was read if the claim lies in the future).
     pub last_seen: Option<f64>,
+    /// The `timestamp` that heartbeat claimed, as written: reading the same
+    /// claim again (a re-read at a deadline, a rescan) is not a new write.
+    /// NaN until the first one (it equals no claim; no `Option`, to keep an
+    /// agent's state small).
+    pub last_claimed: f64,
     /// `status` of the newest heartbeat that had one.
     pub last_status: Option<String>,
     /// `pid` of the newest heartbeat: a claim, never proof.
@@ -173,6 +179,7 @@ impl AgentSup {
             settings,
             first_seen: now,
             last_seen: None,
+            last_claimed: f64::NAN,
             last_status: None,
             claimed_pid: None,
             health,
@@ -255,16 +262,25 @@ impl AgentSup {
         changes
     }
 
-    /// Takes a heartbeat seen at `seen` (already clamped) carrying
-    /// `status`. Heartbeats no newer than the last one change nothing, so
-    /// re-reading a file (rescan, duplicate inotify events) is harmless.
+    /// Takes a heartbeat that claims `claimed` and was written at `seen`
+    /// (the claim, or the time it was read if the claim lies in the
+    /// future), carrying `status`. The same claim read again changes
+    /// nothing — so a rescan or a duplicate event is harmless, and a claim
+    /// far in the future is counted from when it was first read, not again
+    /// at every re-read. Heartbeats no newer than the last one change
+    /// nothing either.
     pub fn heartbeat(
         &mut self,
         seen: f64,
+        claimed: f64,
         status: Option<&str>,
         pid: Option<i32>,
         now: f64,
     ) -> Vec<Change> {
+        if self.last_claimed == claimed {
+            return Vec::new();
+        }
+        self.last_claimed = claimed;
         if self.last_seen.is_some_and(|last| seen <= last) {
             return Vec::new();
         }
@@ -311,6 +327,15 @@ impl AgentSup {
         }
         changes.extend(self.advance(now));
         changes
+    }
+
+    /// The wall clock stepped: silence so far is not held against an agent
+    /// that was fine (its heartbeats may carry either side of the step),
+    /// it gets a fresh threshold from `now`. Agents already stale stay so.
+    pub fn clock_stepped(&mut self, now: f64) {
+        if matches!(self.health, Health::Healthy | Health::Waiting { .. }) {
+            self.grace_from = Some(self.grace_from.map_or(now, |g| g.max(now)));
+        }
     }
 
     fn become_healthy(&mut self, now: f64) {

@@ -1,9 +1,13 @@
 //! The pure decision core: given facts (manifests, heartbeats) and an
 //! instant, what is each agent's state and what must happen next.
 //!
-//! No I/O and no clock: the daemon's shell feeds [`Input`]s with `now`
-//! (unix seconds), carries out the returned [`Action`]s, and sleeps until
-//! [`Supervisor::next_deadline`]. Deadlines live in one min-heap with at
+//! No I/O and no clock: the daemon's shell feeds [`Input`]s with `now`,
+//! carries out the returned [`Action`]s, and sleeps until
+//! [`Supervisor::next_deadline`]. `now` and every deadline are seconds of
+//! a monotonic clock, so a step of the system clock moves no deadline; the
+//! wall clock enters only through [`Supervisor::set_clock`] (its offset from
+//! the monotonic one), to read heartbeats' timestamps and to write times
+//! into events and records. Deadlines live in one min-heap with at
 //! most one live entry per agent: a heartbeat only moves an agent's
 //! deadline later, so it costs no heap operation at all; the entry, when it
 //! fires early, is simply pushed again at the real deadline.
@@ -17,6 +21,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use crate::cell::heartbeat::FUTURE_SKEW_ALLOWANCE_S;
 use crate::cell::heartbeat::Heartbeat;
 use crate::cell::lifecycle::CellStatus;
 use crate::cell::manifest::Manifest;
@@ -25,8 +30,9 @@ use crate::cell::name::validate_agent_name;
 use crate::cell::settings::{AgentSettings, SpawnSpec, Timing};
 use crate::config::{CellsConfig, HeartbeatEvents};
 use crate::events::{Event, EventKind};
+use crate::records::{AgentRecord, CellRecord, InstanceRecord, RequestRecord};
 use crate::state::{AgentHealth, AgentState, CellState};
-use agent::{AgentSup, Change, Health, seed_of};
+use agent::{AgentSup, Change, Health, round_ms, seed_of};
 pub use agent::{ExitInfo, Instance, Reason};
 
 pub type CellId = Arc<str>;
@@ -36,11 +42,12 @@ pub type AgentId = Arc<str>;
 #[derive(Debug, Clone)]
 pub enum Input {
     /// A cell's manifest as read now (new, changed or unchanged), with the
-    /// `state.json` a previous daemon left, for the first sighting.
+    /// daemon's own record of it, for the first sighting (the shell has
+    /// checked which recorded instances are still alive).
     Cell {
         id: CellId,
         manifest: Box<Manifest>,
-        previous: Option<Box<CellState>>,
+        previous: Option<Box<CellRecord>>,
     },
     /// The cell's directory is gone, or it is no longer to be monitored.
     CellGone { id: CellId },
@@ -106,8 +113,12 @@ pub enum Action {
     },
     /// A provisioned cell has agents: move it to `active`.
     Activate { cell: CellId },
-    /// The cell is no longer monitored; drop its watches.
-    Forget { cell: CellId },
+    /// The cell is no longer monitored; drop its watches and keep its
+    /// final record (its instances may still run).
+    Forget {
+        cell: CellId,
+        record: Box<CellRecord>,
+    },
     /// Stop the agent's old instance if it is still alive and provably
     /// the agent's: the daemon's `instance`, or the heartbeat's
     /// `claimed_pid` if its environment proves it. SIGTERM to its process
@@ -134,15 +145,6 @@ pub enum Action {
         agent: AgentId,
         instance: Instance,
     },
-    /// Policy `ask`: write the request file.
-    Request {
-        cell: CellId,
-        agent: AgentId,
-        request_id: String,
-        reason: Reason,
-    },
-    /// The request is answered or moot: remove its file.
-    CloseRequest { cell: CellId, request_id: String },
     /// Policy `substitute`: put a handoff packet in the substitute's inbox.
     Handoff {
         cell: CellId,
@@ -160,12 +162,38 @@ struct Tracked {
     sup: AgentSup,
     /// Instant of this agent's live heap entry, if any.
     timer: Option<f64>,
+    /// What `state.json` was last told of it: a change of any of these is
+    /// urgent (BRIEF 6: within a second).
+    published: Published,
 }
+
+/// The facts of an agent that must reach `state.json` promptly — its
+/// state, pid and revive count — packed into one word (an agent's state
+/// is paid for 100,000 times over): state in the top byte, the count
+/// (saturated at 2^24 − 1; a revival changes the state anyway) below, the
+/// pid in the low half.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Published(u64);
+
+impl Published {
+    fn of(sup: &AgentSup) -> Published {
+        let state = sup.state() as u64;
+        let count = u64::from(sup.revive_count.min((1 << 24) - 1));
+        let pid = sup.instance.map_or(0, |i| u64::from(i.pid as u32));
+        Published(state << 56 | count << 32 | pid)
+    }
+}
+
+/// A change of the wall clock's offset from the monotonic one beyond this
+/// is a step (NTP, a resumed VM), not scheduling noise.
+pub const CLOCK_STEP_S: f64 = 1.0;
 
 #[derive(Debug, Clone)]
 struct CellSup {
     status: CellStatus,
     agents: BTreeMap<AgentId, Tracked>,
+    /// When its manifest was last read.
+    seen_at: f64,
 }
 
 /// A heap entry: at `at`, look at `agent` of `cell`.
@@ -211,6 +239,9 @@ pub struct Supervisor {
     heartbeat_events: HeartbeatEvents,
     cells: HashMap<CellId, CellSup>,
     timers: BinaryHeap<Reverse<Timer>>,
+    /// Wall-clock seconds minus monotonic seconds ([`Supervisor::set_clock`]).
+    wall_offset: f64,
+    clock_set: bool,
 }
 
 impl Supervisor {
@@ -221,7 +252,41 @@ impl Supervisor {
             heartbeat_events,
             cells: HashMap::new(),
             timers: BinaryHeap::new(),
+            wall_offset: 0.0,
+            clock_set: false,
         }
+    }
+
+    /// Tells the core how far the wall clock is ahead of the monotonic
+    /// clock `now` runs on. The shell calls it before every input. A change
+    /// beyond [`CLOCK_STEP_S`] is a step of the system clock: it moves no
+    /// deadline (they are monotonic), and every agent that was fine gets a
+    /// fresh threshold instead of being judged by timestamps from either
+    /// side of the step. Returns the step, if there was one.
+    pub fn set_clock(&mut self, wall_offset: f64, now: f64) -> Option<f64> {
+        let step = wall_offset - self.wall_offset;
+        let first = !self.clock_set;
+        self.wall_offset = wall_offset;
+        self.clock_set = true;
+        if first || step.abs() <= CLOCK_STEP_S {
+            return None;
+        }
+        let mut keys = Vec::new();
+        for (cell, c) in &mut self.cells {
+            for (agent, t) in &mut c.agents {
+                t.sup.clock_stepped(now);
+                keys.push((cell.clone(), agent.clone()));
+            }
+        }
+        for (cell, agent) in keys {
+            self.schedule(&cell, &agent);
+        }
+        Some(step)
+    }
+
+    /// Unix seconds of the monotonic instant `mono`.
+    fn wall(&self, mono: f64) -> f64 {
+        mono + self.wall_offset
     }
 
     /// Feeds one fact at instant `now`.
@@ -233,11 +298,7 @@ impl Supervisor {
                 manifest,
                 previous,
             } => self.observe_cell(id, &manifest, previous.as_deref(), now, &mut out),
-            Input::CellGone { id } => {
-                if self.cells.remove(&id).is_some() {
-                    out.push(Action::Forget { cell: id });
-                }
-            }
+            Input::CellGone { id } => self.forget(id, &mut out),
             Input::Heartbeat {
                 cell,
                 agent,
@@ -398,21 +459,79 @@ impl Supervisor {
         })
     }
 
-    /// The cell's `state.json` as of `now`.
+    /// The cell's `state.json` as of `now` (times in unix seconds).
     pub fn snapshot(&self, cell: &str, daemon_pid: u32, now: f64) -> Option<CellState> {
         let c = self.cells.get(cell)?;
         let agent_health = c
             .agents
             .iter()
-            .map(|(name, t)| (name.to_string(), snapshot_agent(&t.sup)))
+            .map(|(name, t)| (name.to_string(), self.snapshot_agent(&t.sup)))
             .collect();
         Some(CellState {
             cell_uuid: cell.to_string(),
             daemon_pid: Some(daemon_pid),
-            last_poll: Some(now),
+            last_poll: Some(self.wall(now)),
             agent_health,
             extra: Map::new(),
         })
+    }
+
+    /// The daemon's own record of the cell, for `state_dir` (the shell
+    /// adds the boot id and its pid).
+    pub fn record(&self, cell: &str, now: f64) -> Option<CellRecord> {
+        let c = self.cells.get(cell)?;
+        Some(self.record_of(cell, c, now))
+    }
+
+    fn record_of(&self, cell: &str, c: &CellSup, now: f64) -> CellRecord {
+        let wall = |t: f64| self.wall(t);
+        let agents = c
+            .agents
+            .iter()
+            .map(|(name, t)| {
+                let sup = &t.sup;
+                let request = match &sup.health {
+                    Health::AwaitingApproval { request_id, reason } => Some(RequestRecord {
+                        id: request_id.clone(),
+                        reason: reason.as_str().to_string(),
+                    }),
+                    _ => None,
+                };
+                let record = AgentRecord {
+                    state: sup.state(),
+                    revive_count: sup.revive_count,
+                    last_seen: sup.last_seen.map(wall),
+                    last_claimed: Some(sup.last_claimed).filter(|c| !c.is_nan()),
+                    last_status: sup.last_status.clone(),
+                    instance: sup.instance.map(|i| InstanceRecord {
+                        pid: i.pid,
+                        start_time: i.start_time,
+                    }),
+                    started_at: sup.grace_from.map(wall),
+                    due: sup.is_due(),
+                    request,
+                    lost_pid: None,
+                };
+                (name.to_string(), record)
+            })
+            .collect();
+        CellRecord {
+            cell: cell.to_string(),
+            written_at: self.wall(now),
+            status: Some(c.status.as_str().to_string()),
+            agents,
+            ..CellRecord::default()
+        }
+    }
+
+    /// Stops tracking a cell, handing its final record to the shell.
+    fn forget(&mut self, id: CellId, out: &mut Vec<Action>) {
+        if let Some(c) = self.cells.get(&id) {
+            // `now` only stamps the record; the last state change is what counts.
+            let record = Box::new(self.record_of(&id, c, c.seen_at));
+            self.cells.remove(&id);
+            out.push(Action::Forget { cell: id, record });
+        }
     }
 
     pub fn summary(&self) -> Summary {
@@ -436,17 +555,65 @@ impl Supervisor {
         self.summary().unhealthy == 0
     }
 
+    /// One agent's entry in `state.json`.
+    fn snapshot_agent(&self, sup: &AgentSup) -> AgentHealth {
+        let state = sup.state();
+        let mut extra = Map::new();
+        if let Some(status) = &sup.last_status {
+            extra.insert("heartbeat_status".into(), Value::String(status.clone()));
+        }
+        if sup.is_due() {
+            extra.insert("revive_due".into(), Value::Bool(true));
+        }
+        if let Some(instance) = sup.instance {
+            extra.insert("pid_start_time".into(), Value::from(instance.start_time));
+        }
+        if let Some(grace) = sup.grace_from {
+            extra.insert("started_at".into(), Value::from(round_ms(self.wall(grace))));
+        }
+        match &sup.health {
+            Health::AwaitingApproval { request_id, reason } => {
+                extra.insert("request_id".into(), Value::from(request_id.as_str()));
+                extra.insert("reason".into(), Value::from(reason.as_str()));
+            }
+            Health::Backoff { attempt, at, .. } => {
+                extra.insert("next_attempt".into(), Value::from(*attempt));
+                extra.insert(
+                    "next_attempt_at".into(),
+                    Value::from(round_ms(self.wall(*at))),
+                );
+            }
+            _ => {}
+        }
+        AgentHealth {
+            healthy: state == AgentState::Healthy,
+            last_seen: sup.last_seen.map(|t| round_ms(self.wall(t))),
+            revive_count: sup.revive_count,
+            state,
+            pid: sup.instance.map(|i| i.pid),
+            extra,
+        }
+    }
+
     fn observe_cell(
         &mut self,
         id: CellId,
         manifest: &Manifest,
-        previous: Option<&CellState>,
+        previous: Option<&CellRecord>,
         now: f64,
         out: &mut Vec<Action>,
     ) {
         let status = manifest.status();
         let known = self.cells.get(&id).map(|c| c.status.clone());
-        if let Some(from) = &known
+        // What the daemon last accounted for: what it saw a moment ago, or,
+        // on first sight, what its record says (a move made while no
+        // daemon ran is news too).
+        let accounted = known.clone().or_else(|| {
+            previous
+                .and_then(|p| p.status.as_deref())
+                .map(CellStatus::parse)
+        });
+        if let Some(from) = &accounted
             && *from != status
         {
             out.push(Action::StatusObserved {
@@ -457,9 +624,7 @@ impl Supervisor {
         }
         let tracked = status.is_monitored() || status == CellStatus::Provisioned;
         if !tracked {
-            if self.cells.remove(&id).is_some() {
-                out.push(Action::Forget { cell: id });
-            }
+            self.forget(id, out);
             return;
         }
         if status == CellStatus::Provisioned && !manifest.agents.is_empty() {
@@ -468,10 +633,13 @@ impl Supervisor {
         let defaults = self.defaults.clone();
         let timing = self.timing.clone();
         let held = status == CellStatus::Frozen;
+        let offset = self.wall_offset;
         let cell = self.cells.entry(id.clone()).or_insert_with(|| CellSup {
             status: status.clone(),
             agents: BTreeMap::new(),
+            seen_at: now,
         });
+        cell.seen_at = now;
         let mut changed = known.as_ref() != Some(&status);
         cell.status = status.clone();
         let mut wanted: BTreeMap<AgentId, AgentSettings> = BTreeMap::new();
@@ -507,8 +675,8 @@ impl Supervisor {
                 None => {
                     let mut sup = AgentSup::new(settings, now);
                     sup.held = held;
-                    if let Some(prev) = previous.and_then(|p| p.agent_health.get(&*name)) {
-                        let changes = restore(&mut sup, prev, now);
+                    if let Some(prev) = previous.and_then(|p| p.agents.get(&*name)) {
+                        let changes = restore(&mut sup, prev, now, offset);
                         if let Some(instance) = sup.instance {
                             out.push(Action::Adopt {
                                 cell: id.clone(),
@@ -518,8 +686,15 @@ impl Supervisor {
                         }
                         restored.push((name.clone(), changes));
                     }
-                    cell.agents
-                        .insert(name.clone(), Tracked { sup, timer: None });
+                    let published = Published::of(&sup);
+                    cell.agents.insert(
+                        name.clone(),
+                        Tracked {
+                            sup,
+                            timer: None,
+                            published,
+                        },
+                    );
                     changed = true;
                     // Only armed: a start waits until the shell has read
                     // the agent's heartbeat (a fresh one means it runs).
@@ -534,7 +709,7 @@ impl Supervisor {
             self.expire(&id, &name, now, out);
         }
         for name in to_arm {
-            self.schedule(&id, &name);
+            self.rearm(&id, &name, out);
         }
         if changed {
             out.push(Action::StateChanged {
@@ -565,25 +740,20 @@ impl Supervisor {
         else {
             return out;
         };
-        let request = match &t.sup.health {
-            Health::AwaitingApproval { request_id, .. } => Some(request_id.clone()),
-            _ => None,
-        };
         let pid = hb.pid.and_then(|p| i32::try_from(p).ok());
+        // The claim on the monotonic clock; one from the future counts
+        // from now, when it was read.
+        let claimed = hb.timestamp - self.wall_offset;
+        let seen = if claimed > now + FUTURE_SKEW_ALLOWANCE_S {
+            now
+        } else {
+            claimed
+        };
         let changes = t
             .sup
-            .heartbeat(hb.seen_at(now), hb.status.as_deref(), pid, now);
+            .heartbeat(seen, hb.timestamp, hb.status.as_deref(), pid, now);
         if changes.is_empty() {
             return out;
-        }
-        if let Some(request_id) = request
-            && changes.contains(&Change::Recovered)
-        {
-            // It came back by itself: the question is moot.
-            out.push(Action::CloseRequest {
-                cell: cell_id.clone(),
-                request_id,
-            });
         }
         self.settle(&cell_id, &agent_id, changes, now, &mut out);
         out
@@ -609,7 +779,25 @@ impl Supervisor {
         out: &mut Vec<Action>,
     ) {
         self.apply(cell, agent, changes, now, out);
+        self.rearm(cell, agent, out);
+    }
+
+    /// After any change to an agent: arm its next deadline, and mark its
+    /// cell urgently dirty if a published fact moved. Every path that
+    /// changes an agent ends here, so no change of `state`, `pid` or
+    /// `revive_count` can wait for a lazy write.
+    fn rearm(&mut self, cell: &CellId, agent: &AgentId, out: &mut Vec<Action>) {
         self.schedule(cell, agent);
+        if let Some(t) = self.tracked(cell, agent) {
+            let now = Published::of(&t.sup);
+            if now != t.published {
+                t.published = now;
+                out.push(Action::StateChanged {
+                    cell: cell.clone(),
+                    urgent: true,
+                });
+            }
+        }
     }
 
     /// Pushes a heap entry for the agent's deadline unless an entry at or
@@ -733,7 +921,7 @@ impl Supervisor {
                 self.apply(cell, agent, changes, now, out);
             }
         }
-        self.schedule(cell, agent);
+        self.rearm(cell, agent, out);
     }
 
     /// `lazarus-pit revive`.
@@ -754,18 +942,12 @@ impl Supervisor {
             });
             return;
         }
-        if let Health::AwaitingApproval { request_id, .. } = &t.sup.health {
-            out.push(Action::CloseRequest {
-                cell: cell.clone(),
-                request_id: request_id.clone(),
-            });
-        }
         let changes = t.sup.force_revival(Reason::Manual);
         self.settle(cell, agent, changes, now, out);
     }
 
     /// `lazarus-pit approve|deny`. An answer to a request that is no
-    /// longer pending only removes the request file.
+    /// longer pending changes nothing.
     fn decide(
         &mut self,
         cell: &CellId,
@@ -775,10 +957,6 @@ impl Supervisor {
         now: f64,
         out: &mut Vec<Action>,
     ) {
-        out.push(Action::CloseRequest {
-            cell: cell.clone(),
-            request_id: request_id.clone(),
-        });
         let Some(t) = self.tracked(cell, agent) else {
             return;
         };
@@ -791,12 +969,8 @@ impl Supervisor {
             self.apply(cell, agent, changes, now, out);
         } else {
             t.sup.health = Health::Dead;
-            out.push(Action::StateChanged {
-                cell: cell.clone(),
-                urgent: true,
-            });
         }
-        self.schedule(cell, agent);
+        self.rearm(cell, agent, out);
     }
 
     /// Turns an agent's changes into events, state updates and process
@@ -810,10 +984,12 @@ impl Supervisor {
         out: &mut Vec<Action>,
     ) {
         let mut urgent = None;
+        let offset = self.wall_offset;
         for change in changes {
             let event = |kind| Event::new(kind).with("agent", &**agent);
             match change {
                 Change::Stale { last_seen, age_s } => {
+                    let last_seen = last_seen.map(|t| round_ms(t + offset));
                     out.push(Action::Emit {
                         cell: cell.clone(),
                         event: event(EventKind::AgentStale)
@@ -904,6 +1080,7 @@ impl Supervisor {
         now: f64,
         out: &mut Vec<Action>,
     ) {
+        let offset = self.wall_offset;
         let Some(t) = self.tracked(cell, agent) else {
             return;
         };
@@ -928,17 +1105,12 @@ impl Supervisor {
                 self.apply(cell, agent, changes, now, out);
             }
             RevivePolicy::Ask => {
-                let request_id = format!("revive_{}_{agent}", (now * 1000.0) as u64);
+                let wall_ms = ((now + offset) * 1000.0) as u64;
+                let request_id = format!("revive_{wall_ms}_{agent}");
                 t.sup.health = Health::AwaitingApproval {
                     request_id: request_id.clone(),
                     reason,
                 };
-                out.push(Action::Request {
-                    cell: cell.clone(),
-                    agent: agent.clone(),
-                    request_id: request_id.clone(),
-                    reason,
-                });
                 out.push(Action::Emit {
                     cell: cell.clone(),
                     event: event(EventKind::ReviveRequested)
@@ -990,7 +1162,9 @@ impl Supervisor {
                 true,
             ),
         };
-        let (last_seen, last_status) = (dead.sup.last_seen, dead.sup.last_status.clone());
+        let offset = self.wall_offset;
+        let last_seen = dead.sup.last_seen.map(|t| round_ms(t + offset));
+        let last_status = dead.sup.last_status.clone();
         let event = |kind| Event::new(kind).with("agent", &**agent);
         if let Some(t) = self.tracked(cell, agent) {
             t.sup.health = Health::Dead;
@@ -1026,80 +1200,43 @@ impl Supervisor {
     }
 }
 
-/// One agent's entry in `state.json`.
-fn snapshot_agent(sup: &AgentSup) -> AgentHealth {
-    let state = sup.state();
-    let mut extra = Map::new();
-    if let Some(status) = &sup.last_status {
-        extra.insert("heartbeat_status".into(), Value::String(status.clone()));
-    }
-    if sup.is_due() {
-        extra.insert("revive_due".into(), Value::Bool(true));
-    }
-    if let Some(instance) = sup.instance {
-        extra.insert("pid_start_time".into(), Value::from(instance.start_time));
-    }
-    if let Some(grace) = sup.grace_from {
-        extra.insert("started_at".into(), Value::from(grace));
-    }
-    match &sup.health {
-        Health::AwaitingApproval { request_id, reason } => {
-            extra.insert("request_id".into(), Value::from(request_id.as_str()));
-            extra.insert("reason".into(), Value::from(reason.as_str()));
-        }
-        Health::Backoff { attempt, at, .. } => {
-            extra.insert("next_attempt".into(), Value::from(*attempt));
-            extra.insert("next_attempt_at".into(), Value::from(*at));
-        }
-        _ => {}
-    }
-    AgentHealth {
-        healthy: state == AgentState::Healthy,
-        last_seen: sup.last_seen,
-        revive_count: sup.revive_count,
-        state,
-        pid: sup.instance.map(|i| i.pid),
-        extra,
-    }
-}
-
-/// Seeds an agent from the `state.json` of a previous daemon, so a restart
-/// neither repeats events nor forgets revive counts, pending requests or
-/// the instances it started. The shell has already checked which of those
+/// Seeds an agent from the daemon's own record, so a restart neither
+/// repeats events nor forgets revive counts, pending requests or the
+/// instances it started. The shell has already checked which of those
 /// instances are alive: a dead one's pid arrives as `lost_pid`, and its
-/// death is reported now.
-fn restore(sup: &mut AgentSup, prev: &AgentHealth, now: f64) -> Vec<Change> {
-    let extra_f64 = |key: &str| prev.extra.get(key).and_then(Value::as_f64);
+/// death is reported now. Recorded times are unix seconds (`offset` turns
+/// them into monotonic ones).
+fn restore(sup: &mut AgentSup, prev: &AgentRecord, now: f64, offset: f64) -> Vec<Change> {
+    let mono = |wall: f64| (wall - offset).min(now);
     sup.revive_count = prev.revive_count;
-    sup.last_seen = prev.last_seen;
-    sup.last_status = prev
-        .extra
-        .get("heartbeat_status")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    sup.grace_from = extra_f64("started_at");
-    if let (Some(pid), Some(start_time)) = (
-        prev.pid,
-        prev.extra.get("pid_start_time").and_then(Value::as_u64),
-    ) {
-        sup.instance = Some(Instance { pid, start_time });
-    }
-    let due = prev.extra.get("revive_due").and_then(Value::as_bool) == Some(true);
-    let request = prev.extra.get("request_id").and_then(Value::as_str);
+    sup.last_seen = prev.last_seen.map(mono);
+    sup.last_claimed = prev.last_claimed.unwrap_or(f64::NAN);
+    sup.last_status = prev.last_status.clone();
+    sup.grace_from = prev.started_at.map(mono);
+    sup.instance = prev.instance.map(|i| Instance {
+        pid: i.pid,
+        start_time: i.start_time,
+    });
     sup.health = match prev.state {
         AgentState::Healthy if prev.last_seen.is_some() => {
             sup.healthy_since = Some(now);
             Health::Healthy
         }
-        AgentState::Stale | AgentState::Frozen if due => Health::Due { since: now },
+        AgentState::Stale | AgentState::Frozen if prev.due => Health::Due { since: now },
         AgentState::Stale | AgentState::Frozen => Health::Stale { since: now },
         AgentState::Exited => Health::Finished,
         AgentState::Dead => Health::Dead,
         AgentState::Abandoned => Health::Abandoned,
-        AgentState::AwaitingApproval if request.is_some() => Health::AwaitingApproval {
-            request_id: request.unwrap_or_default().to_string(),
-            reason: Reason::Stale,
-        },
+        AgentState::AwaitingApproval if prev.request.is_some() => {
+            let request = prev.request.as_ref();
+            Health::AwaitingApproval {
+                request_id: request.map(|r| r.id.clone()).unwrap_or_default(),
+                reason: match request.map(|r| r.reason.as_str()) {
+                    Some("exited") => Reason::Exited,
+                    _ => Reason::Stale,
+                },
+            }
+        }
         AgentState::Reviving if sup.instance.is_some() => Health::Waiting { revived: true },
         // A revival that was under way when the daemon stopped: decide
         // again (its attempt was counted).
@@ -1112,11 +1249,11 @@ fn restore(sup: &mut AgentSup, prev: &AgentHealth, now: f64) -> Vec<Change> {
         // autostart agent from being started twice).
         _ => {
             sup.last_seen = None;
+            sup.last_claimed = f64::NAN;
             sup.health.clone()
         }
     };
-    let lost = prev.extra.get("lost_pid").and_then(Value::as_i64);
-    match lost.and_then(|p| i32::try_from(p).ok()) {
+    match prev.lost_pid {
         Some(pid)
             if !matches!(
                 sup.health,

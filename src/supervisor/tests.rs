@@ -243,7 +243,19 @@ fn status_moves_are_observed_and_unmonitored_cells_forgotten() {
     assert!(s.is_monitored(CELL));
     let archived = TWO.replace("\"active\"", "\"archived\"");
     let out = s.handle(cell(&archived), 3.0);
-    assert!(out.contains(&Action::Forget { cell: CELL.into() }));
+    let record = out
+        .iter()
+        .find_map(|a| match a {
+            Action::Forget { cell, record } if &**cell == CELL => Some(record.clone()),
+            _ => None,
+        })
+        .expect("forgotten, with its final record");
+    assert_eq!(
+        record.status.as_deref(),
+        Some("active"),
+        "as last accounted for"
+    );
+    assert_eq!(record.agents.len(), 2);
     assert!(!s.knows(CELL));
     assert_eq!(s.handle(Input::Tick, 100.0), vec![], "no timers survive");
     // Heartbeats of unknown cells and agents are ignored.
@@ -251,15 +263,22 @@ fn status_moves_are_observed_and_unmonitored_cells_forgotten() {
 }
 
 #[test]
-fn a_previous_daemons_state_is_restored_without_repeating_events() {
+fn a_previous_daemons_record_is_restored_without_repeating_events() {
     let mut s = core();
-    let previous = CellState::from_slice(
-        br#"{"cell_uuid":"c1","daemon_pid":1,"last_poll":50.0,"agent_health":{
-            "a":{"healthy":false,"last_seen":30.0,"revive_count":2,"state":"stale",
-                 "heartbeat_status":"lost"},
-            "b":{"healthy":true,"last_seen":40.0,"revive_count":0,"state":"healthy"}}}"#,
+    // Records are in unix time; the core runs on a monotonic clock that
+    // is 1000 s behind it here.
+    assert_eq!(
+        s.set_clock(1000.0, 50.0),
+        None,
+        "the first reading is no step"
+    );
+    let previous: CellRecord = serde_json::from_str(
+        r#"{"cell":"c1","status":"active","agents":{
+            "a":{"state":"stale","last_seen":1030.0,"last_claimed":1030.0,"revive_count":2,
+                 "last_status":"lost"},
+            "b":{"state":"healthy","last_seen":1040.0,"last_claimed":1040.0}}}"#,
     )
-    .expect("state");
+    .expect("record");
     let out = s.handle(
         Input::Cell {
             id: CELL.into(),
@@ -274,12 +293,56 @@ fn a_previous_daemons_state_is_restored_without_repeating_events() {
     assert_eq!(agents_in_events(&out), Vec::<String>::new());
     assert_eq!(s.next_deadline(), Some(45.0));
     assert_eq!(agents_in_events(&s.handle(Input::Tick, 50.0)), ["b"]);
-    assert_eq!(s.handle(beat("a", 30.0, Some("lost")), 51.0), vec![]);
+    // The heartbeat the record already counted is not news.
+    assert_eq!(s.handle(beat("a", 1030.0, Some("lost")), 51.0), vec![]);
     let snap = s.snapshot(CELL, 2, 51.0).expect("snap");
     assert_eq!(snap.agent_health["a"].revive_count, 2);
     assert_eq!(
-        events(&s.handle(beat("a", 51.0, Some("lost")), 51.0)),
+        snap.agent_health["a"].last_seen,
+        Some(1030.0),
+        "unix time again"
+    );
+    assert_eq!(
+        events(&s.handle(beat("a", 1051.0, Some("lost")), 51.0)),
         ["agent_recovered"]
+    );
+}
+
+#[test]
+fn a_status_moved_while_no_daemon_ran_is_observed_at_first_sight() {
+    let mut s = core();
+    let previous = CellRecord {
+        cell: CELL.into(),
+        status: Some("active".into()),
+        ..CellRecord::default()
+    };
+    let frozen = TWO.replace("\"active\"", "\"frozen\"");
+    let out = s.handle(
+        Input::Cell {
+            id: CELL.into(),
+            manifest: manifest(&frozen),
+            previous: Some(Box::new(previous.clone())),
+        },
+        1.0,
+    );
+    assert!(out.contains(&Action::StatusObserved {
+        cell: CELL.into(),
+        from: CellStatus::Active,
+        to: CellStatus::Frozen
+    }));
+    // Unchanged since the record: nothing to observe.
+    let mut t = core();
+    let out = t.handle(
+        Input::Cell {
+            id: CELL.into(),
+            manifest: manifest(TWO),
+            previous: Some(Box::new(previous)),
+        },
+        1.0,
+    );
+    assert!(
+        !out.iter()
+            .any(|a| matches!(a, Action::StatusObserved { .. }))
     );
 }
 
@@ -595,16 +658,21 @@ fn policy_no_and_ask() {
     complete(&mut s, "a", 11, 100.0);
     let out = s.handle(exit("a", 11, 1), 101.0);
     assert_eq!(events(&out), ["agent_exited", "revive_requested"]);
-    let request_id = out
-        .iter()
-        .find_map(|a| match a {
-            Action::Request { request_id, .. } => Some(request_id.clone()),
-            _ => None,
-        })
-        .expect("request file");
+    let Some(Action::Emit { event, .. }) = out.iter().find(
+        |a| matches!(a, Action::Emit { event, .. } if event.kind == EventKind::ReviveRequested),
+    ) else {
+        panic!("{out:?}")
+    };
+    let request_id = event.fields["request_id"].as_str().expect("id").to_string();
     assert_eq!(s.pending_request(CELL, "a"), Some(request_id.as_str()));
     assert_eq!(state_of(&s, "a"), AgentState::AwaitingApproval);
-    // A wrong id only removes that file.
+    // The pending request is in the daemon's record, for `approve`.
+    let record = s.record(CELL, 101.0).expect("record");
+    assert_eq!(
+        record.agents["a"].request.as_ref().map(|r| r.id.as_str()),
+        Some(request_id.as_str())
+    );
+    // A wrong id changes nothing.
     let out = s.handle(
         Input::Decision {
             cell: CELL.into(),
@@ -624,10 +692,6 @@ fn policy_no_and_ask() {
         },
         103.0,
     );
-    assert!(out.contains(&Action::CloseRequest {
-        cell: CELL.into(),
-        request_id
-    }));
     assert!(find_kill(&out, "a").is_some());
     let out = complete(&mut s, "a", 12, 103.0);
     let Action::Emit { event, .. } = &out[0] else {
@@ -724,13 +788,13 @@ fn a_restart_adopts_live_instances_and_reports_lost_ones() {
     s.handle(exit("b", 12, 1), 101.0);
     complete(&mut s, "b", 13, 101.0);
     s.handle(beat("b", 102.0, None), 102.0);
-    let mut previous = s.snapshot(CELL, 1, 102.0).expect("snap");
-    assert_eq!(previous.agent_health["a"].pid, Some(11));
-    assert_eq!(previous.agent_health["b"].revive_count, 1);
+    let mut previous = s.record(CELL, 102.0).expect("record");
+    assert_eq!(previous.agents["a"].instance.map(|i| i.pid), Some(11));
+    assert_eq!(previous.agents["b"].revive_count, 1);
     // The shell found b's instance gone while no daemon watched.
-    let b = previous.agent_health.get_mut("b").expect("b");
-    b.pid = None;
-    b.extra.insert("lost_pid".into(), 13.into());
+    let b = previous.agents.get_mut("b").expect("b");
+    b.instance = None;
+    b.lost_pid = Some(13);
 
     let mut t = core();
     let out = t.handle(
@@ -773,4 +837,110 @@ fn an_agent_costs_at_most_256_bytes_of_state() {
         "Tracked is {} bytes",
         std::mem::size_of::<Tracked>()
     );
+}
+
+/// Item 7 of "Trust boundary": a heartbeat stamped an hour ahead counts
+/// from when it was read, once — re-reading the same claim (at the
+/// deadline, at a rescan) must not make the agent fresh again.
+#[test]
+fn a_future_claim_counts_once_from_when_it_was_read() {
+    let mut s = core();
+    s.handle(cell(TWO), 100.0);
+    let out = s.handle(beat("a", 100.0 + 3600.0, Some("up")), 101.0);
+    assert_eq!(events(&out), ["heartbeat"]);
+    assert_eq!(state_of(&s, "a"), AgentState::Healthy);
+    // a's threshold is 10 s from 101, when the claim was read.
+    assert_eq!(s.handle(beat("a", 3700.0, Some("up")), 105.0), vec![]);
+    assert_eq!(s.handle(beat("a", 3700.0, Some("up")), 110.9), vec![]);
+    let out = s.handle(Input::Tick, 111.0);
+    assert_eq!(agents_in_events(&out), ["b", "a"]);
+    assert_eq!(state_of(&s, "a"), AgentState::Stale);
+    // A new claim, even further ahead, is a new write: fresh again.
+    let out = s.handle(beat("a", 3800.0, Some("up")), 112.0);
+    assert_eq!(events(&out), ["agent_recovered"]);
+}
+
+/// Item 13: every change of state, pid or revive count is urgent, so it
+/// is in `state.json` within a tick — including a never-seen agent's first
+/// heartbeat, which used to wait for the lazy write.
+#[test]
+fn every_published_change_is_urgent() {
+    let mut s = core();
+    s.handle(cell(TWO), 100.0);
+    let out = s.handle(beat("a", 100.5, None), 100.5);
+    assert_eq!(state_of(&s, "a"), AgentState::Healthy);
+    assert!(
+        out.contains(&Action::StateChanged {
+            cell: CELL.into(),
+            urgent: true
+        }),
+        "unknown -> healthy must be written at once: {out:?}"
+    );
+    // A beat that changes only last_seen is not urgent.
+    let out = s.handle(beat("a", 101.0, None), 101.0);
+    assert!(
+        out.contains(&Action::StateChanged {
+            cell: CELL.into(),
+            urgent: false
+        }) && !out.contains(&Action::StateChanged {
+            cell: CELL.into(),
+            urgent: true
+        }),
+        "{out:?}"
+    );
+    // A pid change alone (a start) is urgent too.
+    let mut s = started(revivable("yes", ""));
+    let out = s.handle(exit("a", 11, 1), 101.0);
+    assert!(out.contains(&Action::StateChanged {
+        cell: CELL.into(),
+        urgent: true
+    }));
+}
+
+/// Item 16: deadlines are monotonic. A step of the wall clock moves none
+/// of them; agents that were fine get a fresh threshold; heartbeats
+/// stamped on either side of the step keep them alive.
+#[test]
+fn a_clock_step_is_no_mass_staleness() {
+    let mut s = core();
+    assert_eq!(s.set_clock(1_000_000.0, 100.0), None);
+    s.handle(cell(TWO), 100.0);
+    // Both beat at mono 101 (wall 1_000_101).
+    s.handle(beat("a", 1_000_101.0, None), 101.0);
+    s.handle(beat("b", 1_000_101.0, None), 101.0);
+    // NTP steps the wall clock an hour forward at mono 102.
+    let step = s.set_clock(1_003_600.0, 102.0).expect("a step");
+    assert_eq!(step, 3600.0);
+    // Small drift is no step.
+    assert_eq!(s.set_clock(1_003_600.4, 102.1), None);
+    // Heartbeats now carry the new wall time; both agents stay healthy.
+    s.handle(beat("a", 1_003_600.0 + 103.0, None), 103.0);
+    s.handle(beat("b", 1_003_600.0 + 103.0, None), 103.0);
+    assert_eq!(events(&s.handle(Input::Tick, 107.0)), Vec::<&str>::new());
+    assert_eq!(state_of(&s, "a"), AgentState::Healthy);
+    assert_eq!(state_of(&s, "b"), AgentState::Healthy);
+    // And an agent that stops beating is still stale on time, in
+    // monotonic seconds: b's threshold is 5 s after its last beat at 103.
+    assert_eq!(agents_in_events(&s.handle(Input::Tick, 108.0)), ["b"]);
+    // Its event tells unix time, of the new clock.
+    let snap = s.snapshot(CELL, 1, 108.0).expect("snap");
+    assert_eq!(
+        snap.agent_health["b"].last_seen,
+        Some(1_003_703.0),
+        "the claim, round-tripped"
+    );
+}
+
+/// Item 16 too: a step back does not postpone detection either.
+#[test]
+fn a_clock_stepped_back_postpones_nothing() {
+    let mut s = core();
+    s.set_clock(1_000_000.0, 100.0);
+    s.handle(cell(TWO), 100.0);
+    s.handle(beat("b", 1_000_100.0, None), 100.0);
+    s.set_clock(1_000_000.0 - 3600.0, 101.0);
+    // b never beats again: stale 5 s after 100 (at 105, plus the grace
+    // from the step at 101: 106), not an hour later.
+    assert_eq!(events(&s.handle(Input::Tick, 105.5)), Vec::<&str>::new());
+    assert_eq!(agents_in_events(&s.handle(Input::Tick, 106.0)), ["b"]);
 }

@@ -1,8 +1,9 @@
 //! A temporary cells root and the real binary, run against it.
 //!
-//! Every [`Env`] has its own root and its own (empty) config file, and
-//! clears the `LAZARUS_*` variables of the calling environment, so no test
-//! reads `/etc` or touches `/var/missions`.
+//! Every [`Env`] has its own root, its own state directory and its own
+//! config file (naming that state directory), and clears the `LAZARUS_*`
+//! variables of the calling environment, so no test reads `/etc` or
+//! touches `/var/missions` or `/var/lib/lazarus-pit`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -16,6 +17,8 @@ pub struct Env {
     pub tmp: tempfile::TempDir,
     pub root: PathBuf,
     pub config: PathBuf,
+    /// The daemon's `[daemon] state_dir`.
+    pub state: PathBuf,
 }
 
 /// The outcome of one run of the binary.
@@ -67,8 +70,15 @@ impl Env {
         let tmp = tempfile::tempdir().expect("tempdir");
         let root = tmp.path().join("missions");
         let config = tmp.path().join("lazarus-pit.toml");
-        std::fs::write(&config, "").expect("config");
-        Env { tmp, root, config }
+        let state = tmp.path().join("state");
+        let env = Env {
+            tmp,
+            root,
+            config,
+            state,
+        };
+        env.config("");
+        env
     }
 
     /// A command for the binary with this env's root and config.
@@ -191,9 +201,53 @@ pub struct Daemon {
 }
 
 impl Env {
-    /// Writes the config file.
+    /// Writes the config file, with this env's `[daemon] state_dir`
+    /// added unless `toml` names one (text that is not TOML is written as
+    /// it is).
     pub fn config(&self, toml: &str) {
-        std::fs::write(&self.config, toml).expect("config");
+        let text = match toml.parse::<toml::Table>() {
+            Ok(mut table) => {
+                let daemon = table
+                    .entry("daemon")
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                if let Some(daemon) = daemon.as_table_mut() {
+                    daemon
+                        .entry("state_dir")
+                        .or_insert_with(|| toml::Value::String(self.state.display().to_string()));
+                }
+                toml::to_string(&table).expect("toml")
+            }
+            Err(_) => toml.to_string(),
+        };
+        std::fs::write(&self.config, text).expect("config");
+    }
+
+    /// Requests waiting in the daemon's inbox (its `state_dir`).
+    pub fn inbox(&self) -> Vec<String> {
+        let Some(dir) = self.records_dir() else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = std::fs::read_dir(dir.join("inbox"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// `<state_dir>/roots/<key>`: the records of this env's root.
+    pub fn records_dir(&self) -> Option<PathBuf> {
+        let roots = self.state.join("roots");
+        Some(std::fs::read_dir(&roots).ok()?.flatten().next()?.path())
+    }
+
+    /// The daemon's record of a cell (its `state_dir`), if written.
+    pub fn record(&self, uuid: &str) -> Option<Value> {
+        let dir = self.records_dir()?;
+        let text = std::fs::read_to_string(dir.join("cells").join(format!("{uuid}.json"))).ok()?;
+        serde_json::from_str(&text).ok()
     }
 
     /// Starts `lazarus-pit daemon` (plus `args`) and waits until it has

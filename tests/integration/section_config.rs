@@ -31,14 +31,10 @@ fn root_precedence_flag_over_env_over_config() {
     let from_config = env.tmp.path().join("from-config");
     let from_env = env.tmp.path().join("from-env");
     let from_flag = env.tmp.path().join("from-flag");
-    std::fs::write(
-        &env.config,
-        format!(
-            "[cells]\nroot = {:?}\n",
-            from_config.to_str().expect("utf8")
-        ),
-    )
-    .expect("config");
+    env.config(&format!(
+        "[cells]\nroot = {:?}\n",
+        from_config.to_str().expect("utf8")
+    ));
     let mut cmd = env.command(&["cell", "create"]);
     cmd.env_remove("LAZARUS_ROOT");
     let uuid = env.run_cmd(cmd, &[]).success().stdout;
@@ -79,6 +75,8 @@ fn a_named_config_that_is_missing_or_invalid_is_an_error() {
     let missing = env.tmp.path().join("nope.toml");
     env.run(&["--config", missing.to_str().expect("utf8"), "cell", "list"])
         .fails(1, "nope.toml: config file does not exist");
+    // Written as is, so the line numbers hold (it fails before anything
+    // would need a state directory).
     std::fs::write(
         &env.config,
         "[cells]\nheartbeat_stale_threshold = 60\npoll_interval = \"soon\"\n",
@@ -89,14 +87,20 @@ fn a_named_config_that_is_missing_or_invalid_is_an_error() {
     std::fs::write(&env.config, "[cells\n").expect("write");
     let run = env.run(&["cell", "list"]).fails(1, "lazarus-pit.toml");
     assert!(run.stderr.contains("line 1"), "{run:#?}");
-    std::fs::write(&env.config, "[cells]\nkill_grace = -1\n").expect("write");
+    env.config("[cells]\nkill_grace = -1\n");
     env.run(&["cell", "list"]).fails(1, "non-negative");
+    // Absurd numbers are errors too, never a panic (1e19 s overflows
+    // every clock).
+    env.config("[cells]\nheartbeat_stale_threshold = 1e19\n");
+    env.run(&["cell", "list"]).fails(1, "at most ten years");
+    env.config("[cells]\nresurrect_after = 0\n");
+    env.run(&["cell", "list"]).fails(1, "positive");
 }
 
 #[test]
 fn unknown_keys_warn_but_do_not_fail() {
     let env = Env::new();
-    std::fs::write(&env.config, "[cells]\nmystery = 1\n[extra]\nx = 2\n").expect("write");
+    env.config("[cells]\nmystery = 1\n[extra]\nx = 2\n");
     let run = env.run(&["cell", "create"]).success();
     assert!(run.stderr.contains("cells.mystery"), "{run:#?}");
     assert!(run.stderr.contains("extra"), "{run:#?}");
@@ -105,7 +109,7 @@ fn unknown_keys_warn_but_do_not_fail() {
 #[test]
 fn fractional_durations_apply() {
     let env = Env::new();
-    std::fs::write(&env.config, "[cells]\nheartbeat_stale_threshold = 0.25\n").expect("write");
+    env.config("[cells]\nheartbeat_stale_threshold = 0.25\n");
     let uuid = env.create(&["--agent", "a"]);
     env.run(&["heartbeat", "--cell", &uuid, "--agent", "a"])
         .success();

@@ -299,11 +299,9 @@ fn max_attempts_with_growing_gaps_then_exhausted_until_revive() {
     assert_eq!(manual["reason"], "manual");
     assert_eq!(manual["attempt"], 1);
     assert_schemas(&env, &uuid);
-    assert!(
-        std::fs::read_dir(env.cell(&uuid).join(".lazarus/requests"))
-            .expect("requests")
-            .next()
-            .is_none(),
+    assert_eq!(
+        env.inbox(),
+        Vec::<String>::new(),
         "the revive request is consumed"
     );
 }
@@ -341,15 +339,17 @@ fn policy_ask_waits_for_approve_or_deny() {
         .as_str()
         .expect("id")
         .to_string();
-    let file = env
-        .cell(&uuid)
-        .join(format!(".lazarus/requests/{id_a}.json"));
-    let request = read_json(&file);
-    assert_eq!(request["agent"], "a");
-    assert_eq!(request["status"], "pending");
     wait_for("awaiting approval", WAIT, || {
         agent_state(&env, &uuid, "a").as_deref() == Some("awaiting_approval")
     });
+    // The question is in the daemon's own record (where `approve` looks),
+    // and published in state.json for people and tools.
+    let record = env.record(&uuid).expect("record");
+    assert_eq!(record["agents"]["a"]["request"]["id"], id_a.as_str());
+    assert_eq!(
+        env.state(&uuid).expect("state")["agent_health"]["a"]["request_id"],
+        id_a.as_str()
+    );
 
     env.run(&["approve", &uuid, "a"]).success();
     let approved = env.wait_event(&uuid, "revive_approved", 1, WAIT);
@@ -359,9 +359,7 @@ fn policy_ask_waits_for_approve_or_deny() {
         of_agent(&env, &uuid, "agent_revived", "a")[0]["reason"],
         "approved"
     );
-    wait_for("the answered request to be removed", WAIT, || {
-        !file.exists()
-    });
+    wait_for("the answer to be consumed", WAIT, || env.inbox().is_empty());
 
     env.run(&["deny", &uuid, "b"]).success();
     env.wait_event(&uuid, "revive_denied", 1, WAIT);

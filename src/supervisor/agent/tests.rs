@@ -31,6 +31,7 @@ fn with_command(mut s: AgentSettings) -> AgentSettings {
         argv: vec!["agent".into()],
         env: Vec::new(),
         limits: Vec::new(),
+        isolation: Default::default(),
     }));
     s
 }
@@ -57,7 +58,7 @@ fn running(now: f64) -> AgentSup {
         },
         now,
     );
-    a.heartbeat(now, None, None, now);
+    a.heartbeat(now, now, None, None, now);
     assert_eq!(a.health, Health::Healthy);
     a
 }
@@ -110,7 +111,7 @@ fn an_agent_never_heard_from_goes_stale_then_due_from_first_sight() {
 #[test]
 fn heartbeats_move_the_deadline_and_recover() {
     let mut a = agent();
-    let c = a.heartbeat(1010.0, Some("thinking"), None, 1010.0);
+    let c = a.heartbeat(1010.0, 1010.0, Some("thinking"), None, 1010.0);
     assert_eq!(
         c,
         vec![
@@ -121,7 +122,7 @@ fn heartbeats_move_the_deadline_and_recover() {
     assert_eq!(a.state(), AgentState::Healthy);
     assert_eq!(a.deadline(), Some(1070.0));
     assert_eq!(
-        a.heartbeat(1020.0, Some("thinking"), None, 1020.0),
+        a.heartbeat(1020.0, 1020.0, Some("thinking"), None, 1020.0),
         vec![Change::Beat(Some("thinking".into()))]
     );
     assert_eq!(a.deadline(), Some(1080.0));
@@ -138,7 +139,7 @@ fn heartbeats_move_the_deadline_and_recover() {
         "due at last_seen + resurrect_after"
     );
     assert_eq!(
-        a.heartbeat(1100.0, Some("thinking"), None, 1100.0),
+        a.heartbeat(1100.0, 1100.0, Some("thinking"), None, 1100.0),
         vec![Change::Beat(Some("thinking".into())), Change::Recovered]
     );
     assert_eq!(a.state(), AgentState::Healthy);
@@ -147,16 +148,22 @@ fn heartbeats_move_the_deadline_and_recover() {
 #[test]
 fn old_or_repeated_heartbeats_change_nothing() {
     let mut a = agent();
-    a.heartbeat(1010.0, Some("s"), None, 1010.0);
-    assert_eq!(a.heartbeat(1010.0, Some("other"), None, 1011.0), vec![]);
-    assert_eq!(a.heartbeat(1005.0, Some("other"), None, 1011.0), vec![]);
+    a.heartbeat(1010.0, 1010.0, Some("s"), None, 1010.0);
+    assert_eq!(
+        a.heartbeat(1010.0, 1010.0, Some("other"), None, 1011.0),
+        vec![]
+    );
+    assert_eq!(
+        a.heartbeat(1005.0, 1005.0, Some("other"), None, 1011.0),
+        vec![]
+    );
     assert_eq!(a.last_status.as_deref(), Some("s"));
 }
 
 #[test]
 fn a_first_heartbeat_that_is_already_old_is_stale_at_once() {
     let mut a = agent();
-    let c = a.heartbeat(900.0, None, None, 1000.0);
+    let c = a.heartbeat(900.0, 900.0, None, None, 1000.0);
     assert_eq!(
         c,
         vec![
@@ -168,14 +175,14 @@ fn a_first_heartbeat_that_is_already_old_is_stale_at_once() {
         ]
     );
     let mut b = agent();
-    let c = b.heartbeat(800.0, None, None, 1000.0);
+    let c = b.heartbeat(800.0, 800.0, None, None, 1000.0);
     assert_eq!(c.last(), Some(&Change::Due(Reason::Stale)));
 }
 
 #[test]
 fn lowering_the_threshold_applies_at_once() {
     let mut a = agent();
-    a.heartbeat(1000.0, None, None, 1000.0);
+    a.heartbeat(1000.0, 1000.0, None, None, 1000.0);
     a.set_settings(settings(5.0, 10.0), 1000.0);
     assert_eq!(a.deadline(), Some(1005.0));
     let c = a.advance(1011.0);
@@ -202,13 +209,13 @@ fn an_agent_with_a_command_starts_at_once_unless_it_beats_fresh() {
     assert_eq!(a.health, Health::Unstarted);
     assert_eq!(a.deadline(), Some(1000.0), "started at once");
     // A fresh heartbeat read before the start: it runs outside the daemon.
-    a.heartbeat(999.0, None, Some(4242), 1000.0);
+    a.heartbeat(999.0, 999.0, None, Some(4242), 1000.0);
     assert_eq!(a.health, Health::Healthy);
     assert_eq!(a.claimed_pid, Some(4242));
     // An old one does not stop the start.
     let mut b = AgentSup::new(with_command(settings(60.0, 120.0)), 1000.0);
     assert_eq!(
-        b.heartbeat(500.0, None, None, 1000.0).last(),
+        b.heartbeat(500.0, 500.0, None, None, 1000.0).last(),
         Some(&Change::Revive {
             attempt: 0,
             reason: Reason::Start
@@ -225,7 +232,7 @@ fn an_agent_with_a_command_starts_at_once_unless_it_beats_fresh() {
 #[test]
 fn a_started_instance_gets_resurrect_after_of_grace() {
     let mut a = AgentSup::new(with_command(settings(60.0, 120.0)), 1000.0);
-    a.heartbeat(900.0, None, None, 1000.0);
+    a.heartbeat(900.0, 900.0, None, None, 1000.0);
     a.advance(1000.0);
     a.killed();
     a.spawned(
@@ -359,24 +366,24 @@ fn the_count_resets_after_reset_after_of_health() {
     let mut a = running(1000.0);
     a.exited(100, CRASH, 1000.0);
     revive_once(&mut a, 1001.0, 101);
-    a.heartbeat(1002.0, None, None, 1002.0);
+    a.heartbeat(1002.0, 1002.0, None, None, 1002.0);
     assert_eq!(a.revive_count, 1);
     // Keep beating: the reset comes exactly reset_after after recovery.
     let mut t = 1002.0;
     while t < 1601.0 {
         t += 30.0;
-        a.heartbeat(t, None, None, t);
+        a.heartbeat(t, t, None, None, t);
     }
     assert_eq!(a.revive_count, 0, "reset after 600 s of health");
 
     let mut b = running(1000.0);
     b.exited(100, CRASH, 1000.0);
     revive_once(&mut b, 1001.0, 101);
-    b.heartbeat(1002.0, None, None, 1002.0);
-    b.heartbeat(1500.0, None, None, 1500.0);
+    b.heartbeat(1002.0, 1002.0, None, None, 1002.0);
+    b.heartbeat(1500.0, 1500.0, None, None, 1500.0);
     assert_eq!(b.deadline(), Some(1560.0), "stale first");
     b.advance(1560.0);
-    b.heartbeat(1570.0, None, None, 1570.0);
+    b.heartbeat(1570.0, 1570.0, None, None, 1570.0);
     assert_eq!(b.deadline(), Some(1630.0));
     assert_eq!(b.revive_count, 1, "health interrupted: the clock restarts");
     assert_eq!(b.healthy_since, Some(1570.0));
@@ -403,7 +410,7 @@ fn a_backing_off_agent_that_beats_again_recovers() {
     a.revive_count = 1;
     a.schedule_revival(Reason::Exited, 1000.0, 7);
     assert!(matches!(a.health, Health::Backoff { .. }));
-    let c = a.heartbeat(1000.5, None, None, 1000.5);
+    let c = a.heartbeat(1000.5, 1000.5, None, None, 1000.5);
     assert!(c.contains(&Change::Recovered));
     assert_eq!(a.health, Health::Healthy);
 }
@@ -419,6 +426,7 @@ fn an_edit_of_an_abandoned_agent_starts_it_afresh() {
         argv: vec!["fixed".into()],
         env: Vec::new(),
         limits: Vec::new(),
+        isolation: Default::default(),
     }));
     a.set_settings(s, 2000.0);
     assert_eq!(a.revive_count, 0);
@@ -434,12 +442,12 @@ fn a_heartbeat_written_before_the_death_is_read_after_it_and_ignored() {
     a.exited(100, CRASH, 1005.2);
     a.schedule_revival(Reason::Exited, 1005.2, 7);
     a.health = Health::Abandoned;
-    let c = a.heartbeat(1005.0, None, Some(100), 1005.3);
+    let c = a.heartbeat(1005.0, 1005.0, None, Some(100), 1005.3);
     assert!(!c.contains(&Change::Recovered), "{c:?}");
     assert_eq!(a.health, Health::Abandoned);
     // A heartbeat written after it (someone restarted it by hand) does.
     assert!(
-        a.heartbeat(1006.0, None, None, 1006.0)
+        a.heartbeat(1006.0, 1006.0, None, None, 1006.0)
             .contains(&Change::Recovered)
     );
 }

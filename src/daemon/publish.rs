@@ -1,0 +1,226 @@
+//! Writing what the core knows: each cell's record in `state_dir` (the
+//! daemon's own word, read back after a restart) and its published
+//! `.lazarus/state.json` (for people and tools, never read back).
+//!
+//! Both are written atomically, off the daemon's loop, one batch at a
+//! time, in that order — so whenever `state.json` shows a state, the
+//! record already holds it. A state change (`urgent`) is written at the
+//! next tick: within [`super::FLUSH_TICK`], far inside BRIEF's second. A
+//! `last_seen` that merely moved rewrites only `state.json`, at most every
+//! `poll_interval`: heartbeats arrive by the thousand per second and each
+//! write costs an fsync, so a heartbeat storm must not become a write
+//! storm (`status` reads heartbeat ages from the heartbeat files anyway).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+
+use crate::cell::{MANIFEST, STATE};
+use crate::records::{CellRecord, Records};
+use crate::store::Dir;
+use crate::supervisor::{CellId, Supervisor};
+
+/// One cell's writes in a batch.
+struct Write {
+    cell: CellId,
+    record: Option<RecordWrite>,
+    state: Option<Vec<u8>>,
+}
+
+enum RecordWrite {
+    Put(Box<CellRecord>),
+    Remove,
+}
+
+pub struct Publisher {
+    root: Arc<Dir>,
+    records: Arc<Records>,
+    boot_id: String,
+    pid: u32,
+    /// Cells whose files are out of date; `true`: a state changed.
+    dirty: HashMap<CellId, bool>,
+    /// When each cell's `state.json` was last written (monotonic seconds).
+    last_written: HashMap<CellId, f64>,
+    /// A dirty cell is urgent: the next tick must look.
+    urgent: bool,
+    /// Otherwise the dirty cells are looked at no more often than this.
+    next_lazy_scan: f64,
+    /// Final records of cells no longer tracked (`None`: remove it).
+    forgotten: HashMap<CellId, Option<Box<CellRecord>>>,
+    writing: Option<JoinHandle<()>>,
+}
+
+impl Publisher {
+    pub fn new(root: Arc<Dir>, records: Arc<Records>, boot_id: String) -> Publisher {
+        Publisher {
+            root,
+            records,
+            boot_id,
+            pid: std::process::id(),
+            dirty: HashMap::new(),
+            last_written: HashMap::new(),
+            urgent: false,
+            next_lazy_scan: 0.0,
+            forgotten: HashMap::new(),
+            writing: None,
+        }
+    }
+
+    pub fn mark(&mut self, cell: CellId, urgent: bool) {
+        *self.dirty.entry(cell).or_default() |= urgent;
+        self.urgent |= urgent;
+    }
+
+    /// Whether the cell has a state change not written yet.
+    pub fn is_urgent(&self, cell: &str) -> bool {
+        self.dirty.get(cell) == Some(&true)
+    }
+
+    /// The cell is no longer tracked: its `state.json` is left as it is,
+    /// and its record is written one last time if it changed (its
+    /// instances may still run and be adopted when it is seen again), or
+    /// removed if there is nothing left to remember.
+    pub fn forget(&mut self, cell: CellId, record: Option<Box<CellRecord>>) {
+        let changed = self.dirty.remove(&cell) == Some(true);
+        self.last_written.remove(&cell);
+        match record {
+            Some(record) if changed => {
+                self.forgotten.insert(cell, Some(record));
+            }
+            Some(_) => {}
+            None => {
+                self.forgotten.insert(cell, None);
+            }
+        }
+        self.urgent = true;
+    }
+
+    /// Adds what the daemon knows of this record before it is written.
+    fn complete(&self, mut record: Box<CellRecord>) -> Box<CellRecord> {
+        record.boot_id = self.boot_id.clone();
+        record.daemon_pid = Some(self.pid);
+        record
+    }
+
+    /// Starts writing what is due (see the module doc). `lazy_after`:
+    /// seconds between two `last_seen`-only writes of a cell.
+    pub fn flush(&mut self, core: &Supervisor, now: f64, lazy_after: f64) {
+        if self.writing.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        if !self.urgent && now < self.next_lazy_scan {
+            return;
+        }
+        self.urgent = false;
+        // Between urgent changes, a scan of every dirty cell once a second
+        // is enough for writes that are due only every `lazy_after`.
+        self.next_lazy_scan = now + 1.0;
+        let last_written = &self.last_written;
+        let due: Vec<CellId> = self
+            .dirty
+            .iter()
+            .filter(|(cell, urgent)| {
+                **urgent
+                    || last_written
+                        .get(*cell)
+                        .is_none_or(|at| now - at >= lazy_after)
+            })
+            .map(|(cell, _)| cell.clone())
+            .collect();
+        let batch = self.take(core, due, now);
+        if batch.is_empty() {
+            return;
+        }
+        let (root, records) = (self.root.clone(), self.records.clone());
+        self.writing = Some(tokio::task::spawn_blocking(move || {
+            write(&root, &records, batch);
+        }));
+    }
+
+    /// Shutdown and `--once`: waits for the batch in flight, then writes —
+    /// on this thread — every state change not written yet. `last_seen`
+    /// refreshes are not written: the next daemon reads the heartbeat
+    /// files, and at thousands of cells their fsyncs alone would break the
+    /// shutdown deadline.
+    pub async fn finish(&mut self, core: &Supervisor, now: f64) {
+        if let Some(handle) = self.writing.take() {
+            // The final write must not be overtaken by an older one.
+            let _ = handle.await;
+        }
+        let due: Vec<CellId> = self
+            .dirty
+            .iter()
+            .filter(|(_, urgent)| **urgent)
+            .map(|(cell, _)| cell.clone())
+            .collect();
+        let batch = self.take(core, due, now);
+        write(&self.root, &self.records, batch);
+    }
+
+    fn take(&mut self, core: &Supervisor, due: Vec<CellId>, now: f64) -> Vec<Write> {
+        let mut batch = Vec::with_capacity(due.len() + self.forgotten.len());
+        for (cell, record) in std::mem::take(&mut self.forgotten) {
+            let record = match record {
+                Some(record) => RecordWrite::Put(self.complete(record)),
+                None => RecordWrite::Remove,
+            };
+            batch.push(Write {
+                cell,
+                record: Some(record),
+                state: None,
+            });
+        }
+        for cell in due {
+            let urgent = self.dirty.remove(&cell) == Some(true);
+            self.last_written.insert(cell.clone(), now);
+            let record = urgent
+                .then(|| core.record(&cell, now))
+                .flatten()
+                .map(|r| RecordWrite::Put(self.complete(Box::new(r))));
+            let state = core.snapshot(&cell, self.pid, now).map(|mut state| {
+                state
+                    .extra
+                    .insert("boot_id".into(), self.boot_id.clone().into());
+                state.to_bytes()
+            });
+            batch.push(Write {
+                cell,
+                record,
+                state,
+            });
+        }
+        batch
+    }
+}
+
+/// Writes a batch: each record before its cell's `state.json`.
+fn write(root: &Dir, records: &Records, batch: Vec<Write>) {
+    for w in batch {
+        let result = match w.record {
+            Some(RecordWrite::Put(record)) => records.write_cell(&record),
+            Some(RecordWrite::Remove) => records.remove_cell(&w.cell),
+            None => Ok(()),
+        };
+        if let Err(e) = result {
+            tracing::warn!("cell {}: could not write the daemon's record: {e}", w.cell);
+        }
+        if let Some(bytes) = w.state
+            && let Err(e) = write_state(root, &w.cell, &bytes)
+        {
+            tracing::warn!("cell {}: could not write {STATE}: {e}", w.cell);
+        }
+    }
+}
+
+/// Publishes `state.json`, only into a cell that still has its manifest:
+/// the daemon never writes into a directory being deleted, nor re-creates
+/// one.
+fn write_state(root: &Dir, cell: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = root.subdir(cell)?;
+    if !dir.exists_beneath(MANIFEST) {
+        return Ok(());
+    }
+    dir.subdir(".lazarus")?
+        .write_atomic("state.json", bytes, 0o644)
+}

@@ -1,0 +1,577 @@
+//! The daemon's own records, kept in its state directory (BRIEF 6).
+//!
+//! Everything inside a cell can be written by the cell's agents, so
+//! nothing there is proof of anything. What the daemon must know across
+//! its own restart — the instances it started (pid, start time, boot),
+//! revive counts, pending approval requests, the last cell status it
+//! accounted for — lives here instead, in a directory only the daemon's
+//! user can open (mode 0700): `<state_dir>/roots/<root key>/`, one per
+//! cells root, holding
+//!
+//! - `cells/<uuid>.json`: one [`CellRecord`] per cell, written atomically;
+//! - `inbox/`: operators' requests (`revive`, `approve`, `deny`) as
+//!   [`Request`] files, which the daemon watches, acts on and removes.
+//!
+//! `.lazarus/state.json` in the cell is only a publication of the same
+//! facts for people and tools; the daemon never reads it back.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::DaemonConfig;
+use crate::error::{Error, Result};
+use crate::state::AgentState;
+use crate::store::{Dir, ReadError};
+
+/// State directory of a root daemon.
+pub const SYSTEM_STATE_DIR: &str = "/var/lib/lazarus-pit";
+/// Largest record read back: the daemon's own file, so generous (a cell
+/// of 100,000 agents is about 30 MB), but bounded.
+const RECORD_LIMIT: u64 = 256 * 1024 * 1024;
+/// Largest inbox request read.
+const REQUEST_LIMIT: u64 = 64 * 1024;
+
+/// What the daemon knows of one cell, as of the last state change.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CellRecord {
+    pub cell: String,
+    /// Unix seconds of the write.
+    #[serde(default)]
+    pub written_at: f64,
+    /// The boot the instances' start times belong to.
+    #[serde(default)]
+    pub boot_id: String,
+    /// Pid of the daemon that wrote it.
+    #[serde(default)]
+    pub daemon_pid: Option<u32>,
+    /// The cell status the daemon last accounted for: a
+    /// `cell_status_changed` to it is in the stream (the CLI's or ours).
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub agents: BTreeMap<String, AgentRecord>,
+}
+
+/// One agent in a [`CellRecord`]. Times are unix seconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub state: AgentState,
+    #[serde(default)]
+    pub revive_count: u32,
+    /// The newest heartbeat accepted (as of the record's write).
+    #[serde(default)]
+    pub last_seen: Option<f64>,
+    /// Its claimed `timestamp`: the same claim read again is not news.
+    #[serde(default)]
+    pub last_claimed: Option<f64>,
+    #[serde(default)]
+    pub last_status: Option<String>,
+    /// The process the daemon started, while it runs.
+    #[serde(default)]
+    pub instance: Option<InstanceRecord>,
+    /// When the daemon last started it or saw it die.
+    #[serde(default)]
+    pub started_at: Option<f64>,
+    /// Past `resurrect_after` with nothing done yet (frozen, no command).
+    #[serde(default)]
+    pub due: bool,
+    /// Policy `ask`: the question waiting for `approve`/`deny`.
+    #[serde(default)]
+    pub request: Option<RequestRecord>,
+    /// Set when the record is read back, not stored: the recorded
+    /// instance is gone (another boot, or its pid now names someone else).
+    #[serde(skip)]
+    pub lost_pid: Option<i32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    pub pid: i32,
+    /// Field 22 of `/proc/<pid>/stat`: clock ticks after boot.
+    pub start_time: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    pub id: String,
+    /// Why the agent died (`stale`, `exited`).
+    pub reason: String,
+}
+
+/// An operator's word to the daemon, dropped in the inbox by the CLI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub action: RequestAction,
+    pub cell: String,
+    pub agent: String,
+    /// For `approve` and `deny`: the request answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(default)]
+    pub by: String,
+    #[serde(default)]
+    pub at: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestAction {
+    Revive,
+    Approve,
+    Deny,
+}
+
+impl RequestAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestAction::Revive => "revive",
+            RequestAction::Approve => "approve",
+            RequestAction::Deny => "deny",
+        }
+    }
+}
+
+/// The configured state directory, or the default for this user: the
+/// system one for root, the XDG state home for anyone else (so the demo
+/// and the quick start work unprivileged).
+pub fn state_dir(cfg: &DaemonConfig) -> PathBuf {
+    if let Some(dir) = &cfg.state_dir {
+        return dir.clone();
+    }
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from(SYSTEM_STATE_DIR);
+    }
+    let home = |rel: &str| std::env::var_os("HOME").map(|h| Path::new(&h).join(rel));
+    std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| Path::new(v).is_absolute())
+        .map(PathBuf::from)
+        .or_else(|| home(".local/state"))
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
+        .join("lazarus-pit")
+}
+
+/// The part of `state_dir` that belongs to one cells root: a readable
+/// slug of its canonical path plus a hash of it, so two roots never share
+/// records and an operator can tell which is which.
+pub fn root_key(root: &Path) -> String {
+    let canonical = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    let text = canonical.to_string_lossy();
+    let mut slug: String = text
+        .trim_matches('/')
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if slug.is_empty() || slug.starts_with('.') {
+        slug.insert(0, 'r');
+    }
+    slug.truncate(64);
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{slug}-{h:016x}")
+}
+
+/// The records of one cells root.
+#[derive(Debug)]
+pub struct Records {
+    path: PathBuf,
+    cells: Dir,
+    inbox: Dir,
+}
+
+impl Records {
+    /// Opens the records of `root`, creating what is missing (mode 0700),
+    /// and refuses a directory that another user owns, since what is in it
+    /// is taken as the daemon's own word. The daemon opens them so, and so
+    /// does `revive` (its request waits there for a daemon to start).
+    pub fn open(cfg: &DaemonConfig, root: &Path) -> Result<Records> {
+        let base = state_dir(cfg);
+        let path = base.join("roots").join(root_key(root));
+        // The configured directory itself may be a symlink (to another
+        // disk, say); everything below it is ours and never is.
+        private_dir(&base, true, true)?;
+        for dir in [base.join("roots"), path.clone()] {
+            private_dir(&dir, true, false)?;
+        }
+        for sub in ["cells", "inbox"] {
+            private_dir(&path.join(sub), true, false)?;
+        }
+        let root_file = path.join("root");
+        if !root_file.exists() {
+            let dir = Dir::open(&path).map_err(|e| state_error(&path, e))?;
+            let text = format!("{}\n", root.display());
+            dir.write_atomic("root", text.as_bytes(), 0o600)
+                .map_err(|e| state_error(&root_file, e))?;
+        }
+        Records::at(path)
+    }
+
+    /// The records as they are, for reading (`approve`, `deny`, `status`):
+    /// `None` if no daemon has used this root with this `state_dir` yet.
+    /// They must be open to this user (root, or the daemon's user).
+    pub fn open_existing(cfg: &DaemonConfig, root: &Path) -> Result<Option<Records>> {
+        let path = state_dir(cfg).join("roots").join(root_key(root));
+        if !path.exists() {
+            return Ok(None);
+        }
+        for sub in ["cells", "inbox"] {
+            private_dir(&path.join(sub), false, false)?;
+        }
+        Records::at(path).map(Some)
+    }
+
+    fn at(path: PathBuf) -> Result<Records> {
+        let open = |sub: &str| {
+            let p = path.join(sub);
+            Dir::open(&p).map_err(|e| state_error(&p, e))
+        };
+        Ok(Records {
+            cells: open("cells")?,
+            inbox: open("inbox")?,
+            path,
+        })
+    }
+
+    /// `<state_dir>/roots/<key>`, for messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The inbox directory (watched by the daemon).
+    pub fn inbox_path(&self) -> PathBuf {
+        self.path.join("inbox")
+    }
+
+    /// A second handle, for writers off the daemon's loop.
+    pub fn try_clone(&self) -> std::io::Result<Records> {
+        Ok(Records {
+            path: self.path.clone(),
+            cells: self.cells.try_clone()?,
+            inbox: self.inbox.try_clone()?,
+        })
+    }
+
+    /// The record of `cell`, if there is one that parses. A record that
+    /// does not parse is logged and treated as absent: the daemon then
+    /// judges the cell afresh, as on first sight.
+    pub fn read_cell(&self, cell: &str) -> Option<CellRecord> {
+        let name = record_name(cell)?;
+        match self.cells.read_file(&name, RECORD_LIMIT) {
+            Ok(bytes) => match serde_json::from_slice::<CellRecord>(&bytes) {
+                Ok(record) if record.cell == cell => Some(record),
+                Ok(_) => {
+                    tracing::warn!("{}: names another cell; ignored", self.display(&name));
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!("{}: {e}; ignored", self.display(&name));
+                    None
+                }
+            },
+            Err(ReadError::NotFound) => None,
+            Err(e) => {
+                tracing::warn!("{}: {e}; ignored", self.display(&name));
+                None
+            }
+        }
+    }
+
+    pub fn write_cell(&self, record: &CellRecord) -> std::io::Result<()> {
+        let name = record_name(&record.cell).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{:?} is not a cell id", record.cell),
+            )
+        })?;
+        let mut bytes = serde_json::to_vec(record).map_err(std::io::Error::other)?;
+        bytes.push(b'\n');
+        self.cells.write_atomic(&name, &bytes, 0o600)
+    }
+
+    pub fn remove_cell(&self, cell: &str) -> std::io::Result<()> {
+        match record_name(cell) {
+            Some(name) => self.cells.remove_file(&name),
+            None => Ok(()),
+        }
+    }
+
+    /// Cells that have a record.
+    pub fn recorded_cells(&self) -> Vec<String> {
+        self.cells
+            .entries()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(name, _)| {
+                let cell = name.strip_suffix(".json")?;
+                record_name(cell).map(|_| cell.to_string())
+            })
+            .collect()
+    }
+
+    /// Drops a request in the inbox (atomically: the daemon sees it whole
+    /// or not at all). Returns its file name.
+    pub fn post(&self, request: &Request) -> std::io::Result<String> {
+        let name = format!(
+            "{}-{}-{}-{}.json",
+            chrono::Utc::now().timestamp_micros(),
+            request.action.as_str(),
+            request.cell,
+            uuid::Uuid::new_v4().simple()
+        );
+        let mut bytes = serde_json::to_vec(request).map_err(std::io::Error::other)?;
+        bytes.push(b'\n');
+        self.inbox.write_atomic(&name, &bytes, 0o600)?;
+        Ok(name)
+    }
+
+    /// Names of the requests waiting in the inbox, oldest first.
+    pub fn inbox(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .inbox
+            .entries()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, _)| name)
+            .filter(|name| is_request_name(name))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Reads and removes one inbox request. `None` if it is gone already;
+    /// an unreadable one is removed and reported as the error.
+    pub fn take(&self, name: &str) -> Option<std::result::Result<Request, String>> {
+        if !is_request_name(name) {
+            return None;
+        }
+        let result = match self.inbox.read_file(name, REQUEST_LIMIT) {
+            Ok(bytes) => serde_json::from_slice::<Request>(&bytes).map_err(|e| e.to_string()),
+            Err(ReadError::NotFound) => return None,
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = self.inbox.remove_file(name) {
+            tracing::warn!(
+                "{}: cannot remove it: {e}",
+                self.inbox.display(name).display()
+            );
+        }
+        Some(result)
+    }
+
+    fn display(&self, name: &str) -> String {
+        self.cells.display(name).display().to_string()
+    }
+}
+
+/// Whether an inbox entry is a finished request (temp files start with a
+/// dot).
+pub fn is_request_name(name: &str) -> bool {
+    name.ends_with(".json") && !name.starts_with('.') && !name.contains('/')
+}
+
+/// The record file of a cell id, if it can be one (a directory name of
+/// the root that is not a dot-name).
+fn record_name(cell: &str) -> Option<String> {
+    let ok = !cell.is_empty()
+        && !cell.starts_with('.')
+        && cell
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    ok.then(|| format!("{cell}.json"))
+}
+
+fn state_error(path: &Path, e: std::io::Error) -> Error {
+    let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+        " (it belongs to the daemon's user: run this as root or as that user)"
+    } else {
+        ""
+    };
+    Error::Io(std::io::Error::new(
+        e.kind(),
+        format!("state directory {}: {e}{hint}", path.display()),
+    ))
+}
+
+/// Makes sure `dir` is a directory of this user's that no one else can
+/// enter (creating it, mode 0700, if `create`). A wider mode is narrowed;
+/// another owner is refused, and so is a symlink unless `follow`.
+fn private_dir(dir: &Path, create: bool, follow: bool) -> Result<()> {
+    let me = nix::unistd::geteuid().as_raw();
+    let stat = |d: &Path| {
+        if follow {
+            std::fs::metadata(d)
+        } else {
+            std::fs::symlink_metadata(d)
+        }
+    };
+    let meta = match stat(dir) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+            match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    // A parent is missing (the configured state_dir's).
+                    std::fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(dir)
+                        .map_err(|e| state_error(dir, e))?;
+                }
+                Err(e) => return Err(state_error(dir, e)),
+            }
+            stat(dir).map_err(|e| state_error(dir, e))?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::Io(std::io::Error::new(
+                e.kind(),
+                format!("state directory {} does not exist", dir.display()),
+            )));
+        }
+        Err(e) => return Err(state_error(dir, e)),
+    };
+    if !meta.file_type().is_dir() {
+        return Err(refused(dir, "is not a directory (a symlink?)"));
+    }
+    if create && meta.uid() != me {
+        return Err(refused(
+            dir,
+            &format!(
+                "is owned by uid {}, not by the daemon's user (uid {me})",
+                meta.uid()
+            ),
+        ));
+    }
+    if create && meta.mode() & 0o077 != 0 {
+        tracing::warn!(
+            "state directory {}: mode {:o} lets others in; narrowed to 0700",
+            dir.display(),
+            meta.mode() & 0o7777
+        );
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| state_error(dir, e))?;
+    }
+    Ok(())
+}
+
+fn refused(dir: &Path, why: &str) -> Error {
+    Error::Io(std::io::Error::new(
+        std::io::ErrorKind::PermissionDenied,
+        format!("state directory {} {why}: refused", dir.display()),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(dir: &Path) -> DaemonConfig {
+        DaemonConfig {
+            state_dir: Some(dir.to_path_buf()),
+            ..DaemonConfig::default()
+        }
+    }
+
+    #[test]
+    fn roots_get_their_own_readable_keys() {
+        let a = root_key(Path::new("/var/missions"));
+        let b = root_key(Path::new("/srv/missions"));
+        assert!(a.starts_with("var-missions-"), "{a}");
+        assert_ne!(a, b);
+        assert_eq!(a, root_key(Path::new("/var/missions")));
+        assert!(!root_key(Path::new("/")).starts_with('.'));
+    }
+
+    #[test]
+    fn the_directory_is_private_and_records_round_trip() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let state = tmp.path().join("state");
+        let root = tmp.path().join("root");
+        std::fs::create_dir(&root).expect("root");
+        let records = Records::open(&cfg(&state), &root).expect("open");
+        for dir in [state.clone(), records.path().to_path_buf()] {
+            let mode = std::fs::metadata(&dir).expect("meta").mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", dir.display());
+        }
+        let mut record = CellRecord {
+            cell: "c-1".into(),
+            status: Some("active".into()),
+            ..CellRecord::default()
+        };
+        record.agents.insert(
+            "a".into(),
+            AgentRecord {
+                state: AgentState::Healthy,
+                revive_count: 2,
+                instance: Some(InstanceRecord {
+                    pid: 42,
+                    start_time: 7,
+                }),
+                ..AgentRecord::default()
+            },
+        );
+        records.write_cell(&record).expect("write");
+        assert_eq!(records.read_cell("c-1"), Some(record));
+        assert_eq!(records.recorded_cells(), vec!["c-1".to_string()]);
+        assert_eq!(records.read_cell("../x"), None);
+        records.remove_cell("c-1").expect("remove");
+        assert_eq!(records.read_cell("c-1"), None);
+    }
+
+    #[test]
+    fn a_wide_mode_is_narrowed_and_requests_are_taken_once() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let state = tmp.path().join("state");
+        std::fs::create_dir(&state).expect("mkdir");
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let records = Records::open(&cfg(&state), tmp.path()).expect("open");
+        assert_eq!(
+            std::fs::metadata(&state).expect("meta").mode() & 0o777,
+            0o700
+        );
+        let request = Request {
+            action: RequestAction::Approve,
+            cell: "c".into(),
+            agent: "a".into(),
+            request_id: Some("r1".into()),
+            by: "op".into(),
+            at: "now".into(),
+        };
+        let name = records.post(&request).expect("post");
+        let operator = Records::open_existing(&cfg(&state), tmp.path())
+            .expect("cli")
+            .expect("exists");
+        assert_eq!(operator.inbox(), vec![name.clone()]);
+        assert_eq!(records.take(&name), Some(Ok(request)));
+        assert_eq!(records.take(&name), None);
+        assert!(records.inbox().is_empty());
+    }
+
+    #[test]
+    fn a_symlink_below_the_state_dir_is_refused() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let state = tmp.path().join("state");
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::create_dir_all(&state).expect("mkdir");
+        std::fs::create_dir_all(&elsewhere).expect("mkdir");
+        std::os::unix::fs::symlink(&elsewhere, state.join("roots")).expect("symlink");
+        let err = Records::open(&cfg(&state), tmp.path()).unwrap_err();
+        assert!(err.to_string().contains("not a directory"), "{err}");
+        // The configured directory itself may be a link.
+        std::fs::remove_file(state.join("roots")).expect("rm");
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&state, &link).expect("symlink");
+        Records::open(&cfg(&link), tmp.path()).expect("a linked state_dir");
+    }
+}

@@ -1,0 +1,81 @@
+//! Text an agent wrote, made safe to print on an operator's terminal.
+//!
+//! Heartbeat statuses, missions, names and every field of an event can be
+//! written by an agent. Printed raw, a control character in them is a
+//! command to the terminal: `ESC[2K` erases a line, `ESC[1A` moves up over
+//! an earlier one, an OSC sequence retitles the window or writes the
+//! clipboard, and a bidirectional override reorders what is shown. Human
+//! output goes through [`escape`], which spells every such character out
+//! (`\x1b`, `\u{202e}`) so it is seen, not obeyed. `--json` output needs no
+//! more than JSON's own escaping.
+
+use std::borrow::Cow;
+use std::fmt::Write;
+
+/// Whether a character must not reach a terminal as itself: C0 and C1
+/// controls (tab and newline included: one field, one line), DEL, and
+/// the Unicode format characters that reorder or hide text.
+fn unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{200b}'..='\u{200f}'   // zero-width characters, LRM/RLM
+            | '\u{2028}'..='\u{202e}' // line/paragraph separators, embeddings, overrides
+            | '\u{2060}'..='\u{2069}' // word joiner, invisible operators, isolates
+            | '\u{feff}'              // zero-width no-break space
+        )
+}
+
+/// `text` with every unsafe character escaped; borrowed when there is
+/// none (the common case costs one scan and no allocation).
+pub fn escape(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if !unsafe_char(c) {
+            out.push(c);
+        } else if (c as u32) < 0x80 {
+            let _ = write!(out, "\\x{:02x}", c as u32);
+        } else {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Bytes that should be text (a line of a file an agent can write):
+/// invalid UTF-8 becomes U+FFFD, then [`escape`].
+pub fn escape_bytes(bytes: &[u8]) -> String {
+    escape(&String::from_utf8_lossy(bytes)).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_text_is_borrowed_untouched() {
+        assert!(matches!(escape("thinking é 漢字 🚀"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn terminal_commands_are_spelled_out() {
+        assert_eq!(escape("a\x1b[2Kb"), "a\\x1b[2Kb");
+        assert_eq!(escape("up\x1b[1A"), "up\\x1b[1A");
+        assert_eq!(escape("\x1b]0;pwned\x07"), "\\x1b]0;pwned\\x07");
+        assert_eq!(
+            escape("tab\tnl\ncr\rdel\x7f"),
+            "tab\\x09nl\\x0acr\\x0ddel\\x7f"
+        );
+        // C1 controls (CSI as one character) and bidirectional overrides.
+        assert_eq!(escape("\u{9b}2K"), "\\u{9b}2K");
+        assert_eq!(escape("abc\u{202e}fed"), "abc\\u{202e}fed");
+        assert_eq!(escape("\u{2066}x\u{2069}"), "\\u{2066}x\\u{2069}");
+    }
+
+    #[test]
+    fn invalid_utf8_is_shown_not_lost() {
+        assert_eq!(escape_bytes(b"ok\xff\x1b"), "ok\u{fffd}\\x1b");
+    }
+}
