@@ -1,5 +1,7 @@
-//! `.lazarus/state.json`: what the daemon knows of a cell's agents. Written
-//! only by the daemon; read by `status` and by the daemon after a restart.
+//! `.lazarus/state.json`: what the daemon knows of a cell's agents,
+//! published in the cell. Written only by the daemon, never read back by it
+//! (agents can write there too: see [`crate::records`]); `status` reads it
+//! when the daemon's own records are not open to the user.
 
 use std::collections::BTreeMap;
 
@@ -49,8 +51,9 @@ pub struct AgentHealth {
     pub revive_count: u32,
     #[serde(default)]
     pub state: AgentState,
-    /// Pid of the instance the daemon started, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Pid of the instance the daemon started; `null` if none (always
+    /// present: BRIEF 6 lists it).
+    #[serde(default)]
     pub pid: Option<i32>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,

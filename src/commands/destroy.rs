@@ -2,7 +2,10 @@
 //! the daemon lets go of it), then removes `workspace/`, `bus/`,
 //! `checkpoints/` and `.lazarus/` without following any symlink out of the
 //! cell. `cell.json` and `logs/` stay as the audit trail; `--purge`
-//! removes the whole directory.
+//! removes the whole directory: first renamed out of the root's cells (a
+//! dot-name, which is never a cell), so neither the daemon nor anyone
+//! looking sees a half-removed cell, then removed. Files written into it
+//! meanwhile (by the daemon, or an agent still running) are removed too.
 
 use std::process::ExitCode;
 
@@ -23,19 +26,23 @@ pub fn run(ctx: &Context, args: DestroyArgs) -> Result<ExitCode> {
         )));
     }
     let marked = super::lifecycle::apply(&cell, Trigger::Destroy);
-    // A purge goes ahead even if the cell was already destroyed or its
-    // manifest is unreadable: the directory is going away.
-    if !args.purge {
-        marked?;
-    }
-    for name in REMOVED {
-        cell.dir.remove_tree(name)?;
-    }
     if args.purge {
+        // A purge goes ahead even if the cell was already destroyed or its
+        // manifest is unreadable: the directory is going away.
         let root = ctx.root.open()?;
-        root.remove_tree(&cell.id)?;
+        let gone = format!(
+            ".lazarus-destroying-{}-{}",
+            cell.id,
+            uuid::Uuid::new_v4().simple()
+        );
+        root.rename(&cell.id, &gone)?;
+        root.remove_tree(&gone)?;
         println!("{}: purged", cell.id);
     } else {
+        marked?;
+        for name in REMOVED {
+            cell.dir.remove_tree(name)?;
+        }
         println!("{}: destroyed (cell.json and logs/ kept)", cell.id);
     }
     Ok(ExitCode::SUCCESS)

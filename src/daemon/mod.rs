@@ -317,23 +317,9 @@ impl Shell {
                 _ = tokio::time::sleep_until(deadline) => self.expire_due(),
                 Some(msg) = self.proc_rx.recv() => self.on_proc(msg),
                 batch = read_events(&mut events) => {
-                    match batch {
-                        Batch::Events(batch) => {
-                            if self.on_raw_events(batch) {
-                                break Ended::RootGone;
-                            }
-                        }
-                        Batch::Failed(e) => {
-                            tracing::warn!("reading inotify events: {e}; rescanning");
-                            self.rediscover();
-                        }
-                        Batch::Ended => {
-                            self.fall_back_to_polling();
-                            events = None;
-                        }
+                    if self.on_batch(batch, &mut events) {
+                        break Ended::RootGone;
                     }
-                    let now = self.now();
-                    self.core.rearm_early(now + watch::COALESCE.as_secs_f64());
                 }
                 _ = rescan.tick() => {
                     if self.root_removed() {
@@ -361,6 +347,30 @@ impl Shell {
         }
         self.finish().await;
         Ok(ended)
+    }
+
+    /// What the inotify reader brought; `true` if the root is gone. When
+    /// the reader has stopped for good, `events` is dropped: polling from
+    /// then on, never a loop of reads that return at once.
+    fn on_batch(&mut self, batch: Batch, events: &mut Option<EventSource>) -> bool {
+        match batch {
+            Batch::Events(batch) => {
+                if self.on_raw_events(batch) {
+                    return true;
+                }
+            }
+            Batch::Failed(e) => {
+                tracing::warn!("reading inotify events: {e}; rescanning");
+                self.rediscover();
+            }
+            Batch::Ended => {
+                *events = None;
+                self.fall_back_to_polling();
+            }
+        }
+        let now = self.now();
+        self.core.rearm_early(now + watch::COALESCE.as_secs_f64());
+        false
     }
 
     /// The inotify reader is gone (it cannot be restarted without losing
@@ -555,7 +565,12 @@ impl Shell {
         let previous = if self.core.knows(name) {
             None
         } else {
-            self.records.read_cell(name).map(|mut record| {
+            let recorded = self
+                .publisher
+                .final_record(name)
+                .map(|r| *r)
+                .or_else(|| self.records.read_cell(name));
+            recorded.map(|mut record| {
                 self.verify_instances(&mut record);
                 Box::new(record)
             })
@@ -786,9 +801,24 @@ impl Shell {
                     // gone, with nothing left running, leaves no record.
                     let gone = !self.root_dir.exists_beneath(&cell);
                     let running = record.agents.values().any(|a| a.instance.is_some());
+                    tracing::info!(
+                        "cell {cell}: no longer monitored{}",
+                        if running {
+                            " (its running agents are still watched)"
+                        } else {
+                            ""
+                        }
+                    );
                     let record = (!gone || running).then_some(record);
                     self.publisher.forget(cell.clone(), record);
-                    self.unwatch(&cell);
+                    if gone {
+                        self.unwatch(&cell);
+                    } else {
+                        // Still a directory of the root: keep its watch, so
+                        // a manifest that comes back is seen at once.
+                        self.polled.remove(&*cell);
+                        self.watch_dir_only(&cell);
+                    }
                 }
                 Action::Kill {
                     cell,
@@ -857,9 +887,10 @@ impl Shell {
                     agent,
                     instance,
                 } => {
-                    tracing::info!("cell {cell}: adopted agent {agent} (pid {})", instance.pid);
                     let uid = self.agent_uid(&cell);
-                    self.procs.adopt(&cell, &agent, instance, uid);
+                    if self.procs.adopt(&cell, &agent, instance, uid) {
+                        tracing::info!("cell {cell}: adopted agent {agent} (pid {})", instance.pid);
+                    }
                 }
                 Action::Handoff {
                     cell,
@@ -1350,4 +1381,187 @@ fn network_filesystem(root: &std::path::Path) -> Option<&'static str> {
         .iter()
         .find(|(magic, _)| *magic == kind)
         .map(|(_, name)| *name)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// A shell over a fresh root with one cell (`agents`), whose wall
+    /// clock the test sets.
+    struct Fixture {
+        _tmp: tempfile::TempDir,
+        shell: Shell,
+        cell: String,
+        dir: PathBuf,
+        wall: Arc<Mutex<f64>>,
+    }
+
+    fn fixture(agents: &[&str], cells_toml: &str) -> Fixture {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let root = tmp.path().join("root");
+        let cell = "00000000-0000-4000-8000-000000000001".to_string();
+        let dir = root.join(&cell);
+        std::fs::create_dir_all(dir.join(HEARTBEATS)).expect("mkdir");
+        let agents: Vec<serde_json::Value> = agents
+            .iter()
+            .map(|a| serde_json::json!({ "name": a }))
+            .collect();
+        let manifest = serde_json::json!({"uuid": cell, "status": "active", "agents": agents});
+        std::fs::write(dir.join(MANIFEST), manifest.to_string()).expect("manifest");
+        let text = format!(
+            "[daemon]\nstate_dir = {:?}\n[cells]\n{cells_toml}\n",
+            tmp.path().join("state")
+        );
+        let (cfg, _) = Config::parse(&text, std::path::Path::new("t.toml")).expect("config");
+        let records = Records::open(&cfg.daemon, &root).expect("records");
+        let root_dir = Arc::new(Dir::open(&root).expect("root"));
+        let wall = Arc::new(Mutex::new(1_000_000.0));
+        let w = wall.clone();
+        let clock = Clock::with_wall(Box::new(move || *w.lock().expect("wall")));
+        Fixture {
+            shell: Shell::new(cfg, root_dir, records, clock),
+            _tmp: tmp,
+            cell,
+            dir,
+            wall,
+        }
+    }
+
+    impl Fixture {
+        /// An agent's heartbeat, stamped with the wall clock now.
+        fn beat(&mut self, agent: &str) {
+            let ts = *self.wall.lock().expect("wall");
+            let body = serde_json::json!({ "timestamp": ts });
+            std::fs::write(self.dir.join(heartbeat_rel(agent)), body.to_string()).expect("beat");
+            self.shell.read_heartbeat(&self.cell.clone(), agent);
+        }
+
+        /// Monotonic and wall time move on together by `secs`.
+        async fn pass(&mut self, secs: f64) {
+            tokio::time::advance(Duration::from_secs_f64(secs)).await;
+            *self.wall.lock().expect("wall") += secs;
+            self.shell.expire_due();
+        }
+
+        fn events(&self, name: &str) -> Vec<serde_json::Value> {
+            let text = std::fs::read_to_string(self.dir.join(EVENTS)).unwrap_or_default();
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|e| e["event"] == name)
+                .collect()
+        }
+    }
+
+    /// Item 16 of "Trust boundary", through the shell: the system clock
+    /// steps an hour forward, then two back, while an agent keeps beating
+    /// (its timestamps jump with the clock). No agent goes stale; one that
+    /// stops beating is stale on time, in monotonic seconds.
+    #[tokio::test(start_paused = true)]
+    async fn a_wall_clock_step_makes_no_agent_stale() {
+        let mut f = fixture(
+            &["a", "quiet"],
+            "heartbeat_stale_threshold = 10\nresurrect_after = 600",
+        );
+        f.shell.discover();
+        f.beat("a");
+        f.beat("quiet");
+        for step in [3600.0, -7200.0] {
+            f.pass(4.0).await;
+            f.beat("a");
+            *f.wall.lock().expect("wall") += step;
+            f.pass(4.0).await;
+            f.beat("a");
+        }
+        // t = 16. One more beat of a at 20; nobody is stale.
+        f.pass(4.0).await;
+        f.beat("a");
+        assert_eq!(f.events("agent_stale"), Vec::<serde_json::Value>::new());
+        // The quiet one is stale 10 s after the fresh threshold the last
+        // step gave it (at 16), the beating one 10 s after its last beat.
+        f.pass(6.0).await;
+        let stale = f.events("agent_stale");
+        assert_eq!(stale.len(), 1, "{stale:?}");
+        assert_eq!(stale[0]["agent"], "quiet");
+        f.pass(3.0).await;
+        assert_eq!(f.events("agent_stale").len(), 1, "a beat at 20");
+        f.pass(2.0).await;
+        let stale = f.events("agent_stale");
+        assert_eq!(stale.len(), 2, "a stopped at 20: stale at 30");
+        // Its last_seen is its last claim, in unix time of the clock now.
+        let wall = *f.wall.lock().expect("wall");
+        assert_eq!(stale[1]["last_seen"], serde_json::json!(wall - 11.0));
+    }
+
+    /// Item 15: when the inotify reader stops for good, the daemon polls
+    /// (and says so) instead of rescanning on every turn of its loop.
+    #[tokio::test]
+    async fn a_stopped_inotify_reader_means_polling() {
+        let mut f = fixture(&["a"], "heartbeat_stale_threshold = 60");
+        let mut events = f.shell.start_watching();
+        assert!(events.is_some() && f.shell.watches.is_some());
+        f.shell.discover();
+        assert!(!f.shell.on_batch(Batch::Ended, &mut events));
+        assert!(events.is_none(), "no source left to return at once");
+        assert!(f.shell.watches.is_none(), "every cell is polled");
+        // Polled: a heartbeat is read at the next rescan.
+        let ts = *f.wall.lock().expect("wall");
+        std::fs::write(
+            f.dir.join(heartbeat_rel("a")),
+            serde_json::json!({ "timestamp": ts }).to_string(),
+        )
+        .expect("beat");
+        f.shell.discover();
+        let snap = f.shell.core.snapshot(&f.cell, 1, 0.0).expect("snap");
+        assert_eq!(
+            snap.agent_health["a"].state,
+            crate::state::AgentState::Healthy
+        );
+    }
+
+    /// Item 18: the status check reads whole lines only, whatever the
+    /// window cuts, and looks at the generation before a rotation.
+    #[test]
+    fn the_last_status_change_is_found_in_whole_lines_and_across_a_rotation() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        std::fs::create_dir(tmp.path().join("logs")).expect("mkdir");
+        let dir = Dir::open(tmp.path()).expect("dir");
+        let change = |to: &str| {
+            format!(
+                "{{\"ts\":\"t\",\"event\":\"cell_status_changed\",\"from\":\"x\",\"to\":\"{to}\"}}\n"
+            )
+        };
+        for pad in 0..3 {
+            let mut text = change("active");
+            text.push_str(&format!(
+                "{{\"x\":\"{}{}\"}}\n",
+                "€".repeat(40_000),
+                "a".repeat(pad)
+            ));
+            text.push_str(&change("frozen"));
+            std::fs::write(tmp.path().join(EVENTS), &text).expect("write");
+            assert_eq!(
+                last_recorded_status(&dir).as_deref(),
+                Some("frozen"),
+                "pad {pad}"
+            );
+        }
+        // Just rotated: the new file has nothing yet, the old one has it.
+        std::fs::rename(
+            tmp.path().join(EVENTS),
+            tmp.path().join(format!("{EVENTS}.1")),
+        )
+        .expect("mv");
+        std::fs::write(tmp.path().join(EVENTS), "{\"event\":\"heartbeat\"}\n").expect("write");
+        assert_eq!(last_recorded_status(&dir).as_deref(), Some("frozen"));
+        // A corrupt tail line is passed over.
+        std::fs::write(
+            tmp.path().join(EVENTS),
+            format!("{}\u{1b}garbage\n", change("archived")),
+        )
+        .expect("write");
+        assert_eq!(last_recorded_status(&dir).as_deref(), Some("archived"));
+    }
 }

@@ -407,12 +407,19 @@ impl Procs {
     /// its exit is seen through a pidfd, its exit status is unknown. When
     /// it is stopped, the rest of its session goes too — only processes of
     /// `uid`, when agents run as another user than the daemon.
-    pub fn adopt(&mut self, cell: &CellId, agent: &AgentId, instance: Instance, uid: Option<Uid>) {
+    /// `false` if it was watched already.
+    pub fn adopt(
+        &mut self,
+        cell: &CellId,
+        agent: &AgentId,
+        instance: Instance,
+        uid: Option<Uid>,
+    ) -> bool {
         if self
             .entry(cell, agent)
             .is_some_and(|e| e.instance == instance)
         {
-            return; // Still watched since before: nothing to add.
+            return false; // Still watched since before: nothing to add.
         }
         let (stop_tx, stop_rx) = oneshot::channel();
         self.insert(cell, agent, instance, stop_tx, None);
@@ -427,6 +434,7 @@ impl Procs {
                 exit: ExitInfo::default(),
             });
         });
+        true
     }
 
     fn insert(

@@ -48,6 +48,9 @@ pub struct Publisher {
     next_lazy_scan: f64,
     /// Final records of cells no longer tracked (`None`: remove it).
     forgotten: HashMap<CellId, Option<Box<CellRecord>>>,
+    /// Final records in the batch being written: until it is done, the
+    /// record on disk may be older than these.
+    in_flight: HashMap<CellId, Box<CellRecord>>,
     writing: Option<JoinHandle<()>>,
 }
 
@@ -63,7 +66,27 @@ impl Publisher {
             urgent: false,
             next_lazy_scan: 0.0,
             forgotten: HashMap::new(),
+            in_flight: HashMap::new(),
             writing: None,
+        }
+    }
+
+    /// The final record of a forgotten cell that may not have reached the
+    /// disk yet: a cell found again right after it was forgotten must be
+    /// restored from this, not from an older file.
+    pub fn final_record(&mut self, cell: &str) -> Option<Box<CellRecord>> {
+        self.settle_writes();
+        self.forgotten
+            .get(cell)
+            .cloned()
+            .flatten()
+            .or_else(|| self.in_flight.get(cell).cloned())
+    }
+
+    /// Forgets what the finished batch wrote.
+    fn settle_writes(&mut self) {
+        if self.writing.as_ref().is_none_or(|h| h.is_finished()) {
+            self.in_flight.clear();
         }
     }
 
@@ -86,6 +109,7 @@ impl Publisher {
         self.last_written.remove(&cell);
         match record {
             Some(record) if changed => {
+                let record = self.complete(record);
                 self.forgotten.insert(cell, Some(record));
             }
             Some(_) => {}
@@ -109,6 +133,7 @@ impl Publisher {
         if self.writing.as_ref().is_some_and(|h| !h.is_finished()) {
             return;
         }
+        self.in_flight.clear();
         if !self.urgent && now < self.next_lazy_scan {
             return;
         }
@@ -148,6 +173,7 @@ impl Publisher {
             // The final write must not be overtaken by an older one.
             let _ = handle.await;
         }
+        self.in_flight.clear();
         let due: Vec<CellId> = self
             .dirty
             .iter()
@@ -162,7 +188,10 @@ impl Publisher {
         let mut batch = Vec::with_capacity(due.len() + self.forgotten.len());
         for (cell, record) in std::mem::take(&mut self.forgotten) {
             let record = match record {
-                Some(record) => RecordWrite::Put(self.complete(record)),
+                Some(record) => {
+                    self.in_flight.insert(cell.clone(), record.clone());
+                    RecordWrite::Put(record)
+                }
                 None => RecordWrite::Remove,
             };
             batch.push(Write {

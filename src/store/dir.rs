@@ -488,8 +488,11 @@ impl Dir {
 
     /// Removes `name` (a single component) and, if it is a directory,
     /// everything below it, never following a symlink: a symlink is
-    /// removed, not its target.
+    /// removed, not its target. Files that appear while it works (the
+    /// daemon or an agent still writing) are removed too: a directory
+    /// found not empty is emptied again, a bounded number of times.
     pub fn remove_tree(&self, name: &str) -> io::Result<()> {
+        const ROUNDS: usize = 100;
         let st =
             match nix::sys::stat::fstatat(&self.fd, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
             {
@@ -497,21 +500,36 @@ impl Dir {
                 Err(Errno::ENOENT) => return Ok(()),
                 Err(e) => return Err(errno_io(e, &self.display(name))),
             };
-        if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
-            let child = self.subdir(name)?;
+        if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFDIR {
+            return match unlinkat(&self.fd, name, UnlinkatFlags::NoRemoveDir) {
+                Ok(()) | Err(Errno::ENOENT) => Ok(()),
+                Err(e) => Err(errno_io(e, &self.display(name))),
+            };
+        }
+        let child = match self.subdir(name) {
+            Ok(child) => child,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for _ in 0..ROUNDS {
             for (entry, _) in child.entries()? {
                 child.remove_tree(&entry)?;
             }
             match unlinkat(&self.fd, name, UnlinkatFlags::RemoveDir) {
-                Ok(()) | Err(Errno::ENOENT) => Ok(()),
-                Err(e) => Err(errno_io(e, &self.display(name))),
-            }
-        } else {
-            match unlinkat(&self.fd, name, UnlinkatFlags::NoRemoveDir) {
-                Ok(()) | Err(Errno::ENOENT) => Ok(()),
-                Err(e) => Err(errno_io(e, &self.display(name))),
+                Ok(()) | Err(Errno::ENOENT) => return Ok(()),
+                Err(Errno::ENOTEMPTY) => continue,
+                Err(e) => return Err(errno_io(e, &self.display(name))),
             }
         }
+        Err(io::Error::other(format!(
+            "{}: still not empty after {ROUNDS} rounds: something keeps writing into it",
+            self.display(name).display()
+        )))
+    }
+
+    /// Renames `from` to `to` (single components of this directory).
+    pub fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        renameat(&self.fd, from, &self.fd, to).map_err(|e| errno_io(e, &self.display(from)))
     }
 
     /// Removes the file `name` of this directory (a plain name, not a

@@ -8,3 +8,4 @@ mod section_daemon;
 mod section_heartbeat;
 mod section_revival;
 mod section_schemas;
+mod section_trust;

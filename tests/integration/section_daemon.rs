@@ -207,7 +207,11 @@ fn a_provisioned_cell_becomes_active_when_an_agent_is_added_by_hand() {
         (Some("provisioned"), Some("active"))
     );
     env.wait_event(&uuid, "agent_stale", 1, LIMIT);
-    std::thread::sleep(Duration::from_millis(300));
+    // Witness: a heartbeat written now is read after the daemon's own
+    // rewrite of cell.json (inotify keeps the order), so once it is
+    // recovered, a second record of the move would be there.
+    env.beat(&uuid, "hand", "back");
+    env.wait_event(&uuid, "agent_recovered", 1, LIMIT);
     assert_eq!(
         env.events_named(&uuid, "cell_status_changed").len(),
         1,
@@ -245,13 +249,13 @@ fn a_cli_status_change_is_not_recorded_twice() {
     env.beat(&uuid, "a", "x");
     let d = env.daemon(&[]);
     env.run(&["cell", "freeze", &uuid]).success();
-    wait_for("frozen seen", LIMIT, || {
-        env.state(&uuid).is_some_and(|s| {
-            s["agent_health"]["a"]["state"] == "stale"
-                || s["agent_health"]["a"]["state"] == "frozen"
-        })
+    // Witness: a heartbeat written after the freeze is read after it.
+    env.beat(&uuid, "a", "after-the-freeze");
+    wait_for("the heartbeat after the freeze", LIMIT, || {
+        env.events_named(&uuid, "heartbeat")
+            .iter()
+            .any(|e| e["status"] == "after-the-freeze")
     });
-    std::thread::sleep(Duration::from_millis(300));
     let changes = env.events_named(&uuid, "cell_status_changed");
     assert_eq!(
         changes.len(),
@@ -407,7 +411,14 @@ fn hostile_inputs_become_invalid_input_and_others_carry_on() {
         "{ \"agents\": [ garbage",
     )
     .expect("write");
-    std::thread::sleep(Duration::from_millis(300));
+    // Witness: a heartbeat written after it, in another cell, is read
+    // after it (one inotify queue, in order).
+    env.beat(&good, "ok", "after-the-rewrite");
+    wait_for("the witness heartbeat", LIMIT, || {
+        env.events_named(&good, "heartbeat")
+            .iter()
+            .any(|e| e["status"] == "after-the-rewrite")
+    });
     assert_eq!(env.events_named(&corrupt, "invalid_input").len(), 1);
     let mut d = d;
     assert!(d.running());
@@ -467,7 +478,11 @@ fn sighup_reloads_thresholds_without_losing_state() {
     let uuid = env.create(&["--agent", "a"]);
     env.beat(&uuid, "a", "x");
     let d = env.daemon(&[]);
-    std::thread::sleep(Duration::from_millis(200));
+    // Witness: a cell whose own threshold is 0.3 s, first seen after a's
+    // last beat, goes stale; a, silent for longer, is not (600 s apply).
+    let witness = env.create(&["--agent", "w"]);
+    env.edit_manifest(&witness, |m| m["heartbeat_stale_threshold"] = json!(0.3));
+    env.wait_event(&witness, "agent_stale", 1, LIMIT);
     assert_eq!(env.events_named(&uuid, "agent_stale"), Vec::<Value>::new());
     env.config("[cells]\nheartbeat_stale_threshold = 0.3\n");
     d.signal(Signal::SIGHUP);
@@ -605,7 +620,11 @@ fn a_cell_renamed_while_watched_is_let_go() {
             .expect("error")
             .contains("disagrees")
     );
-    std::thread::sleep(Duration::from_millis(800));
+    // Witness: a cell created now goes stale later than the moved cell's
+    // agent (it beat before the daemon started) would have, had it been
+    // monitored.
+    let witness = env.create(&["--agent", "w"]);
+    env.wait_event(&witness, "agent_stale", 1, LIMIT);
     assert_eq!(env.events_named(moved, "agent_stale"), Vec::<Value>::new());
     assert!(d.running());
     // Moved back, it is monitored again.

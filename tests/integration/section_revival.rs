@@ -689,11 +689,12 @@ fn the_shipped_telegram_hook_posts_to_the_chat() {
 }
 
 #[test]
+#[cfg_attr(not(as_root), ignore = "needs root: the agent runs as another user")]
 fn as_root_an_agent_runs_as_the_owner_of_its_cell() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "built as root, run as root"
+    );
     let env = env();
     let uuid = cell(&env, json!({"agents": [agent("a", "beat")]}));
     // The cell belongs to `nobody`; the test root's parents must let it in.
