@@ -14,6 +14,7 @@
 //! `--list-cells` wall time over 10,000 cells.
 //!
 //!     cargo bench --bench daemon -- --revival    # revival latency
+//!     cargo bench --bench daemon -- --shutdown   # SIGTERM to exit, 10,000 cells on disk
 //!
 //! Revival run: the daemon starts real agent processes (this benchmark
 //! binary in `--probe-agent` mode: it notes the instant it runs, then
@@ -221,6 +222,13 @@ fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(10.0);
         return revival(agents, seconds);
+    }
+    if args.iter().any(|a| a == "--shutdown") {
+        return shutdown(
+            arg("--cells")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(10_000),
+        );
     }
     if args.iter().any(|a| a == "--scale") {
         return scale(
@@ -531,6 +539,10 @@ fn scale(cells: usize) {
     }
     reactions.sort_by(f64::total_cmp);
     daemon.stop();
+    // A restart: now every cell has a record in state_dir to read back.
+    let daemon = Daemon::start(&root, &config);
+    let restart = daemon.wait_ready(Duration::from_secs(300));
+    daemon.stop();
 
     println!();
     println!("| measure | value | target |");
@@ -538,6 +550,10 @@ fn scale(cells: usize) {
     println!(
         "| discovery of {cells} cells (spawn to ready) | {:.0} ms | ≤ 2 s |",
         ready.as_secs_f64() * 1000.0
+    );
+    println!(
+        "| discovery of {cells} cells at a restart, with their records | {:.0} ms | ≤ 2 s |",
+        restart.as_secs_f64() * 1000.0
     );
     println!(
         "| daemon RSS at {cells} × {agents} | {:.1} MiB (peak {:.1} MiB) | ≤ 100 MiB |",
@@ -553,6 +569,81 @@ fn scale(cells: usize) {
         reactions.len(),
         percentile(&reactions, 0.5),
         percentile(&reactions, 0.99)
+    );
+}
+
+/// Shutdown run: `cells` cells × 10 agents, on disk (the benchmark's
+/// target directory, or `--dir`), every agent beating once after the
+/// daemon has written its first state (so every cell has a `last_seen`
+/// not yet written), plus one real state change in every hundredth cell
+/// just before SIGTERM. Measured: SIGTERM to exit, against BRIEF's 2 s.
+fn shutdown(cells: usize) {
+    let agents = 10;
+    let base = arg("--dir")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
+    std::fs::create_dir_all(&base).expect("dir");
+    let tmp = tempfile::tempdir_in(&base).expect("tempdir");
+    let root = tmp.path().join("missions");
+    let config = tmp.path().join("bench.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}[cells]\nheartbeat_stale_threshold = 600\n[events]\nheartbeats = \"none\"\n",
+            state_dir(tmp.path())
+        ),
+    )
+    .expect("config");
+    println!("lazarus-pit shutdown benchmark — {cells} cells × {agents} agents");
+    println!("machine: {}", machine());
+    println!("root: {} ({})", root.display(), fs_type(tmp.path()));
+    populate(&root, cells, agents, false);
+    let daemon = Daemon::start(&root, &config);
+    daemon.wait_ready(Duration::from_secs(300));
+    let state = |i: usize| root.join(uuid(i)).join(".lazarus/state.json");
+    let start = Instant::now();
+    while !(0..cells).all(|i| state(i).exists()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "state.json not written"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Every agent beats once: every cell has a last_seen to refresh.
+    let ts = now();
+    for i in 0..cells {
+        for j in 0..agents {
+            write_beat(&root.join(uuid(i)), &agent(j), ts);
+        }
+    }
+    // A state change in every hundredth cell: an agent joins it.
+    for i in (0..cells).step_by(100) {
+        let path = root.join(uuid(i)).join("cell.json");
+        let mut m: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+        if let Some(list) = m["agents"].as_array_mut() {
+            list.push(json!({"name": "late", "role": "bench"}));
+        }
+        std::fs::write(&path, m.to_string()).expect("write");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut daemon = daemon;
+    let pid = daemon.pid() as i32;
+    let stop = Instant::now();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let status = daemon.child.wait().expect("wait");
+    let took = stop.elapsed();
+    assert!(status.success(), "{status:?}");
+    println!();
+    println!("| measure | value | target |");
+    println!("|---|---|---|");
+    println!(
+        "| SIGTERM to exit, {cells} cells on {} | {:.0} ms | ≤ 2 s |",
+        fs_type(tmp.path()),
+        took.as_secs_f64() * 1000.0
     );
 }
 

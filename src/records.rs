@@ -16,7 +16,7 @@
 //! facts for people and tools; the daemon never reads it back.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -53,6 +53,15 @@ pub struct CellRecord {
     pub status: Option<String>,
     #[serde(default)]
     pub agents: BTreeMap<String, AgentRecord>,
+}
+
+impl CellRecord {
+    /// The record as written to its file: compact JSON and a newline.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut bytes = serde_json::to_vec(self).unwrap_or_default();
+        bytes.push(b'\n');
+        bytes
+    }
 }
 
 /// One agent in a [`CellRecord`]. Times are unix seconds.
@@ -136,21 +145,31 @@ impl RequestAction {
 
 /// The configured state directory, or the default for this user: the
 /// system one for root, the XDG state home for anyone else (so the demo
-/// and the quick start work unprivileged).
-pub fn state_dir(cfg: &DaemonConfig) -> PathBuf {
+/// and the quick start work unprivileged) — never a shared directory like
+/// `/tmp`, where anyone could put something in its place.
+pub fn state_dir(cfg: &DaemonConfig) -> Result<PathBuf> {
     if let Some(dir) = &cfg.state_dir {
-        return dir.clone();
+        return Ok(dir.clone());
     }
-    if nix::unistd::geteuid().is_root() {
-        return PathBuf::from(SYSTEM_STATE_DIR);
+    let me = nix::unistd::geteuid();
+    if me.is_root() {
+        return Ok(PathBuf::from(SYSTEM_STATE_DIR));
     }
-    let home = |rel: &str| std::env::var_os("HOME").map(|h| Path::new(&h).join(rel));
+    let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
     std::env::var_os("XDG_STATE_HOME")
-        .filter(|v| Path::new(v).is_absolute())
-        .map(PathBuf::from)
-        .or_else(|| home(".local/state"))
-        .unwrap_or_else(|| PathBuf::from("/tmp"))
-        .join("lazarus-pit")
+        .and_then(absolute)
+        .or_else(|| {
+            let home = std::env::var_os("HOME")
+                .and_then(absolute)
+                .or_else(|| Some(nix::unistd::User::from_uid(me).ok()??.dir))?;
+            Some(home.join(".local/state"))
+        })
+        .map(|dir| dir.join("lazarus-pit"))
+        .ok_or_else(|| {
+            Error::Usage(
+                "no state directory: set [daemon] state_dir, or HOME or XDG_STATE_HOME".into(),
+            )
+        })
 }
 
 /// The part of `state_dir` that belongs to one cells root: a readable
@@ -191,21 +210,21 @@ pub struct Records {
 }
 
 impl Records {
-    /// Opens the records of `root`, creating what is missing (mode 0700),
-    /// and refuses a directory that another user owns, since what is in it
-    /// is taken as the daemon's own word. The daemon opens them so, and so
-    /// does `revive` (its request waits there for a daemon to start).
+    /// Opens the records of `root`, creating what is missing (mode 0700).
+    /// What is in them is taken as the daemon's own word, so a directory
+    /// that another user owns, that others may enter, that is a symlink,
+    /// or whose parents others may write to (and so replace it), is
+    /// refused — never "repaired": a chmod through a planted symlink, or of
+    /// a shared directory named by mistake, would be worse.
     pub fn open(cfg: &DaemonConfig, root: &Path) -> Result<Records> {
-        let base = state_dir(cfg);
+        let base = state_dir(cfg)?;
+        safe_ancestors(&base)?;
         let path = base.join("roots").join(root_key(root));
-        // The configured directory itself may be a symlink (to another
-        // disk, say); everything below it is ours and never is.
-        private_dir(&base, true, true)?;
-        for dir in [base.join("roots"), path.clone()] {
-            private_dir(&dir, true, false)?;
+        for dir in [base.clone(), base.join("roots"), path.clone()] {
+            private_dir(&dir)?;
         }
         for sub in ["cells", "inbox"] {
-            private_dir(&path.join(sub), true, false)?;
+            private_dir(&path.join(sub))?;
         }
         let root_file = path.join("root");
         if !root_file.exists() {
@@ -217,18 +236,35 @@ impl Records {
         Records::at(path)
     }
 
-    /// The records as they are, for reading (`approve`, `deny`, `status`):
-    /// `None` if no daemon has used this root with this `state_dir` yet.
-    /// They must be open to this user (root, or the daemon's user).
+    /// The records as they are, for the CLI (`approve`, `deny`, `revive`,
+    /// `status`): `None` if no daemon has used this root with this
+    /// `state_dir` yet; an error naming the directory if this user may not
+    /// read them (they are root's, or the daemon's user's).
     pub fn open_existing(cfg: &DaemonConfig, root: &Path) -> Result<Option<Records>> {
-        let path = state_dir(cfg).join("roots").join(root_key(root));
-        if !path.exists() {
-            return Ok(None);
-        }
-        for sub in ["cells", "inbox"] {
-            private_dir(&path.join(sub), false, false)?;
+        let path = state_dir(cfg)?.join("roots").join(root_key(root));
+        match std::fs::symlink_metadata(&path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(state_error(&path, e)),
         }
         Records::at(path).map(Some)
+    }
+
+    /// Records that the daemon `pid` now uses these records (read by the
+    /// CLI to tell whether the daemon that holds the root's lock is the one
+    /// that reads this inbox).
+    pub fn claim(&self, pid: u32) -> std::io::Result<()> {
+        let dir = Dir::open(&self.path)?;
+        dir.write_atomic("daemon.pid", format!("{pid}\n").as_bytes(), 0o600)
+    }
+
+    /// The pid of the daemon that last used these records.
+    pub fn claimed_by(&self) -> Option<u32> {
+        std::fs::read_to_string(self.path.join("daemon.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     fn at(path: PathBuf) -> Result<Records> {
@@ -288,15 +324,18 @@ impl Records {
     }
 
     pub fn write_cell(&self, record: &CellRecord) -> std::io::Result<()> {
-        let name = record_name(&record.cell).ok_or_else(|| {
+        self.write_cell_bytes(&record.cell, &record.to_bytes())
+    }
+
+    /// Writes a record already serialised ([`CellRecord::to_bytes`]).
+    pub fn write_cell_bytes(&self, cell: &str, bytes: &[u8]) -> std::io::Result<()> {
+        let name = record_name(cell).ok_or_else(|| {
             std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
-                format!("{:?} is not a cell id", record.cell),
+                format!("{cell:?} is not a cell id"),
             )
         })?;
-        let mut bytes = serde_json::to_vec(record).map_err(std::io::Error::other)?;
-        bytes.push(b'\n');
-        self.cells.write_atomic(&name, &bytes, 0o600)
+        self.cells.write_atomic(&name, bytes, 0o600)
     }
 
     pub fn remove_cell(&self, cell: &str) -> std::io::Result<()> {
@@ -404,47 +443,33 @@ fn state_error(path: &Path, e: std::io::Error) -> Error {
 }
 
 /// Makes sure `dir` is a directory of this user's that no one else can
-/// enter (creating it, mode 0700, if `create`). A wider mode is narrowed;
-/// another owner is refused, and so is a symlink unless `follow`.
-fn private_dir(dir: &Path, create: bool, follow: bool) -> Result<()> {
+/// enter, creating it (mode 0700) if it is missing; refuses a symlink,
+/// another owner, or a mode that lets others in.
+fn private_dir(dir: &Path) -> Result<()> {
     let me = nix::unistd::geteuid().as_raw();
-    let stat = |d: &Path| {
-        if follow {
-            std::fs::metadata(d)
-        } else {
-            std::fs::symlink_metadata(d)
-        }
-    };
-    let meta = match stat(dir) {
+    let meta = match std::fs::symlink_metadata(dir) {
         Ok(meta) => meta,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
-            match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            match std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+            {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    // A parent is missing (the configured state_dir's).
-                    std::fs::DirBuilder::new()
-                        .recursive(true)
-                        .mode(0o700)
-                        .create(dir)
-                        .map_err(|e| state_error(dir, e))?;
-                }
                 Err(e) => return Err(state_error(dir, e)),
             }
-            stat(dir).map_err(|e| state_error(dir, e))?
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::Io(std::io::Error::new(
-                e.kind(),
-                format!("state directory {} does not exist", dir.display()),
-            )));
+            std::fs::symlink_metadata(dir).map_err(|e| state_error(dir, e))?
         }
         Err(e) => return Err(state_error(dir, e)),
     };
-    if !meta.file_type().is_dir() {
-        return Err(refused(dir, "is not a directory (a symlink?)"));
+    if meta.file_type().is_symlink() {
+        return Err(refused(dir, "is a symlink (give the real path)"));
     }
-    if create && meta.uid() != me {
+    if !meta.file_type().is_dir() {
+        return Err(refused(dir, "is not a directory"));
+    }
+    if meta.uid() != me {
         return Err(refused(
             dir,
             &format!(
@@ -453,14 +478,41 @@ fn private_dir(dir: &Path, create: bool, follow: bool) -> Result<()> {
             ),
         ));
     }
-    if create && meta.mode() & 0o077 != 0 {
-        tracing::warn!(
-            "state directory {}: mode {:o} lets others in; narrowed to 0700",
-            dir.display(),
-            meta.mode() & 0o7777
-        );
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| state_error(dir, e))?;
+    if meta.mode() & 0o077 != 0 {
+        return Err(refused(
+            dir,
+            &format!(
+                "has mode {:o}, which lets others in (make it 0700: chmod 700 {})",
+                meta.mode() & 0o7777,
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a state directory below a directory that others could write to
+/// without the sticky bit (they could move ours away and put theirs in its
+/// place), or that belongs to someone other than root or this user.
+fn safe_ancestors(base: &Path) -> Result<()> {
+    let me = nix::unistd::geteuid().as_raw();
+    let absolute = std::path::absolute(base).map_err(|e| state_error(base, e))?;
+    for dir in absolute.ancestors().skip(1) {
+        let Ok(meta) = std::fs::metadata(dir) else {
+            continue; // created below, by us
+        };
+        let shared = meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0;
+        if shared || (meta.uid() != 0 && meta.uid() != me) {
+            return Err(refused(
+                base,
+                &format!(
+                    "lies below {} (mode {:o}, uid {}), which others could change",
+                    dir.display(),
+                    meta.mode() & 0o7777,
+                    meta.uid()
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -474,6 +526,8 @@ fn refused(dir: &Path, why: &str) -> Error {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     fn cfg(dir: &Path) -> DaemonConfig {
@@ -530,16 +584,20 @@ mod tests {
     }
 
     #[test]
-    fn a_wide_mode_is_narrowed_and_requests_are_taken_once() {
+    fn a_wide_mode_is_refused_never_changed_and_requests_are_taken_once() {
         let tmp = tempfile::tempdir().expect("tmp");
         let state = tmp.path().join("state");
         std::fs::create_dir(&state).expect("mkdir");
-        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).expect("chmod");
-        let records = Records::open(&cfg(&state), tmp.path()).expect("open");
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let err = Records::open(&cfg(&state), tmp.path()).unwrap_err();
+        assert!(err.to_string().contains("chmod 700"), "{err}");
         assert_eq!(
             std::fs::metadata(&state).expect("meta").mode() & 0o777,
-            0o700
+            0o755,
+            "left as it was"
         );
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let records = Records::open(&cfg(&state), tmp.path()).expect("open");
         let request = Request {
             action: RequestAction::Approve,
             cell: "c".into(),
@@ -559,19 +617,33 @@ mod tests {
     }
 
     #[test]
-    fn a_symlink_below_the_state_dir_is_refused() {
+    fn symlinks_and_shared_parents_are_refused_and_nothing_is_chmodded() {
         let tmp = tempfile::tempdir().expect("tmp");
+        let shared = tmp.path().join("shared");
+        std::fs::create_dir(&shared).expect("mkdir");
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+        // Another user plants a link where the state directory will be.
+        let link = shared.join("lp-state");
+        std::os::unix::fs::symlink(&shared, &link).expect("symlink");
+        let err = Records::open(&cfg(&link), tmp.path()).unwrap_err();
+        assert!(err.to_string().contains("symlink"), "{err}");
+        assert_eq!(
+            std::fs::metadata(&shared).expect("meta").mode() & 0o7777,
+            0o1777,
+            "the link's target is left alone"
+        );
+        // Below a directory others may write to without the sticky bit.
+        let open = tmp.path().join("open");
+        std::fs::create_dir(&open).expect("mkdir");
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let err = Records::open(&cfg(&open.join("state")), tmp.path()).unwrap_err();
+        assert!(err.to_string().contains("others could change"), "{err}");
+        // A link below the state directory.
         let state = tmp.path().join("state");
-        let elsewhere = tmp.path().join("elsewhere");
-        std::fs::create_dir_all(&state).expect("mkdir");
-        std::fs::create_dir_all(&elsewhere).expect("mkdir");
-        std::os::unix::fs::symlink(&elsewhere, state.join("roots")).expect("symlink");
+        std::fs::create_dir(&state).expect("mkdir");
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        std::os::unix::fs::symlink(&shared, state.join("roots")).expect("symlink");
         let err = Records::open(&cfg(&state), tmp.path()).unwrap_err();
-        assert!(err.to_string().contains("not a directory"), "{err}");
-        // The configured directory itself may be a link.
-        std::fs::remove_file(state.join("roots")).expect("rm");
-        let link = tmp.path().join("link");
-        std::os::unix::fs::symlink(&state, &link).expect("symlink");
-        Records::open(&cfg(&link), tmp.path()).expect("a linked state_dir");
+        assert!(err.to_string().contains("symlink"), "{err}");
     }
 }

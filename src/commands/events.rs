@@ -27,8 +27,17 @@ const PREVIEW: usize = 120;
 /// One line of a stream, as read.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Line {
-    /// A JSON object; `ts` is its timestamp ("" if it has none).
-    Event { ts: String, text: String },
+    /// A JSON object; `ts` is its timestamp ("" if it has none). `claims`:
+    /// the other cell its `cell` field names, if it does not name the
+    /// cell whose stream it is in (an agent can append anything to its
+    /// own stream, never to another's).
+    Event {
+        ts: String,
+        text: String,
+        /// The cell whose stream it is in.
+        cell: std::sync::Arc<str>,
+        claims: Option<String>,
+    },
     /// Anything else, with where it is and why it was not taken.
     Corrupt {
         cell: String,
@@ -71,12 +80,20 @@ pub fn run(ctx: &Context, args: EventsArgs) -> Result<ExitCode> {
     let mut out = String::new();
     for (_, line) in &lines {
         match line {
-            Line::Event { text, .. } if ctx.json => {
+            Line::Event { text, claims, .. } if ctx.json => {
+                if let Some(other) = claims {
+                    eprintln!(
+                        "lazarus-pit: a line in another cell's stream claims to be of cell {}",
+                        escape(other)
+                    );
+                }
                 out.push_str(text);
                 out.push('\n');
             }
-            Line::Event { text, .. } => {
-                out.push_str(&readable(text));
+            Line::Event {
+                text, cell, claims, ..
+            } => {
+                out.push_str(&readable(text, cell, claims.as_deref()));
                 out.push('\n');
             }
             Line::Corrupt {
@@ -119,9 +136,10 @@ fn read_lines(cell: &Cell, since: Option<DateTime<Utc>>) -> Result<Vec<(String, 
     let mut last_ts = String::new();
     let mut reader = BufReader::new(file);
     let mut number = 0;
+    let id: std::sync::Arc<str> = cell.id.as_str().into();
     while let Some((bytes, cut)) = next_line(&mut reader)? {
         number += 1;
-        let line = parse_line(&cell.id, number, &bytes, cut);
+        let line = parse_line(&id, number, &bytes, cut);
         match &line {
             Line::Event { ts, .. } => {
                 if !ts.is_empty() {
@@ -176,7 +194,7 @@ pub fn next_line(reader: &mut impl BufRead) -> std::io::Result<Option<(Vec<u8>, 
 }
 
 /// One line of a stream, taken apart.
-pub fn parse_line(cell: &str, number: u64, bytes: &[u8], cut: bool) -> Line {
+pub fn parse_line(cell: &std::sync::Arc<str>, number: u64, bytes: &[u8], cut: bool) -> Line {
     let corrupt = |why: String| Line::Corrupt {
         cell: cell.to_string(),
         number,
@@ -197,6 +215,12 @@ pub fn parse_line(cell: &str, number: u64, bytes: &[u8], cut: bool) -> Line {
                 .unwrap_or("")
                 .to_string(),
             text: text.to_string(),
+            cell: cell.clone(),
+            claims: match obj.get("cell").and_then(Value::as_str) {
+                Some(named) if named == &**cell => None,
+                Some(named) => Some(named.to_string()),
+                None => None,
+            },
         },
         Ok(_) => corrupt("not a JSON object".into()),
         Err(e) => corrupt(format!("not JSON: {e}")),
@@ -229,19 +253,22 @@ fn parse_since(s: &str) -> Result<DateTime<Utc>> {
 }
 
 /// `ts  cell-prefix  event  key=value ...` for people, every agent-written
-/// part escaped.
-fn readable(line: &str) -> String {
+/// part escaped. The cell shown is the stream's; a line that names another
+/// (`claims`) says so as `claims_cell=`.
+fn readable(line: &str, cell: &str, claims: Option<&str>) -> String {
     let Ok(Value::Object(obj)) = serde_json::from_str::<Value>(line) else {
         return escape(line).into_owned();
     };
     let text = |k: &str| escape(obj.get(k).and_then(Value::as_str).unwrap_or("?")).into_owned();
-    let cell = text("cell");
     let mut out = format!(
         "{}  {}  {:<19}",
         text("ts"),
-        cell.get(..8).unwrap_or(&cell),
+        cell.get(..8).unwrap_or(cell),
         text("event")
     );
+    if let Some(other) = claims {
+        out.push_str(&format!(" claims_cell={}", escape(other)));
+    }
     for (k, v) in &obj {
         if matches!(k.as_str(), "ts" | "event" | "cell") {
             continue;
@@ -294,28 +321,47 @@ mod tests {
 
     #[test]
     fn corrupt_lines_say_why_and_show_themselves_escaped() {
-        let Line::Corrupt { why, preview, .. } = parse_line("c", 3, b"\xff\x1b[2Kjunk", false)
+        let c: std::sync::Arc<str> = "c".into();
+        let Line::Corrupt { why, preview, .. } = parse_line(&c, 3, b"\xff\x1b[2Kjunk", false)
         else {
             panic!()
         };
         assert_eq!(why, "not UTF-8");
         assert_eq!(preview, "\u{fffd}\\x1b[2Kjunk");
         assert!(matches!(
-            parse_line("c", 1, b"[1]", false),
+            parse_line(&c, 1, b"[1]", false),
             Line::Corrupt { .. }
         ));
         assert!(matches!(
-            parse_line("c", 1, br#"{"ts":"t","event":"e"}"#, false),
-            Line::Event { .. }
+            parse_line(&c, 1, br#"{"ts":"t","event":"e","cell":"c"}"#, false),
+            Line::Event { claims: None, .. }
         ));
+        // A line that names another cell is shown under its own stream's.
+        let Line::Event { claims, .. } = parse_line(
+            &c,
+            1,
+            br#"{"ts":"t","event":"agent_dead","cell":"other"}"#,
+            false,
+        ) else {
+            panic!()
+        };
+        assert_eq!(claims.as_deref(), Some("other"));
     }
 
     #[test]
     fn human_output_escapes_agent_text() {
         let line = r#"{"ts":"t","event":"heartbeat","cell":"c","agent":"a","status":"\u001b[2K\u001b[1Aok"}"#;
         assert_eq!(
-            readable(line),
+            readable(line, "c", None),
             "t  c  heartbeat           agent=a status=\\x1b[2K\\x1b[1Aok"
+        );
+        assert_eq!(
+            readable(
+                r#"{"ts":"t","event":"agent_dead","cell":"victim"}"#,
+                "mine",
+                Some("victim")
+            ),
+            "t  mine  agent_dead          claims_cell=victim"
         );
     }
 }

@@ -36,7 +36,7 @@ pub fn revive(ctx: &Context, args: AgentArgs) -> Result<ExitCode> {
             "it has no command in cell.json, so the daemon can only watch it",
         ));
     }
-    let records = Records::open(&ctx.config.daemon, &ctx.root.path)?;
+    let records = daemon_records(ctx, &cell, &format!("revive agent {:?}", args.agent))?;
     let name = post(&records, RequestAction::Revive, &cell, &args.agent, None)?;
     report(
         ctx,
@@ -53,16 +53,19 @@ pub fn decide(ctx: &Context, args: AgentArgs, approve: bool) -> Result<ExitCode>
     super::check_agent_name(&args.agent)?;
     let cell = ctx.root.resolve(&args.cell)?;
     let verb = if approve { "approve" } else { "deny" };
-    let records = Records::open_existing(&ctx.config.daemon, &ctx.root.path)?;
+    let records = daemon_records(
+        ctx,
+        &cell,
+        &format!("{verb} the revival of {:?}", args.agent),
+    )?;
     // The pending question, from the daemon's record — never from a file
     // in the cell.
     let pending = records
-        .as_ref()
-        .and_then(|r| r.read_cell(&cell.id))
+        .read_cell(&cell.id)
         .and_then(|r| r.agents.get(&args.agent).cloned())
         .filter(|a| a.state == AgentState::AwaitingApproval)
         .and_then(|a| a.request);
-    let (Some(pending), Some(records)) = (pending, records) else {
+    let Some(pending) = pending else {
         return Err(Error::refused(
             &cell.id,
             format!("{verb} the revival of {:?}", args.agent),
@@ -93,6 +96,25 @@ pub fn decide(ctx: &Context, args: AgentArgs, approve: bool) -> Result<ExitCode>
         &name,
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The daemon's records of this root. None yet means no daemon has used
+/// this root with this state directory: most likely the CLI was not given
+/// the daemon's config, and a request dropped there would never be read.
+fn daemon_records(ctx: &Context, cell: &Cell, action: &str) -> Result<Records> {
+    match Records::open_existing(&ctx.config.daemon, &ctx.root.path)? {
+        Some(records) => Ok(records),
+        None => Err(Error::refused(
+            &cell.id,
+            action,
+            format!(
+                "no daemon has used this cells root with the state directory {} (give this \
+                 command the daemon's config, --config or LAZARUS_CONFIG, for its \
+                 [daemon] state_dir; or start the daemon once)",
+                crate::records::state_dir(&ctx.config.daemon)?.display()
+            ),
+        )),
+    }
 }
 
 fn post(
@@ -126,12 +148,11 @@ fn no_such_agent(cell: &Cell, agent: &str) -> Error {
     )
 }
 
-/// Says what was done, and whether a daemon is there to act on it.
+/// Says what was done, and whether a daemon is there to act on it: the one
+/// holding the root's lock, and reading these records.
 fn report(ctx: &Context, cell: &Cell, records: &Records, what: &str, file: &str) {
-    let daemon = records
-        .read_cell(&cell.id)
-        .and_then(|r| r.daemon_pid)
-        .filter(|pid| super::status::process_exists(*pid));
+    let running = crate::daemon::lock::holder(&ctx.root.path);
+    let daemon = running.filter(|pid| records.claimed_by() == Some(*pid));
     if ctx.json {
         super::print_json(&json!({
             "cell": cell.id,
@@ -141,9 +162,16 @@ fn report(ctx: &Context, cell: &Cell, records: &Records, what: &str, file: &str)
         return;
     }
     println!("{what} in {}", cell.id);
-    if daemon.is_none() {
-        eprintln!(
-            "warning: no daemon is running for this cell; it will act on this when it starts"
-        );
+    match (running, daemon) {
+        (_, Some(_)) => {}
+        (Some(pid), None) => eprintln!(
+            "warning: the daemon running on this root (pid {pid}) uses another state \
+             directory than {}: it will not see this request (give this command the \
+             daemon's config)",
+            records.path().display()
+        ),
+        (None, None) => eprintln!(
+            "warning: no daemon is running on this root; it will act on this when it starts"
+        ),
     }
 }

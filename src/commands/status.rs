@@ -29,8 +29,10 @@ struct CellReport {
     status: String,
     name: Option<String>,
     mission: Option<String>,
-    /// Pid of the daemon whose `state.json` was used, if it is running.
+    /// Pid of the daemon running on the root (it holds the root's lock).
     daemon_pid: Option<u32>,
+    /// Where `state`, `revive_count` and `pid` come from.
+    source: Source,
     agents: Vec<AgentReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
@@ -60,11 +62,12 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<ExitCode> {
         .ok()
         .flatten();
     let records = records.as_ref();
+    let daemon = crate::daemon::lock::holder(&ctx.root.path);
     let reports: Vec<CellReport> = match &args.cell {
         Some(prefix) => {
             let cell = ctx.root.resolve(prefix)?;
             let manifest = cell.read_manifest()?;
-            vec![report(ctx, records, &cell, &manifest, now)]
+            vec![report(ctx, daemon, records, &cell, &manifest, now)]
         }
         None => ctx
             .root
@@ -74,14 +77,15 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<ExitCode> {
                 Listed::Cell { cell, manifest } => {
                     let status = manifest.status();
                     (status.is_monitored() || status == CellStatus::Provisioned)
-                        .then(|| report(ctx, records, &cell, &manifest, now))
+                        .then(|| report(ctx, daemon, records, &cell, &manifest, now))
                 }
                 Listed::Unreadable { name, error } => Some(CellReport {
                     uuid: name,
                     status: "unreadable".into(),
                     name: None,
                     mission: None,
-                    daemon_pid: None,
+                    daemon_pid: daemon,
+                    source: Source::Heartbeats,
                     agents: Vec::new(),
                     error: Some(error.to_string()),
                 }),
@@ -107,12 +111,13 @@ struct Facts {
 
 fn report(
     ctx: &Context,
+    daemon: Option<u32>,
     records: Option<&Records>,
     cell: &Cell,
     manifest: &crate::cell::manifest::Manifest,
     now: f64,
 ) -> CellReport {
-    let daemon = daemon_facts(records, cell);
+    let (source, facts) = daemon_facts(daemon, records, cell);
     let frozen = manifest.status() == CellStatus::Frozen;
     let agents = manifest
         .agents
@@ -124,9 +129,7 @@ fn report(
                 Err(e) if e.is_missing() || e.is_partial() => (None, None),
                 Err(e) => (None, Some(e.to_string())),
             };
-            let facts = daemon
-                .as_ref()
-                .and_then(|(_, agents)| agents.get(&agent.name));
+            let facts = facts.get(&agent.name);
             let last_seen = heartbeat.as_ref().map(|(_, seen)| *seen);
             let computed = match last_seen {
                 _ if frozen => AgentState::Frozen,
@@ -156,21 +159,42 @@ fn report(
         status: manifest.status().as_str().to_string(),
         name: manifest.name.clone(),
         mission: manifest.mission.clone(),
-        daemon_pid: daemon.map(|(pid, _)| pid),
+        daemon_pid: daemon,
+        source,
         agents,
         error: None,
     }
 }
 
-/// The running daemon's pid and its facts about the cell's agents, from
-/// its records if readable, else from the cell's `state.json`; `None` if
-/// the daemon that wrote them is not running.
+/// Where the states shown come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Source {
+    /// The running daemon's own records (`state_dir`).
+    Records,
+    /// The cell's published `state.json`: the daemon wrote it, but the
+    /// cell's agents can write there too, so it is shown as such.
+    StateJson,
+    /// No daemon runs: computed from the heartbeat files.
+    Heartbeats,
+}
+
+/// The running daemon — the one holding the root's lock — and its facts
+/// about the cell's agents: from its records if this user can read them,
+/// else from the cell's `state.json` if that names the same daemon.
 fn daemon_facts(
+    daemon: Option<u32>,
     records: Option<&Records>,
     cell: &Cell,
-) -> Option<(u32, std::collections::HashMap<String, Facts>)> {
-    if let Some(record) = records.and_then(|r| r.read_cell(&cell.id)) {
-        let pid = record.daemon_pid.filter(|pid| process_exists(*pid))?;
+) -> (Source, std::collections::HashMap<String, Facts>) {
+    let none = (Source::Heartbeats, std::collections::HashMap::new());
+    let Some(pid) = daemon else {
+        return none;
+    };
+    if let Some(records) = records.filter(|r| r.claimed_by() == Some(pid)) {
+        let Some(record) = records.read_cell(&cell.id) else {
+            return none;
+        };
         let facts = record
             .agents
             .into_iter()
@@ -183,11 +207,17 @@ fn daemon_facts(
                 (name, facts)
             })
             .collect();
-        return Some((pid, facts));
+        return (Source::Records, facts);
     }
-    let bytes = cell.dir.read_file(STATE, STATE_LIMIT).ok()?;
-    let state = CellState::from_slice(&bytes).ok()?;
-    let pid = state.daemon_pid.filter(|pid| process_exists(*pid))?;
+    let Some(state) = cell
+        .dir
+        .read_file(STATE, STATE_LIMIT)
+        .ok()
+        .and_then(|bytes| CellState::from_slice(&bytes).ok())
+        .filter(|s| s.daemon_pid == Some(pid))
+    else {
+        return none;
+    };
     let facts = state
         .agent_health
         .into_iter()
@@ -200,17 +230,7 @@ fn daemon_facts(
             (name, facts)
         })
         .collect();
-    Some((pid, facts))
-}
-
-pub(crate) fn process_exists(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
-        return false;
-    };
-    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
-        Ok(()) => true,
-        Err(e) => e == nix::errno::Errno::EPERM,
-    }
+    (Source::StateJson, facts)
 }
 
 fn render(reports: &[CellReport]) -> String {
@@ -229,9 +249,21 @@ fn render(reports: &[CellReport]) -> String {
             out.push_str(&format!("  {}\n", escape(error)));
             continue;
         }
-        match cell.daemon_pid {
-            Some(pid) => out.push_str(&format!("  daemon: running (pid {pid})\n")),
-            None => out.push_str("  daemon: not running (states computed from heartbeat files)\n"),
+        match (cell.daemon_pid, cell.source) {
+            (Some(pid), Source::Records) => {
+                out.push_str(&format!("  daemon: running (pid {pid})\n"))
+            }
+            (Some(pid), Source::StateJson) => out.push_str(&format!(
+                "  daemon: running (pid {pid}); states from .lazarus/state.json, which the \
+                 cell's agents can write (its own records are for root or the daemon's user)\n"
+            )),
+            (Some(pid), Source::Heartbeats) => out.push_str(&format!(
+                "  daemon: running (pid {pid}), not reporting this cell yet \
+                 (states computed from heartbeat files)\n"
+            )),
+            (None, _) => {
+                out.push_str("  daemon: not running (states computed from heartbeat files)\n")
+            }
         }
         if cell.agents.is_empty() {
             out.push_str("  no agents\n");

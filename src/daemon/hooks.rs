@@ -169,6 +169,7 @@ async fn run(
     unsafe {
         cmd.pre_exec(|| {
             super::process::cloexec_from_3();
+            super::process::restore_nofile_limit();
             Ok(())
         });
     }

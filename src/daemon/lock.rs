@@ -102,6 +102,29 @@ fn still_named(root: &Dir, lock: &Flock<std::fs::File>) -> bool {
     (ours.st_dev, ours.st_ino) == (named.st_dev, named.st_ino)
 }
 
+/// The pid of the daemon holding `root`'s lock, if one does — read from
+/// `/proc/locks`, which anyone may read, so it also answers for users who
+/// may not open the (private) lock file. A fact about the root, not a
+/// claim written by anyone.
+pub fn holder(root: &Path) -> Option<u32> {
+    let st = nix::sys::stat::lstat(&root.join(LOCK_FILE)).ok()?;
+    let id = format!(
+        "{:02x}:{:02x}:{}",
+        nix::sys::stat::major(st.st_dev),
+        nix::sys::stat::minor(st.st_dev),
+        st.st_ino
+    );
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        // "1: FLOCK  ADVISORY  WRITE 8958 fe:00:10010682 0 EOF"; waiters
+        // are shown with "->" and hold nothing.
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.get(1) == Some(&"FLOCK") && f.get(3) == Some(&"WRITE") && f.get(5) == Some(&id.as_str()))
+            .then(|| f.get(4)?.parse().ok())
+            .flatten()
+    })
+}
+
 /// `daemon.pid_file`: written atomically at start, removed at exit.
 pub struct PidFile {
     path: std::path::PathBuf,
@@ -135,5 +158,25 @@ impl PidFile {
 impl Drop for PidFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_holder_of_a_root_lock_is_known_to_anyone() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        assert_eq!(holder(tmp.path()), None, "no lock file");
+        let root = Dir::open(tmp.path()).expect("root");
+        let lock = RootLock::acquire(&root).expect("lock");
+        assert_eq!(holder(tmp.path()), Some(std::process::id()));
+        assert!(matches!(
+            RootLock::acquire(&root),
+            Err(Error::AlreadyRunning { pid: Some(p), .. }) if p == std::process::id()
+        ));
+        drop(lock);
+        assert_eq!(holder(tmp.path()), None, "released");
     }
 }

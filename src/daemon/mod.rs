@@ -43,7 +43,7 @@ use crate::error::{Error, Result};
 use crate::events::{Event, EventKind};
 use crate::logging::LogHandle;
 use crate::records::{CellRecord, Records, RequestAction};
-use crate::store::{AGENT_FILE_LIMIT, Dir, ReadError};
+use crate::store::{AGENT_FILE_LIMIT, Dir, EntryKind, ReadError};
 use crate::supervisor::{Action, AgentId, CellId, Input, Instance, Reason, Supervisor};
 use clock::Clock;
 use hooks::Hooks;
@@ -57,9 +57,11 @@ const FLUSH_TICK: Duration = Duration::from_millis(100);
 /// An identical `invalid_input` for the same file is repeated at most
 /// this often.
 const INVALID_REPEAT_S: f64 = 300.0;
-/// How long the daemon waits for a cell's lock. An agent can hold it
-/// forever; the daemon must not wait on it (it retries at the next rescan).
-const DAEMON_LOCK_PATIENCE: Duration = Duration::from_millis(50);
+/// How long the daemon waits for a cell's lock: not at all. An agent can
+/// hold it forever, or take it at every change it makes, and the daemon's
+/// loop must never sleep on it (what needed it is retried at the next
+/// rescan, or done without it).
+const DAEMON_LOCK_PATIENCE: Duration = Duration::ZERO;
 /// How often a missing root is looked for.
 const ROOT_WAIT: Duration = Duration::from_secs(1);
 
@@ -74,6 +76,7 @@ pub struct Options {
 
 /// Runs the daemon until `SIGTERM`/`SIGINT` (or one pass with `--once`).
 pub fn run(ctx: Context, opts: Options, log: LogHandle) -> Result<ExitCode> {
+    process::raise_nofile_limit();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -116,6 +119,12 @@ async fn serve(ctx: Context, opts: Options, log: LogHandle) -> Result<ExitCode> 
         };
         let _lock = RootLock::acquire(&root_dir)?;
         let records = Records::open(&config.daemon, &ctx.root.path)?;
+        if let Err(e) = records.claim(std::process::id()) {
+            tracing::warn!(
+                "{}: cannot record the daemon's pid: {e}",
+                records.path().display()
+            );
+        }
         let mut shell = Shell::new(config.clone(), root_dir, records, Clock::system());
         if opts.once {
             shell.discover();
@@ -507,7 +516,16 @@ impl Shell {
     fn scan(&mut self, name: &str, heartbeats: bool) {
         let cell_dir = match self.root_dir.subdir(name) {
             Ok(dir) => dir,
-            Err(_) => return self.cell_gone(name),
+            // Gone, or no longer a directory: let go of it. Anything else
+            // (out of descriptors, say) is no reason to drop a cell and
+            // its record: keep it as it is, try again at the next rescan.
+            Err(e) => match self.root_dir.entry_kind(name) {
+                Ok(Some(EntryKind::Dir)) | Err(_) => {
+                    tracing::warn!("cell {name}: cannot open it ({e}); kept as it is");
+                    return;
+                }
+                Ok(_) => return self.cell_gone(name),
+            },
         };
         let manifest = match cell_dir.read_file(MANIFEST, MANIFEST_LIMIT) {
             Ok(bytes) => match Manifest::from_slice(&bytes) {
@@ -799,7 +817,10 @@ impl Shell {
                     // cell is seen again, its record names them and they
                     // are adopted, not doubled. A cell whose directory is
                     // gone, with nothing left running, leaves no record.
-                    let gone = !self.root_dir.exists_beneath(&cell);
+                    let gone = matches!(
+                        self.root_dir.entry_kind(&cell),
+                        Ok(None | Some(EntryKind::File | EntryKind::Symlink | EntryKind::Other))
+                    );
                     let running = record.agents.values().any(|a| a.instance.is_some());
                     tracing::info!(
                         "cell {cell}: no longer monitored{}",

@@ -8,8 +8,11 @@
 //! process a heartbeat names — if it runs as the agent's user and its
 //! environment carries this cell's `LAZARUS_CELL_UUID` and this agent's
 //! `LAZARUS_AGENT`. Nothing else is ever signalled, never pid 1 or the
-//! daemon itself, and, when agents run as another user, never a process of
-//! any other uid on an agent's account (a set-uid program it ran, say).
+//! daemon itself. When agents run as another user, a process found by a
+//! claim or in an adopted instance's session must run as that user (a
+//! set-uid program it ran does not); the process group of an instance the
+//! daemon started is the agent's by descent and goes as a whole, whoever
+//! its members run as (as a cgroup will).
 //!
 //! Every agent runs in its own session (`setsid`), so its pid is also its
 //! process group and session id. Stopping an agent the daemon started
@@ -27,6 +30,7 @@ use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -47,6 +51,49 @@ use crate::supervisor::{AgentId, CellId, ExitInfo, Instance, Reason};
 const PASSED: &[&str] = &["PATH", "LANG", "TZ"];
 /// `PATH` when the daemon has none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The soft `RLIMIT_NOFILE` the daemon was started with (0: unknown). The
+/// daemon raises its own to the hard limit — it holds a pidfd per agent
+/// and a watch per cell, and running out would blind it — and gives the
+/// agents and hooks it starts the limit it was given, not its own.
+static INHERITED_NOFILE: AtomicU64 = AtomicU64::new(0);
+
+/// Raises the daemon's soft descriptor limit to its hard one (at most the
+/// kernel's `nr_open`), remembering the old one for its children.
+pub fn raise_nofile_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    INHERITED_NOFILE.store(soft, Ordering::Relaxed);
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(1 << 20);
+    let want = hard.min(nr_open);
+    if want > soft
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, want, hard)
+    {
+        tracing::debug!("cannot raise the descriptor limit to {want}: {e}");
+    }
+}
+
+/// In a forked child, before exec: the descriptor limit the daemon was
+/// started with. Async-signal-safe.
+pub(crate) fn restore_nofile_limit() {
+    let soft = INHERITED_NOFILE.load(Ordering::Relaxed);
+    if soft == 0 {
+        return;
+    }
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, soft.min(hard), hard);
+    }
+}
+
+/// Descriptors kept free for the daemon's own work (cells, heartbeats,
+/// records, hooks) whatever the number of agents it runs.
+const FD_RESERVE: u64 = 96;
 
 /// What `/proc/<pid>/stat` says of a process.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -461,6 +508,19 @@ impl Procs {
     /// Starts an agent in its cell and watches it. The error is one
     /// sentence for `revive_failed`.
     pub fn spawn(&mut self, root: &Dir, start: Start<'_>) -> Result<Instance, String> {
+        // Every instance holds a descriptor (its pidfd) for as long as it
+        // runs. Past the daemon's limit, less a reserve, nothing more is
+        // started: a cell that asks for thousands of agents must not leave
+        // the daemon unable to open the files it watches for every other.
+        let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map_or(1024, |(soft, _)| soft);
+        let watched: usize = self.table.values().map(HashMap::len).sum();
+        if (watched as u64).saturating_add(FD_RESERVE) >= limit {
+            return Err(format!(
+                "the daemon has {watched} agents running and its descriptor limit is {limit}: \
+                 no more are started (raise LimitNOFILE / ulimit -n for the daemon)"
+            ));
+        }
         let cell_dir = super::live_cell(root, start.cell).map_err(|e| e.to_string())?;
         let (mut child, instance) = spawn(&cell_dir, &start)?;
         let (stop_tx, stop_rx) = oneshot::channel();
@@ -660,16 +720,28 @@ fn identity(cell_dir: &Dir) -> Result<Identity, String> {
     let switch_to = owner.filter(|(uid, _)| !uid.is_root());
     let uid = switch_to.map_or_else(nix::unistd::geteuid, |(uid, _)| uid);
     let user = nix::unistd::User::from_uid(uid).ok().flatten();
-    let switch = switch_to.map(|(uid, gid)| {
-        let groups = user
-            .as_ref()
-            .and_then(|u| {
-                let name = CString::new(u.name.clone()).ok()?;
-                nix::unistd::getgrouplist(&name, u.gid).ok()
-            })
-            .unwrap_or_else(|| vec![gid]);
-        (uid, gid, groups)
-    });
+    let switch = match (switch_to, &user) {
+        (None, _) => None,
+        // The owner's own primary group and groups, never the directory's
+        // group: `chown user dir` leaves that one root's.
+        (Some((uid, _)), Some(u)) => {
+            let groups = CString::new(u.name.clone())
+                .ok()
+                .and_then(|name| nix::unistd::getgrouplist(&name, u.gid).ok())
+                .unwrap_or_else(|| vec![u.gid]);
+            Some((uid, u.gid, groups))
+        }
+        // A uid the user database does not know: the directory's group,
+        // unless that is root's.
+        (Some((uid, gid)), None) if gid.as_raw() != 0 => Some((uid, gid, vec![gid])),
+        (Some((uid, _)), None) => {
+            return Err(format!(
+                "the cell's owner (uid {uid}) has no entry in the user database and the \
+                 cell directory's group is root's: refusing to run the agent with group root \
+                 (give the directory the agent's group)"
+            ));
+        }
+    };
     Ok(Identity { switch, user, uid })
 }
 
@@ -848,6 +920,7 @@ fn spawn(cell_dir: &Dir, start: &Start<'_>) -> Result<(tokio::process::Child, In
             nix::unistd::setsid()?;
             nix::unistd::fchdir(std::os::fd::BorrowedFd::borrow_raw(ws_fd))?;
             cloexec_from_3();
+            restore_nofile_limit();
             for (resource, value) in &limits {
                 nix::sys::resource::setrlimit(*resource, *value, *value)?;
             }

@@ -10,6 +10,8 @@
 //! `poll_interval`: heartbeats arrive by the thousand per second and each
 //! write costs an fsync, so a heartbeat storm must not become a write
 //! storm (`status` reads heartbeat ages from the heartbeat files anyway).
+//! A batch holds at most [`BATCH_CELLS`] cells, urgent ones first, already
+//! serialised: the memory it takes stays small at 10,000 cells.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,7 +23,11 @@ use crate::records::{CellRecord, Records};
 use crate::store::Dir;
 use crate::supervisor::{CellId, Supervisor};
 
-/// One cell's writes in a batch.
+/// Cells per batch. Each costs two fsyncs, so a batch is tens of
+/// milliseconds of disk at most; the next one follows at the next tick.
+const BATCH_CELLS: usize = 512;
+
+/// One cell's writes in a batch, serialised.
 struct Write {
     cell: CellId,
     record: Option<RecordWrite>,
@@ -29,7 +35,7 @@ struct Write {
 }
 
 enum RecordWrite {
-    Put(Box<CellRecord>),
+    Put(Vec<u8>),
     Remove,
 }
 
@@ -71,33 +77,23 @@ impl Publisher {
         }
     }
 
-    /// The final record of a forgotten cell that may not have reached the
-    /// disk yet: a cell found again right after it was forgotten must be
-    /// restored from this, not from an older file.
-    pub fn final_record(&mut self, cell: &str) -> Option<Box<CellRecord>> {
-        self.settle_writes();
-        self.forgotten
-            .get(cell)
-            .cloned()
-            .flatten()
-            .or_else(|| self.in_flight.get(cell).cloned())
-    }
-
-    /// Forgets what the finished batch wrote.
-    fn settle_writes(&mut self) {
-        if self.writing.as_ref().is_none_or(|h| h.is_finished()) {
-            self.in_flight.clear();
-        }
-    }
-
     pub fn mark(&mut self, cell: CellId, urgent: bool) {
         *self.dirty.entry(cell).or_default() |= urgent;
         self.urgent |= urgent;
     }
 
-    /// Whether the cell has a state change not written yet.
-    pub fn is_urgent(&self, cell: &str) -> bool {
-        self.dirty.get(cell) == Some(&true)
+    /// The final record of a forgotten cell that may not have reached the
+    /// disk yet: a cell found again right after it was forgotten must be
+    /// restored from this, not from an older file.
+    pub fn final_record(&mut self, cell: &str) -> Option<Box<CellRecord>> {
+        if self.writing.as_ref().is_none_or(|h| h.is_finished()) {
+            self.in_flight.clear();
+        }
+        self.forgotten
+            .get(cell)
+            .cloned()
+            .flatten()
+            .or_else(|| self.in_flight.get(cell).cloned())
     }
 
     /// The cell is no longer tracked: its `state.json` is left as it is,
@@ -108,8 +104,9 @@ impl Publisher {
         let changed = self.dirty.remove(&cell) == Some(true);
         self.last_written.remove(&cell);
         match record {
-            Some(record) if changed => {
-                let record = self.complete(record);
+            Some(mut record) if changed => {
+                record.boot_id = self.boot_id.clone();
+                record.daemon_pid = Some(self.pid);
                 self.forgotten.insert(cell, Some(record));
             }
             Some(_) => {}
@@ -118,13 +115,6 @@ impl Publisher {
             }
         }
         self.urgent = true;
-    }
-
-    /// Adds what the daemon knows of this record before it is written.
-    fn complete(&self, mut record: Box<CellRecord>) -> Box<CellRecord> {
-        record.boot_id = self.boot_id.clone();
-        record.daemon_pid = Some(self.pid);
-        record
     }
 
     /// Starts writing what is due (see the module doc). `lazy_after`:
@@ -137,12 +127,11 @@ impl Publisher {
         if !self.urgent && now < self.next_lazy_scan {
             return;
         }
-        self.urgent = false;
         // Between urgent changes, a scan of every dirty cell once a second
         // is enough for writes that are due only every `lazy_after`.
         self.next_lazy_scan = now + 1.0;
         let last_written = &self.last_written;
-        let due: Vec<CellId> = self
+        let mut due: Vec<(bool, CellId)> = self
             .dirty
             .iter()
             .filter(|(cell, urgent)| {
@@ -151,9 +140,16 @@ impl Publisher {
                         .get(*cell)
                         .is_none_or(|at| now - at >= lazy_after)
             })
-            .map(|(cell, _)| cell.clone())
+            .map(|(cell, urgent)| (!*urgent, cell.clone()))
             .collect();
-        let batch = self.take(core, due, now);
+        let room = BATCH_CELLS.saturating_sub(self.forgotten.len().min(BATCH_CELLS));
+        if due.len() > room {
+            // Urgent first; the rest at the next tick.
+            due.select_nth_unstable(room);
+            due.truncate(room);
+        }
+        let batch = self.take(core, due.into_iter().map(|(_, c)| c), now, true);
+        self.urgent = self.dirty.values().any(|u| *u) || !self.forgotten.is_empty();
         if batch.is_empty() {
             return;
         }
@@ -180,17 +176,33 @@ impl Publisher {
             .filter(|(_, urgent)| **urgent)
             .map(|(cell, _)| cell.clone())
             .collect();
-        let batch = self.take(core, due, now);
+        for chunk in due.chunks(BATCH_CELLS) {
+            let batch = self.take(core, chunk.iter().cloned(), now, false);
+            write(&self.root, &self.records, batch);
+        }
+        let batch = self.take(core, std::iter::empty(), now, false);
         write(&self.root, &self.records, batch);
     }
 
-    fn take(&mut self, core: &Supervisor, due: Vec<CellId>, now: f64) -> Vec<Write> {
-        let mut batch = Vec::with_capacity(due.len() + self.forgotten.len());
+    /// Takes the forgotten records and the `due` cells out of the dirty
+    /// set, serialised for writing. `track`: remember the forgotten
+    /// records until the batch is written (it runs off the loop).
+    fn take(
+        &mut self,
+        core: &Supervisor,
+        due: impl Iterator<Item = CellId>,
+        now: f64,
+        track: bool,
+    ) -> Vec<Write> {
+        let mut batch = Vec::new();
         for (cell, record) in std::mem::take(&mut self.forgotten) {
             let record = match record {
                 Some(record) => {
-                    self.in_flight.insert(cell.clone(), record.clone());
-                    RecordWrite::Put(record)
+                    let bytes = record.to_bytes();
+                    if track {
+                        self.in_flight.insert(cell.clone(), record);
+                    }
+                    RecordWrite::Put(bytes)
                 }
                 None => RecordWrite::Remove,
             };
@@ -206,7 +218,11 @@ impl Publisher {
             let record = urgent
                 .then(|| core.record(&cell, now))
                 .flatten()
-                .map(|r| RecordWrite::Put(self.complete(Box::new(r))));
+                .map(|mut r| {
+                    r.boot_id = self.boot_id.clone();
+                    r.daemon_pid = Some(self.pid);
+                    RecordWrite::Put(r.to_bytes())
+                });
             let state = core.snapshot(&cell, self.pid, now).map(|mut state| {
                 state
                     .extra
@@ -226,8 +242,8 @@ impl Publisher {
 /// Writes a batch: each record before its cell's `state.json`.
 fn write(root: &Dir, records: &Records, batch: Vec<Write>) {
     for w in batch {
-        let result = match w.record {
-            Some(RecordWrite::Put(record)) => records.write_cell(&record),
+        let result = match &w.record {
+            Some(RecordWrite::Put(bytes)) => records.write_cell_bytes(&w.cell, bytes),
             Some(RecordWrite::Remove) => records.remove_cell(&w.cell),
             None => Ok(()),
         };

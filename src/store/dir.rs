@@ -481,6 +481,24 @@ impl Dir {
         Ok(out)
     }
 
+    /// What `name` (one component) is, without following a symlink:
+    /// `None` if there is nothing by that name. Any other failure (out of
+    /// descriptors, say) is an error, never taken for "gone".
+    pub fn entry_kind(&self, name: &str) -> io::Result<Option<EntryKind>> {
+        match nix::sys::stat::fstatat(&self.fd, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some(
+                match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
+                    SFlag::S_IFDIR => EntryKind::Dir,
+                    SFlag::S_IFREG => EntryKind::File,
+                    SFlag::S_IFLNK => EntryKind::Symlink,
+                    _ => EntryKind::Other,
+                },
+            )),
+            Err(Errno::ENOENT) => Ok(None),
+            Err(e) => Err(errno_io(e, &self.display(name))),
+        }
+    }
+
     /// Whether `rel` exists below this directory, reached without symlinks.
     pub fn exists_beneath(&self, rel: &str) -> bool {
         self.open_beneath(rel, OFlag::O_PATH, Mode::empty()).is_ok()

@@ -328,8 +328,10 @@ fn policy_ask_waits_for_approve_or_deny() {
         &env,
         json!({"revive_policy": "ask", "agents": [agent("a", "crash-once"), agent("b", "crash")]}),
     );
+    // Before any daemon used this root, the CLI says so (a wrong config
+    // is the likely cause), instead of dropping a request nobody reads.
     env.run(&["approve", &uuid, "a"])
-        .fails(1, "no revival request is pending");
+        .fails(1, "no daemon has used this cells root");
     let _daemon = env.spawn_daemon(&[]);
     let requested = env.wait_event(&uuid, "revive_requested", 2, WAIT);
     let id_a = requested

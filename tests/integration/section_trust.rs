@@ -942,3 +942,185 @@ fn the_state_directory_is_private_to_the_daemon() {
             .exists()
     );
 }
+
+/// Found by the review: an agent ran with the cell directory's group,
+/// which `chown user dir` leaves root's. It runs with its user's own.
+#[test]
+#[cfg_attr(
+    not(as_root),
+    ignore = "needs root: the agent must run as another user"
+)]
+fn an_agent_never_gets_the_directorys_root_group() {
+    let env = env();
+    let uuid = cell(&env, json!({"agents": [agent("a", "beat")]}));
+    // The owner only, as operators often do: the group stays root's.
+    let status = Command::new("chown")
+        .args(["-R", &NOBODY.to_string()])
+        .arg(env.cell(&uuid))
+        .status()
+        .expect("chown");
+    assert!(status.success());
+    for dir in [env.tmp.path(), &env.root] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    assert_eq!(std::fs::metadata(env.cell(&uuid)).expect("meta").gid(), 0);
+    let _daemon = env.spawn_daemon(&[]);
+    let pid = pid_of(&env, &uuid, "agent_started", "a", 1);
+    let start = env.agent_start(&uuid, "a", pid);
+    let nobody = nix::unistd::User::from_uid(NOBODY.into())
+        .expect("passwd")
+        .expect("nobody");
+    assert_eq!(start["uid"], NOBODY.to_string());
+    assert_eq!(
+        start["gid"],
+        nobody.gid.to_string(),
+        "nobody's own group, not root's"
+    );
+}
+
+/// Found by the review: a cell asking for more agents than the daemon has
+/// descriptors made it drop other cells as "gone" and stop reading their
+/// heartbeats. Past its limit (less a reserve) it starts no more; every
+/// other cell stays supervised.
+#[test]
+fn a_cell_with_too_many_agents_cannot_blind_the_daemon() {
+    let env = Env::new();
+    env.config("[cells]\nheartbeat_stale_threshold = 60\nresurrect_after = 600\n");
+    let watched = env.create(&["--agent", "v"]);
+    let hostile: Vec<Value> = (0..200)
+        .map(|i| json!({"name": format!("a{i}"), "command": ["sleep", "300"]}))
+        .collect();
+    let hostile = cell(&env, json!({"agents": hostile}));
+    let mut cmd = env.command(&["daemon"]);
+    // SAFETY: setrlimit is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, 160, 160)
+                .map_err(Into::into)
+        });
+    }
+    let daemon = env.spawn_daemon_cmd(cmd);
+    daemon.wait_log("ready:", WAIT);
+    wait_for("the start refused past the limit", WAIT, || {
+        env.events_named(&hostile, "revive_failed").iter().any(|e| {
+            e["error"]
+                .as_str()
+                .is_some_and(|m| m.contains("descriptor limit"))
+        })
+    });
+    // The other cell is still watched: a new status is seen.
+    env.beat(&watched, "v", "still-watched");
+    wait_for("the watched cell's heartbeat", WAIT, || {
+        env.events_named(&watched, "heartbeat")
+            .iter()
+            .any(|e| e["status"] == "still-watched")
+    });
+    assert!(
+        !daemon
+            .log()
+            .contains(&format!("cell {watched}: no longer monitored")),
+        "{}",
+        daemon.log()
+    );
+    let started = env.events_named(&hostile, "agent_started").len();
+    assert!(started > 0 && started < 200, "{started} started");
+}
+
+/// Found by the review: `status` showed a forged `state.json` as the
+/// daemon's word ("daemon: running (pid 1)", every agent healthy). Whether
+/// a daemon runs is read from the root's lock; without one, states are
+/// computed from the heartbeat files.
+#[test]
+fn status_is_not_fooled_by_a_forged_state_json() {
+    let env = Env::new();
+    env.config("[cells]\nheartbeat_stale_threshold = 600\n");
+    let uuid = env.create(&["--agent", "a"]);
+    let forged = json!({"cell_uuid": uuid, "daemon_pid": 1, "last_poll": now(),
+                        "agent_health": {"a": {"healthy": true, "last_seen": now(), "revive_count": 7,
+                                               "state": "healthy", "pid": 1}}});
+    std::fs::write(
+        env.cell(&uuid).join(".lazarus/state.json"),
+        forged.to_string(),
+    )
+    .expect("forge");
+    let status = env.run(&["status", "--json"]).success().json();
+    let cell = &status["cells"][0];
+    assert_eq!(
+        cell["daemon_pid"],
+        Value::Null,
+        "no daemon holds the root's lock"
+    );
+    assert_eq!(cell["source"], "heartbeats");
+    assert_eq!(cell["agents"][0]["state"], "unknown", "never beat");
+    assert_eq!(cell["agents"][0]["revive_count"], 0);
+    let text = env.run(&["status"]).success().stdout;
+    assert!(text.contains("daemon: not running"), "{text}");
+    // With the daemon: its own records, and its real pid.
+    let daemon = env.daemon(&[]);
+    wait_for("the record", WAIT, || env.record(&uuid).is_some());
+    let status = env.run(&["status", "--json"]).success().json();
+    assert_eq!(status["cells"][0]["daemon_pid"], daemon.pid());
+    assert_eq!(status["cells"][0]["source"], "records");
+    assert_eq!(status["cells"][0]["agents"][0]["revive_count"], 0);
+}
+
+/// The same, for a user who cannot read the daemon's records: the states
+/// shown come from `state.json`, and `status` says so.
+#[test]
+#[cfg_attr(
+    not(as_root),
+    ignore = "needs root: status must run as a user who cannot read the records"
+)]
+fn status_says_where_its_states_come_from() {
+    let env = Env::new();
+    env.config("[cells]\nheartbeat_stale_threshold = 600\n");
+    let uuid = env.create(&["--agent", "a"]);
+    for dir in [env.tmp.path(), &env.root] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let daemon = env.daemon(&[]);
+    wait_for("state.json", WAIT, || env.state(&uuid).is_some());
+    let mut cmd = env.command(&["status"]);
+    cmd.uid(NOBODY).gid(NOBODY);
+    let run = env.run_cmd(cmd, &["status"]).success();
+    assert!(
+        run.stdout
+            .contains(&format!("daemon: running (pid {})", daemon.pid()))
+            && run.stdout.contains("which the cell's agents can write"),
+        "{run:#?}"
+    );
+}
+
+/// Found by the review: `revive` and `approve` run without the daemon's
+/// config dropped a request where no daemon looks (or said "no request
+/// pending" when one was). They say which state directory they looked in.
+#[test]
+fn operator_commands_say_when_they_miss_the_daemons_state_directory() {
+    let env = env();
+    let mut a = agent("a", "crash");
+    a["revive_policy"] = "ask".into();
+    let uuid = cell(&env, json!({"agents": [a]}));
+    let _daemon = env.spawn_daemon(&[]);
+    env.wait_event(&uuid, "revive_requested", 1, WAIT);
+    let other = env.tmp.path().join("elsewhere.toml");
+    std::fs::write(
+        &other,
+        format!(
+            "[daemon]\nstate_dir = {:?}\n",
+            env.tmp.path().join("other-state")
+        ),
+    )
+    .expect("config");
+    for verb in ["approve", "revive"] {
+        let mut cmd = env.command(&[verb, &uuid, "a"]);
+        cmd.env("LAZARUS_CONFIG", &other);
+        env.run_cmd(cmd, &[verb]).fails(
+            1,
+            "no daemon has used this cells root with the state directory",
+        );
+    }
+    assert!(
+        !env.tmp.path().join("other-state").exists(),
+        "nothing created there"
+    );
+}
