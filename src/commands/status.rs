@@ -174,6 +174,7 @@ enum Source {
     Records,
     /// The cell's published `state.json`: the daemon wrote it, but the
     /// cell's agents can write there too, so it is shown as such.
+    #[serde(rename = "state.json")]
     StateJson,
     /// No daemon runs: computed from the heartbeat files.
     Heartbeats,

@@ -242,10 +242,9 @@ fn status_tolerates_half_written_and_hostile_heartbeats() {
 }
 
 #[test]
-fn status_takes_states_from_a_live_daemons_state_file() {
+fn status_takes_states_from_the_state_file_of_the_daemon_holding_the_lock() {
     let env = Env::new();
     let uuid = env.create(&["--agent", "a"]);
-    // The test process stands in for a running daemon.
     let state = json!({
         "cell_uuid": uuid, "daemon_pid": std::process::id(), "last_poll": now(),
         "agent_health": {"a": {"healthy": false, "last_seen": null, "revive_count": 2,
@@ -256,9 +255,20 @@ fn status_takes_states_from_a_live_daemons_state_file() {
         state.to_string(),
     )
     .expect("write");
+    // Naming a live process is not enough: no daemon holds the root's lock.
+    let v = env.run(&["status", "--json"]).success().json();
+    assert_eq!(v["cells"][0]["daemon_pid"], json!(null));
+    assert_eq!(v["cells"][0]["agents"][0]["state"], "unknown");
+    // The test process stands in for a running daemon: it takes the lock.
+    let root = lazarus_pit::store::Dir::open(&env.root).expect("root");
+    let _lock = lazarus_pit::daemon::lock::RootLock::acquire(&root).expect("lock");
     let v = env.run(&["status", "--json"]).success().json();
     let a = &v["cells"][0]["agents"][0];
     assert_eq!(v["cells"][0]["daemon_pid"], std::process::id());
+    assert_eq!(
+        v["cells"][0]["source"], "state.json",
+        "its records are not there"
+    );
     assert_eq!(a["state"], "reviving");
     assert_eq!(a["revive_count"], 2);
     assert_eq!(a["pid"], 777);
