@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::Context;
 use crate::cell::lifecycle::{CellStatus, Trigger, transition};
-use crate::cell::manifest::{Agent, Manifest};
+use crate::cell::manifest::{Agent, Isolation, Manifest};
 use crate::cell::{Cell, LAYOUT, MANIFEST, now_rfc3339, template};
 use crate::cli::CreateArgs;
 use crate::error::{Error, Result};
@@ -55,7 +55,20 @@ pub fn run(ctx: &Context, args: CreateArgs) -> Result<ExitCode> {
     for agent in &manifest.agents {
         super::check_agent_name(&agent.name)?;
     }
-    let problems = manifest.problems();
+    let mut problems = manifest.problems();
+    // As `cell join`: an agent is never added with an isolation level this
+    // version cannot give (it would never start).
+    for agent in &manifest.agents {
+        let level = agent.isolation.or(manifest.isolation).unwrap_or_default();
+        if level != Isolation::Directory {
+            problems.push(format!(
+                "agent {:?}: isolation {:?} is not available in this version of lazarus-pit, \
+                 and agents are never started without it",
+                agent.name,
+                level.as_str()
+            ));
+        }
+    }
     if !problems.is_empty() {
         let path = args
             .template

@@ -74,14 +74,24 @@ fn heartbeat_status_changes_become_events() {
     env.config("[cells]\nheartbeat_stale_threshold = 60\n");
     let uuid = env.create(&["--agent", "a"]);
     let _d = env.daemon(&[]);
-    for status in ["thinking", "thinking", "coding", "coding", "thinking"] {
+    // Each new status is waited for before the next beat; a repeated one
+    // has no event of its own to wait for, and the next change is its
+    // witness: had it made one, it would come before.
+    let mut changes = 0;
+    for (status, changed) in [
+        ("thinking", true),
+        ("thinking", false),
+        ("coding", true),
+        ("coding", false),
+        ("thinking", true),
+        ("done", true),
+    ] {
         env.beat(&uuid, "a", status);
-        std::thread::sleep(Duration::from_millis(20));
+        if changed {
+            changes += 1;
+            env.wait_event(&uuid, "heartbeat", changes, LIMIT);
+        }
     }
-    wait_for("3 heartbeat events", LIMIT, || {
-        env.events_named(&uuid, "heartbeat").len() >= 3
-    });
-    std::thread::sleep(Duration::from_millis(200));
     let statuses: Vec<Value> = env
         .events_named(&uuid, "heartbeat")
         .iter()
@@ -89,7 +99,12 @@ fn heartbeat_status_changes_become_events() {
         .collect();
     assert_eq!(
         statuses,
-        [json!("thinking"), json!("coding"), json!("thinking")]
+        [
+            json!("thinking"),
+            json!("coding"),
+            json!("thinking"),
+            json!("done")
+        ]
     );
 }
 

@@ -746,9 +746,25 @@ fn an_isolation_level_that_cannot_be_given_is_refused() {
     let env = env();
     let mut a = agent("a", "beat");
     a["isolation"] = "podman".into();
-    let mut b = agent("b", "beat");
-    b["isolation"] = "mount-namespace".into();
-    let uuid = cell(&env, json!({"agents": [a, b]}));
+    // `cell create` refuses to add such an agent...
+    let template = env.tmp.path().join("isolated.json");
+    std::fs::write(&template, json!({"agents": [a]}).to_string()).expect("template");
+    env.run(&[
+        "cell",
+        "create",
+        "--template",
+        template.to_str().expect("utf-8"),
+    ])
+    .fails(1, "podman");
+    // ...and a hand edit of cell.json (an agent can make it) never starts it.
+    let uuid = cell(&env, json!({"agents": []}));
+    env.edit_manifest(&uuid, |m| {
+        let mut a = agent("a", "beat");
+        a["isolation"] = "podman".into();
+        let mut b = agent("b", "beat");
+        b["isolation"] = "mount-namespace".into();
+        m["agents"] = json!([a, b]);
+    });
     let _daemon = env.spawn_daemon(&[]);
     for (name, level) in [("a", "podman"), ("b", "mount-namespace")] {
         let failed = {
