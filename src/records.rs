@@ -90,6 +90,9 @@ pub struct AgentRecord {
     /// Policy `ask`: the question waiting for `approve`/`deny`.
     #[serde(default)]
     pub request: Option<RequestRecord>,
+    /// An operator denied its revival: only `revive` brings it back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub denied: bool,
     /// Set when the record is read back, not stored: the recorded
     /// instance is gone (another boot, or its pid now names someone else).
     #[serde(skip)]
@@ -119,6 +122,9 @@ pub struct Request {
     /// For `approve` and `deny`: the request answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// For `status`: the status the CLI is about to write into `cell.json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
     #[serde(default)]
     pub by: String,
     #[serde(default)]
@@ -131,6 +137,10 @@ pub enum RequestAction {
     Revive,
     Approve,
     Deny,
+    /// Not a decision but a notice: the CLI moves the cell's status and
+    /// records `cell_status_changed` itself, so the daemon, seeing the
+    /// move, does not record it again.
+    Status,
 }
 
 impl RequestAction {
@@ -139,6 +149,7 @@ impl RequestAction {
             RequestAction::Revive => "revive",
             RequestAction::Approve => "approve",
             RequestAction::Deny => "deny",
+            RequestAction::Status => "status",
         }
     }
 }
@@ -356,6 +367,24 @@ impl Records {
                 record_name(cell).map(|_| cell.to_string())
             })
             .collect()
+    }
+
+    /// Tells the daemon, best effort, that the CLI is about to move a cell
+    /// to `to` (and records that move itself). A user who may not write
+    /// the inbox gets the move recorded twice, the daemon's copy marked
+    /// `observed`; nothing worse.
+    pub fn announce_move(cfg: &DaemonConfig, root: &Path, cell: &str, to: &str) {
+        if let Ok(Some(records)) = Records::open_existing(cfg, root) {
+            let _ = records.post(&Request {
+                action: RequestAction::Status,
+                cell: cell.to_string(),
+                agent: String::new(),
+                request_id: None,
+                to: Some(to.to_string()),
+                by: String::new(),
+                at: String::new(),
+            });
+        }
     }
 
     /// Drops a request in the inbox (atomically: the daemon sees it whole
@@ -603,6 +632,7 @@ mod tests {
             cell: "c".into(),
             agent: "a".into(),
             request_id: Some("r1".into()),
+            to: None,
             by: "op".into(),
             at: "now".into(),
         };

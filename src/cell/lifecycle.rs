@@ -50,6 +50,18 @@ impl CellStatus {
         matches!(self, CellStatus::Active | CellStatus::Frozen)
     }
 
+    /// Whether no legal move leads back to supervision from here.
+    pub fn is_final(&self) -> bool {
+        matches!(self, CellStatus::Archived | CellStatus::Destroyed)
+    }
+
+    /// Whether the table of legal moves has one from `from` to `to`.
+    pub fn can_move(from: &CellStatus, to: &CellStatus) -> bool {
+        ALLOWED_TRANSITIONS
+            .iter()
+            .any(|(f, _, t)| f == from && t == to)
+    }
+
     /// Whether agents may still join or leave.
     pub fn accepts_members(&self) -> bool {
         matches!(

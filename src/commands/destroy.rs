@@ -10,7 +10,7 @@
 use std::process::ExitCode;
 
 use crate::Context;
-use crate::cell::lifecycle::Trigger;
+use crate::cell::lifecycle::{CellStatus, Trigger};
 use crate::cli::DestroyArgs;
 use crate::error::{Error, Result};
 
@@ -25,7 +25,7 @@ pub fn run(ctx: &Context, args: DestroyArgs) -> Result<ExitCode> {
             cell.id
         )));
     }
-    let marked = super::lifecycle::apply(&cell, Trigger::Destroy);
+    let marked = super::lifecycle::apply(ctx, &cell, Trigger::Destroy);
     if args.purge {
         // A purge goes ahead even if the cell was already destroyed or its
         // manifest is unreadable: the directory is going away.
@@ -39,7 +39,15 @@ pub fn run(ctx: &Context, args: DestroyArgs) -> Result<ExitCode> {
         root.remove_tree(&gone)?;
         println!("{}: purged", cell.id);
     } else {
-        marked?;
+        // Destroying a destroyed cell again finishes the job (its status may
+        // have been set by hand, by anyone who can write cell.json).
+        if let Err(e) = marked
+            && !cell
+                .read_manifest()
+                .is_ok_and(|m| m.status() == CellStatus::Destroyed)
+        {
+            return Err(e);
+        }
         for name in REMOVED {
             cell.dir.remove_tree(name)?;
         }

@@ -274,6 +274,11 @@ fn readable(line: &str, cell: &str, claims: Option<&str>) -> String {
             continue;
         }
         let value = match v {
+            // Quoted when it holds spaces or nothing: a value padded with
+            // blanks cannot pass for the start of another line.
+            Value::String(s) if s.is_empty() || s.contains(char::is_whitespace) => {
+                format!("\"{}\"", escape(s).replace('"', "\\\""))
+            }
             Value::String(s) => escape(s).into_owned(),
             other => escape(&other.to_string()).into_owned(),
         };

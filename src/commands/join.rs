@@ -62,6 +62,12 @@ pub fn run(ctx: &Context, args: JoinArgs) -> Result<ExitCode> {
                 .with("role", role.clone()),
         ];
         if let Ok(to) = transition(&status, Trigger::Join) {
+            crate::records::Records::announce_move(
+                &ctx.config.daemon,
+                &ctx.root.path,
+                &cell.id,
+                to.as_str(),
+            );
             m.status = Some(to.clone());
             events.push(
                 Event::new(EventKind::CellStatusChanged)

@@ -15,7 +15,7 @@ use crate::events::{Event, EventKind};
 
 pub fn run(ctx: &Context, args: CellArg, trigger: Trigger) -> Result<ExitCode> {
     let cell = ctx.root.resolve(&args.cell)?;
-    let (from, to) = apply(&cell, trigger)?;
+    let (from, to) = apply(ctx, &cell, trigger)?;
     if ctx.json {
         super::print_json(&json!({
             "cell": cell.id, "from": from.as_str(), "to": to.as_str()
@@ -26,13 +26,24 @@ pub fn run(ctx: &Context, args: CellArg, trigger: Trigger) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Applies `trigger` under the cell lock, recording `cell_status_changed`;
+/// Applies `trigger` under the cell lock, recording `cell_status_changed`
+/// (and telling the daemon first, so it does not record it again);
 /// returns the statuses before and after.
-pub(crate) fn apply(cell: &Cell, trigger: Trigger) -> Result<(CellStatus, CellStatus)> {
+pub(crate) fn apply(
+    ctx: &Context,
+    cell: &Cell,
+    trigger: Trigger,
+) -> Result<(CellStatus, CellStatus)> {
     cell.update(|m| {
         let from = m.status();
         let to = transition(&from, trigger)
             .map_err(|reason| Error::refused(&cell.id, trigger.verb(), reason))?;
+        crate::records::Records::announce_move(
+            &ctx.config.daemon,
+            &ctx.root.path,
+            &cell.id,
+            to.as_str(),
+        );
         m.status = Some(to.clone());
         let event = Event::new(EventKind::CellStatusChanged)
             .with("from", from.as_str())

@@ -129,6 +129,7 @@ fn post(
         cell: cell.id.clone(),
         agent: agent.to_string(),
         request_id: request_id.map(str::to_string),
+        to: None,
         by: super::create::current_user(),
         at: now_rfc3339(),
     };

@@ -57,12 +57,35 @@ struct AgentReport {
 pub fn run(ctx: &Context, args: StatusArgs) -> Result<ExitCode> {
     let now = unix_now();
     // The daemon's own records when this user can read them; otherwise
-    // what the daemon published in each cell.
-    let records = Records::open_existing(&ctx.config.daemon, &ctx.root.path)
-        .ok()
-        .flatten();
-    let records = records.as_ref();
+    // what the daemon published in each cell (and why, said once).
     let daemon = crate::daemon::lock::holder(&ctx.root.path);
+    let state_dir = crate::records::state_dir(&ctx.config.daemon)
+        .map(|d| d.display().to_string())
+        .unwrap_or_else(|_| "(none)".into());
+    let (records, note) = match Records::open_existing(&ctx.config.daemon, &ctx.root.path) {
+        Ok(Some(r)) if daemon.is_none() || r.claimed_by() == daemon => (Some(r), None),
+        Ok(Some(_)) => (
+            None,
+            Some(format!(
+                "the running daemon does not use the state directory {state_dir}: give this \
+                 command its config"
+            )),
+        ),
+        Ok(None) => (
+            None,
+            Some(format!(
+                "no daemon records for this root in {state_dir}: give this command the \
+                 daemon's config"
+            )),
+        ),
+        Err(_) => (
+            None,
+            Some(format!(
+                "the daemon's records in {state_dir} are open only to root and the daemon's user"
+            )),
+        ),
+    };
+    let records = records.as_ref();
     let reports: Vec<CellReport> = match &args.cell {
         Some(prefix) => {
             let cell = ctx.root.resolve(prefix)?;
@@ -98,6 +121,11 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<ExitCode> {
         eprintln!("no monitored cells in {}", ctx.root.path.display());
     } else {
         print!("{}", render(&reports));
+        if let Some(note) = note
+            .filter(|_| daemon.is_some() && reports.iter().any(|r| r.source == Source::StateJson))
+        {
+            eprintln!("note: {note}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -118,6 +146,23 @@ fn report(
     now: f64,
 ) -> CellReport {
     let (source, facts) = daemon_facts(daemon, records, cell);
+    // Without a daemon, its records still know revive counts, and which
+    // of the agents it started still run.
+    let remembered = match source {
+        Source::Heartbeats => records.and_then(|r| r.read_cell(&cell.id)),
+        _ => None,
+    };
+    let this_boot = remembered
+        .as_ref()
+        .is_some_and(|r| r.boot_id == crate::daemon::process::boot_id());
+    let seen: std::collections::HashMap<&str, usize> =
+        manifest
+            .agents
+            .iter()
+            .fold(std::collections::HashMap::new(), |mut m, a| {
+                *m.entry(a.name.as_str()).or_default() += 1;
+                m
+            });
     let frozen = manifest.status() == CellStatus::Frozen;
     let agents = manifest
         .agents
@@ -130,6 +175,14 @@ fn report(
                 Err(e) => (None, Some(e.to_string())),
             };
             let facts = facts.get(&agent.name);
+            let kept = remembered.as_ref().and_then(|r| r.agents.get(&agent.name));
+            let problem = match seen.get(agent.name.as_str()) {
+                Some(n) if *n > 1 => Some(match problem {
+                    Some(p) => format!("{p}; listed {n} times in cell.json (the first counts)"),
+                    None => format!("listed {n} times in cell.json (the first counts)"),
+                }),
+                _ => problem,
+            };
             let last_seen = heartbeat.as_ref().map(|(_, seen)| *seen);
             let computed = match last_seen {
                 _ if frozen => AgentState::Frozen,
@@ -148,8 +201,18 @@ fn report(
                 last_seen,
                 heartbeat_age_s: last_seen.map(|seen| ((now - seen) * 1000.0).round() / 1000.0),
                 heartbeat_status: heartbeat.and_then(|(hb, _)| hb.status),
-                revive_count: facts.map_or(0, |f| f.revive_count),
-                pid: facts.and_then(|f| f.pid),
+                revive_count: facts
+                    .map(|f| f.revive_count)
+                    .or(kept.map(|k| k.revive_count))
+                    .unwrap_or(0),
+                pid: facts.and_then(|f| f.pid).or_else(|| {
+                    let i = kept?.instance?;
+                    let instance = crate::supervisor::Instance {
+                        pid: i.pid,
+                        start_time: i.start_time,
+                    };
+                    (this_boot && crate::daemon::process::is_alive(instance)).then_some(i.pid)
+                }),
                 problem,
             }
         })
@@ -256,7 +319,7 @@ fn render(reports: &[CellReport]) -> String {
             }
             (Some(pid), Source::StateJson) => out.push_str(&format!(
                 "  daemon: running (pid {pid}); states from .lazarus/state.json, which the \
-                 cell's agents can write (its own records are for root or the daemon's user)\n"
+                 cell's agents can write\n"
             )),
             (Some(pid), Source::Heartbeats) => out.push_str(&format!(
                 "  daemon: running (pid {pid}), not reporting this cell yet \

@@ -108,21 +108,7 @@ fn still_named(root: &Dir, lock: &Flock<std::fs::File>) -> bool {
 /// claim written by anyone.
 pub fn holder(root: &Path) -> Option<u32> {
     let st = nix::sys::stat::lstat(&root.join(LOCK_FILE)).ok()?;
-    let id = format!(
-        "{:02x}:{:02x}:{}",
-        nix::sys::stat::major(st.st_dev),
-        nix::sys::stat::minor(st.st_dev),
-        st.st_ino
-    );
-    let locks = std::fs::read_to_string("/proc/locks").ok()?;
-    locks.lines().find_map(|line| {
-        // "1: FLOCK  ADVISORY  WRITE 8958 fe:00:10010682 0 EOF"; waiters
-        // are shown with "->" and hold nothing.
-        let f: Vec<&str> = line.split_whitespace().collect();
-        (f.get(1) == Some(&"FLOCK") && f.get(3) == Some(&"WRITE") && f.get(5) == Some(&id.as_str()))
-            .then(|| f.get(4)?.parse().ok())
-            .flatten()
-    })
+    crate::store::flock_holder(st.st_dev, st.st_ino)
 }
 
 /// `daemon.pid_file`: written atomically at start, removed at exit.

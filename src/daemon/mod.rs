@@ -37,12 +37,12 @@ use crate::Context;
 use crate::cell::heartbeat::{Heartbeat, HeartbeatError};
 use crate::cell::lifecycle::{CellStatus, Trigger, transition};
 use crate::cell::manifest::Manifest;
-use crate::cell::{EVENTS, HEARTBEATS, MANIFEST, MANIFEST_LIMIT, heartbeat_rel};
+use crate::cell::{HEARTBEATS, MANIFEST, MANIFEST_LIMIT, heartbeat_rel};
 use crate::config::{Config, WatchMode};
 use crate::error::{Error, Result};
 use crate::events::{Event, EventKind};
 use crate::logging::LogHandle;
-use crate::records::{CellRecord, Records, RequestAction};
+use crate::records::{CellRecord, Records, Request, RequestAction};
 use crate::store::{AGENT_FILE_LIMIT, Dir, EntryKind, ReadError};
 use crate::supervisor::{Action, AgentId, CellId, Input, Instance, Reason, Supervisor};
 use clock::Clock;
@@ -64,6 +64,10 @@ const INVALID_REPEAT_S: f64 = 300.0;
 const DAEMON_LOCK_PATIENCE: Duration = Duration::ZERO;
 /// How often a missing root is looked for.
 const ROOT_WAIT: Duration = Duration::from_secs(1);
+/// How long an announced status move is waited for.
+const EXPECTED_MOVE_S: f64 = 60.0;
+/// Shortest time between two reads of one cell prompted by events.
+const SCAN_SPACING: Duration = Duration::from_millis(50);
 
 /// What the daemon was asked to do.
 #[derive(Debug, Clone)]
@@ -127,8 +131,9 @@ async fn serve(ctx: Context, opts: Options, log: LogHandle) -> Result<ExitCode> 
         }
         let mut shell = Shell::new(config.clone(), root_dir, records, Clock::system());
         if opts.once {
+            let requests = shell.take_inbox();
             shell.discover();
-            shell.read_inbox();
+            shell.apply_requests(requests);
             shell.expire_due();
             shell.settle().await;
             shell.finish().await;
@@ -219,6 +224,13 @@ struct Shell {
     hooks: Hooks,
     /// Whether the records of cells no longer in the root were pruned.
     pruned: bool,
+    /// Cells events asked to read again, and when each was last read.
+    pending_scans: std::collections::BTreeSet<String>,
+    last_scan: HashMap<CellId, f64>,
+    /// When the next pending scan is due (monotonic), if one waits.
+    scan_again_at: Option<f64>,
+    /// Status moves announced (and recorded) by the CLI, until when.
+    expected_moves: HashMap<CellId, Vec<(CellStatus, f64)>>,
 }
 
 impl Shell {
@@ -246,6 +258,10 @@ impl Shell {
             read_buf: Vec::new(),
             path_buf: String::new(),
             pruned: false,
+            pending_scans: std::collections::BTreeSet::new(),
+            last_scan: HashMap::new(),
+            scan_again_at: None,
+            expected_moves: HashMap::new(),
         }
     }
 
@@ -280,8 +296,11 @@ impl Shell {
         ready_sent: &mut bool,
     ) -> Result<Ended> {
         let mut events = self.start_watching();
+        // Notices of status moves first: a move the CLI made (and
+        // recorded) while no daemon ran is not recorded again at discovery.
+        let requests = self.take_inbox();
         self.discover();
-        self.read_inbox();
+        self.apply_requests(requests);
         self.flush();
         let s = self.core.summary();
         tracing::info!(
@@ -324,6 +343,8 @@ impl Shell {
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => self.expire_due(),
+                _ = tokio::time::sleep_until(self.clock.instant(self.scan_again_at)),
+                    if self.scan_again_at.is_some() => self.scan_pending(),
                 Some(msg) = self.proc_rx.recv() => self.on_proc(msg),
                 batch = read_events(&mut events) => {
                     if self.on_batch(batch, &mut events) {
@@ -673,6 +694,7 @@ impl Shell {
 
     fn unwatch(&mut self, name: &str) {
         self.polled.remove(name);
+        self.last_scan.remove(name);
         if let Some(watches) = self.watches.as_mut() {
             watches.unwatch_cell(name);
         }
@@ -744,7 +766,36 @@ impl Shell {
             }
             root_gone |= self.on_fs_event(ev);
         }
+        if !root_gone {
+            self.scan_pending();
+        }
         root_gone
+    }
+
+    /// Reads the cells events asked for, each once; a cell read less than
+    /// [`SCAN_SPACING`] ago waits for its turn (a timer), so no cell can
+    /// keep the daemon busy re-reading it while others wait.
+    fn scan_pending(&mut self) {
+        let now = self.clock.now();
+        let spacing = SCAN_SPACING.as_secs_f64();
+        let mut later: Option<f64> = None;
+        for name in std::mem::take(&mut self.pending_scans) {
+            match self.last_scan.get(name.as_str()) {
+                Some(at) if now - at < spacing => {
+                    later = Some(later.map_or(at + spacing, |l| l.min(at + spacing)));
+                    self.pending_scans.insert(name);
+                }
+                _ => {
+                    self.last_scan.insert(name.as_str().into(), now);
+                    // Heartbeats only where the watch cannot be trusted
+                    // (a new cell, `.lazarus` re-created): a watched one's
+                    // come as events, and a new agent's is read at its
+                    // first deadline, before anything is decided.
+                    self.scan(&name, false);
+                }
+            }
+        }
+        self.scan_again_at = later;
     }
 
     fn on_fs_event(&mut self, ev: FsEvent) -> bool {
@@ -756,7 +807,9 @@ impl Shell {
             }
             FsEvent::Inbox(name) => self.read_request(&name),
             FsEvent::RootEntry(name) | FsEvent::Manifest(name) | FsEvent::CellMeta(name) => {
-                self.scan_cell(&name)
+                // Read once at the end of the batch, however many events
+                // name it (an agent renaming `.lazarus` in a loop).
+                self.pending_scans.insert(name);
             }
             FsEvent::CellMetaGone(_) => {
                 // The kernel dropped that watch (bookkept in `interpret`).
@@ -799,13 +852,26 @@ impl Shell {
                 Action::Emit { cell, event } => self.emit(&cell, &event),
                 Action::StateChanged { cell, urgent } => self.publisher.mark(cell, urgent),
                 Action::StatusObserved { cell, from, to } => {
-                    if self.recorded_status(&cell).as_deref() != Some(to.as_str()) {
+                    // Recorded already by whoever announced it (the CLI, or
+                    // this daemon activating a cell); else a hand edit.
+                    if !self.announced(&cell, &to) {
                         let event = Event::new(EventKind::CellStatusChanged)
                             .with("from", from.as_str())
                             .with("to", to.as_str())
                             .with("observed", true);
                         self.emit(&cell, &event);
                     }
+                }
+                Action::RefusedMove { cell, from, to } => {
+                    let error = format!(
+                        "status {:?} after {:?} is not a legal move (a cell that is {from} \
+                         stays so): the daemon keeps it {from} and does not supervise it",
+                        to.as_str(),
+                        from.as_str()
+                    );
+                    // Its own rate limit: the manifest's may be cleared by
+                    // every read of a manifest that parses.
+                    self.report_invalid_as(&cell, "cell.json status", MANIFEST, error);
                 }
                 Action::Activate { cell } => {
                     if self.activate(&cell) {
@@ -1007,29 +1073,94 @@ impl Shell {
         }
     }
 
-    /// Acts on every request waiting in the inbox (at start, at each
-    /// rescan, and when polling).
+    /// Acts on every request waiting in the inbox (at each rescan, and
+    /// when polling).
     fn read_inbox(&mut self) {
+        let requests = self.take_inbox();
+        self.apply_requests(requests);
+    }
+
+    /// Takes every request out of the inbox; notices of status moves are
+    /// taken in at once, the rest returned (in order) to be applied.
+    fn take_inbox(&mut self) -> Vec<Request> {
+        let mut requests = Vec::new();
         for name in self.records.inbox() {
-            self.read_request(&name);
+            if let Some(request) = self.take_request(&name) {
+                if request.action == RequestAction::Status {
+                    self.expect_move(&request);
+                } else {
+                    requests.push(request);
+                }
+            }
         }
+        requests
+    }
+
+    fn apply_requests(&mut self, requests: Vec<Request>) {
+        for request in requests {
+            self.apply_request(request);
+        }
+    }
+
+    /// One request from the inbox, removed from it.
+    fn take_request(&mut self, name: &str) -> Option<Request> {
+        match self.records.take(name)? {
+            Ok(request) => Some(request),
+            Err(e) => {
+                tracing::warn!(
+                    "request {}: {e}; ignored",
+                    self.records.inbox_path().join(name).display()
+                );
+                None
+            }
+        }
+    }
+
+    /// The inbox file `name`, as it arrives (an inotify event).
+    fn read_request(&mut self, name: &str) {
+        if let Some(request) = self.take_request(name) {
+            if request.action == RequestAction::Status {
+                self.expect_move(&request);
+            } else {
+                self.apply_request(request);
+            }
+        }
+    }
+
+    /// The CLI is moving a cell to `to` and records it itself.
+    fn expect_move(&mut self, request: &Request) {
+        let Some(to) = request.to.as_deref() else {
+            return;
+        };
+        let until = self.clock.now() + EXPECTED_MOVE_S;
+        self.expected_moves
+            .entry(request.cell.as_str().into())
+            .or_default()
+            .push((CellStatus::parse(to), until));
+    }
+
+    /// Whether a move of `cell` to `to` was announced (and so recorded by
+    /// whoever made it); the announcement is used up.
+    fn announced(&mut self, cell: &str, to: &CellStatus) -> bool {
+        let now = self.clock.now();
+        let Some(moves) = self.expected_moves.get_mut(cell) else {
+            return false;
+        };
+        moves.retain(|(_, until)| *until > now);
+        let found = moves.iter().position(|(s, _)| s == to);
+        if let Some(i) = found {
+            moves.remove(i);
+        }
+        if moves.is_empty() {
+            self.expected_moves.remove(cell);
+        }
+        found.is_some()
     }
 
     /// One operator's request from the inbox of `state_dir` — the only
     /// place the daemon takes `revive`, `approve` and `deny` from: nothing
     /// an agent writes in its cell counts as an operator's decision.
-    fn read_request(&mut self, name: &str) {
-        let request = match self.records.take(name) {
-            None => return,
-            Some(Ok(request)) => request,
-            Some(Err(e)) => {
-                tracing::warn!(
-                    "request {}: {e}; ignored",
-                    self.records.inbox_path().join(name).display()
-                );
-                return;
-            }
-        };
+    fn apply_request(&mut self, request: Request) {
         let (cell, agent): (CellId, AgentId) =
             (request.cell.as_str().into(), request.agent.as_str().into());
         if !self.core.knows(&cell) || !self.core.agent_names(&cell).contains(&agent) {
@@ -1061,22 +1192,11 @@ impl Shell {
                     approved: request.action == RequestAction::Approve,
                 }
             }
+            RequestAction::Status => return,
         };
         let now = self.now();
         let actions = self.core.handle(input, now);
         self.execute(actions);
-    }
-
-    /// The `to` of the last status change recorded in the cell's stream,
-    /// read under the cell lock: the CLI writes `cell.json` and then its
-    /// event while holding that lock, so once we hold it, a change the CLI
-    /// made is recorded too and is not recorded twice.
-    fn recorded_status(&self, cell: &str) -> Option<String> {
-        let dir = self.root_dir.subdir(cell).ok()?;
-        // If an agent holds the lock, check without it: at worst the move
-        // is recorded twice, never missed and never a hung daemon.
-        let _lock = dir.lock(DAEMON_LOCK_PATIENCE).ok();
-        last_recorded_status(&dir)
     }
 
     /// Moves a provisioned cell that has agents to `active`, under the
@@ -1099,7 +1219,16 @@ impl Shell {
             })
         });
         match result {
-            Ok(changed) => changed,
+            Ok(changed) => {
+                if changed {
+                    let until = self.clock.now() + EXPECTED_MOVE_S;
+                    self.expected_moves
+                        .entry(name.into())
+                        .or_default()
+                        .push((CellStatus::Active, until));
+                }
+                changed
+            }
             Err(e) => {
                 tracing::warn!("cell {name}: could not activate it: {e}");
                 false
@@ -1140,8 +1269,13 @@ impl Shell {
     /// Records `invalid_input` for a file of a cell, once per distinct
     /// error per [`INVALID_REPEAT_S`], and logs it.
     fn report_invalid(&mut self, cell: &str, rel: &str, error: String) {
+        self.report_invalid_as(cell, rel, rel, error);
+    }
+
+    /// [`Shell::report_invalid`], rate-limited under `key`.
+    fn report_invalid_as(&mut self, cell: &str, key: &str, rel: &str, error: String) {
         let now = self.clock.now();
-        if let Some((last, at)) = self.invalid.get(cell).and_then(|files| files.get(rel))
+        if let Some((last, at)) = self.invalid.get(cell).and_then(|files| files.get(key))
             && *last == error
             && now - at < INVALID_REPEAT_S
         {
@@ -1151,7 +1285,7 @@ impl Shell {
         self.invalid
             .entry(cell.to_string())
             .or_default()
-            .insert(rel.to_string(), (error.clone(), now));
+            .insert(key.to_string(), (error.clone(), now));
         let event = Event::new(EventKind::InvalidInput)
             .with("path", rel)
             .with("error", error);
@@ -1336,52 +1470,6 @@ fn write_handoff(
     )
 }
 
-/// How much of the end of an event stream is looked at for the last status
-/// change: the CLI's line, if there is one, was written a moment ago.
-const STATUS_TAIL: u64 = 64 * 1024;
-
-/// The `to` of the last `cell_status_changed` near the end of the cell's
-/// stream — or of the generation before it, if the stream was just rotated
-/// — so a move the CLI already recorded is not recorded twice. Lines are
-/// taken whole only (a window that starts inside a line, or inside a
-/// UTF-8 character, skips to the next line), and one that does not parse
-/// is passed over.
-fn last_recorded_status(cell_dir: &Dir) -> Option<String> {
-    use std::io::{Read, Seek, SeekFrom};
-    for rel in [EVENTS.to_string(), format!("{EVENTS}.1")] {
-        let Ok((mut file, size)) = cell_dir.open_regular(&rel) else {
-            continue;
-        };
-        let start = size.saturating_sub(STATUS_TAIL);
-        let mut tail = Vec::new();
-        if file.seek(SeekFrom::Start(start)).is_err()
-            || file.take(STATUS_TAIL).read_to_end(&mut tail).is_err()
-        {
-            continue;
-        }
-        let whole = if start == 0 {
-            &tail[..]
-        } else {
-            match tail.iter().position(|b| *b == b'\n') {
-                Some(i) => &tail[i + 1..],
-                None => &[],
-            }
-        };
-        let found = whole.split(|b| *b == b'\n').rev().find_map(|line| {
-            let v: serde_json::Value = serde_json::from_slice(line).ok()?;
-            (v["event"] == "cell_status_changed")
-                .then(|| v["to"].as_str().map(str::to_string))
-                .flatten()
-        });
-        if found.is_some() || start > 0 {
-            // Found, or the window did not reach the start of this file:
-            // an older generation is older than anything we look for.
-            return found;
-        }
-    }
-    None
-}
-
 /// The name of the root's filesystem type if it does not deliver inotify
 /// events for changes made elsewhere (network and FUSE filesystems).
 fn network_filesystem(root: &std::path::Path) -> Option<&'static str> {
@@ -1468,7 +1556,8 @@ mod tests {
         }
 
         fn events(&self, name: &str) -> Vec<serde_json::Value> {
-            let text = std::fs::read_to_string(self.dir.join(EVENTS)).unwrap_or_default();
+            let text =
+                std::fs::read_to_string(self.dir.join(crate::cell::EVENTS)).unwrap_or_default();
             text.lines()
                 .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
                 .filter(|e| e["event"] == name)
@@ -1540,49 +1629,5 @@ mod tests {
             snap.agent_health["a"].state,
             crate::state::AgentState::Healthy
         );
-    }
-
-    /// Item 18: the status check reads whole lines only, whatever the
-    /// window cuts, and looks at the generation before a rotation.
-    #[test]
-    fn the_last_status_change_is_found_in_whole_lines_and_across_a_rotation() {
-        let tmp = tempfile::tempdir().expect("tmp");
-        std::fs::create_dir(tmp.path().join("logs")).expect("mkdir");
-        let dir = Dir::open(tmp.path()).expect("dir");
-        let change = |to: &str| {
-            format!(
-                "{{\"ts\":\"t\",\"event\":\"cell_status_changed\",\"from\":\"x\",\"to\":\"{to}\"}}\n"
-            )
-        };
-        for pad in 0..3 {
-            let mut text = change("active");
-            text.push_str(&format!(
-                "{{\"x\":\"{}{}\"}}\n",
-                "€".repeat(40_000),
-                "a".repeat(pad)
-            ));
-            text.push_str(&change("frozen"));
-            std::fs::write(tmp.path().join(EVENTS), &text).expect("write");
-            assert_eq!(
-                last_recorded_status(&dir).as_deref(),
-                Some("frozen"),
-                "pad {pad}"
-            );
-        }
-        // Just rotated: the new file has nothing yet, the old one has it.
-        std::fs::rename(
-            tmp.path().join(EVENTS),
-            tmp.path().join(format!("{EVENTS}.1")),
-        )
-        .expect("mv");
-        std::fs::write(tmp.path().join(EVENTS), "{\"event\":\"heartbeat\"}\n").expect("write");
-        assert_eq!(last_recorded_status(&dir).as_deref(), Some("frozen"));
-        // A corrupt tail line is passed over.
-        std::fs::write(
-            tmp.path().join(EVENTS),
-            format!("{}\u{1b}garbage\n", change("archived")),
-        )
-        .expect("write");
-        assert_eq!(last_recorded_status(&dir).as_deref(), Some("archived"));
     }
 }

@@ -97,23 +97,19 @@ impl Publisher {
     }
 
     /// The cell is no longer tracked: its `state.json` is left as it is,
-    /// and its record is written one last time if it changed (its
-    /// instances may still run and be adopted when it is seen again), or
-    /// removed if there is nothing left to remember.
+    /// and its record is written one last time — the status it leaves on
+    /// (archived, say) is in it, and its instances may still run and be
+    /// adopted when it is seen again — or removed if there is nothing left
+    /// to remember.
     pub fn forget(&mut self, cell: CellId, record: Option<Box<CellRecord>>) {
-        let changed = self.dirty.remove(&cell) == Some(true);
+        self.dirty.remove(&cell);
         self.last_written.remove(&cell);
-        match record {
-            Some(mut record) if changed => {
-                record.boot_id = self.boot_id.clone();
-                record.daemon_pid = Some(self.pid);
-                self.forgotten.insert(cell, Some(record));
-            }
-            Some(_) => {}
-            None => {
-                self.forgotten.insert(cell, None);
-            }
-        }
+        let record = record.map(|mut record| {
+            record.boot_id = self.boot_id.clone();
+            record.daemon_pid = Some(self.pid);
+            record
+        });
+        self.forgotten.insert(cell, record);
         self.urgent = true;
     }
 

@@ -93,7 +93,7 @@ fn base() -> WatchMask {
     WatchMask::DONT_FOLLOW | WatchMask::ONLYDIR | WatchMask::EXCL_UNLINK
 }
 
-fn mask(target: &Target) -> WatchMask {
+fn mask_of(target: &Target) -> WatchMask {
     let own = WatchMask::DELETE_SELF | WatchMask::MOVE_SELF;
     base()
         | match target {
@@ -231,7 +231,9 @@ struct CellWatches {
 
 pub struct Watches {
     watches: inotify::Watches,
-    root: PathBuf,
+    /// The root, open: a cell's directories are found from it without
+    /// following any symlink, and watched through their descriptor.
+    root_dir: crate::store::Dir,
     root_name: OsString,
     targets: HashMap<WatchDescriptor, Target>,
     /// Per cell: the watches of its directory and heartbeats.
@@ -243,7 +245,7 @@ pub fn watch_root(root: &Path) -> std::io::Result<(Watches, EventSource)> {
     let inotify = Inotify::init()?;
     let mut w = Watches {
         watches: inotify.watches(),
-        root: root.to_path_buf(),
+        root_dir: crate::store::Dir::open(root)?,
         root_name: root
             .file_name()
             .map(OsStr::to_os_string)
@@ -275,8 +277,44 @@ pub fn watch_root(root: &Path) -> std::io::Result<(Watches, EventSource)> {
 
 impl Watches {
     fn add(&mut self, path: &Path, target: Target) -> Result<WatchDescriptor, WatchError> {
+        self.add_with(path, target, mask_of)
+    }
+
+    /// Watches the directory `rel` below the root. `inotify_add_watch`
+    /// takes a path and follows symlinks in every component but the last:
+    /// an agent that swapped its `.lazarus` for a link to another cell's
+    /// would get that cell's heartbeats watched — and reported — as its
+    /// own. So the directory is opened first, below the root and without
+    /// any symlink, and watched through its descriptor.
+    fn add_beneath(&mut self, rel: &str, target: Target) -> Result<WatchDescriptor, WatchError> {
+        // Missing, not a directory, a symlink — or not openable now: not
+        // watched (the cell is then read at every rescan instead).
+        let Ok(dir) = self.root_dir.subdir(rel) else {
+            return Err(WatchError::Gone);
+        };
+        use std::os::fd::AsRawFd;
+        let path = PathBuf::from(format!("/proc/self/fd/{}", dir.as_fd().as_raw_fd()));
+        // Through the descriptor's magic link, which must be followed.
+        self.add_with(&path, target, |t| mask_of(t) & !WatchMask::DONT_FOLLOW)
+    }
+
+    fn add_with(
+        &mut self,
+        path: &Path,
+        target: Target,
+        mask: impl Fn(&Target) -> WatchMask,
+    ) -> Result<WatchDescriptor, WatchError> {
         match self.watches.add(path, mask(&target)) {
             Ok(wd) => {
+                // One inode, one descriptor: a second target for a watched
+                // directory would take its events away from the first.
+                if let Some(existing) = self.targets.get(&wd)
+                    && *existing != target
+                {
+                    return Err(WatchError::Other(std::io::Error::other(format!(
+                        "the directory is already watched as {existing:?}"
+                    ))));
+                }
                 self.targets.insert(wd.clone(), target);
                 Ok(wd)
             }
@@ -304,12 +342,12 @@ impl Watches {
     pub fn watch_cell(&mut self, cell: &str, monitored: bool) -> Result<(), WatchError> {
         let mut w = self.cells.get(cell).cloned().unwrap_or_default();
         if w.dir.is_none() {
-            w.dir = Some(self.add(&self.root.join(cell), Target::CellDir(cell.to_string()))?);
+            w.dir = Some(self.add_beneath(cell, Target::CellDir(cell.to_string()))?);
             self.cells.insert(cell.to_string(), w.clone());
         }
         if monitored && w.heartbeats.is_none() {
-            let path = self.root.join(cell).join(HEARTBEATS);
-            w.heartbeats = Some(self.add(&path, Target::Heartbeats(cell.to_string()))?);
+            let rel = format!("{cell}/{HEARTBEATS}");
+            w.heartbeats = Some(self.add_beneath(&rel, Target::Heartbeats(cell.to_string()))?);
             self.cells.insert(cell.to_string(), w);
         }
         Ok(())
@@ -523,13 +561,43 @@ mod tests {
         assert_eq!(c(Target::Parent, EventMask::DELETE | d, "other"), None);
     }
 
+    /// Found by a review: a watch added by path follows symlinks in every
+    /// component but the last, so a cell whose `.lazarus` is a link to
+    /// another cell's got that cell's heartbeats reported as its own.
+    #[test]
+    fn a_cells_watch_never_lands_in_another_cell() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let root = tmp.path();
+        std::fs::create_dir_all(root.join("b/.lazarus/heartbeats")).expect("mkdir");
+        std::fs::create_dir_all(root.join("a")).expect("mkdir");
+        std::os::unix::fs::symlink(root.join("b/.lazarus"), root.join("a/.lazarus"))
+            .expect("symlink");
+        let (mut w, _source) = watch_root(root).expect("watch");
+        w.watch_cell("b", true).expect("b");
+        let b = w.cells["b"].heartbeats.clone().expect("b's heartbeats");
+        assert!(matches!(w.watch_cell("a", true), Err(WatchError::Gone)));
+        assert!(!w.heartbeats_watched("a"));
+        assert_eq!(
+            w.targets[&b],
+            Target::Heartbeats("b".into()),
+            "b keeps its watch"
+        );
+        // Watched in the other order, the link is refused all the same.
+        let (mut w, _source) = watch_root(root).expect("watch");
+        assert!(matches!(w.watch_cell("a", true), Err(WatchError::Gone)));
+        w.watch_cell("b", true).expect("b");
+        assert!(w.heartbeats_watched("b") && !w.heartbeats_watched("a"));
+    }
+
     #[test]
     fn masks_ask_only_for_what_matters() {
-        let hb = mask(&hb());
+        let hb = mask_of(&hb());
         assert!(hb.contains(WatchMask::DONT_FOLLOW | WatchMask::ONLYDIR));
         assert!(!hb.intersects(
             WatchMask::OPEN | WatchMask::MODIFY | WatchMask::ACCESS | WatchMask::CREATE
         ));
-        assert!(!mask(&dir()).intersects(WatchMask::OPEN | WatchMask::MODIFY | WatchMask::ACCESS));
+        assert!(
+            !mask_of(&dir()).intersects(WatchMask::OPEN | WatchMask::MODIFY | WatchMask::ACCESS)
+        );
     }
 }

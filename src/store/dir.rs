@@ -24,6 +24,10 @@ use super::ReadError;
 /// Largest agent-writable file the program reads (a heartbeat).
 pub const AGENT_FILE_LIMIT: u64 = 64 * 1024;
 
+/// Levels of a tree [`Dir::remove_tree`] descends before it moves the rest
+/// up: each level holds a descriptor (two while listing).
+pub const REMOVE_DEPTH: usize = 32;
+
 /// Cleared the first time `openat2` answers `ENOSYS`, so old kernels pay
 /// for the probe once.
 static HAVE_OPENAT2: AtomicBool = AtomicBool::new(true);
@@ -440,10 +444,14 @@ impl Dir {
                     std::thread::sleep(std::time::Duration::from_millis(2));
                 }
                 Err((_, Errno::EWOULDBLOCK)) => {
+                    let holder = fstat(&self.fd)
+                        .ok()
+                        .and_then(|st| super::flock_holder(st.st_dev, st.st_ino))
+                        .map_or_else(|| "another process".into(), super::describe_process);
                     return Err(io::Error::new(
                         io::ErrorKind::WouldBlock,
                         format!(
-                            "{} is locked by another process (waited {:.1} s)",
+                            "{} is locked by {holder} (waited {:.1} s)",
                             self.path.display(),
                             patience.as_secs_f64()
                         ),
@@ -508,8 +516,28 @@ impl Dir {
     /// everything below it, never following a symlink: a symlink is
     /// removed, not its target. Files that appear while it works (the
     /// daemon or an agent still writing) are removed too: a directory
-    /// found not empty is emptied again, a bounded number of times.
+    /// found not empty is emptied again, a bounded number of times. A tree
+    /// of any depth is removed with a bounded number of descriptors:
+    /// below [`REMOVE_DEPTH`] levels, a directory is first moved up into
+    /// this one (under a dot-name) and removed from there.
     pub fn remove_tree(&self, name: &str) -> io::Result<()> {
+        let mut queue = vec![name.to_string()];
+        while let Some(next) = queue.pop() {
+            self.remove_below(&next, self, 0, &mut queue)?;
+        }
+        Ok(())
+    }
+
+    /// One step of [`Dir::remove_tree`]: `name` of this directory, at
+    /// `depth` below `top`; subtrees too deep go to `queue`, moved into
+    /// `top`.
+    fn remove_below(
+        &self,
+        name: &str,
+        top: &Dir,
+        depth: usize,
+        queue: &mut Vec<String>,
+    ) -> io::Result<()> {
         const ROUNDS: usize = 100;
         let st =
             match nix::sys::stat::fstatat(&self.fd, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
@@ -524,6 +552,18 @@ impl Dir {
                 Err(e) => Err(errno_io(e, &self.display(name))),
             };
         }
+        if depth >= REMOVE_DEPTH {
+            // Moved up: the descriptors of the levels above are let go.
+            let moved = format!(".lazarus-removing-{}", uuid::Uuid::new_v4().simple());
+            return match renameat(&self.fd, name, &top.fd, moved.as_str()) {
+                Ok(()) => {
+                    queue.push(moved);
+                    Ok(())
+                }
+                Err(Errno::ENOENT) => Ok(()),
+                Err(e) => Err(errno_io(e, &self.display(name))),
+            };
+        }
         let child = match self.subdir(name) {
             Ok(child) => child,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -531,7 +571,7 @@ impl Dir {
         };
         for _ in 0..ROUNDS {
             for (entry, _) in child.entries()? {
-                child.remove_tree(&entry)?;
+                child.remove_below(&entry, top, depth + 1, queue)?;
             }
             match unlinkat(&self.fd, name, UnlinkatFlags::RemoveDir) {
                 Ok(()) | Err(Errno::ENOENT) => return Ok(()),

@@ -16,6 +16,39 @@ pub fn json_document(value: &impl serde::Serialize) -> Vec<u8> {
 
 use nix::errno::Errno;
 
+/// The pid holding an exclusive `flock` on the file `(dev, ino)`, from
+/// `/proc/locks` (which anyone may read). Waiters (`->`) hold nothing.
+pub fn flock_holder(dev: u64, ino: u64) -> Option<u32> {
+    let id = format!(
+        "{:02x}:{:02x}:{ino}",
+        nix::sys::stat::major(dev),
+        nix::sys::stat::minor(dev)
+    );
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        // "1: FLOCK  ADVISORY  WRITE 8958 fe:00:10010682 0 EOF"
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.get(1) == Some(&"FLOCK") && f.get(3) == Some(&"WRITE") && f.get(5) == Some(&id.as_str()))
+            .then(|| f.get(4)?.parse().ok())
+            .flatten()
+    })
+}
+
+/// `pid N (uid U, name)` for messages about who holds something.
+pub fn describe_process(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
+    };
+    match (field("Uid:"), field("Name:")) {
+        (Some(uid), Some(name)) => format!("pid {pid} (uid {uid}, {})", crate::text::escape(&name)),
+        _ => format!("pid {pid}"),
+    }
+}
+
 /// Why a safe read of an agent-writable file failed. Each way has its own
 /// variant so callers can tell "not there yet" from "hostile".
 #[derive(Debug, thiserror::Error)]
@@ -204,6 +237,29 @@ mod tests {
     }
 
     #[test]
+    fn remove_tree_takes_a_tree_of_any_depth_with_few_descriptors() {
+        let (tmp, d) = dir();
+        let mut deep = tmp.path().join("w");
+        for _ in 0..300 {
+            deep.push("d");
+        }
+        std::fs::create_dir_all(&deep).expect("mkdir");
+        std::fs::write(deep.join("f"), b"x").expect("write");
+        // With fewer descriptors than levels, as a hostile agent would
+        // arrange it: the old recursion needed one per level.
+        let before = std::fs::read_dir("/proc/self/fd").expect("fds").count();
+        d.remove_tree("w").expect("remove");
+        assert!(!tmp.path().join("w").exists());
+        assert_eq!(
+            d.entries().expect("entries"),
+            Vec::new(),
+            "nothing moved up is left"
+        );
+        let after = std::fs::read_dir("/proc/self/fd").expect("fds").count();
+        assert!(after <= before, "descriptors leaked: {before} -> {after}");
+    }
+
+    #[test]
     fn a_held_lock_is_waited_for_only_so_long() {
         let (tmp, d) = dir();
         // flock belongs to an open file description: a second open stands
@@ -213,8 +269,10 @@ mod tests {
         let start = std::time::Instant::now();
         let err = d.lock(std::time::Duration::from_millis(50)).unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+        // The message names who holds it (here: this very process).
         assert!(
-            err.to_string().contains("locked by another process"),
+            err.to_string()
+                .contains(&format!("is locked by pid {}", std::process::id())),
             "{err}"
         );
         assert!(start.elapsed() >= std::time::Duration::from_millis(50));

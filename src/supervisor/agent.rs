@@ -101,8 +101,11 @@ pub enum Health {
     },
     /// Exited 0 under `restart = "on-failure"`: done.
     Finished,
-    /// Policy `no`, a denied request, or handed over to a substitute.
+    /// Policy `no`, or handed over to a substitute.
     Dead,
+    /// An operator denied its revival: only an operator brings it back
+    /// (`revive`), never an edit of `cell.json` (which its agents can make).
+    Denied,
     /// Policy `ask`: waiting for `lazarus-pit approve|deny`.
     AwaitingApproval { request_id: String, reason: Reason },
     /// `max_revive_attempts` used up; waits for an operator.
@@ -316,6 +319,7 @@ impl AgentSup {
             | Health::Backoff { .. }
             | Health::Finished
             | Health::Dead
+            | Health::Denied
             | Health::AwaitingApproval { .. }
             | Health::Abandoned
                 if fresh =>
@@ -460,9 +464,9 @@ impl AgentSup {
         self.schedule_revival(reason, now, jitter_seed)
     }
 
-    /// New settings (a `cell.json` edit or a config reload). An agent an
-    /// operator gave up on, or that finished, starts afresh when its entry
-    /// changes: that edit is the operator acting.
+    /// New settings (a `cell.json` edit or a config reload). An agent that
+    /// was abandoned, dead or finished starts afresh when its entry changes
+    /// — not one an operator denied: an agent can edit its own entry.
     pub fn set_settings(&mut self, settings: AgentSettings, now: f64) {
         self.settings = settings;
         if matches!(
@@ -491,7 +495,7 @@ impl AgentSup {
             Health::Due { .. } => AgentState::Stale,
             Health::Backoff { .. } | Health::Reviving { .. } => AgentState::Reviving,
             Health::Finished => AgentState::Exited,
-            Health::Dead => AgentState::Dead,
+            Health::Dead | Health::Denied => AgentState::Dead,
             Health::AwaitingApproval { .. } => AgentState::AwaitingApproval,
             Health::Abandoned => AgentState::Abandoned,
         }

@@ -111,6 +111,13 @@ pub enum Action {
         from: CellStatus,
         to: CellStatus,
     },
+    /// The manifest's status moved out of a final one (`from`, archived or
+    /// destroyed): not followed, the cell stays as it was.
+    RefusedMove {
+        cell: CellId,
+        from: CellStatus,
+        to: CellStatus,
+    },
     /// A provisioned cell has agents: move it to `active`.
     Activate { cell: CellId },
     /// The cell is no longer monitored; drop its watches and keep its
@@ -510,6 +517,7 @@ impl Supervisor {
                     started_at: sup.grace_from.map(wall),
                     due: sup.is_due(),
                     request,
+                    denied: sup.health == Health::Denied,
                     lost_pid: None,
                 };
                 (name.to_string(), record)
@@ -616,6 +624,17 @@ impl Supervisor {
         if let Some(from) = &accounted
             && *from != status
         {
+            // Archived and destroyed are final (the transition table has
+            // no way back): an edit of cell.json — which the cell's agents
+            // can make — does not bring a cell back under supervision.
+            if from.is_final() && !CellStatus::can_move(from, &status) {
+                out.push(Action::RefusedMove {
+                    cell: id,
+                    from: from.clone(),
+                    to: status,
+                });
+                return;
+            }
             out.push(Action::StatusObserved {
                 cell: id.clone(),
                 from: from.clone(),
@@ -624,6 +643,10 @@ impl Supervisor {
         }
         let tracked = status.is_monitored() || status == CellStatus::Provisioned;
         if !tracked {
+            // Its final record says the status it leaves on.
+            if let Some(c) = self.cells.get_mut(&id) {
+                c.status = status.clone();
+            }
             self.forget(id, out);
             return;
         }
@@ -968,7 +991,7 @@ impl Supervisor {
             let changes = t.sup.force_revival(Reason::Approved);
             self.apply(cell, agent, changes, now, out);
         } else {
-            t.sup.health = Health::Dead;
+            t.sup.health = Health::Denied;
         }
         self.rearm(cell, agent, out);
     }
@@ -1158,7 +1181,10 @@ impl Supervisor {
         let (substitute, start) = match healthy {
             Some(s) => (Some(s), false),
             None => (
-                candidate(&|s| s.settings.can_start() && s.is_down() && !s.held),
+                // Not one an operator denied: only an operator starts it.
+                candidate(&|s| {
+                    s.settings.can_start() && s.is_down() && !s.held && s.health != Health::Denied
+                }),
                 true,
             ),
         };
@@ -1225,6 +1251,7 @@ fn restore(sup: &mut AgentSup, prev: &AgentRecord, now: f64, offset: f64) -> Vec
         AgentState::Stale | AgentState::Frozen if prev.due => Health::Due { since: now },
         AgentState::Stale | AgentState::Frozen => Health::Stale { since: now },
         AgentState::Exited => Health::Finished,
+        AgentState::Dead if prev.denied => Health::Denied,
         AgentState::Dead => Health::Dead,
         AgentState::Abandoned => Health::Abandoned,
         AgentState::AwaitingApproval if prev.request.is_some() => {
@@ -1257,7 +1284,7 @@ fn restore(sup: &mut AgentSup, prev: &AgentRecord, now: f64, offset: f64) -> Vec
         Some(pid)
             if !matches!(
                 sup.health,
-                Health::Finished | Health::Dead | Health::Abandoned
+                Health::Finished | Health::Dead | Health::Denied | Health::Abandoned
             ) =>
         {
             // It died while no daemon watched; how, nobody can tell.

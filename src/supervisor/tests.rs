@@ -252,8 +252,8 @@ fn status_moves_are_observed_and_unmonitored_cells_forgotten() {
         .expect("forgotten, with its final record");
     assert_eq!(
         record.status.as_deref(),
-        Some("active"),
-        "as last accounted for"
+        Some("archived"),
+        "the status it leaves on"
     );
     assert_eq!(record.agents.len(), 2);
     assert!(!s.knows(CELL));

@@ -1140,3 +1140,201 @@ fn operator_commands_say_when_they_miss_the_daemons_state_directory() {
         "nothing created there"
     );
 }
+
+/// Found by a second review: an agent renaming its `.lazarus` in a loop
+/// made the daemon re-read its whole cell (manifest and every heartbeat)
+/// for each event, and every other cell waited for minutes. Each cell is
+/// read at most once per batch and per 50 ms.
+#[test]
+fn a_rename_flood_in_one_cell_does_not_stall_the_others() {
+    let env = Env::new();
+    env.config("[cells]\nheartbeat_stale_threshold = 600\n");
+    let agents: Vec<Value> = (0..2000)
+        .map(|i| json!({"name": format!("a{i}")}))
+        .collect();
+    let noisy = cell(&env, json!({"agents": agents}));
+    let quiet = env.create(&["--agent", "q"]);
+    let daemon = env.daemon(&[]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let dir = env.cell(&noisy);
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = std::fs::rename(dir.join(".lazarus"), dir.join(".x"));
+                let _ = std::fs::rename(dir.join(".x"), dir.join(".lazarus"));
+                n += 1;
+            }
+            n
+        })
+    };
+    // While it goes on, the quiet cell's heartbeats are seen.
+    for i in 0..5 {
+        let status = format!("during-the-flood-{i}");
+        env.beat(&quiet, "q", &status);
+        let seen = crate::harness::wait_until(Duration::from_secs(5), || {
+            env.events_named(&quiet, "heartbeat")
+                .iter()
+                .any(|e| e["status"] == status.as_str())
+        });
+        if !seen {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            panic!(
+                "a heartbeat of another cell waited > 5 s:\n{}",
+                daemon.log()
+            );
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(flood.join().expect("flood") > 100, "the flood ran");
+    let (status, took) = daemon.stop(WAIT);
+    assert!(status.success());
+    assert!(took < Duration::from_secs(5), "SIGTERM took {took:?}");
+}
+
+/// Found by a second review: an agent's 5,000-deep tree in its workspace
+/// made `cell destroy` fail (one descriptor per level), leaving the cell
+/// marked destroyed and nothing removed. Removal holds a bounded number of
+/// descriptors, whatever the depth.
+#[test]
+fn destroy_removes_a_tree_of_any_depth() {
+    let env = Env::new();
+    let kept = env.create(&["--agent", "a"]);
+    let purged = env.create(&["--agent", "a"]);
+    for uuid in [&kept, &purged] {
+        let mut deep = env.cell(uuid).join("workspace");
+        for _ in 0..500 {
+            deep.push("d");
+        }
+        std::fs::create_dir_all(&deep).expect("deep tree");
+        std::fs::write(deep.join("f"), "x").expect("file");
+    }
+    let limited = |args: &[&str]| {
+        let mut cmd = env.command(args);
+        // SAFETY: setrlimit is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, 64, 64)
+                    .map_err(Into::into)
+            });
+        }
+        env.run_cmd(cmd, args)
+    };
+    limited(&["cell", "destroy", &kept, "--yes"]).success();
+    assert!(!env.cell(&kept).join("workspace").exists());
+    limited(&["cell", "destroy", &purged, "--yes", "--purge"]).success();
+    assert!(!env.cell(&purged).exists());
+    let left: Vec<String> = std::fs::read_dir(&env.root)
+        .expect("root")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        left,
+        std::slice::from_ref(&kept),
+        "nothing half-removed is left in the root"
+    );
+    // A cell whose status an agent set to destroyed by hand: destroying it
+    // again finishes the job instead of refusing.
+    let again = env.create(&["--agent", "a"]);
+    env.edit_manifest(&again, |m| m["status"] = "destroyed".into());
+    env.run(&["cell", "destroy", &again, "--yes"]).success();
+    assert!(!env.cell(&again).join("workspace").exists());
+}
+
+/// Found by a second review: moves out of archived or destroyed made by
+/// editing cell.json (its agents can) were followed silently, putting the
+/// cell back under supervision. They are refused and reported.
+#[test]
+fn a_hand_edit_cannot_bring_an_archived_cell_back() {
+    let env = Env::new();
+    env.config("[cells]\nheartbeat_stale_threshold = 0.3\nresurrect_after = 600\n");
+    let uuid = env.create(&["--agent", "a"]);
+    let _daemon = env.daemon(&[]);
+    env.wait_event(&uuid, "agent_stale", 1, WAIT);
+    env.run(&["cell", "archive", &uuid]).success();
+    wait_for("archived in the record", WAIT, || {
+        env.record(&uuid).is_some_and(|r| r["status"] == "archived")
+    });
+    env.edit_manifest(&uuid, |m| m["status"] = "active".into());
+    let refused = env.wait_event(&uuid, "invalid_input", 1, WAIT);
+    assert!(
+        refused[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not a legal move")),
+        "{refused:?}"
+    );
+    // Witness: a cell created now goes stale; the archived one's agent,
+    // silent for longer, is not supervised again.
+    let witness = env.create(&["--agent", "w"]);
+    env.wait_event(&witness, "agent_stale", 1, WAIT);
+    assert_eq!(env.events_named(&uuid, "agent_stale").len(), 1);
+}
+
+/// Found by a second review: an agent appended a forged
+/// `cell_status_changed` to its stream, then froze its cell by editing
+/// cell.json, and the daemon — which looked for the CLI's line in the
+/// stream — recorded nothing. It records every move nobody announced to
+/// it through its inbox.
+#[test]
+fn a_forged_status_line_does_not_hide_a_status_move() {
+    let env = Env::new();
+    env.config("[cells]\nheartbeat_stale_threshold = 600\n");
+    let uuid = env.create(&["--agent", "a"]);
+    let _daemon = env.daemon(&[]);
+    wait_for("the record", WAIT, || env.record(&uuid).is_some());
+    let stream = env.cell(&uuid).join("logs/events.jsonl");
+    let mut text = std::fs::read_to_string(&stream).expect("events");
+    text.push_str(&format!(
+        "{{\"ts\":\"2026-01-01T00:00:00.000Z\",\"event\":\"cell_status_changed\",\"cell\":\"{uuid}\",\"from\":\"active\",\"to\":\"frozen\",\"by\":\"root\"}}\n"
+    ));
+    std::fs::write(&stream, text).expect("forge");
+    env.edit_manifest(&uuid, |m| m["status"] = "frozen".into());
+    wait_for("the move recorded as observed", WAIT, || {
+        env.events_named(&uuid, "cell_status_changed")
+            .iter()
+            .any(|e| e["to"] == "frozen" && e["observed"] == true)
+    });
+}
+
+/// Found by a second review: after an operator's `deny`, the agent edited
+/// its own entry in cell.json and was started afresh. A denial stands
+/// until an operator's `revive`.
+#[test]
+fn a_denied_agent_is_not_restarted_by_an_edit_of_its_entry() {
+    let env = env();
+    let mut a = agent("a", "crash");
+    a["revive_policy"] = "ask".into();
+    let uuid = cell(&env, json!({"agents": [a, {"name": "witness"}]}));
+    let _daemon = env.spawn_daemon(&[]);
+    wait_for("the request in the record", WAIT, || {
+        env.record(&uuid)
+            .is_some_and(|r| r["agents"]["a"]["state"] == "awaiting_approval")
+    });
+    env.run(&["deny", &uuid, "a"]).success();
+    wait_for("dead", WAIT, || {
+        env.record(&uuid)
+            .is_some_and(|r| r["agents"]["a"]["state"] == "dead")
+    });
+    let starts = of_agent(&env, &uuid, "agent_started", "a").len();
+    // The agent changes its own policy and environment.
+    env.edit_manifest(&uuid, |m| {
+        m["agents"][0]["revive_policy"] = "yes".into();
+        m["agents"][0]["env"] = json!({"X": "1"});
+        m["agents"][1]["role"] = "edited".into();
+    });
+    // Witness: the same edit reached the daemon (the witness agent's new
+    // entry is in the record), and a heartbeat after it was read.
+    env.beat(&uuid, "witness", "after-the-edit");
+    wait_for("the witness heartbeat", WAIT, || {
+        env.events_named(&uuid, "heartbeat")
+            .iter()
+            .any(|e| e["status"] == "after-the-edit")
+    });
+    assert_eq!(of_agent(&env, &uuid, "agent_started", "a").len(), starts);
+    assert!(of_agent(&env, &uuid, "agent_revived", "a").is_empty());
+    // The operator's revive does bring it back.
+    env.run(&["revive", &uuid, "a"]).success();
+    pid_of(&env, &uuid, "agent_revived", "a", 1);
+}
