@@ -245,11 +245,9 @@ impl Dir {
         Ok(File::from(fd))
     }
 
-    /// Puts a new, empty file of `mode` at `name` (a single component),
-    /// replacing whatever is there — a file, a symlink — by rename, and
-    /// returns it open for reading and writing. The file never existed
-    /// under `name` with any other mode.
-    pub fn create_replacing(&self, name: &str, mode: u32) -> io::Result<File> {
+    /// A new file under a temp name nobody can guess or have made before
+    /// (`O_EXCL`, no symlink followed) for `name`, opened with `access`.
+    fn create_temp(&self, name: &str, mode: u32, access: OFlag) -> io::Result<(String, File)> {
         let tmp = format!(
             ".{name}.{}.{}.tmp",
             std::process::id(),
@@ -258,11 +256,19 @@ impl Dir {
         let fd = openat(
             &self.fd,
             tmp.as_str(),
-            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            access | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             Mode::from_bits_truncate(mode),
         )
         .map_err(|e| errno_io(e, &self.display(&tmp)))?;
-        let file = File::from(fd);
+        Ok((tmp, File::from(fd)))
+    }
+
+    /// Puts a new, empty file of `mode` at `name` (a single component),
+    /// replacing whatever is there — a file, a symlink — by rename, and
+    /// returns it open for reading and writing. The file never existed
+    /// under `name` with any other mode.
+    pub fn create_replacing(&self, name: &str, mode: u32) -> io::Result<File> {
+        let (tmp, file) = self.create_temp(name, mode, OFlag::O_RDWR)?;
         let placed = nix::sys::stat::fchmod(&file, Mode::from_bits_truncate(mode))
             .and_then(|()| renameat(&self.fd, tmp.as_str(), &self.fd, name));
         if let Err(e) = placed {
@@ -338,20 +344,8 @@ impl Dir {
                 format!("{name:?} is not a file name"),
             ));
         }
-        let tmp = format!(
-            ".{name}.{}.{}.tmp",
-            std::process::id(),
-            uuid::Uuid::new_v4().simple()
-        );
-        let fd = openat(
-            &self.fd,
-            tmp.as_str(),
-            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(mode),
-        )
-        .map_err(|e| errno_io(e, &self.display(&tmp)))?;
+        let (tmp, mut file) = self.create_temp(name, mode, OFlag::O_WRONLY)?;
         let result = (|| {
-            let mut file = File::from(fd);
             if let Some((uid, gid)) = owner {
                 nix::unistd::fchown(&file, Some(uid), Some(gid)).map_err(io::Error::from)?;
                 // chown clears set-id bits; the mode is set again after it.

@@ -301,6 +301,38 @@ impl Env {
         Daemon { child, log }
     }
 
+    /// `cell create --template` from a partial cell.json; the new UUID.
+    pub fn create_from(&self, cell: &Value) -> String {
+        let path = self
+            .tmp
+            .path()
+            .join(format!("tpl-{}.json", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&path, cell.to_string()).expect("template");
+        self.create(&["--template", path.to_str().expect("utf-8")])
+    }
+
+    /// Events named `name` of `agent` in the cell's stream.
+    pub fn of_agent(&self, uuid: &str, name: &str, agent: &str) -> Vec<Value> {
+        self.events_named(uuid, name)
+            .into_iter()
+            .filter(|e| e["agent"] == agent)
+            .collect()
+    }
+
+    /// The `pid` of the n-th (1-based) event named `name` of `agent`,
+    /// waited for (20 s at most).
+    #[track_caller]
+    pub fn pid_of(&self, uuid: &str, name: &str, agent: &str, n: usize) -> i32 {
+        wait_for(
+            &format!("{n} × {name} of {agent}"),
+            Duration::from_secs(20),
+            || self.of_agent(uuid, name, agent).len() >= n,
+        );
+        self.of_agent(uuid, name, agent)[n - 1]["pid"]
+            .as_i64()
+            .expect("pid") as i32
+    }
+
     /// Events named `name` in the cell's stream (empty if no stream yet).
     pub fn events_named(&self, uuid: &str, name: &str) -> Vec<Value> {
         let path = self.cell(uuid).join("logs/events.jsonl");

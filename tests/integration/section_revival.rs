@@ -11,7 +11,7 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// Thresholds generous enough for a loaded CI machine (agents beat every
 /// 0.2 s), short enough to keep tests quick.
-const CONFIG: &str = "\
+pub(crate) const CONFIG: &str = "\
 [cells]
 heartbeat_stale_threshold = 2
 resurrect_after = 3
@@ -31,42 +31,10 @@ fn agent(name: &str, mode: &str) -> Value {
     })
 }
 
-/// Creates an active cell from `cell` (a partial cell.json) and returns
-/// its UUID.
-fn cell(env: &Env, cell: Value) -> String {
-    let path = env.tmp.path().join(format!("tpl-{}.json", rand_suffix()));
-    std::fs::write(&path, cell.to_string()).expect("template");
-    env.create(&["--template", path.to_str().expect("utf-8")])
-}
-
-fn rand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_nanos()
-}
-
 fn env() -> Env {
     let env = Env::new();
     env.config(CONFIG);
     env
-}
-
-/// The `pid` of the n-th (1-based) event named `name` for `agent`.
-fn pid_of(env: &Env, uuid: &str, name: &str, agent: &str, n: usize) -> i32 {
-    wait_for(&format!("{n} × {name} of {agent}"), WAIT, || {
-        of_agent(env, uuid, name, agent).len() >= n
-    });
-    of_agent(env, uuid, name, agent)[n - 1]["pid"]
-        .as_i64()
-        .expect("pid") as i32
-}
-
-fn of_agent(env: &Env, uuid: &str, name: &str, agent: &str) -> Vec<Value> {
-    env.events_named(uuid, name)
-        .into_iter()
-        .filter(|e| e["agent"] == agent)
-        .collect()
 }
 
 fn agent_state(env: &Env, uuid: &str, agent: &str) -> Option<String> {
@@ -107,10 +75,7 @@ fn ts(e: &Value) -> f64 {
 #[test]
 fn a_hung_agent_is_killed_with_its_session_and_revived_in_its_cell() {
     let env = env();
-    let uuid = cell(
-        &env,
-        json!({"name": "hung", "agents": [agent("a", "hang-hard")]}),
-    );
+    let uuid = env.create_from(&json!({"name": "hung", "agents": [agent("a", "hang-hard")]}));
     // A daemon under systemd: its notify socket must not reach agents, nor
     // a descriptor it inherited (fd 7, as socket activation would pass).
     let mut cmd = std::process::Command::new("/bin/sh");
@@ -127,7 +92,7 @@ fn a_hung_agent_is_killed_with_its_session_and_revived_in_its_cell() {
     }
     cmd.env("NOTIFY_SOCKET", env.tmp.path().join("no-such-socket"));
     let _daemon = env.spawn_daemon_cmd(cmd);
-    let first = pid_of(&env, &uuid, "agent_started", "a", 1);
+    let first = env.pid_of(&uuid, "agent_started", "a", 1);
     let start = env.agent_start(&uuid, "a", first);
     assert_eq!(start["attempt"], "0");
     wait_for("the hung agent's child", WAIT, || {
@@ -151,13 +116,13 @@ fn a_hung_agent_is_killed_with_its_session_and_revived_in_its_cell() {
     );
     assert!(process["rss_bytes"].as_u64().expect("rss") > 0);
     assert!(process["cpu_advanced"].is_boolean());
-    let second = pid_of(&env, &uuid, "agent_revived", "a", 1);
+    let second = env.pid_of(&uuid, "agent_revived", "a", 1);
     assert_ne!(first, second);
-    let revived = &of_agent(&env, &uuid, "agent_revived", "a")[0];
+    let revived = &env.of_agent(&uuid, "agent_revived", "a")[0];
     assert_eq!(revived["attempt"], 1);
     assert_eq!(revived["reason"], "stale");
     // It ignored SIGTERM: SIGKILL after kill_grace, and its child too.
-    let exited = &of_agent(&env, &uuid, "agent_exited", "a")[0];
+    let exited = &env.of_agent(&uuid, "agent_exited", "a")[0];
     assert_eq!(exited["pid"], first);
     assert_eq!(exited["signal"], 9);
     assert!(!alive(first), "the hung instance is gone");
@@ -215,18 +180,17 @@ fn a_hung_agent_is_killed_with_its_session_and_revived_in_its_cell() {
 fn a_crash_is_revived_at_once_and_a_clean_exit_is_finished() {
     let env = env();
     // Stale thresholds far beyond the test: only the exit can explain it.
-    let uuid = cell(
-        &env,
-        json!({"heartbeat_stale_threshold": 300, "resurrect_after": 600,
+    let uuid = env.create_from(
+        &json!({"heartbeat_stale_threshold": 300, "resurrect_after": 600,
                "agents": [agent("crashy", "crash-once"), agent("done", "exit0")]}),
     );
     let _daemon = env.spawn_daemon(&[]);
-    let first = pid_of(&env, &uuid, "agent_started", "crashy", 1);
-    let second = pid_of(&env, &uuid, "agent_revived", "crashy", 1);
-    let exited = &of_agent(&env, &uuid, "agent_exited", "crashy")[0];
+    let first = env.pid_of(&uuid, "agent_started", "crashy", 1);
+    let second = env.pid_of(&uuid, "agent_revived", "crashy", 1);
+    let exited = &env.of_agent(&uuid, "agent_exited", "crashy")[0];
     assert_eq!(exited["pid"], first);
     assert_eq!(exited["code"], 3);
-    let revived = &of_agent(&env, &uuid, "agent_revived", "crashy")[0];
+    let revived = &env.of_agent(&uuid, "agent_revived", "crashy")[0];
     assert_eq!(revived["reason"], "exited");
     assert!(
         ts(revived) - ts(exited) < 1.0,
@@ -238,17 +202,17 @@ fn a_crash_is_revived_at_once_and_a_clean_exit_is_finished() {
     wait_for("done to be exited", WAIT, || {
         agent_state(&env, &uuid, "done").as_deref() == Some("exited")
     });
-    let done = &of_agent(&env, &uuid, "agent_exited", "done")[0];
+    let done = &env.of_agent(&uuid, "agent_exited", "done")[0];
     assert_eq!(done["code"], 0);
-    assert!(of_agent(&env, &uuid, "agent_revived", "done").is_empty());
+    assert!(env.of_agent(&uuid, "agent_revived", "done").is_empty());
 }
 
 #[test]
 fn a_crashed_agents_leftover_children_are_killed_before_it_restarts() {
     let env = env();
-    let uuid = cell(&env, json!({"agents": [agent("a", "crash-child")]}));
+    let uuid = env.create_from(&json!({"agents": [agent("a", "crash-child")]}));
     let _daemon = env.spawn_daemon(&[]);
-    let revived = pid_of(&env, &uuid, "agent_revived", "a", 1);
+    let revived = env.pid_of(&uuid, "agent_revived", "a", 1);
     let child: i32 = std::fs::read_to_string(env.cell(&uuid).join("workspace/child-a.pid"))
         .expect("child pid")
         .trim()
@@ -264,19 +228,16 @@ fn a_crashed_agents_leftover_children_are_killed_before_it_restarts() {
 #[test]
 fn max_attempts_with_growing_gaps_then_exhausted_until_revive() {
     let env = env();
-    let uuid = cell(
-        &env,
-        json!({"max_revive_attempts": 3, "agents": [agent("a", "crash")]}),
-    );
+    let uuid = env.create_from(&json!({"max_revive_attempts": 3, "agents": [agent("a", "crash")]}));
     let _daemon = env.spawn_daemon(&[]);
     let exhausted = env.wait_event(&uuid, "revive_exhausted", 1, WAIT);
     assert_eq!(exhausted[0]["attempts"], 3);
     wait_for("abandoned", WAIT, || {
         agent_state(&env, &uuid, "a").as_deref() == Some("abandoned")
     });
-    let revived = of_agent(&env, &uuid, "agent_revived", "a");
+    let revived = env.of_agent(&uuid, "agent_revived", "a");
     assert_eq!(revived.len(), 3, "exactly max_revive_attempts revivals");
-    let exited = of_agent(&env, &uuid, "agent_exited", "a");
+    let exited = env.of_agent(&uuid, "agent_exited", "a");
     assert_eq!(exited.len(), 4);
     // Gap from each death to its revival: 0, then 0.3 s, then 0.6 s.
     let gaps: Vec<f64> = (0..3).map(|i| ts(&revived[i]) - ts(&exited[i])).collect();
@@ -293,9 +254,9 @@ fn max_attempts_with_growing_gaps_then_exhausted_until_revive() {
     // An operator's revive: a fresh count, reason manual.
     env.run(&["revive", &uuid, "a"]).success();
     wait_for("manual revival", WAIT, || {
-        of_agent(&env, &uuid, "agent_revived", "a").len() == 4
+        env.of_agent(&uuid, "agent_revived", "a").len() == 4
     });
-    let manual = &of_agent(&env, &uuid, "agent_revived", "a")[3];
+    let manual = &env.of_agent(&uuid, "agent_revived", "a")[3];
     assert_eq!(manual["reason"], "manual");
     assert_eq!(manual["attempt"], 1);
     assert_schemas(&env, &uuid);
@@ -309,24 +270,20 @@ fn max_attempts_with_growing_gaps_then_exhausted_until_revive() {
 #[test]
 fn policy_no_records_agent_dead() {
     let env = env();
-    let uuid = cell(
-        &env,
-        json!({"revive_policy": "no", "agents": [agent("a", "crash")]}),
-    );
+    let uuid = env.create_from(&json!({"revive_policy": "no", "agents": [agent("a", "crash")]}));
     let _daemon = env.spawn_daemon(&[]);
     env.wait_event(&uuid, "agent_dead", 1, WAIT);
     wait_for("dead", WAIT, || {
         agent_state(&env, &uuid, "a").as_deref() == Some("dead")
     });
-    assert!(of_agent(&env, &uuid, "agent_revived", "a").is_empty());
+    assert!(env.of_agent(&uuid, "agent_revived", "a").is_empty());
 }
 
 #[test]
 fn policy_ask_waits_for_approve_or_deny() {
     let env = env();
-    let uuid = cell(
-        &env,
-        json!({"revive_policy": "ask", "agents": [agent("a", "crash-once"), agent("b", "crash")]}),
+    let uuid = env.create_from(
+        &json!({"revive_policy": "ask", "agents": [agent("a", "crash-once"), agent("b", "crash")]}),
     );
     // Before any daemon used this root, the CLI says so (a wrong config
     // is the likely cause), instead of dropping a request nobody reads.
@@ -356,9 +313,9 @@ fn policy_ask_waits_for_approve_or_deny() {
     env.run(&["approve", &uuid, "a"]).success();
     let approved = env.wait_event(&uuid, "revive_approved", 1, WAIT);
     assert_eq!(approved[0]["request_id"], id_a.as_str());
-    pid_of(&env, &uuid, "agent_revived", "a", 1);
+    env.pid_of(&uuid, "agent_revived", "a", 1);
     assert_eq!(
-        of_agent(&env, &uuid, "agent_revived", "a")[0]["reason"],
+        env.of_agent(&uuid, "agent_revived", "a")[0]["reason"],
         "approved"
     );
     wait_for("the answer to be consumed", WAIT, || env.inbox().is_empty());
@@ -368,7 +325,7 @@ fn policy_ask_waits_for_approve_or_deny() {
     wait_for("b dead", WAIT, || {
         agent_state(&env, &uuid, "b").as_deref() == Some("dead")
     });
-    assert!(of_agent(&env, &uuid, "agent_revived", "b").is_empty());
+    assert!(env.of_agent(&uuid, "agent_revived", "b").is_empty());
     assert_schemas(&env, &uuid);
 }
 
@@ -378,7 +335,7 @@ fn policy_substitute_hands_over_to_a_healthy_agent() {
     let mut a = agent("a", "crash");
     a["revive_policy"] = "substitute".into();
     a["substitutes"] = json!(["ghost", "b"]);
-    let uuid = cell(&env, json!({"agents": [a, agent("b", "beat")]}));
+    let uuid = env.create_from(&json!({"agents": [a, agent("b", "beat")]}));
     let _daemon = env.spawn_daemon(&[]);
     let sub = env.wait_event(&uuid, "agent_substituted", 1, WAIT);
     // b may not have beaten yet when a first dies: then it is started for
@@ -400,7 +357,7 @@ fn policy_substitute_hands_over_to_a_healthy_agent() {
     assert_eq!(packet["substitute"], "b");
     assert_eq!(packet["cell"], uuid.as_str());
     assert_eq!(packet["reason"], "exited");
-    assert!(of_agent(&env, &uuid, "agent_revived", "a").is_empty());
+    assert!(env.of_agent(&uuid, "agent_revived", "a").is_empty());
     wait_for("state.json", WAIT, || env.state(&uuid).is_some());
     assert_schemas(&env, &uuid);
 }
@@ -413,9 +370,9 @@ fn a_substitute_that_is_down_is_started_for_the_dead_agent() {
     a["substitutes"] = json!(["b"]);
     let mut b = agent("b", "beat");
     b["autostart"] = false.into();
-    let uuid = cell(&env, json!({"agents": [a, b]}));
+    let uuid = env.create_from(&json!({"agents": [a, b]}));
     let _daemon = env.spawn_daemon(&[]);
-    let started = pid_of(&env, &uuid, "agent_started", "b", 1);
+    let started = env.pid_of(&uuid, "agent_started", "b", 1);
     let start = env.agent_start(&uuid, "b", started);
     assert_eq!(start["substitute_for"], "a");
     let sub = &env.events_named(&uuid, "agent_substituted")[0];
@@ -425,9 +382,9 @@ fn a_substitute_that_is_down_is_started_for_the_dead_agent() {
 #[test]
 fn a_daemon_restart_adopts_running_agents() {
     let env = env();
-    let uuid = cell(&env, json!({"agents": [agent("a", "crash-once")]}));
+    let uuid = env.create_from(&json!({"agents": [agent("a", "crash-once")]}));
     let daemon = env.spawn_daemon(&[]);
-    let running = pid_of(&env, &uuid, "agent_revived", "a", 1);
+    let running = env.pid_of(&uuid, "agent_revived", "a", 1);
     wait_for("state.json with the instance", WAIT, || {
         env.state(&uuid)
             .is_some_and(|s| s["agent_health"]["a"]["pid"] == running)
@@ -443,8 +400,8 @@ fn a_daemon_restart_adopts_running_agents() {
         env.state(&uuid)
             .is_some_and(|s| s["daemon_pid"] == daemon.pid())
     });
-    assert_eq!(of_agent(&env, &uuid, "agent_started", "a").len(), 1);
-    assert_eq!(of_agent(&env, &uuid, "agent_revived", "a").len(), 1);
+    assert_eq!(env.of_agent(&uuid, "agent_started", "a").len(), 1);
+    assert_eq!(env.of_agent(&uuid, "agent_revived", "a").len(), 1);
     let state = env.state(&uuid).expect("state");
     assert_eq!(state["agent_health"]["a"]["pid"], running);
     assert_eq!(state["agent_health"]["a"]["revive_count"], 1);
@@ -457,8 +414,8 @@ fn a_daemon_restart_adopts_running_agents() {
     .expect("kill");
     let exited = env.wait_event(&uuid, "agent_exited", 2, WAIT);
     assert_eq!(exited[1]["pid"], running);
-    let again = pid_of(&env, &uuid, "agent_revived", "a", 2);
-    let revived = &of_agent(&env, &uuid, "agent_revived", "a")[1];
+    let again = env.pid_of(&uuid, "agent_revived", "a", 2);
+    let revived = &env.of_agent(&uuid, "agent_revived", "a")[1];
     assert_eq!(revived["attempt"], 2, "the count survived the restart");
     assert!(alive(again));
     assert_schemas(&env, &uuid);
@@ -474,7 +431,7 @@ fn a_pid_written_in_a_heartbeat_is_never_signalled_without_proof() {
     let victim = bystander.id() as i32;
     let mut a = agent("a", "beat");
     a["autostart"] = false.into();
-    let uuid = cell(&env, json!({"agents": [a]}));
+    let uuid = env.create_from(&json!({"agents": [a]}));
     // "a" runs outside the daemon and claims the bystander's pid.
     let hb = env.cell(&uuid).join(".lazarus/heartbeats/a.json");
     std::fs::write(
@@ -484,9 +441,9 @@ fn a_pid_written_in_a_heartbeat_is_never_signalled_without_proof() {
     .expect("heartbeat");
     let _daemon = env.spawn_daemon(&[]);
     // Silent: stale, due, "stopped" (not: no proof), started anew.
-    pid_of(&env, &uuid, "agent_revived", "a", 1);
+    env.pid_of(&uuid, "agent_revived", "a", 1);
     assert!(alive(victim), "the bystander was not signalled");
-    assert!(of_agent(&env, &uuid, "agent_exited", "a").is_empty());
+    assert!(env.of_agent(&uuid, "agent_exited", "a").is_empty());
     let _ = bystander.kill();
     let _ = bystander.wait();
 }
@@ -502,7 +459,7 @@ fn the_notification_hook_gets_the_event_line_and_environment() {
          mv \"$0/$LAZARUS_EVENT.json.tmp\" \"$0/$LAZARUS_EVENT.json\"', \"{}\"]\n",
         out.display()
     ));
-    let uuid = cell(&env, json!({"agents": [agent("a", "crash-once")]}));
+    let uuid = env.create_from(&json!({"agents": [agent("a", "crash-once")]}));
     let _daemon = env.spawn_daemon(&[]);
     let file = out.join("agent_revived.json");
     wait_for("the hook's output", WAIT, || file.exists());
@@ -698,7 +655,7 @@ fn as_root_an_agent_runs_as_the_owner_of_its_cell() {
         "built as root, run as root"
     );
     let env = env();
-    let uuid = cell(&env, json!({"agents": [agent("a", "beat")]}));
+    let uuid = env.create_from(&json!({"agents": [agent("a", "beat")]}));
     // The cell belongs to `nobody`; the test root's parents must let it in.
     let status = std::process::Command::new("chown")
         .args(["-R", "65534:65534"])
@@ -713,7 +670,7 @@ fn as_root_an_agent_runs_as_the_owner_of_its_cell() {
         .status()
         .expect("chmod");
     let _daemon = env.spawn_daemon(&[]);
-    let pid = pid_of(&env, &uuid, "agent_started", "a", 1);
+    let pid = env.pid_of(&uuid, "agent_started", "a", 1);
     let start = env.agent_start(&uuid, "a", pid);
     assert_eq!(start["uid"], "65534");
     assert_eq!(start["gid"], "65534");
@@ -728,10 +685,7 @@ fn as_root_an_agent_runs_as_the_owner_of_its_cell() {
 #[test]
 fn an_agent_beating_fresh_at_start_is_watched_not_started() {
     let env = env();
-    let uuid = cell(
-        &env,
-        json!({"agents": [agent("a", "beat"), agent("b", "beat")]}),
-    );
+    let uuid = env.create_from(&json!({"agents": [agent("a", "beat"), agent("b", "beat")]}));
     // "a" already runs somewhere: its heartbeat is fresh.
     std::fs::write(
         env.cell(&uuid).join(".lazarus/heartbeats/a.json"),
@@ -740,15 +694,15 @@ fn an_agent_beating_fresh_at_start_is_watched_not_started() {
     .expect("heartbeat");
     let _daemon = env.spawn_daemon(&[]);
     // b is started; by then a has been judged (they are read in one pass).
-    pid_of(&env, &uuid, "agent_started", "b", 1);
+    env.pid_of(&uuid, "agent_started", "b", 1);
     wait_for("a healthy in state.json", WAIT, || {
         agent_state(&env, &uuid, "a").as_deref() == Some("healthy")
     });
-    assert!(of_agent(&env, &uuid, "agent_started", "a").is_empty());
+    assert!(env.of_agent(&uuid, "agent_started", "a").is_empty());
     // Watched until it dies: silent, it is revived (its command is known).
-    let revived = pid_of(&env, &uuid, "agent_revived", "a", 1);
+    let revived = env.pid_of(&uuid, "agent_revived", "a", 1);
     assert_eq!(
-        of_agent(&env, &uuid, "agent_revived", "a")[0]["reason"],
+        env.of_agent(&uuid, "agent_revived", "a")[0]["reason"],
         "stale"
     );
     assert!(alive(revived));
@@ -761,13 +715,10 @@ fn a_hook_that_hangs_blocks_neither_revivals_nor_shutdown() {
         "{CONFIG}\n[notifications]\ncommand = [\"/bin/sh\", \"-c\", \"sleep 60 & wait\"]\n\
          events = [\"agent_started\", \"agent_exited\", \"agent_revived\"]\n"
     ));
-    let uuid = cell(
-        &env,
-        json!({"max_revive_attempts": 8, "agents": [agent("a", "crash")]}),
-    );
+    let uuid = env.create_from(&json!({"max_revive_attempts": 8, "agents": [agent("a", "crash")]}));
     let daemon = env.spawn_daemon(&[]);
     // Far more hook runs than may run at once: revivals go on regardless.
-    pid_of(&env, &uuid, "agent_revived", "a", 6);
+    env.pid_of(&uuid, "agent_revived", "a", 6);
     let (status, took) = daemon.stop(Duration::from_secs(5));
     assert!(status.success());
     assert!(took < Duration::from_secs(2), "{took:?}");
@@ -817,7 +768,7 @@ fn an_agent_joining_a_watched_cell_is_started_at_once() {
         "beat",
     ])
     .success();
-    let pid = pid_of(&env, &uuid, "agent_started", "late", 1);
+    let pid = env.pid_of(&uuid, "agent_started", "late", 1);
     let start = env.agent_start(&uuid, "late", pid);
     assert_eq!(start["custom"], "joined");
     assert_eq!(start["attempt"], "0");

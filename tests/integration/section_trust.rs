@@ -16,15 +16,8 @@ use crate::harness::{Env, alive, now, repo_file, wait_for};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-const CONFIG: &str = "\
-[cells]
-heartbeat_stale_threshold = 2
-resurrect_after = 3
-kill_grace = 0.5
-backoff_initial = 0.3
-backoff_max = 5
-poll_interval = 5
-";
+/// The revival tests' thresholds.
+use crate::section_revival::CONFIG;
 
 const NOBODY: u32 = 65534;
 
@@ -39,31 +32,6 @@ fn agent(name: &str, mode: &str) -> Value {
         "name": name,
         "command": ["/bin/sh", repo_file("tests/agent.sh"), mode],
     })
-}
-
-fn cell(env: &Env, cell: Value) -> String {
-    let path = env
-        .tmp
-        .path()
-        .join(format!("tpl-{}.json", uuid::Uuid::new_v4().simple()));
-    std::fs::write(&path, cell.to_string()).expect("template");
-    env.create(&["--template", path.to_str().expect("utf-8")])
-}
-
-fn of_agent(env: &Env, uuid: &str, name: &str, agent: &str) -> Vec<Value> {
-    env.events_named(uuid, name)
-        .into_iter()
-        .filter(|e| e["agent"] == agent)
-        .collect()
-}
-
-fn pid_of(env: &Env, uuid: &str, name: &str, agent: &str, n: usize) -> i32 {
-    wait_for(&format!("{n} × {name} of {agent}"), WAIT, || {
-        of_agent(env, uuid, name, agent).len() >= n
-    });
-    of_agent(env, uuid, name, agent)[n - 1]["pid"]
-        .as_i64()
-        .expect("pid") as i32
 }
 
 fn start_time(pid: i32) -> u64 {
@@ -133,13 +101,10 @@ fn forged_state(uuid: &str, victims: &[(&str, i32)]) -> String {
 fn a_forged_state_json_gets_no_process_killed() {
     let env = env();
     let victim = Bystander::start();
-    let uuid = cell(
-        &env,
-        json!({"agents": [agent("a", "beat"), agent("b", "beat")]}),
-    );
+    let uuid = env.create_from(&json!({"agents": [agent("a", "beat"), agent("b", "beat")]}));
     let daemon = env.spawn_daemon(&[]);
-    let first_a = pid_of(&env, &uuid, "agent_started", "a", 1);
-    pid_of(&env, &uuid, "agent_started", "b", 1);
+    let first_a = env.pid_of(&uuid, "agent_started", "a", 1);
+    env.pid_of(&uuid, "agent_started", "b", 1);
     // The cell is forgotten: its manifest moved away...
     let manifest = env.cell(&uuid).join("cell.json");
     let aside = env.tmp.path().join("cell.json.aside");
@@ -167,8 +132,8 @@ fn a_forged_state_json_gets_no_process_killed() {
     assert!(!daemon.log().contains(&adopted_victim), "{}", daemon.log());
     env.run(&["revive", &uuid, "a"]).success();
     env.run(&["revive", &uuid, "b"]).success();
-    pid_of(&env, &uuid, "agent_revived", "a", 1);
-    pid_of(&env, &uuid, "agent_revived", "b", 1);
+    env.pid_of(&uuid, "agent_revived", "a", 1);
+    env.pid_of(&uuid, "agent_revived", "b", 1);
     assert!(alive(victim.pid()), "the bystander was killed");
     let mut daemon = daemon;
     assert!(daemon.running(), "the daemon signalled itself");
@@ -183,7 +148,7 @@ fn a_forged_state_json_gets_no_process_killed() {
             .is_some_and(|s| s["daemon_pid"] == daemon.pid())
     });
     env.run(&["revive", &uuid, "b"]).success();
-    pid_of(&env, &uuid, "agent_revived", "b", 2);
+    env.pid_of(&uuid, "agent_revived", "b", 2);
     assert!(
         alive(victim.pid()),
         "the bystander was killed after a restart"
@@ -203,7 +168,7 @@ fn a_forged_state_json_gets_no_process_killed() {
 )]
 fn a_claimed_pid_of_another_user_is_never_signalled() {
     let env = env();
-    let uuid = cell(&env, json!({"agents": [agent("a", "beat")]}));
+    let uuid = env.create_from(&json!({"agents": [agent("a", "beat")]}));
     own_by_nobody(&env, &uuid);
     let mut cmd = Command::new("sleep");
     cmd.arg("9999")
@@ -222,7 +187,7 @@ fn a_claimed_pid_of_another_user_is_never_signalled() {
     let daemon = env.spawn_daemon(&[]);
     // Silent past resurrect_after: revived, after the claimed process was
     // looked at and left alone.
-    pid_of(&env, &uuid, "agent_revived", "a", 1);
+    env.pid_of(&uuid, "agent_revived", "a", 1);
     assert!(
         alive(victim.pid()),
         "a root process was signalled on an agent's claim"
@@ -265,7 +230,7 @@ fn a_handoff_never_chowns_a_file_swapped_in_for_it() {
     primary["substitutes"] = json!(["backup"]);
     let mut backup = agent("backup", "beat");
     backup["autostart"] = false.into();
-    let uuid = cell(&env, json!({"agents": [primary, backup]}));
+    let uuid = env.create_from(&json!({"agents": [primary, backup]}));
     let inbox = env.cell(&uuid).join("bus/inbox/backup");
     std::fs::create_dir_all(&inbox).expect("inbox");
     own_by_nobody(&env, &uuid);
@@ -309,7 +274,7 @@ fn a_handoff_never_chowns_a_file_swapped_in_for_it() {
     });
     assert_eq!(attacker.join().expect("attacker"), 1, "the swap was tried");
     // The daemon's part is over once the substitute runs.
-    pid_of(&env, &uuid, "agent_started", "backup", 1);
+    env.pid_of(&uuid, "agent_started", "backup", 1);
     let meta = std::fs::metadata(&secret).expect("secret");
     assert_eq!(
         (meta.uid(), meta.gid()),
@@ -423,7 +388,7 @@ fn agents_get_a_clean_environment() {
     env.config(&format!(
         "{CONFIG}pass_env = [\"PASSED_ON\", \"PASSED_PREFIX_*\"]\n"
     ));
-    let uuid = cell(&env, json!({"agents": [agent("a", "beat")]}));
+    let uuid = env.create_from(&json!({"agents": [agent("a", "beat")]}));
     let mut cmd = env.command(&["daemon"]);
     cmd.env("GITEA_TOKEN", "secret-token")
         .env("SOME_DAEMON_SECRET", "x")
@@ -435,7 +400,7 @@ fn agents_get_a_clean_environment() {
         .env("TZ", "UTC")
         .env("NOTIFY_SOCKET", "/run/systemd/notify");
     let _daemon = env.spawn_daemon_cmd(cmd);
-    let pid = pid_of(&env, &uuid, "agent_started", "a", 1);
+    let pid = env.pid_of(&uuid, "agent_started", "a", 1);
     let start = env.agent_start(&uuid, "a", pid);
     let names: Vec<&str> = start["names"].split_whitespace().collect();
     for secret in [
@@ -493,7 +458,7 @@ fn an_agent_cannot_approve_its_own_revival() {
     let env = env();
     let mut a = agent("a", "crash");
     a["revive_policy"] = "ask".into();
-    let uuid = cell(&env, json!({"agents": [a, {"name": "witness"}]}));
+    let uuid = env.create_from(&json!({"agents": [a, {"name": "witness"}]}));
     let daemon = env.spawn_daemon(&[]);
     let asked = env.wait_event(&uuid, "revive_requested", 1, WAIT);
     let id = asked[0]["request_id"].as_str().expect("id").to_string();
@@ -525,14 +490,14 @@ fn an_agent_cannot_approve_its_own_revival() {
         })
     });
     assert!(
-        of_agent(&env, &uuid, "agent_revived", "a").is_empty(),
+        env.of_agent(&uuid, "agent_revived", "a").is_empty(),
         "{}",
         daemon.log()
     );
     assert!(env.events_named(&uuid, "revive_approved").is_empty());
     // The operator's approve goes through.
     env.run(&["approve", &uuid, "a"]).success();
-    pid_of(&env, &uuid, "agent_revived", "a", 1);
+    env.pid_of(&uuid, "agent_revived", "a", 1);
 }
 
 /// Item 7: one heartbeat stamped an hour ahead kept an agent `healthy`
@@ -567,7 +532,7 @@ fn limits_never_raise_the_daemons_hard_limits() {
     let env = env();
     let mut a = agent("a", "beat");
     a["limits"] = json!({"nofile": 100000});
-    let uuid = cell(&env, json!({"agents": [a]}));
+    let uuid = env.create_from(&json!({"agents": [a]}));
     let mut cmd = env.command(&["daemon"]);
     // SAFETY: setrlimit is async-signal-safe.
     unsafe {
@@ -577,7 +542,7 @@ fn limits_never_raise_the_daemons_hard_limits() {
         });
     }
     let daemon = env.spawn_daemon_cmd(cmd);
-    let pid = pid_of(&env, &uuid, "agent_started", "a", 1);
+    let pid = env.pid_of(&uuid, "agent_started", "a", 1);
     let start = env.agent_start(&uuid, "a", pid);
     assert_eq!(start["nofile_hard"], "512", "{}", daemon.log());
 }
@@ -686,7 +651,7 @@ fn a_large_cell_keeps_its_state_across_a_restart() {
     let agents: Vec<Value> = (0..AGENTS)
         .map(|i| json!({"name": format!("agent-{i:05}")}))
         .collect();
-    let big = cell(&env, json!({"agents": agents}));
+    let big = env.create_from(&json!({"agents": agents}));
     let daemon = env.daemon(&[]);
     env.wait_event(&big, "agent_stale", AGENTS, WAIT * 3);
     wait_for("the record of every stale agent", WAIT, || {
@@ -711,9 +676,9 @@ fn a_large_cell_keeps_its_state_across_a_restart() {
 #[test]
 fn a_rediscovered_cell_does_not_double_its_agent() {
     let env = env();
-    let uuid = cell(&env, json!({"agents": [agent("a", "beat")]}));
+    let uuid = env.create_from(&json!({"agents": [agent("a", "beat")]}));
     let daemon = env.spawn_daemon(&[]);
-    let pid = pid_of(&env, &uuid, "agent_started", "a", 1);
+    let pid = env.pid_of(&uuid, "agent_started", "a", 1);
     let manifest = env.cell(&uuid).join("cell.json");
     let aside = env.tmp.path().join("aside.json");
     std::fs::rename(&manifest, &aside).expect("away");
@@ -730,12 +695,12 @@ fn a_rediscovered_cell_does_not_double_its_agent() {
     );
     // It still runs, and it is the only one: nothing was started.
     assert!(alive(pid));
-    assert_eq!(of_agent(&env, &uuid, "agent_started", "a").len(), 1);
-    assert!(of_agent(&env, &uuid, "agent_revived", "a").is_empty());
+    assert_eq!(env.of_agent(&uuid, "agent_started", "a").len(), 1);
+    assert!(env.of_agent(&uuid, "agent_revived", "a").is_empty());
     assert_eq!(env.agent_pids().len(), 1, "{:?}", env.agent_pids());
     // And it is still watched: a crash is seen and revived.
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).expect("kill");
-    pid_of(&env, &uuid, "agent_revived", "a", 1);
+    env.pid_of(&uuid, "agent_revived", "a", 1);
 }
 
 /// Item 12: an isolation level the daemon cannot give used to be ignored
@@ -757,7 +722,7 @@ fn an_isolation_level_that_cannot_be_given_is_refused() {
     ])
     .fails(1, "podman");
     // ...and a hand edit of cell.json (an agent can make it) never starts it.
-    let uuid = cell(&env, json!({"agents": []}));
+    let uuid = env.create_from(&json!({"agents": []}));
     env.edit_manifest(&uuid, |m| {
         let mut a = agent("a", "beat");
         a["isolation"] = "podman".into();
@@ -769,9 +734,9 @@ fn an_isolation_level_that_cannot_be_given_is_refused() {
     for (name, level) in [("a", "podman"), ("b", "mount-namespace")] {
         let failed = {
             wait_for("revive_failed", WAIT, || {
-                !of_agent(&env, &uuid, "revive_failed", name).is_empty()
+                !env.of_agent(&uuid, "revive_failed", name).is_empty()
             });
-            of_agent(&env, &uuid, "revive_failed", name)
+            env.of_agent(&uuid, "revive_failed", name)
         };
         let error = failed[0]["error"].as_str().expect("error");
         assert!(error.contains(level), "{error}");
@@ -780,7 +745,7 @@ fn an_isolation_level_that_cannot_be_given_is_refused() {
         env.agent_pids().is_empty(),
         "an agent ran without its isolation"
     );
-    let confined = cell(&env, json!({"isolation": "mount-namespace", "agents": []}));
+    let confined = env.create_from(&json!({"isolation": "mount-namespace", "agents": []}));
     env.run(&["cell", "join", &confined, "--agent", "x"])
         .fails(1, "mount-namespace");
     assert_eq!(env.manifest(&confined)["agents"], json!([]));
@@ -968,7 +933,7 @@ fn the_state_directory_is_private_to_the_daemon() {
 )]
 fn an_agent_never_gets_the_directorys_root_group() {
     let env = env();
-    let uuid = cell(&env, json!({"agents": [agent("a", "beat")]}));
+    let uuid = env.create_from(&json!({"agents": [agent("a", "beat")]}));
     // The owner only, as operators often do: the group stays root's.
     let status = Command::new("chown")
         .args(["-R", &NOBODY.to_string()])
@@ -981,7 +946,7 @@ fn an_agent_never_gets_the_directorys_root_group() {
     }
     assert_eq!(std::fs::metadata(env.cell(&uuid)).expect("meta").gid(), 0);
     let _daemon = env.spawn_daemon(&[]);
-    let pid = pid_of(&env, &uuid, "agent_started", "a", 1);
+    let pid = env.pid_of(&uuid, "agent_started", "a", 1);
     let start = env.agent_start(&uuid, "a", pid);
     let nobody = nix::unistd::User::from_uid(NOBODY.into())
         .expect("passwd")
@@ -1006,7 +971,7 @@ fn a_cell_with_too_many_agents_cannot_blind_the_daemon() {
     let hostile: Vec<Value> = (0..200)
         .map(|i| json!({"name": format!("a{i}"), "command": ["sleep", "300"]}))
         .collect();
-    let hostile = cell(&env, json!({"agents": hostile}));
+    let hostile = env.create_from(&json!({"agents": hostile}));
     let mut cmd = env.command(&["daemon"]);
     // SAFETY: setrlimit is async-signal-safe.
     unsafe {
@@ -1115,7 +1080,7 @@ fn operator_commands_say_when_they_miss_the_daemons_state_directory() {
     let env = env();
     let mut a = agent("a", "crash");
     a["revive_policy"] = "ask".into();
-    let uuid = cell(&env, json!({"agents": [a]}));
+    let uuid = env.create_from(&json!({"agents": [a]}));
     let _daemon = env.spawn_daemon(&[]);
     env.wait_event(&uuid, "revive_requested", 1, WAIT);
     let other = env.tmp.path().join("elsewhere.toml");
@@ -1152,7 +1117,7 @@ fn a_rename_flood_in_one_cell_does_not_stall_the_others() {
     let agents: Vec<Value> = (0..2000)
         .map(|i| json!({"name": format!("a{i}")}))
         .collect();
-    let noisy = cell(&env, json!({"agents": agents}));
+    let noisy = env.create_from(&json!({"agents": agents}));
     let quiet = env.create(&["--agent", "q"]);
     let daemon = env.daemon(&[]);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -1306,7 +1271,7 @@ fn a_denied_agent_is_not_restarted_by_an_edit_of_its_entry() {
     let env = env();
     let mut a = agent("a", "crash");
     a["revive_policy"] = "ask".into();
-    let uuid = cell(&env, json!({"agents": [a, {"name": "witness"}]}));
+    let uuid = env.create_from(&json!({"agents": [a, {"name": "witness"}]}));
     let _daemon = env.spawn_daemon(&[]);
     wait_for("the request in the record", WAIT, || {
         env.record(&uuid)
@@ -1317,7 +1282,7 @@ fn a_denied_agent_is_not_restarted_by_an_edit_of_its_entry() {
         env.record(&uuid)
             .is_some_and(|r| r["agents"]["a"]["state"] == "dead")
     });
-    let starts = of_agent(&env, &uuid, "agent_started", "a").len();
+    let starts = env.of_agent(&uuid, "agent_started", "a").len();
     // The agent changes its own policy and environment.
     env.edit_manifest(&uuid, |m| {
         m["agents"][0]["revive_policy"] = "yes".into();
@@ -1332,9 +1297,9 @@ fn a_denied_agent_is_not_restarted_by_an_edit_of_its_entry() {
             .iter()
             .any(|e| e["status"] == "after-the-edit")
     });
-    assert_eq!(of_agent(&env, &uuid, "agent_started", "a").len(), starts);
-    assert!(of_agent(&env, &uuid, "agent_revived", "a").is_empty());
+    assert_eq!(env.of_agent(&uuid, "agent_started", "a").len(), starts);
+    assert!(env.of_agent(&uuid, "agent_revived", "a").is_empty());
     // The operator's revive does bring it back.
     env.run(&["revive", &uuid, "a"]).success();
-    pid_of(&env, &uuid, "agent_revived", "a", 1);
+    env.pid_of(&uuid, "agent_revived", "a", 1);
 }
