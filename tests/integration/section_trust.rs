@@ -57,7 +57,10 @@ struct Bystander(Child);
 impl Bystander {
     fn start() -> Bystander {
         let mut cmd = Command::new("sleep");
-        cmd.arg("9999").stdin(Stdio::null());
+        cmd.arg("9999")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         // SAFETY: setsid is async-signal-safe.
         unsafe {
             cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(Into::into));
@@ -174,7 +177,9 @@ fn a_claimed_pid_of_another_user_is_never_signalled() {
     cmd.arg("9999")
         .env("LAZARUS_CELL_UUID", &uuid)
         .env("LAZARUS_AGENT", "a")
-        .stdin(Stdio::null());
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     // SAFETY: setsid is async-signal-safe.
     unsafe {
         cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(Into::into));
@@ -348,15 +353,22 @@ fn another_user_cannot_keep_the_daemon_from_starting() {
     std::fs::write(&lock, "").expect("lock");
     std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     // ...held by `nobody`.
-    let mut holder = Command::new("flock")
-        .arg("-x")
-        .arg(&lock)
-        .args(["sleep", "9999"])
-        .uid(NOBODY)
-        .gid(NOBODY)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("flock");
+    // In a group of its own, with no descriptor of ours: flock's child
+    // holds the lock too, and the whole group goes when the test ends.
+    let holder = Group(
+        Command::new("flock")
+            .arg("-x")
+            .arg(&lock)
+            .args(["sleep", "9999"])
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("flock"),
+    );
     wait_for("nobody to hold the lock", WAIT, || {
         std::fs::read_to_string("/proc/locks").is_ok_and(|l| {
             let ino = std::fs::metadata(&lock).map(|m| m.ino()).unwrap_or(0);
@@ -376,8 +388,21 @@ fn another_user_cannot_keep_the_daemon_from_starting() {
         .expect("flock");
     assert!(!open.success(), "nobody could open the new lock file");
     drop(daemon);
-    let _ = holder.kill();
-    let _ = holder.wait();
+    drop(holder);
+}
+
+/// A process group the test started, killed whole when dropped (a panic
+/// included), so nothing outlives the test holding its output open.
+struct Group(Child);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            Signal::SIGKILL,
+        );
+        let _ = self.0.wait();
+    }
 }
 
 /// Item 5: agents used to inherit the daemon's whole environment, secrets
