@@ -1,16 +1,46 @@
-//! Tells the tests whether they are built as root: the tests that must
-//! play another user (a cell owned by `nobody`, a lock held by `nobody`)
-//! run there — CI runs as root — and are `#[ignore]`d, with the reason,
-//! everywhere else (`cfg(as_root)`).
+//! Tells the tests what the machine that builds them can do: whether they
+//! are built as root (`cfg(as_root)`: the tests that must play another
+//! user — a cell owned by `nobody`, a lock held by `nobody` — run there;
+//! CI runs as root), and whether root can make cgroup v2 groups with the
+//! freezer and `cgroup.kill` (`cfg(cgroups)`: the tests of agents that
+//! leave their process group). Elsewhere those tests are `#[ignore]`d,
+//! with the reason.
 
 use std::os::unix::fs::MetadataExt;
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(as_root)");
+    println!("cargo::rustc-check-cfg=cfg(cgroups)");
     println!("cargo::rerun-if-changed=build.rs");
     // Cargo made OUT_DIR as the user that builds: its owner is that user.
     let out = std::env::var_os("OUT_DIR").expect("OUT_DIR");
-    if std::fs::metadata(out).is_ok_and(|m| m.uid() == 0) {
+    let root = std::fs::metadata(out).is_ok_and(|m| m.uid() == 0);
+    if root {
         println!("cargo::rustc-cfg=as_root");
+        if cgroup2_with_kill() {
+            println!("cargo::rustc-cfg=cgroups");
+        }
     }
+}
+
+/// A cgroup2 mount whose groups have `cgroup.kill` (Linux 5.14+): a
+/// throwaway group is made beneath the mount, looked at, and removed.
+fn cgroup2_with_kill() -> bool {
+    let Ok(mounts) = std::fs::read_to_string("/proc/mounts") else {
+        return false;
+    };
+    let Some(mount) = mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() > 2 && f[2] == "cgroup2").then(|| f[1].to_string())
+    }) else {
+        return false;
+    };
+    let probe =
+        std::path::Path::new(&mount).join(format!("lazarus-pit-build-{}", std::process::id()));
+    if std::fs::create_dir(&probe).is_err() {
+        return false;
+    }
+    let ok = probe.join("cgroup.kill").exists() && probe.join("cgroup.freeze").exists();
+    let _ = std::fs::remove_dir(&probe);
+    ok
 }

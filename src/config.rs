@@ -44,6 +44,35 @@ pub struct DaemonConfig {
     /// Where the daemon keeps its own records (see [`crate::records`]).
     /// Absent: `/var/lib/lazarus-pit` for root, the XDG state home else.
     pub state_dir: Option<PathBuf>,
+    /// How agents' processes are controlled: `"auto"` (default: a cgroup
+    /// v2 per agent where the daemon can create one, its process group
+    /// elsewhere), `"off"` (process groups only), or a path in the cgroup2
+    /// hierarchy to work beneath instead of the daemon's own cgroup.
+    pub cgroup: CgroupSetting,
+}
+
+/// `[daemon] cgroup`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum CgroupSetting {
+    #[default]
+    Auto,
+    Off,
+    Base(PathBuf),
+}
+
+impl<'de> Deserialize<'de> for CgroupSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "auto" => Ok(CgroupSetting::Auto),
+            "off" => Ok(CgroupSetting::Off),
+            path if path.starts_with('/') => Ok(CgroupSetting::Base(PathBuf::from(path))),
+            other => Err(serde::de::Error::custom(format!(
+                "cgroup = {other:?}: expected \"auto\", \"off\" or an absolute path in the \
+                 cgroup2 hierarchy"
+            ))),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -93,6 +93,10 @@ pub struct AgentRecord {
     /// An operator denied its revival: only `revive` brings it back.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub denied: bool,
+    /// Its processes are being stopped: it left `cell.json`, or its cell
+    /// was archived or destroyed. Gone from the record once they are.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopping: bool,
     /// Set when the record is read back, not stored: the recorded
     /// instance is gone (another boot, or its pid now names someone else).
     #[serde(skip)]
@@ -141,6 +145,9 @@ pub enum RequestAction {
     /// records `cell_status_changed` itself, so the daemon, seeing the
     /// move, does not record it again.
     Status,
+    /// A notice: the CLI removes `agent` from `cell.json` and records
+    /// `agent_left` itself once the agent's processes are gone.
+    Leave,
 }
 
 impl RequestAction {
@@ -150,6 +157,7 @@ impl RequestAction {
             RequestAction::Approve => "approve",
             RequestAction::Deny => "deny",
             RequestAction::Status => "status",
+            RequestAction::Leave => "leave",
         }
     }
 }
@@ -381,6 +389,22 @@ impl Records {
                 agent: String::new(),
                 request_id: None,
                 to: Some(to.to_string()),
+                by: String::new(),
+                at: String::new(),
+            });
+        }
+    }
+
+    /// Tells the daemon (if one ever ran for this root) that the CLI
+    /// removes `agent` from `cell` and records `agent_left` itself.
+    pub fn announce_leave(cfg: &DaemonConfig, root: &Path, cell: &str, agent: &str) {
+        if let Ok(Some(records)) = Records::open_existing(cfg, root) {
+            let _ = records.post(&Request {
+                action: RequestAction::Leave,
+                cell: cell.to_string(),
+                agent: agent.to_string(),
+                request_id: None,
+                to: None,
                 by: String::new(),
                 at: String::new(),
             });

@@ -9,6 +9,10 @@
 #   crash-once  first start: beat once, exit 3; revived: beat
 #   crash-child first start: leave a child behind, beat once, exit 3; revived: beat
 #   exit0       beat once, exit 0
+#   child       leave a child in the session, then beat
+#   stubborn    like child, but ignore SIGTERM
+#   escape      leave a grandchild in a session of its own (setsid, as agent
+#               harnesses do for their tools), then beat
 #
 # Each start writes ./start-<agent>-<pid>.env (cwd is the cell's workspace).
 set -u
@@ -60,6 +64,15 @@ crash-child)
     fi
     ;;
 exit0) beat done; exit 0 ;;
+child | stubborn)
+    [ "$mode" = stubborn ] && trap '' TERM
+    sleep 1000 &
+    echo "$!" > "child-$LAZARUS_AGENT.pid"
+    ;;
+escape)
+    setsid sh -c 'echo $$ > "escaped-$LAZARUS_AGENT.pid.tmp" &&
+        mv "escaped-$LAZARUS_AGENT.pid.tmp" "escaped-$LAZARUS_AGENT.pid"; exec sleep 1000' &
+    ;;
 hang | hang-hard)
     if [ $first = yes ]; then
         if [ "$mode" = hang-hard ]; then

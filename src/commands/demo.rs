@@ -222,8 +222,24 @@ impl Demo {
         }
     }
 
-    /// Stops the daemon (agents outlive it by design), then the agents.
+    /// Archives the cell, which stops every agent process (and removes
+    /// the agents' cgroups), then stops the daemon; agents that are still
+    /// there (the archive failed) are killed by process group.
     fn stop(&mut self) {
+        if self.daemon.is_some() && !self.cell.is_empty() {
+            let archived = self
+                .command()
+                .args(["cell", "archive", &self.cell])
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .status();
+            if archived.is_ok_and(|s| s.success()) {
+                println!(
+                    "{:>8}  cell archived: every agent process stopped",
+                    self.elapsed()
+                );
+            }
+        }
         if let Some(mut daemon) = self.daemon.take() {
             let _ = nix::sys::signal::kill(Pid::from_raw(daemon.id() as i32), Signal::SIGTERM);
             let _ = daemon.wait();

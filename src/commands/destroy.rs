@@ -9,6 +9,7 @@
 
 use std::process::ExitCode;
 
+use super::processes::Want;
 use crate::Context;
 use crate::cell::lifecycle::{CellStatus, Trigger};
 use crate::cli::DestroyArgs;
@@ -25,7 +26,13 @@ pub fn run(ctx: &Context, args: DestroyArgs) -> Result<ExitCode> {
             cell.id
         )));
     }
+    let since = super::status::unix_now();
     let marked = super::lifecycle::apply(ctx, &cell, Trigger::Destroy);
+    // First what archive does to the agents: nothing is removed from under
+    // a running agent.
+    if let Some(note) = super::processes::follow(ctx, &cell, Want::Stopped, since)? {
+        eprintln!("{}: {note}", cell.id);
+    }
     if args.purge {
         // A purge goes ahead even if the cell was already destroyed or its
         // manifest is unreadable: the directory is going away.

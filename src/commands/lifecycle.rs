@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use serde_json::json;
 
+use super::processes::{Want, follow};
 use crate::Context;
 use crate::cell::Cell;
 use crate::cell::lifecycle::{CellStatus, Trigger, transition};
@@ -15,7 +16,19 @@ use crate::events::{Event, EventKind};
 
 pub fn run(ctx: &Context, args: CellArg, trigger: Trigger) -> Result<ExitCode> {
     let cell = ctx.root.resolve(&args.cell)?;
+    let since = super::status::unix_now();
     let (from, to) = apply(ctx, &cell, trigger)?;
+    let want = match trigger {
+        Trigger::Freeze => Some(Want::Frozen),
+        Trigger::Thaw => Some(Want::Thawed),
+        Trigger::Archive | Trigger::Destroy => Some(Want::Stopped),
+        Trigger::Join => None,
+    };
+    if let Some(want) = want
+        && let Some(note) = follow(ctx, &cell, want, since)?
+    {
+        eprintln!("{}: {note}", cell.id);
+    }
     if ctx.json {
         super::print_json(&json!({
             "cell": cell.id, "from": from.as_str(), "to": to.as_str()

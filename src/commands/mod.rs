@@ -10,6 +10,7 @@ pub mod join;
 pub mod leave;
 pub mod lifecycle;
 pub mod list;
+pub mod processes;
 pub mod revive;
 pub mod show;
 pub mod status;

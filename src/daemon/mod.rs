@@ -18,6 +18,7 @@
 //! written, a pid in a heartbeat is a claim, and the daemon's memory across
 //! restarts is its records in `state_dir` (see `spec/security.md`).
 
+pub mod cgroup;
 pub mod clock;
 pub mod hooks;
 pub mod lock;
@@ -231,12 +232,14 @@ struct Shell {
     scan_again_at: Option<f64>,
     /// Status moves announced (and recorded) by the CLI, until when.
     expected_moves: HashMap<CellId, Vec<(CellStatus, f64)>>,
+    /// Leaves announced by the CLI (which records them), until when.
+    expected_leaves: HashMap<(CellId, AgentId), f64>,
 }
 
 impl Shell {
     fn new(cfg: Config, root_dir: Arc<Dir>, records: Records, clock: Clock) -> Shell {
         let core = Supervisor::new(cfg.cells.clone(), cfg.events.heartbeats);
-        let (procs, proc_rx) = Procs::new();
+        let (procs, proc_rx) = Procs::new(process_control(&cfg, root_dir.path()));
         let hooks = Hooks::new(&cfg);
         let records = Arc::new(records);
         let publisher = Publisher::new(root_dir.clone(), records.clone(), procs.boot_id.clone());
@@ -262,6 +265,7 @@ impl Shell {
             last_scan: HashMap::new(),
             scan_again_at: None,
             expected_moves: HashMap::new(),
+            expected_leaves: HashMap::new(),
         }
     }
 
@@ -944,30 +948,36 @@ impl Shell {
                     reason,
                     substitute_for,
                 } => {
-                    let result = self.procs.spawn(
+                    // Answered by the start's message (off the loop).
+                    self.procs.spawn(
                         &self.root_dir,
                         process::Start {
-                            cell: &cell,
-                            agent: &agent,
-                            spec: &spec,
-                            attempt,
-                            reason,
-                            substitute_for: substitute_for.as_deref(),
-                            pass_env: &self.cfg.cells.pass_env,
-                        },
-                    );
-                    if let Err(e) = &result {
-                        tracing::warn!("cell {cell}: cannot start agent {agent}: {e}");
-                    }
-                    let now = self.now();
-                    queue.extend(self.core.handle(
-                        Input::Spawned {
                             cell,
                             agent,
-                            result,
+                            spec,
+                            attempt,
+                            reason,
+                            substitute_for,
+                            pass_env: self.cfg.cells.pass_env.clone().into(),
                         },
-                        now,
-                    ));
+                    );
+                }
+                Action::Freeze {
+                    cell,
+                    agent,
+                    instance: _,
+                    frozen,
+                } => {
+                    let uid = self.agent_uid(&cell);
+                    self.procs.freeze(&cell, &agent, frozen, uid);
+                }
+                Action::Left { cell, agent } => {
+                    if !self.announced_leave(&cell, &agent) {
+                        let event = Event::new(EventKind::AgentLeft)
+                            .with("agent", &*agent)
+                            .with("observed", true);
+                        self.emit(&cell, &event);
+                    }
                 }
                 Action::Adopt {
                     cell,
@@ -1009,6 +1019,21 @@ impl Shell {
     /// A message from a process task: an exit, or a stop that completed.
     fn on_proc(&mut self, msg: ProcMsg) {
         let input = match msg {
+            ProcMsg::Started {
+                cell,
+                agent,
+                result,
+            } => {
+                self.procs.started(&cell, &agent, &result);
+                if let Err(e) = &result {
+                    tracing::warn!("cell {cell}: cannot start agent {agent}: {e}");
+                }
+                Input::Spawned {
+                    cell,
+                    agent,
+                    result,
+                }
+            }
             ProcMsg::Exited {
                 cell,
                 agent,
@@ -1086,10 +1111,10 @@ impl Shell {
         let mut requests = Vec::new();
         for name in self.records.inbox() {
             if let Some(request) = self.take_request(&name) {
-                if request.action == RequestAction::Status {
-                    self.expect_move(&request);
-                } else {
-                    requests.push(request);
+                match request.action {
+                    RequestAction::Status => self.expect_move(&request),
+                    RequestAction::Leave => self.expect_leave(&request),
+                    _ => requests.push(request),
                 }
             }
         }
@@ -1119,10 +1144,10 @@ impl Shell {
     /// The inbox file `name`, as it arrives (an inotify event).
     fn read_request(&mut self, name: &str) {
         if let Some(request) = self.take_request(name) {
-            if request.action == RequestAction::Status {
-                self.expect_move(&request);
-            } else {
-                self.apply_request(request);
+            match request.action {
+                RequestAction::Status => self.expect_move(&request),
+                RequestAction::Leave => self.expect_leave(&request),
+                _ => self.apply_request(request),
             }
         }
     }
@@ -1137,6 +1162,24 @@ impl Shell {
             .entry(request.cell.as_str().into())
             .or_default()
             .push((CellStatus::parse(to), until));
+    }
+
+    /// The CLI removes an agent and records `agent_left` itself.
+    fn expect_leave(&mut self, request: &Request) {
+        let until = self.clock.now() + EXPECTED_MOVE_S;
+        self.expected_leaves.insert(
+            (request.cell.as_str().into(), request.agent.as_str().into()),
+            until,
+        );
+    }
+
+    /// Whether the leave of `agent` was announced; used up.
+    fn announced_leave(&mut self, cell: &CellId, agent: &AgentId) -> bool {
+        let now = self.clock.now();
+        self.expected_leaves.retain(|_, until| *until > now);
+        self.expected_leaves
+            .remove(&(cell.clone(), agent.clone()))
+            .is_some()
     }
 
     /// Whether a move of `cell` to `to` was announced (and so recorded by
@@ -1192,7 +1235,7 @@ impl Shell {
                     approved: request.action == RequestAction::Approve,
                 }
             }
-            RequestAction::Status => return,
+            RequestAction::Status | RequestAction::Leave => return,
         };
         let now = self.now();
         let actions = self.core.handle(input, now);
@@ -1305,14 +1348,15 @@ impl Shell {
     fn flush(&mut self) {
         let now = self.now();
         let lazy_after = self.cfg.cells.poll_interval.as_secs_f64();
-        self.publisher.flush(&self.core, now, lazy_after);
+        self.publisher
+            .flush(&self.core, &self.procs, now, lazy_after);
     }
 
     /// Shutdown and `--once`: every state change not written yet is
     /// written before the daemon goes.
     async fn finish(&mut self) {
         let now = self.now();
-        self.publisher.finish(&self.core, now).await;
+        self.publisher.finish(&self.core, &self.procs, now).await;
     }
 
     fn reload(&mut self, opts: &Options, log: &LogHandle) {
@@ -1354,6 +1398,41 @@ impl Shell {
 }
 
 /// The safety-net rescan's timer: first tick one period from now.
+/// The cgroups agents run in, if the daemon can create them (said once
+/// in the log either way, see [`cgroup`]).
+fn process_control(cfg: &Config, root: &std::path::Path) -> Option<cgroup::Cgroups> {
+    use crate::config::CgroupSetting;
+    let base = match &cfg.daemon.cgroup {
+        CgroupSetting::Off => {
+            tracing::info!(
+                "[daemon] cgroup = \"off\": agents are controlled by process group \
+                 (a process that leaves its group escapes freeze and stop)"
+            );
+            return None;
+        }
+        CgroupSetting::Auto => None,
+        CgroupSetting::Base(path) => Some(path.as_path()),
+    };
+    match cgroup::Cgroups::open(base, &crate::records::root_key(root)) {
+        Ok(cgroups) => {
+            // Empty groups a previous daemon left behind.
+            cgroups.prune(|_, _| false);
+            tracing::info!(
+                "agents run in a cgroup each, beneath {}",
+                cgroups.path().display()
+            );
+            Some(cgroups)
+        }
+        Err(e) => {
+            tracing::warn!(
+                "cgroups are not available ({e}): agents are controlled by process group \
+                 (a process that leaves its group escapes freeze and stop)"
+            );
+            None
+        }
+    }
+}
+
 fn rescan_timer(period: Duration) -> tokio::time::Interval {
     let period = period.max(Duration::from_millis(100));
     let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + period, period);

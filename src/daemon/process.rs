@@ -30,6 +30,7 @@ use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -39,6 +40,7 @@ use nix::unistd::{Gid, Pid, Uid};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot};
 
+use super::cgroup::{AgentGroup, Cgroups, Control};
 use crate::cell::manifest::Isolation;
 use crate::cell::settings::SpawnSpec;
 use crate::store::Dir;
@@ -278,7 +280,7 @@ pub fn diagnose(
 
 /// A pidfd: a handle on one process that cannot be confused with a later
 /// process of the same pid.
-fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
+pub(crate) fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
     let pid = rustix::process::Pid::from_raw(pid)
         .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
     Ok(rustix::process::pidfd_open(
@@ -287,9 +289,11 @@ fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
     )?)
 }
 
-fn pidfd_signal(fd: &OwnedFd, signal: Signal) -> std::io::Result<()> {
+pub(crate) fn pidfd_signal(fd: &OwnedFd, signal: Signal) -> std::io::Result<()> {
     let signal = match signal {
         Signal::SIGKILL => rustix::process::Signal::KILL,
+        Signal::SIGSTOP => rustix::process::Signal::STOP,
+        Signal::SIGCONT => rustix::process::Signal::CONT,
         _ => rustix::process::Signal::TERM,
     };
     Ok(rustix::process::pidfd_send_signal(fd, signal)?)
@@ -324,6 +328,13 @@ async fn exited(fd: &OwnedFd, instance: Instance) {
 /// Messages from process tasks to the daemon's loop.
 #[derive(Debug)]
 pub enum ProcMsg {
+    /// A start asked for by [`Procs::spawn`] ran (off the loop): the
+    /// instance, or why it could not be started.
+    Started {
+        cell: CellId,
+        agent: AgentId,
+        result: Result<Instance, String>,
+    },
     /// An instance ended (by itself, or because it was told to stop).
     Exited {
         cell: CellId,
@@ -339,6 +350,9 @@ pub enum ProcMsg {
 /// One running instance the daemon watches.
 struct Entry {
     instance: Instance,
+    /// Its cgroup, if it runs in one (then membership is the proof, and
+    /// every stop reaches the whole group).
+    group: Option<AgentGroup>,
     /// Tells the watching task to stop the instance, with this grace.
     stop: Option<oneshot::Sender<Duration>>,
     /// A stop was asked for: its exit answers a kill.
@@ -349,34 +363,76 @@ struct Entry {
     cpu_at_beat: Option<u64>,
 }
 
-/// Every instance the daemon watches, by cell and agent.
+/// What to start (owned: it is started off the daemon's loop).
+pub struct Start {
+    pub cell: CellId,
+    pub agent: AgentId,
+    pub spec: Arc<SpawnSpec>,
+    pub attempt: u32,
+    pub reason: Reason,
+    pub substitute_for: Option<String>,
+    /// `[cells] pass_env`: the daemon's variables agents also get.
+    pub pass_env: Arc<[String]>,
+}
+
+/// A start under way off the loop: the stop channel its task will heed
+/// once the instance runs.
+struct Starting {
+    stop: oneshot::Sender<Duration>,
+    group: Option<AgentGroup>,
+}
+
+/// Every instance the daemon watches, by cell and agent: the one seam
+/// through which the shell controls agents' processes (start, stop with
+/// grace, freeze, thaw, prove membership, adopt, CPU time), by cgroup
+/// where the daemon has cgroups, by process group otherwise.
 pub struct Procs {
     tx: mpsc::UnboundedSender<ProcMsg>,
     table: HashMap<CellId, HashMap<AgentId, Entry>>,
+    starting: HashMap<(CellId, AgentId), Starting>,
+    cgroups: Option<Arc<Cgroups>>,
     pub boot_id: String,
 }
 
-/// What to start.
-pub struct Start<'a> {
-    pub cell: &'a CellId,
-    pub agent: &'a AgentId,
-    pub spec: &'a SpawnSpec,
-    pub attempt: u32,
-    pub reason: Reason,
-    pub substitute_for: Option<&'a str>,
-    /// `[cells] pass_env`: the daemon's variables agents also get.
-    pub pass_env: &'a [String],
-}
-
 impl Procs {
-    pub fn new() -> (Procs, mpsc::UnboundedReceiver<ProcMsg>) {
+    pub fn new(cgroups: Option<Cgroups>) -> (Procs, mpsc::UnboundedReceiver<ProcMsg>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let procs = Procs {
             tx,
             table: HashMap::new(),
+            starting: HashMap::new(),
+            cgroups: cgroups.map(Arc::new),
             boot_id: boot_id(),
         };
         (procs, rx)
+    }
+
+    /// How agents started from now on are controlled.
+    pub fn mode(&self) -> Control {
+        if self.cgroups.is_some() {
+            Control::Cgroup
+        } else {
+            Control::ProcessGroup
+        }
+    }
+
+    pub fn cgroups(&self) -> Option<&Cgroups> {
+        self.cgroups.as_deref()
+    }
+
+    /// How the agent's running instance is controlled, if it has one.
+    pub fn control(&self, cell: &str, agent: &str) -> Option<Control> {
+        let entry = self.table.get(cell)?.get(agent)?;
+        Some(if entry.group.is_some() {
+            Control::Cgroup
+        } else {
+            Control::ProcessGroup
+        })
+    }
+
+    /// Whether an instance or a start of the agent is tracked.
+    pub fn has(&self, cell: &str, agent: &str) -> bool {
+        self.table.get(cell).is_some_and(|a| a.contains_key(agent))
     }
 
     fn entry(&mut self, cell: &str, agent: &str) -> Option<&mut Entry> {
@@ -399,8 +455,8 @@ impl Procs {
     }
 
     /// Asks the task watching the agent's instance to stop it (SIGTERM to
-    /// its session, SIGKILL after `grace`). `false` if the daemon watches
-    /// no instance of it.
+    /// its whole unit — cgroup or session —, thawed if frozen, SIGKILL
+    /// after `grace`). `false` if the daemon watches no instance of it.
     pub fn stop(&mut self, cell: &str, agent: &str, grace: Duration) -> bool {
         let Some(entry) = self.entry(cell, agent) else {
             return false;
@@ -410,6 +466,35 @@ impl Procs {
             // If the task already ended, its exit is on its way and, as
             // `stopping` is set, answers the kill.
             let _ = stop.send(grace);
+        }
+        true
+    }
+
+    /// Freezes (or thaws) every process of the agent's instance: its
+    /// cgroup's freezer, or SIGSTOP/SIGCONT to its process group and the
+    /// rest of its session. `false` if the daemon watches no instance.
+    pub fn freeze(&mut self, cell: &str, agent: &str, frozen: bool, uid: Option<Uid>) -> bool {
+        let Some(entry) = self.entry(cell, agent) else {
+            return false;
+        };
+        match &entry.group {
+            Some(group) => {
+                if let Err(e) = group.freeze(frozen) {
+                    tracing::warn!(
+                        "cell {cell}: agent {agent}: cannot {} its cgroup {}: {e}",
+                        if frozen { "freeze" } else { "thaw" },
+                        group.path().display()
+                    );
+                }
+            }
+            None => {
+                let signal = if frozen {
+                    Signal::SIGSTOP
+                } else {
+                    Signal::SIGCONT
+                };
+                signal_unit(entry.instance, signal, uid);
+            }
         }
         true
     }
@@ -445,14 +530,21 @@ impl Procs {
     /// What `/proc` says of the agent's instance, if the daemon has one.
     pub fn diagnose(&mut self, cell: &str, agent: &str) -> Option<serde_json::Value> {
         let entry = self.entry(cell, agent)?;
-        diagnose(entry.instance, entry.cpu_clock, entry.cpu_at_beat)
+        let mut d = diagnose(entry.instance, entry.cpu_clock, entry.cpu_at_beat)?;
+        if let Some(group) = &entry.group
+            && let Some(map) = d.as_object_mut()
+        {
+            map.insert("cgroup_frozen".into(), group.events().1.into());
+        }
+        Some(d)
     }
 
     /// Watches an instance the daemon's records name (started by a
     /// previous daemon, or by this one before the cell was forgotten and
     /// found again). Not our child, unless this daemon still watches it:
-    /// its exit is seen through a pidfd, its exit status is unknown. When
-    /// it is stopped, the rest of its session goes too — only processes of
+    /// its exit is seen through a pidfd, its exit status is unknown. If it
+    /// is in the agent's cgroup, that group is its unit; otherwise, when it
+    /// is stopped, the rest of its session goes too — only processes of
     /// `uid`, when agents run as another user than the daemon.
     /// `false` if it was watched already.
     pub fn adopt(
@@ -468,12 +560,17 @@ impl Procs {
         {
             return false; // Still watched since before: nothing to add.
         }
+        let group = self
+            .cgroups
+            .as_ref()
+            .map(|c| c.agent(cell, agent))
+            .filter(|g| g.contains(instance.pid));
         let (stop_tx, stop_rx) = oneshot::channel();
-        self.insert(cell, agent, instance, stop_tx, None);
+        self.insert(cell, agent, instance, group.clone(), stop_tx, None);
         let tx = self.tx.clone();
         let (cell, agent) = (cell.clone(), agent.clone());
         tokio::spawn(async move {
-            watch_adopted(instance, stop_rx, uid).await;
+            watch_adopted(instance, stop_rx, uid, group).await;
             let _ = tx.send(ProcMsg::Exited {
                 cell,
                 agent,
@@ -489,6 +586,7 @@ impl Procs {
         cell: &CellId,
         agent: &AgentId,
         instance: Instance,
+        group: Option<AgentGroup>,
         stop: oneshot::Sender<Duration>,
         cpu_at_beat: Option<u64>,
     ) {
@@ -497,6 +595,7 @@ impl Procs {
             agent.clone(),
             Entry {
                 instance,
+                group,
                 stop: Some(stop),
                 stopping: false,
                 cpu_clock,
@@ -505,30 +604,87 @@ impl Procs {
         );
     }
 
-    /// Starts an agent in its cell and watches it. The error is one
-    /// sentence for `revive_failed`.
-    pub fn spawn(&mut self, root: &Dir, start: Start<'_>) -> Result<Instance, String> {
+    /// Starts an agent in its cell, off the daemon's loop (user lookups
+    /// and fork/exec run on the blocking pool), and watches it. Answered
+    /// by [`ProcMsg::Started`] — at once if it cannot even be tried — and
+    /// later, if it ran, by [`ProcMsg::Exited`].
+    pub fn spawn(&mut self, root: &Arc<Dir>, start: Start) {
         // Every instance holds a descriptor (its pidfd) for as long as it
         // runs. Past the daemon's limit, less a reserve, nothing more is
         // started: a cell that asks for thousands of agents must not leave
         // the daemon unable to open the files it watches for every other.
         let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
             .map_or(1024, |(soft, _)| soft);
-        let watched: usize = self.table.values().map(HashMap::len).sum();
-        if (watched as u64).saturating_add(FD_RESERVE) >= limit {
-            return Err(format!(
+        let watched: usize =
+            self.table.values().map(HashMap::len).sum::<usize>() + self.starting.len();
+        let key = (start.cell.clone(), start.agent.clone());
+        if (watched as u64).saturating_add(FD_RESERVE) >= limit || self.starting.contains_key(&key)
+        {
+            let error = format!(
                 "the daemon has {watched} agents running and its descriptor limit is {limit}: \
                  no more are started (raise LimitNOFILE / ulimit -n for the daemon)"
-            ));
+            );
+            let _ = self.tx.send(ProcMsg::Started {
+                cell: key.0,
+                agent: key.1,
+                result: Err(error),
+            });
+            return;
         }
-        let cell_dir = super::live_cell(root, start.cell).map_err(|e| e.to_string())?;
-        let (mut child, instance) = spawn(&cell_dir, &start)?;
+        let group = match &self.cgroups {
+            Some(cgroups) => match cgroups.create(&start.cell, &start.agent) {
+                Ok(group) => Some(group),
+                Err(e) => {
+                    tracing::warn!(
+                        "cell {}: agent {}: cannot create its cgroup ({e}); it runs in its \
+                         process group only",
+                        start.cell,
+                        start.agent
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
         let (stop_tx, stop_rx) = oneshot::channel();
-        self.insert(start.cell, start.agent, instance, stop_tx, Some(0));
+        self.starting.insert(
+            key,
+            Starting {
+                stop: stop_tx,
+                group: group.clone(),
+            },
+        );
         let tx = self.tx.clone();
-        let (cell, agent) = (start.cell.clone(), start.agent.clone());
+        let root = root.clone();
         tokio::spawn(async move {
-            let status = watch_child(&mut child, instance, stop_rx).await;
+            let (cell, agent) = (start.cell.clone(), start.agent.clone());
+            let placed = group.clone();
+            let started = tokio::task::spawn_blocking(move || {
+                let cell_dir = super::live_cell(&root, &start.cell).map_err(|e| e.to_string())?;
+                spawn(&cell_dir, &start, placed.as_ref())
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("the start was cut short: {e}")));
+            let (mut child, instance) = match started {
+                Ok(started) => started,
+                Err(error) => {
+                    if let Some(group) = &group {
+                        group.remove();
+                    }
+                    let _ = tx.send(ProcMsg::Started {
+                        cell,
+                        agent,
+                        result: Err(error),
+                    });
+                    return;
+                }
+            };
+            let _ = tx.send(ProcMsg::Started {
+                cell: cell.clone(),
+                agent: agent.clone(),
+                result: Ok(instance),
+            });
+            let status = watch_child(&mut child, instance, stop_rx, group).await;
             let exit = ExitInfo {
                 code: status.as_ref().ok().and_then(|s| s.code()),
                 signal: status.as_ref().ok().and_then(|s| s.signal()),
@@ -540,48 +696,170 @@ impl Procs {
                 exit,
             });
         });
-        Ok(instance)
+    }
+
+    /// A start's answer reached the loop: the instance is watched from
+    /// now on (a stop asked for meanwhile is passed on).
+    pub fn started(&mut self, cell: &CellId, agent: &AgentId, result: &Result<Instance, String>) {
+        let Some(starting) = self.starting.remove(&(cell.clone(), agent.clone())) else {
+            return;
+        };
+        if let Ok(instance) = result {
+            self.insert(
+                cell,
+                agent,
+                *instance,
+                starting.group,
+                starting.stop,
+                Some(0),
+            );
+        }
     }
 }
 
+/// Stops an instance the daemon's records name (the CLI's part when no
+/// daemon runs): its cgroup if it runs in the agent's, else SIGTERM to its
+/// session (of `uid`), `grace`, SIGKILL — only if it is still the recorded
+/// process (pid and start time).
+pub async fn stop_recorded(
+    cell: &str,
+    agent: &str,
+    instance: Instance,
+    grace: Duration,
+    uid: Option<Uid>,
+) {
+    let Some(fd) = open_verified(instance) else {
+        return;
+    };
+    match AgentGroup::of_instance(instance.pid, cell, agent) {
+        Some(group) => {
+            stop_group(&group, grace).await;
+            group.remove();
+        }
+        None => stop_through(&fd, instance, grace, uid).await,
+    }
+}
+
+/// Freezes or thaws an instance the daemon's records name (the CLI's part
+/// when no daemon runs); `false` if it is not running.
+pub fn freeze_recorded(
+    cell: &str,
+    agent: &str,
+    instance: Instance,
+    frozen: bool,
+    uid: Option<Uid>,
+) -> std::io::Result<bool> {
+    if open_verified(instance).is_none() {
+        return Ok(false);
+    }
+    match AgentGroup::of_instance(instance.pid, cell, agent) {
+        Some(group) => group.freeze(frozen)?,
+        None => signal_unit(
+            instance,
+            if frozen {
+                Signal::SIGSTOP
+            } else {
+                Signal::SIGCONT
+            },
+            uid,
+        ),
+    }
+    Ok(true)
+}
+
+/// SIGSTOP/SIGCONT/SIGTERM/SIGKILL to an instance's whole unit without a
+/// cgroup: its process group (the leader's pid, while it is ours or
+/// alive) and the members of its session that left the group.
+fn signal_unit(instance: Instance, signal: Signal, uid: Option<Uid>) {
+    if untouchable(instance.pid) || !is_alive(instance) {
+        return;
+    }
+    let _ = nix::sys::signal::killpg(Pid::from_raw(instance.pid), signal);
+    signal_session(instance, signal, false, uid);
+}
+
+/// Stops every process of a cgroup: SIGTERM to each member, the group
+/// thawed (a frozen process cannot act on it), `grace` for all of them to
+/// end, then `cgroup.kill`. Waits (bounded) until the group is empty.
+async fn stop_group(group: &AgentGroup, grace: Duration) {
+    group.signal(Signal::SIGTERM);
+    let _ = group.freeze(false);
+    if !group.wait_empty(grace).await {
+        kill_group(group).await;
+    }
+}
+
+/// `cgroup.kill`, then waits (bounded) until the group is empty.
+async fn kill_group(group: &AgentGroup) {
+    if group.populated() {
+        if let Err(e) = group.kill() {
+            tracing::warn!("cannot kill cgroup {}: {e}", group.path().display());
+        }
+        let _ = group.freeze(false);
+        if !group.wait_empty(KILL_WAIT).await {
+            tracing::warn!(
+                "cgroup {} still has processes {:?} after SIGKILL",
+                group.path().display(),
+                KILL_WAIT
+            );
+        }
+    }
+}
+
+/// How long a SIGKILLed group may take to empty before we say so.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
 /// Waits for our child to exit, or stops it when told to, then makes sure
-/// its process group is gone and reaps it.
+/// its unit is gone and reaps it.
 ///
 /// The exit is seen through a pidfd, which becomes readable when the child
 /// is a zombie — before it is reaped. An unreaped zombie keeps its pid, and
 /// so its process-group id, from being reused: until `wait` below, `killpg`
 /// reaches exactly the agent's group, with one system call and no `/proc`
-/// scan. Leftover descendants in the group (ones that ignored SIGTERM, or
-/// outlived a crash) are killed before the agent is started again.
+/// scan. With a cgroup, the group is the unit: a stop signals every
+/// member, and whatever outlived the agent (a grandchild that called
+/// `setsid`, one that ignored SIGTERM) is killed with `cgroup.kill` before
+/// the agent is started again.
 async fn watch_child(
     child: &mut tokio::process::Child,
     instance: Instance,
     stop: oneshot::Receiver<Duration>,
+    group: Option<AgentGroup>,
 ) -> std::io::Result<std::process::ExitStatus> {
     let Ok(fd) = pidfd_open(instance.pid) else {
         return watch_child_without_pidfd(child, instance, stop).await;
     };
-    let group = Pid::from_raw(instance.pid);
+    let pgroup = Pid::from_raw(instance.pid);
     let grace = tokio::select! {
         () = exited(&fd, instance) => None,
         grace = stop => grace.ok(),
     };
-    match grace {
-        Some(grace) => {
-            let _ = nix::sys::signal::killpg(group, Signal::SIGTERM);
+    match (grace, &group) {
+        (Some(grace), Some(group)) => stop_group(group, grace).await,
+        (Some(grace), None) => {
+            let _ = nix::sys::signal::killpg(pgroup, Signal::SIGTERM);
+            let _ = nix::sys::signal::killpg(pgroup, Signal::SIGCONT);
             if tokio::time::timeout(grace, exited(&fd, instance))
                 .await
                 .is_err()
             {
-                let _ = nix::sys::signal::killpg(group, Signal::SIGKILL);
+                let _ = nix::sys::signal::killpg(pgroup, Signal::SIGKILL);
                 exited(&fd, instance).await;
             }
         }
-        // The daemon forgot it: it still goes, with its group, when it ends.
-        None if !is_zombie(instance.pid) => exited(&fd, instance).await,
-        None => {}
+        // The daemon forgot it: it still goes, with its unit, when it ends.
+        (None, _) if !is_zombie(instance.pid) => exited(&fd, instance).await,
+        (None, _) => {}
     }
-    let _ = nix::sys::signal::killpg(group, Signal::SIGKILL);
+    match &group {
+        Some(group) => {
+            kill_group(group).await;
+            group.remove();
+        }
+        None => {
+            let _ = nix::sys::signal::killpg(pgroup, Signal::SIGKILL);
+        }
+    }
     child.wait().await
 }
 
@@ -604,6 +882,7 @@ async fn watch_child_without_pidfd(
         },
     };
     signal_session(instance, Signal::SIGTERM, true, None);
+    signal_session(instance, Signal::SIGCONT, true, None);
     let status = match tokio::time::timeout(grace, child.wait()).await {
         Ok(status) => status,
         Err(_) => {
@@ -616,18 +895,33 @@ async fn watch_child_without_pidfd(
 }
 
 /// [`watch_child`] for a process we did not start, through a pidfd.
-async fn watch_adopted(instance: Instance, stop: oneshot::Receiver<Duration>, uid: Option<Uid>) {
+async fn watch_adopted(
+    instance: Instance,
+    stop: oneshot::Receiver<Duration>,
+    uid: Option<Uid>,
+    group: Option<AgentGroup>,
+) {
     let Some(fd) = open_verified(instance) else {
+        if let Some(group) = &group {
+            kill_group(group).await;
+            group.remove();
+        }
         return;
     };
     let grace = tokio::select! {
-        () = exited(&fd, instance) => return,
-        grace = stop => match grace {
-            Ok(grace) => grace,
-            Err(_) => return exited(&fd, instance).await,
-        },
+        () = exited(&fd, instance) => None,
+        grace = stop => grace.ok(),
     };
-    stop_through(&fd, instance, grace, uid).await;
+    match (grace, &group) {
+        (Some(grace), Some(group)) => stop_group(group, grace).await,
+        (Some(grace), None) => stop_through(&fd, instance, grace, uid).await,
+        (None, _) if is_alive(instance) => exited(&fd, instance).await,
+        (None, _) => {}
+    }
+    if let Some(group) = &group {
+        kill_group(group).await;
+        group.remove();
+    }
 }
 
 /// SIGTERM, `grace`, SIGKILL — the leader through its pidfd (race-free),
@@ -635,6 +929,8 @@ async fn watch_adopted(instance: Instance, stop: oneshot::Receiver<Duration>, ui
 async fn stop_through(fd: &OwnedFd, instance: Instance, grace: Duration, uid: Option<Uid>) {
     let _ = pidfd_signal(fd, Signal::SIGTERM);
     signal_session(instance, Signal::SIGTERM, false, uid);
+    let _ = pidfd_signal(fd, Signal::SIGCONT);
+    signal_session(instance, Signal::SIGCONT, false, uid);
     if tokio::time::timeout(grace, exited(fd, instance))
         .await
         .is_err()
@@ -771,7 +1067,7 @@ fn resource(name: &str) -> Option<nix::sys::resource::Resource> {
 fn environment(
     daemon: &[(String, String)],
     cell_dir: &std::path::Path,
-    start: &Start<'_>,
+    start: &Start,
     user: Option<&nix::unistd::User>,
     uid: Uid,
 ) -> Vec<(String, String)> {
@@ -806,7 +1102,7 @@ fn environment(
             .unwrap_or_else(|| "/bin/sh".into()),
     );
     for (k, v) in daemon {
-        if passes(k, start.pass_env) {
+        if passes(k, &start.pass_env) {
             set(k, v.clone());
         }
     }
@@ -822,12 +1118,12 @@ fn environment(
     set(
         "LAZARUS_HEARTBEAT_FILE",
         cell_dir
-            .join(crate::cell::heartbeat_rel(start.agent))
+            .join(crate::cell::heartbeat_rel(&start.agent))
             .display()
             .to_string(),
     );
     set("LAZARUS_REVIVE_ATTEMPT", start.attempt.to_string());
-    match start.substitute_for {
+    match start.substitute_for.as_deref() {
         Some(dead) => set("LAZARUS_SUBSTITUTE_FOR", dead.to_string()),
         None => env.retain(|(k, _)| k != "LAZARUS_SUBSTITUTE_FOR"),
     }
@@ -859,7 +1155,11 @@ fn clamped_limits(
         .collect()
 }
 
-fn spawn(cell_dir: &Dir, start: &Start<'_>) -> Result<(tokio::process::Child, Instance), String> {
+fn spawn(
+    cell_dir: &Dir,
+    start: &Start,
+    group: Option<&AgentGroup>,
+) -> Result<(tokio::process::Child, Instance), String> {
     if start.spec.isolation != Isolation::Directory {
         return Err(format!(
             "isolation {:?} is not available in this version of lazarus-pit; the agent is \
@@ -909,14 +1209,34 @@ fn spawn(cell_dir: &Dir, start: &Start<'_>) -> Result<(tokio::process::Child, In
         start.attempt,
     )
     .into_bytes();
-    let limits = clamped_limits(start.cell, start.agent, &start.spec.limits);
+    let limits = clamped_limits(&start.cell, &start.agent, &start.spec.limits);
     let ws_fd = workspace.as_fd().as_raw_fd();
+    // The agent's cgroup: the child moves itself there first thing, so
+    // everything it will ever start is in it. A group a previous instance
+    // left populated (nothing tracks those processes any more) is emptied.
+    let procs = match group {
+        Some(group) => {
+            if group.populated() {
+                let _ = group.kill();
+            }
+            Some(
+                group
+                    .procs_for_child()
+                    .map_err(|e| format!("cannot enter cgroup {}: {e}", group.path().display()))?,
+            )
+        }
+        None => None,
+    };
+    let procs_fd = procs.as_ref().map(|fd| fd.as_raw_fd());
     let ids = who.switch;
     // SAFETY: the closure runs in the forked child before exec and only
     // makes async-signal-safe system calls on data prepared before the
     // fork; it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
+            if let Some(fd) = procs_fd {
+                nix::unistd::write(std::os::fd::BorrowedFd::borrow_raw(fd), b"0")?;
+            }
             nix::unistd::setsid()?;
             nix::unistd::fchdir(std::os::fd::BorrowedFd::borrow_raw(ws_fd))?;
             cloexec_from_3();

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 
+use super::process::Procs;
 use crate::cell::{MANIFEST, STATE};
 use crate::records::{CellRecord, Records};
 use crate::store::Dir;
@@ -115,7 +116,7 @@ impl Publisher {
 
     /// Starts writing what is due (see the module doc). `lazy_after`:
     /// seconds between two `last_seen`-only writes of a cell.
-    pub fn flush(&mut self, core: &Supervisor, now: f64, lazy_after: f64) {
+    pub fn flush(&mut self, core: &Supervisor, procs: &Procs, now: f64, lazy_after: f64) {
         if self.writing.as_ref().is_some_and(|h| !h.is_finished()) {
             return;
         }
@@ -144,7 +145,7 @@ impl Publisher {
             due.select_nth_unstable(room);
             due.truncate(room);
         }
-        let batch = self.take(core, due.into_iter().map(|(_, c)| c), now, true);
+        let batch = self.take(core, procs, due.into_iter().map(|(_, c)| c), now, true);
         self.urgent = self.dirty.values().any(|u| *u) || !self.forgotten.is_empty();
         if batch.is_empty() {
             return;
@@ -160,7 +161,7 @@ impl Publisher {
     /// refreshes are not written: the next daemon reads the heartbeat
     /// files, and at thousands of cells their fsyncs alone would break the
     /// shutdown deadline.
-    pub async fn finish(&mut self, core: &Supervisor, now: f64) {
+    pub async fn finish(&mut self, core: &Supervisor, procs: &Procs, now: f64) {
         if let Some(handle) = self.writing.take() {
             // The final write must not be overtaken by an older one.
             let _ = handle.await;
@@ -173,10 +174,10 @@ impl Publisher {
             .map(|(cell, _)| cell.clone())
             .collect();
         for chunk in due.chunks(BATCH_CELLS) {
-            let batch = self.take(core, chunk.iter().cloned(), now, false);
+            let batch = self.take(core, procs, chunk.iter().cloned(), now, false);
             write(&self.root, &self.records, batch);
         }
-        let batch = self.take(core, std::iter::empty(), now, false);
+        let batch = self.take(core, procs, std::iter::empty(), now, false);
         write(&self.root, &self.records, batch);
     }
 
@@ -186,6 +187,7 @@ impl Publisher {
     fn take(
         &mut self,
         core: &Supervisor,
+        procs: &Procs,
         due: impl Iterator<Item = CellId>,
         now: f64,
         track: bool,
@@ -223,6 +225,14 @@ impl Publisher {
                 state
                     .extra
                     .insert("boot_id".into(), self.boot_id.clone().into());
+                // How each running agent's processes are controlled.
+                for (agent, health) in &mut state.agent_health {
+                    if let Some(control) = procs.control(&cell, agent) {
+                        health
+                            .extra
+                            .insert("control".into(), control.as_str().into());
+                    }
+                }
                 state.to_bytes()
             });
             batch.push(Write {

@@ -165,7 +165,8 @@ pub struct AgentSup {
     /// silence before `grace_from + resurrect_after` does not count, and
     /// heartbeats written before it are no sign of the current instance.
     pub grace_from: Option<f64>,
-    /// The cell is frozen: nothing is started, due agents wait.
+    /// The cell is frozen (its processes stopped): no deadline runs,
+    /// nothing is started, nothing goes stale until it is thawed.
     pub held: bool,
 }
 
@@ -209,10 +210,13 @@ impl AgentSup {
     /// The instant of the next transition if nothing is reported, or
     /// `None` if nothing more happens by itself.
     pub fn deadline(&self) -> Option<f64> {
+        if self.held {
+            return None;
+        }
         let stale = self.settings.stale_threshold.as_secs_f64();
         let revive = self.settings.resurrect_after.as_secs_f64();
         match &self.health {
-            Health::Unstarted if !self.held => Some(self.first_seen),
+            Health::Unstarted => Some(self.first_seen),
             Health::Waiting { .. } => Some(match self.grace_from {
                 Some(g) => g + revive,
                 None => self.basis() + stale,
@@ -222,7 +226,7 @@ impl AgentSup {
                 Some(self.reset_at().map_or(stale_at, |r| r.min(stale_at)))
             }
             Health::Stale { .. } => Some(self.basis() + revive),
-            Health::Backoff { at, .. } if !self.held => Some(*at),
+            Health::Backoff { at, .. } => Some(*at),
             _ => None,
         }
     }
@@ -331,6 +335,26 @@ impl AgentSup {
         }
         changes.extend(self.advance(now));
         changes
+    }
+
+    /// Its cell is frozen (`true`) or thawed. A thawed agent gets a fresh
+    /// grace period from `now`: its processes were stopped, so its silence
+    /// says nothing — a healthy one has its stale threshold afresh, a stale
+    /// or due one `resurrect_after` before it is revived. A hang after the
+    /// thaw is judged as usual.
+    pub fn hold(&mut self, held: bool, now: f64) {
+        if self.held == held {
+            return;
+        }
+        self.held = held;
+        if held {
+            return;
+        }
+        self.grace_from = Some(self.grace_from.map_or(now, |g| g.max(now)));
+        if matches!(self.health, Health::Stale { .. } | Health::Due { .. }) {
+            self.health = Health::Waiting { revived: false };
+            self.healthy_since = None;
+        }
     }
 
     /// The wall clock stepped: silence so far is not held against an agent
@@ -486,12 +510,22 @@ impl AgentSup {
 
     /// The state name for `state.json` and `status`.
     pub fn state(&self) -> AgentState {
+        let live = !matches!(
+            self.health,
+            Health::Finished
+                | Health::Dead
+                | Health::Denied
+                | Health::Abandoned
+                | Health::Reviving { .. }
+        );
+        if self.held && live {
+            return AgentState::Frozen;
+        }
         match self.health {
             Health::Unstarted | Health::Waiting { revived: false } => AgentState::Unknown,
             Health::Waiting { revived: true } => AgentState::Reviving,
             Health::Healthy => AgentState::Healthy,
             Health::Stale { .. } => AgentState::Stale,
-            Health::Due { .. } if self.held => AgentState::Frozen,
             Health::Due { .. } => AgentState::Stale,
             Health::Backoff { .. } | Health::Reviving { .. } => AgentState::Reviving,
             Health::Finished => AgentState::Exited,

@@ -146,6 +146,19 @@ pub enum Action {
         reason: Reason,
         substitute_for: Option<String>,
     },
+    /// Freeze (`frozen`) or thaw every process of the agent's instance:
+    /// its cell was frozen or thawed, or an instance started or adopted in
+    /// a frozen cell. Not answered.
+    Freeze {
+        cell: CellId,
+        agent: AgentId,
+        instance: Instance,
+        frozen: bool,
+    },
+    /// An agent the daemon supervised left `cell.json` and its processes
+    /// are gone: record `agent_left`, unless the CLI announced (and
+    /// records) the leave.
+    Left { cell: CellId, agent: AgentId },
     /// A previous daemon's instance is still alive: watch it for exit.
     Adopt {
         cell: CellId,
@@ -199,8 +212,25 @@ pub const CLOCK_STEP_S: f64 = 1.0;
 struct CellSup {
     status: CellStatus,
     agents: BTreeMap<AgentId, Tracked>,
+    /// Agents whose processes are being stopped because they left
+    /// `cell.json` or their cell was archived or destroyed; the cell is
+    /// forgotten once its last one is answered.
+    stopping: BTreeMap<AgentId, Stopping>,
     /// When its manifest was last read.
     seen_at: f64,
+}
+
+/// An agent on its way out: what the shell still owes the core for it.
+#[derive(Debug, Clone)]
+struct Stopping {
+    /// The instance being stopped (`None` while a start is in flight: the
+    /// instance it brings is stopped at once).
+    instance: Option<Instance>,
+    /// Which answer is awaited: [`Input::Killed`], or [`Input::Spawned`].
+    awaiting_spawn: bool,
+    /// It left `cell.json` (`agent_left` once gone), rather than going
+    /// down with its cell.
+    left: bool,
 }
 
 /// A heap entry: at `at`, look at `agent` of `cell`.
@@ -333,7 +363,9 @@ impl Supervisor {
                 pid,
                 exit,
             } => {
-                if let Some(t) = self.tracked(&cell, &agent) {
+                if self.stopping_instance(&cell, &agent) == Some(pid) {
+                    self.answer_stopping(&cell, &agent, Ok(None), &mut out);
+                } else if let Some(t) = self.tracked(&cell, &agent) {
                     let changes = t.sup.exited(pid, exit, now);
                     self.settle(&cell, &agent, changes, now, &mut out);
                 }
@@ -456,14 +488,21 @@ impl Supervisor {
         }
     }
 
-    /// Whether any agent is being killed or started (the shell owes the
-    /// core an answer).
+    /// Whether any agent is being killed, stopped or started (the shell
+    /// owes the core an answer).
     pub fn reviving(&self) -> bool {
         self.cells.values().any(|c| {
-            c.agents
-                .values()
-                .any(|t| matches!(t.sup.health, Health::Reviving { .. }))
+            !c.stopping.is_empty()
+                || c.agents
+                    .values()
+                    .any(|t| matches!(t.sup.health, Health::Reviving { .. }))
         })
+    }
+
+    /// The instance of an agent on its way out, if it has one.
+    fn stopping_instance(&self, cell: &str, agent: &str) -> Option<i32> {
+        let s = self.cells.get(cell)?.stopping.get(agent)?;
+        s.instance.map(|i| i.pid)
     }
 
     /// The cell's `state.json` as of `now` (times in unix seconds).
@@ -518,10 +557,39 @@ impl Supervisor {
                     due: sup.is_due(),
                     request,
                     denied: sup.health == Health::Denied,
+                    stopping: false,
                     lost_pid: None,
                 };
                 (name.to_string(), record)
             })
+            .map(|(name, mut record)| {
+                // An agent whose processes are being stopped: the instance
+                // is still there until they are gone.
+                if let Some(s) = c.stopping.get(name.as_str()) {
+                    record.stopping = true;
+                    record.instance = s.instance.map(|i| InstanceRecord {
+                        pid: i.pid,
+                        start_time: i.start_time,
+                    });
+                }
+                (name, record)
+            })
+            .chain(
+                c.stopping
+                    .iter()
+                    .filter(|(name, _)| !c.agents.contains_key(*name))
+                    .map(|(name, s)| {
+                        let record = AgentRecord {
+                            instance: s.instance.map(|i| InstanceRecord {
+                                pid: i.pid,
+                                start_time: i.start_time,
+                            }),
+                            stopping: true,
+                            ..AgentRecord::default()
+                        };
+                        (name.to_string(), record)
+                    }),
+            )
             .collect();
         CellRecord {
             cell: cell.to_string(),
@@ -643,11 +711,17 @@ impl Supervisor {
         }
         let tracked = status.is_monitored() || status == CellStatus::Provisioned;
         if !tracked {
-            // Its final record says the status it leaves on.
-            if let Some(c) = self.cells.get_mut(&id) {
-                c.status = status.clone();
+            if status.is_final() {
+                // Archived or destroyed: its agents go down with it, and
+                // it is forgotten once their processes are gone.
+                self.retire(&id, status, previous, now, out);
+            } else {
+                // Its final record says the status it leaves on.
+                if let Some(c) = self.cells.get_mut(&id) {
+                    c.status = status.clone();
+                }
+                self.forget(id, out);
             }
-            self.forget(id, out);
             return;
         }
         if status == CellStatus::Provisioned && !manifest.agents.is_empty() {
@@ -660,6 +734,7 @@ impl Supervisor {
         let cell = self.cells.entry(id.clone()).or_insert_with(|| CellSup {
             status: status.clone(),
             agents: BTreeMap::new(),
+            stopping: BTreeMap::new(),
             seen_at: now,
         });
         cell.seen_at = now;
@@ -674,9 +749,51 @@ impl Supervisor {
                 }
             }
         }
-        let before = cell.agents.len();
-        cell.agents.retain(|name, _| wanted.contains_key(name));
-        changed |= cell.agents.len() != before;
+        // Agents that left cell.json: their processes are stopped.
+        let gone: Vec<AgentId> = cell
+            .agents
+            .keys()
+            .filter(|name| !wanted.contains_key(*name))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(t) = cell.agents.remove(&name) {
+                changed = true;
+                stop_agent(&id, &mut cell.stopping, name, &t.sup, true, out);
+            }
+        }
+        // Agents a previous daemon started that left cell.json while no
+        // daemon ran: stopped now.
+        if let Some(prev) = previous {
+            for (name, record) in &prev.agents {
+                let name: AgentId = name.as_str().into();
+                if let Some(i) = record
+                    .instance
+                    .as_ref()
+                    .filter(|_| !wanted.contains_key(&name))
+                    && !cell.stopping.contains_key(&name)
+                {
+                    let instance = Instance {
+                        pid: i.pid,
+                        start_time: i.start_time,
+                    };
+                    out.push(Action::Adopt {
+                        cell: id.clone(),
+                        agent: name.clone(),
+                        instance,
+                    });
+                    out.push(stop_action(&id, &name, instance, timing.kill_grace));
+                    cell.stopping.insert(
+                        name,
+                        Stopping {
+                            instance: Some(instance),
+                            awaiting_spawn: false,
+                            left: true,
+                        },
+                    );
+                }
+            }
+        }
         let mut to_check = Vec::new();
         let mut to_arm = Vec::new();
         let mut restored = Vec::new();
@@ -684,14 +801,20 @@ impl Supervisor {
             match cell.agents.get_mut(&name) {
                 Some(t) if t.sup.settings == settings && t.sup.held == held => {}
                 Some(t) => {
-                    let released = t.sup.held && !held;
-                    t.sup.held = held;
+                    if t.sup.held != held {
+                        t.sup.hold(held, now);
+                        if let Some(instance) = t.sup.instance {
+                            out.push(Action::Freeze {
+                                cell: id.clone(),
+                                agent: name.clone(),
+                                instance,
+                                frozen: held,
+                            });
+                        }
+                    }
                     if t.sup.settings != settings {
                         t.sup.set_settings(settings, now);
                         changed = true;
-                    }
-                    if released && t.sup.is_due() {
-                        restored.push((name.clone(), vec![Change::Due(Reason::Stale)]));
                     }
                     to_check.push(name);
                 }
@@ -706,6 +829,15 @@ impl Supervisor {
                                 agent: name.clone(),
                                 instance,
                             });
+                            if held {
+                                // Frozen it stays, whoever froze it.
+                                out.push(Action::Freeze {
+                                    cell: id.clone(),
+                                    agent: name.clone(),
+                                    instance,
+                                    frozen: true,
+                                });
+                            }
                         }
                         restored.push((name.clone(), changes));
                     }
@@ -740,6 +872,132 @@ impl Supervisor {
                 urgent: true,
             });
         }
+    }
+
+    /// The cell was archived or destroyed: every agent's processes are
+    /// stopped (SIGTERM to the whole unit, `kill_grace`, SIGKILL), and the
+    /// cell is forgotten once the last is gone. Idempotent: a cell already
+    /// retiring waits for the answers it is owed.
+    fn retire(
+        &mut self,
+        id: &CellId,
+        status: CellStatus,
+        previous: Option<&CellRecord>,
+        now: f64,
+        out: &mut Vec<Action>,
+    ) {
+        if !self.cells.contains_key(id) {
+            // First sight (a daemon start): instances its record names
+            // still alive — a stop cut short by a crash — are stopped now.
+            let Some(prev) = previous.filter(|p| p.agents.values().any(|a| a.instance.is_some()))
+            else {
+                return;
+            };
+            let mut stopping = BTreeMap::new();
+            for (name, record) in &prev.agents {
+                if let Some(i) = &record.instance {
+                    let name: AgentId = name.as_str().into();
+                    let instance = Instance {
+                        pid: i.pid,
+                        start_time: i.start_time,
+                    };
+                    out.push(Action::Adopt {
+                        cell: id.clone(),
+                        agent: name.clone(),
+                        instance,
+                    });
+                    out.push(stop_action(id, &name, instance, self.timing.kill_grace));
+                    stopping.insert(
+                        name,
+                        Stopping {
+                            instance: Some(instance),
+                            awaiting_spawn: false,
+                            left: false,
+                        },
+                    );
+                }
+            }
+            self.cells.insert(
+                id.clone(),
+                CellSup {
+                    status,
+                    agents: BTreeMap::new(),
+                    stopping,
+                    seen_at: now,
+                },
+            );
+            out.push(Action::StateChanged {
+                cell: id.clone(),
+                urgent: true,
+            });
+            return;
+        }
+        let Some(cell) = self.cells.get_mut(id) else {
+            return;
+        };
+        cell.status = status;
+        cell.seen_at = now;
+        // The agents stay in its record, with what was last known of them,
+        // held (no deadline runs); their instances are being stopped.
+        for (name, t) in cell.agents.iter_mut() {
+            if !cell.stopping.contains_key(name) {
+                stop_agent(id, &mut cell.stopping, name.clone(), &t.sup, false, out);
+            }
+            t.sup.held = true;
+            t.sup.instance = None;
+        }
+        if cell.stopping.is_empty() {
+            self.forget(id.clone(), out);
+        } else {
+            out.push(Action::StateChanged {
+                cell: id.clone(),
+                urgent: true,
+            });
+        }
+    }
+
+    /// An answer for an agent on its way out; `true` if it was one.
+    fn answer_stopping(
+        &mut self,
+        cell: &CellId,
+        agent: &AgentId,
+        answer: Result<Option<Instance>, ()>,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        let Some(c) = self.cells.get_mut(cell) else {
+            return false;
+        };
+        let Some(s) = c.stopping.get_mut(agent) else {
+            return false;
+        };
+        match answer {
+            // A start that was in flight brought an instance: stop it too.
+            Ok(Some(instance)) if s.awaiting_spawn => {
+                s.instance = Some(instance);
+                s.awaiting_spawn = false;
+                out.push(stop_action(cell, agent, instance, self.timing.kill_grace));
+                return true;
+            }
+            Ok(Some(_)) => return true,
+            // Killed, or a start that failed: gone.
+            Ok(None) | Err(()) => {}
+        }
+        let left = c.stopping.remove(agent).is_some_and(|s| s.left);
+        if left {
+            out.push(Action::Left {
+                cell: cell.clone(),
+                agent: agent.clone(),
+            });
+        }
+        out.push(Action::StateChanged {
+            cell: cell.clone(),
+            urgent: true,
+        });
+        if c.stopping.is_empty() && !c.status.is_monitored() && c.status != CellStatus::Provisioned
+        {
+            self.forget(cell.clone(), out);
+        }
+        true
     }
 
     /// A heartbeat of `agent` in `cell` ([`Input::Heartbeat`] without the
@@ -852,6 +1110,9 @@ impl Supervisor {
         now: f64,
         out: &mut Vec<Action>,
     ) {
+        if self.answer_stopping(cell, agent, Ok(None), out) {
+            return;
+        }
         let Some(t) = self.tracked(cell, agent) else {
             return;
         };
@@ -897,6 +1158,10 @@ impl Supervisor {
         now: f64,
         out: &mut Vec<Action>,
     ) {
+        let answer = result.as_ref().map(|i| Some(*i)).map_err(|_| ());
+        if self.answer_stopping(cell, agent, answer, out) {
+            return;
+        }
         let Some(t) = self.tracked(cell, agent) else {
             return;
         };
@@ -1223,6 +1488,62 @@ impl Supervisor {
             let changes = t.sup.start_as_substitute(agent);
             self.settle(cell, &substitute, changes, now, out);
         }
+    }
+}
+
+/// Moves an agent that is leaving (`left`) or going down with its cell
+/// into `stopping`, and asks for its processes to be stopped. One with
+/// nothing running leaves at once.
+fn stop_agent(
+    cell: &CellId,
+    stopping: &mut BTreeMap<AgentId, Stopping>,
+    name: AgentId,
+    sup: &AgentSup,
+    left: bool,
+    out: &mut Vec<Action>,
+) {
+    // A kill or start in flight is answered first; an instance a start
+    // brings is stopped when it arrives.
+    let in_flight = match sup.health {
+        Health::Reviving { spawning, .. } => Some(spawning),
+        _ => None,
+    };
+    if sup.instance.is_none() && in_flight.is_none() {
+        if left {
+            out.push(Action::Left {
+                cell: cell.clone(),
+                agent: name,
+            });
+        }
+        return;
+    }
+    if in_flight.is_none()
+        && let Some(instance) = sup.instance
+    {
+        out.push(stop_action(
+            cell,
+            &name,
+            instance,
+            sup.settings.timing.kill_grace,
+        ));
+    }
+    stopping.insert(
+        name,
+        Stopping {
+            instance: sup.instance,
+            awaiting_spawn: in_flight == Some(true),
+            left,
+        },
+    );
+}
+
+fn stop_action(cell: &CellId, agent: &AgentId, instance: Instance, grace: Duration) -> Action {
+    Action::Kill {
+        cell: cell.clone(),
+        agent: agent.clone(),
+        instance: Some(instance),
+        claimed_pid: None,
+        grace,
     }
 }
 

@@ -944,3 +944,167 @@ fn a_clock_stepped_back_postpones_nothing() {
     assert_eq!(events(&s.handle(Input::Tick, 105.5)), Vec::<&str>::new());
     assert_eq!(agents_in_events(&s.handle(Input::Tick, 106.0)), ["b"]);
 }
+
+/// Agents "a" and "b" with commands, in a cell of `status`.
+fn commanded(status: &str) -> Input {
+    cell(&format!(
+        r#"{{"status":"{status}","heartbeat_stale_threshold":10,"resurrect_after":20,
+            "agents":[{{"name":"a","command":["run-a"]}},{{"name":"b","command":["run-b"]}}]}}"#
+    ))
+}
+
+/// The stops the core asked for: (agent, pid).
+fn stops(actions: &[Action]) -> Vec<(String, i32)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Kill {
+                agent,
+                instance: Some(i),
+                ..
+            } => Some((agent.to_string(), i.pid)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn killed(agent: &str) -> Input {
+    Input::Killed {
+        cell: CELL.into(),
+        agent: agent.into(),
+        exited: None,
+    }
+}
+
+#[test]
+fn freezing_stops_every_instance_and_every_deadline_and_a_thaw_resumes_them() {
+    let mut s = started(commanded("active"));
+    let frozen = commanded("frozen");
+    let out = s.handle(frozen, 101.0);
+    let mut freezes: Vec<(String, i32, bool)> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Freeze {
+                agent,
+                instance,
+                frozen,
+                ..
+            } => Some((agent.to_string(), instance.pid, *frozen)),
+            _ => None,
+        })
+        .collect();
+    freezes.sort();
+    assert_eq!(
+        freezes,
+        [("a".into(), 11, true), ("b".into(), 12, true)],
+        "{out:?}"
+    );
+    assert_eq!(s.take_due(1.0e6), vec![], "no deadline runs while frozen");
+    assert_eq!(
+        s.handle(Input::Tick, 1.0e6),
+        vec![],
+        "far past every deadline"
+    );
+    let snap = s.snapshot(CELL, 1, 1.0e6).expect("snapshot");
+    assert_eq!(snap.agent_health["a"].state, AgentState::Frozen);
+    // Thawed: thawed processes, and a fresh grace period from the thaw.
+    let out = s.handle(commanded("active"), 2.0e6);
+    assert_eq!(
+        out.iter()
+            .filter(|a| matches!(a, Action::Freeze { frozen: false, .. }))
+            .count(),
+        2,
+        "{out:?}"
+    );
+    assert!(events(&out).is_empty(), "{out:?}");
+    assert!(s.next_deadline().is_some_and(|d| d > 2.0e6));
+}
+
+#[test]
+fn an_agent_removed_from_the_manifest_is_stopped_then_has_left() {
+    let mut s = started(commanded("active"));
+    let only_a = r#"{"status":"active","heartbeat_stale_threshold":10,"resurrect_after":20,
+        "agents":[{"name":"a","command":["run-a"]}]}"#;
+    let out = s.handle(cell(only_a), 101.0);
+    assert_eq!(stops(&out), [("b".to_string(), 12)], "only b: {out:?}");
+    assert!(!out.iter().any(|a| matches!(a, Action::Left { .. })));
+    let record = s.record(CELL, 101.0).expect("record");
+    assert!(record.agents["b"].stopping && record.agents["b"].instance.is_some());
+    let out = s.handle(killed("b"), 102.0);
+    assert!(
+        out.contains(&Action::Left {
+            cell: CELL.into(),
+            agent: "b".into()
+        }),
+        "{out:?}"
+    );
+    let record = s.record(CELL, 102.0).expect("record");
+    assert!(!record.agents.contains_key("b"));
+    assert_eq!(s.agent_names(CELL), vec![AgentId::from("a")]);
+}
+
+#[test]
+fn archiving_stops_every_agent_and_forgets_the_cell_once_they_are_gone() {
+    let mut s = started(commanded("active"));
+    let archived = commanded("archived");
+    let out = s.handle(archived, 101.0);
+    let mut st = stops(&out);
+    st.sort();
+    assert_eq!(st, [("a".to_string(), 11), ("b".to_string(), 12)]);
+    assert!(!out.iter().any(|a| matches!(a, Action::Forget { .. })));
+    assert!(s.reviving(), "the shell owes answers");
+    // Heartbeats change nothing now; one stop answered, then the other.
+    assert_eq!(s.handle(beat("a", 101.5, Some("x")), 101.5), vec![]);
+    let out = s.handle(killed("a"), 102.0);
+    assert!(!out.iter().any(|a| matches!(a, Action::Forget { .. })));
+    let out = s.handle(
+        Input::Exited {
+            cell: CELL.into(),
+            agent: "b".into(),
+            pid: 12,
+            exit: ExitInfo::default(),
+        },
+        103.0,
+    );
+    let record = out
+        .iter()
+        .find_map(|a| match a {
+            Action::Forget { record, .. } => Some(record.clone()),
+            _ => None,
+        })
+        .expect("forgotten once both are gone");
+    assert_eq!(record.status.as_deref(), Some("archived"));
+    assert!(record.agents.values().all(|a| a.instance.is_none()));
+    assert!(events(&out).is_empty(), "no events: {out:?}");
+}
+
+#[test]
+fn a_start_in_flight_when_the_cell_is_archived_is_stopped_when_it_arrives() {
+    let mut s = core();
+    s.handle(commanded("active"), 100.0);
+    let out = s.handle(Input::Tick, 100.0);
+    assert!(!stops(&out).is_empty() || out.iter().any(|a| matches!(a, Action::Kill { .. })));
+    // a's Kill answered: a Spawn is in flight for it; b's Kill is too.
+    s.handle(killed("a"), 100.0);
+    let out = s.handle(commanded("archived"), 100.5);
+    assert!(stops(&out).is_empty(), "nothing runs yet: {out:?}");
+    let out = s.handle(
+        Input::Spawned {
+            cell: CELL.into(),
+            agent: "a".into(),
+            result: Ok(Instance {
+                pid: 21,
+                start_time: 1,
+            }),
+        },
+        101.0,
+    );
+    assert_eq!(stops(&out), [("a".to_string(), 21)], "{out:?}");
+    assert!(events(&out).is_empty(), "not reported as started: {out:?}");
+    s.handle(killed("b"), 101.0);
+    let out = s.handle(killed("a"), 102.0);
+    assert!(
+        out.iter().any(|a| matches!(a, Action::Forget { .. })),
+        "{out:?}"
+    );
+}

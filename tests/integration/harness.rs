@@ -532,6 +532,9 @@ impl Drop for Env {
                 }
             }
         }
+        // Whatever runs in the cgroups the daemons made for this root
+        // (agents' processes that left their group among them).
+        kill_cgroups(&self.root);
         for pid in pids {
             let ours = std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
                 env.split(|b| *b == 0).any(|kv| {
@@ -546,6 +549,55 @@ impl Drop for Env {
             }
         }
     }
+}
+
+/// Kills every process in the cgroups of this root's daemons
+/// (`lazarus-pit-<root key>` beneath any cgroup2 directory the tests use)
+/// and removes them.
+fn kill_cgroups(root: &Path) {
+    let Some(mount) = cgroup2_mount() else {
+        return;
+    };
+    let canonical = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    let name = format!("lazarus-pit-{}", lazarus_pit::records::root_key(&canonical));
+    let base = mount.join(&name);
+    let groups: Vec<PathBuf> = std::fs::read_dir(&base)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .flat_map(|cell| {
+            std::fs::read_dir(cell.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path())
+        })
+        .collect();
+    for group in &groups {
+        let _ = std::fs::write(group.join("cgroup.kill"), "1");
+    }
+    for group in &groups {
+        wait_until(Duration::from_secs(5), || {
+            std::fs::read_to_string(group.join("cgroup.events"))
+                .map_or(true, |e| e.contains("populated 0"))
+        });
+        let _ = std::fs::remove_dir(group);
+        if let Some(cell) = group.parent() {
+            let _ = std::fs::remove_dir(cell);
+        }
+    }
+    let _ = std::fs::remove_dir(&base);
+}
+
+/// Where cgroup v2 is mounted, if it is.
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+    mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() > 2 && f[2] == "cgroup2").then(|| PathBuf::from(f[1]))
+    })
 }
 
 pub fn now() -> f64 {

@@ -4,6 +4,7 @@
 mod harness;
 mod section_cell;
 mod section_config;
+mod section_control;
 mod section_daemon;
 mod section_heartbeat;
 mod section_revival;

@@ -204,6 +204,41 @@ fn a_held_agent_is_frozen_and_not_started() {
 }
 
 #[test]
+fn a_frozen_agent_never_goes_stale_and_a_thaw_gives_fresh_grace() {
+    // settings(stale 60, revive 120); healthy at 1000.
+    let mut a = agent();
+    a.heartbeat(1000.0, 1000.0, None, None, 1000.0);
+    a.hold(true, 1010.0);
+    assert_eq!(a.state(), AgentState::Frozen);
+    assert_eq!(a.deadline(), None, "no deadline runs while frozen");
+    assert!(a.advance(1_000_000.0).is_empty(), "far past every deadline");
+    // Thawed: a fresh stale threshold from the thaw, not from 1000.
+    a.hold(false, 5000.0);
+    assert_eq!(a.state(), AgentState::Healthy);
+    assert_eq!(a.deadline(), Some(5060.0));
+    // A hang after the thaw is judged as usual.
+    let c = a.advance(5060.0);
+    assert!(matches!(c[0], Change::Stale { .. }), "{c:?}");
+    let c = a.advance(5120.0);
+    assert_eq!(c, vec![Change::Due(Reason::Stale)]);
+}
+
+#[test]
+fn a_stale_agent_thawed_is_not_revived_at_once() {
+    let mut a = agent();
+    a.heartbeat(1000.0, 1000.0, None, None, 1000.0);
+    a.advance(1060.0);
+    assert!(matches!(a.health, Health::Stale { .. }));
+    a.hold(true, 1061.0);
+    a.hold(false, 3000.0);
+    assert_eq!(a.health, Health::Waiting { revived: false });
+    assert_eq!(a.deadline(), Some(3120.0), "resurrect_after from the thaw");
+    // Beating again makes it healthy.
+    a.heartbeat(3001.0, 3001.0, None, None, 3001.0);
+    assert_eq!(a.health, Health::Healthy);
+}
+
+#[test]
 fn an_agent_with_a_command_starts_at_once_unless_it_beats_fresh() {
     let mut a = AgentSup::new(with_command(settings(60.0, 120.0)), 1000.0);
     assert_eq!(a.health, Health::Unstarted);
