@@ -5,13 +5,16 @@
 //! # Layout
 //!
 //! - [`cli`]: clap types, parsing only.
-//! - [`commands`]: one module per subcommand; each takes a [`Context`].
+//! - [`commands`]: one module per subcommand; each takes a
+//!   [`commands::Context`]. The daemon is given its config and root, not
+//!   the CLI's context: it does not depend on the commands.
 //! - [`config`]: `lazarus-pit.toml`, defaults and precedence.
 //! - [`cell`]: the `cell.json` model, agent names, statuses and their legal
 //!   moves, heartbeats, and handles to the root and to one cell.
 //! - [`store`]: the only code that touches files in a cell: symlink-safe
 //!   opens, atomic replace, locked update, whole-line append.
 //! - [`events`]: event names and the `events.jsonl` line format.
+//! - [`json`]: the one format of the JSON documents written to files.
 //! - [`state`]: the `state.json` model (published in each cell).
 //! - [`records`]: the daemon's own records and the operators' inbox, in its
 //!   state directory, apart from anything an agent can write.
@@ -30,6 +33,7 @@ pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod events;
+pub mod json;
 pub mod logging;
 pub mod records;
 pub mod state;
@@ -41,18 +45,9 @@ use std::process::ExitCode;
 
 use cell::Root;
 use cli::{CellCommand, Cli, Command};
+use commands::Context;
 use config::Config;
 use error::Result;
-
-/// What every command gets: the loaded configuration, the resolved cells
-/// root and the output mode.
-#[derive(Debug)]
-pub struct Context {
-    pub config: Config,
-    pub root: Root,
-    /// `--json`: machine-readable output.
-    pub json: bool,
-}
 
 /// Runs the command line. Returns the exit code for successful runs that
 /// still report a condition (e.g. `daemon --once` finding a stale agent).
@@ -97,7 +92,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 once: args.once,
                 config_path: cli.config.clone(),
             };
-            daemon::run(ctx, opts, log.unwrap_or_else(logging::init_daemon_fallback))
+            daemon::run(
+                ctx.config,
+                &ctx.root.path,
+                opts,
+                log.unwrap_or_else(logging::init_daemon_fallback),
+            )
         }
         Command::Cell(cmd) => match cmd {
             CellCommand::Create(args) => commands::create::run(&ctx, args),

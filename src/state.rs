@@ -78,7 +78,7 @@ impl CellState {
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
-        crate::store::json_document(self)
+        crate::json::document(self)
     }
 }
 

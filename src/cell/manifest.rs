@@ -237,7 +237,7 @@ impl Manifest {
 
     /// The manifest as written to disk: pretty, with a final newline.
     pub fn to_bytes(&self) -> Vec<u8> {
-        crate::store::json_document(self)
+        crate::json::document(self)
     }
 
     /// The status, with a missing one read as `active` (seed behaviour).

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use serde_json::json;
 
-use crate::Context;
+use super::Context;
 use crate::cell::lifecycle::{CellStatus, Trigger, transition};
 use crate::cell::manifest::{Agent, Isolation, Manifest};
 use crate::cell::{Cell, LAYOUT, MANIFEST, now_rfc3339, template};

@@ -15,7 +15,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 
-use crate::Context;
+use super::Context;
 use crate::error::{Error, Result};
 
 /// The whole demo must finish within this.

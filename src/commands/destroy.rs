@@ -9,8 +9,8 @@
 
 use std::process::ExitCode;
 
+use super::Context;
 use super::processes::Want;
-use crate::Context;
 use crate::cell::lifecycle::{CellStatus, Trigger};
 use crate::cli::DestroyArgs;
 use crate::error::{Error, Result};

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::Context;
+use super::Context;
 use crate::cell::{Cell, EVENTS, Listed};
 use crate::cli::EventsArgs;
 use crate::error::{Error, Result};

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::Context;
+use super::Context;
 use crate::cell::HEARTBEATS;
 use crate::cell::heartbeat::Heartbeat;
 use crate::cli::HeartbeatArgs;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use serde_json::{Map, Value, json};
 
-use crate::Context;
+use super::Context;
 use crate::cell::lifecycle::{Trigger, transition};
 use crate::cell::manifest::{Agent, AgentCommand, Isolation};
 use crate::cell::now_rfc3339;

@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
+use super::Context;
 use super::processes::Want;
-use crate::Context;
 use crate::cli::LeaveArgs;
 use crate::error::{Error, Result};
 use crate::events::{Event, EventKind};

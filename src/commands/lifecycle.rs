@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use serde_json::json;
 
+use super::Context;
 use super::processes::{Want, follow};
-use crate::Context;
 use crate::cell::Cell;
 use crate::cell::lifecycle::{CellStatus, Trigger, transition};
 use crate::cli::CellArg;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use serde_json::json;
 
-use crate::Context;
+use super::Context;
 use crate::cell::Listed;
 use crate::error::Result;
 use crate::text::escape;

@@ -15,7 +15,19 @@ pub mod revive;
 pub mod show;
 pub mod status;
 
+use crate::cell::Root;
+use crate::config::Config;
 use crate::error::{Error, Result};
+
+/// What every command gets: the loaded configuration, the resolved cells
+/// root and the output mode.
+#[derive(Debug)]
+pub struct Context {
+    pub config: Config,
+    pub root: Root,
+    /// `--json`: machine-readable output.
+    pub json: bool,
+}
 
 /// Prints a JSON value on stdout, pretty, with a final newline.
 pub(crate) fn print_json(value: &serde_json::Value) {

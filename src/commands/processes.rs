@@ -11,7 +11,7 @@
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use crate::Context;
+use super::Context;
 use crate::cell::Cell;
 use crate::daemon::process;
 use crate::error::{Error, Result};

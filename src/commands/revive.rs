@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use serde_json::json;
 
-use crate::Context;
+use super::Context;
 use crate::cell::{Cell, now_rfc3339};
 use crate::cli::AgentArgs;
 use crate::error::{Error, Result};

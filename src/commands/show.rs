@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use crate::Context;
+use super::Context;
 use crate::cell::manifest::AgentCommand;
 use crate::cli::CellArg;
 use crate::error::Result;

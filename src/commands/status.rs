@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
-use crate::Context;
+use super::Context;
 use crate::cell::lifecycle::CellStatus;
 use crate::cell::settings::AgentSettings;
 use crate::cell::{Cell, Listed, STATE};

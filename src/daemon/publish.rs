@@ -45,14 +45,8 @@ pub struct Publisher {
     records: Arc<Records>,
     boot_id: String,
     pid: u32,
-    /// Cells whose files are out of date; `true`: a state changed.
-    dirty: HashMap<CellId, bool>,
-    /// When each cell's `state.json` was last written (monotonic seconds).
-    last_written: HashMap<CellId, f64>,
-    /// A dirty cell is urgent: the next tick must look.
-    urgent: bool,
-    /// Otherwise the dirty cells are looked at no more often than this.
-    next_lazy_scan: f64,
+    /// Which cells are due when.
+    policy: FlushPolicy,
     /// Final records of cells no longer tracked (`None`: remove it).
     forgotten: HashMap<CellId, Option<Box<CellRecord>>>,
     /// Final records in the batch being written: until it is done, the
@@ -68,10 +62,7 @@ impl Publisher {
             records,
             boot_id,
             pid: std::process::id(),
-            dirty: HashMap::new(),
-            last_written: HashMap::new(),
-            urgent: false,
-            next_lazy_scan: 0.0,
+            policy: FlushPolicy::default(),
             forgotten: HashMap::new(),
             in_flight: HashMap::new(),
             writing: None,
@@ -79,8 +70,7 @@ impl Publisher {
     }
 
     pub fn mark(&mut self, cell: CellId, urgent: bool) {
-        *self.dirty.entry(cell).or_default() |= urgent;
-        self.urgent |= urgent;
+        self.policy.mark(cell, urgent);
     }
 
     /// The final record of a forgotten cell that may not have reached the
@@ -103,15 +93,14 @@ impl Publisher {
     /// adopted when it is seen again — or removed if there is nothing left
     /// to remember.
     pub fn forget(&mut self, cell: CellId, record: Option<Box<CellRecord>>) {
-        self.dirty.remove(&cell);
-        self.last_written.remove(&cell);
+        self.policy.forget(&cell);
         let record = record.map(|mut record| {
             record.boot_id = self.boot_id.clone();
             record.daemon_pid = Some(self.pid);
             record
         });
         self.forgotten.insert(cell, record);
-        self.urgent = true;
+        self.policy.urgent = true;
     }
 
     /// Starts writing what is due (see the module doc). `lazy_after`:
@@ -121,32 +110,12 @@ impl Publisher {
             return;
         }
         self.in_flight.clear();
-        if !self.urgent && now < self.next_lazy_scan {
-            return;
-        }
-        // Between urgent changes, a scan of every dirty cell once a second
-        // is enough for writes that are due only every `lazy_after`.
-        self.next_lazy_scan = now + 1.0;
-        let last_written = &self.last_written;
-        let mut due: Vec<(bool, CellId)> = self
-            .dirty
-            .iter()
-            .filter(|(cell, urgent)| {
-                **urgent
-                    || last_written
-                        .get(*cell)
-                        .is_none_or(|at| now - at >= lazy_after)
-            })
-            .map(|(cell, urgent)| (!*urgent, cell.clone()))
-            .collect();
         let room = BATCH_CELLS.saturating_sub(self.forgotten.len().min(BATCH_CELLS));
-        if due.len() > room {
-            // Urgent first; the rest at the next tick.
-            due.select_nth_unstable(room);
-            due.truncate(room);
-        }
-        let batch = self.take(core, procs, due.into_iter().map(|(_, c)| c), now, true);
-        self.urgent = self.dirty.values().any(|u| *u) || !self.forgotten.is_empty();
+        let Some(due) = self.policy.due(now, lazy_after, room) else {
+            return;
+        };
+        let batch = self.take(core, procs, due.into_iter(), now, true);
+        self.policy.urgent = self.policy.any_urgent() || !self.forgotten.is_empty();
         if batch.is_empty() {
             return;
         }
@@ -167,12 +136,7 @@ impl Publisher {
             let _ = handle.await;
         }
         self.in_flight.clear();
-        let due: Vec<CellId> = self
-            .dirty
-            .iter()
-            .filter(|(_, urgent)| **urgent)
-            .map(|(cell, _)| cell.clone())
-            .collect();
+        let due = self.policy.urgent_cells();
         for chunk in due.chunks(BATCH_CELLS) {
             let batch = self.take(core, procs, chunk.iter().cloned(), now, false);
             write(&self.root, &self.records, batch);
@@ -211,8 +175,7 @@ impl Publisher {
             });
         }
         for cell in due {
-            let urgent = self.dirty.remove(&cell) == Some(true);
-            self.last_written.insert(cell.clone(), now);
+            let urgent = self.policy.taken(&cell, now);
             let record = urgent
                 .then(|| core.record(&cell, now))
                 .flatten()
@@ -245,6 +208,81 @@ impl Publisher {
     }
 }
 
+/// When each dirty cell is written (see the module doc). Pure: instants
+/// are the caller's (monotonic seconds).
+#[derive(Debug, Default)]
+struct FlushPolicy {
+    /// Cells whose files are out of date; `true`: a state changed.
+    dirty: HashMap<CellId, bool>,
+    /// When each cell's `state.json` was last written.
+    last_written: HashMap<CellId, f64>,
+    /// A dirty cell is urgent (or a final record waits): the next tick
+    /// must look.
+    urgent: bool,
+    /// Otherwise the dirty cells are looked at no more often than this.
+    next_lazy_scan: f64,
+}
+
+impl FlushPolicy {
+    fn mark(&mut self, cell: CellId, urgent: bool) {
+        *self.dirty.entry(cell).or_default() |= urgent;
+        self.urgent |= urgent;
+    }
+
+    fn forget(&mut self, cell: &CellId) {
+        self.dirty.remove(cell);
+        self.last_written.remove(cell);
+    }
+
+    /// The cells to write at `now`, at most `room`, urgent ones first —
+    /// or `None` if nothing needs a look yet: between urgent changes the
+    /// dirty cells are scanned once a second, and a cell whose only change
+    /// is a `last_seen` is written at most every `lazy_after`.
+    fn due(&mut self, now: f64, lazy_after: f64, room: usize) -> Option<Vec<CellId>> {
+        if !self.urgent && now < self.next_lazy_scan {
+            return None;
+        }
+        self.next_lazy_scan = now + 1.0;
+        let last_written = &self.last_written;
+        let mut due: Vec<(bool, CellId)> = self
+            .dirty
+            .iter()
+            .filter(|(cell, urgent)| {
+                **urgent
+                    || last_written
+                        .get(*cell)
+                        .is_none_or(|at| now - at >= lazy_after)
+            })
+            .map(|(cell, urgent)| (!*urgent, cell.clone()))
+            .collect();
+        if due.len() > room {
+            // Urgent first (`false` sorts first); the rest at the next tick.
+            due.select_nth_unstable(room);
+            due.truncate(room);
+        }
+        Some(due.into_iter().map(|(_, c)| c).collect())
+    }
+
+    /// The cell is being written at `now`; whether a state of it changed
+    /// (its record is written too).
+    fn taken(&mut self, cell: &CellId, now: f64) -> bool {
+        self.last_written.insert(cell.clone(), now);
+        self.dirty.remove(cell) == Some(true)
+    }
+
+    fn any_urgent(&self) -> bool {
+        self.dirty.values().any(|u| *u)
+    }
+
+    fn urgent_cells(&self) -> Vec<CellId> {
+        self.dirty
+            .iter()
+            .filter(|(_, urgent)| **urgent)
+            .map(|(cell, _)| cell.clone())
+            .collect()
+    }
+}
+
 /// Writes a batch: each record before its cell's `state.json`.
 fn write(root: &Dir, records: &Records, batch: Vec<Write>) {
     for w in batch {
@@ -274,4 +312,75 @@ fn write_state(root: &Dir, cell: &str, bytes: &[u8]) -> std::io::Result<()> {
     }
     dir.subdir(".lazarus")?
         .write_atomic("state.json", bytes, 0o644)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell(name: &str) -> CellId {
+        name.into()
+    }
+
+    #[test]
+    fn a_state_change_is_written_at_the_next_tick() {
+        let mut p = FlushPolicy::default();
+        assert_eq!(p.due(0.0, 15.0, 10), Some(vec![]));
+        p.mark(cell("a"), true);
+        assert_eq!(
+            p.due(0.1, 15.0, 10),
+            Some(vec![cell("a")]),
+            "not a second later"
+        );
+        assert!(p.taken(&cell("a"), 0.1), "its record too");
+        p.urgent = p.any_urgent();
+        assert_eq!(p.due(0.2, 15.0, 10), None, "nothing urgent: no look yet");
+    }
+
+    #[test]
+    fn a_last_seen_alone_is_written_at_most_every_lazy_period() {
+        let mut p = FlushPolicy::default();
+        p.mark(cell("a"), false);
+        assert_eq!(p.due(0.0, 15.0, 10), Some(vec![cell("a")]), "first write");
+        assert!(!p.taken(&cell("a"), 0.0), "state.json only");
+        p.urgent = p.any_urgent();
+        p.mark(cell("a"), false);
+        assert_eq!(p.due(0.5, 15.0, 10), None, "scanned once a second");
+        assert_eq!(p.due(1.0, 15.0, 10), Some(vec![]), "looked at, not due");
+        assert_eq!(p.due(14.9, 15.0, 10), Some(vec![]));
+        assert_eq!(p.due(15.0, 15.0, 10), None, "the next scan is a second on");
+        assert_eq!(p.due(15.9, 15.0, 10), Some(vec![cell("a")]));
+    }
+
+    #[test]
+    fn a_full_batch_takes_urgent_cells_first() {
+        let mut p = FlushPolicy::default();
+        for i in 0..5 {
+            p.mark(cell(&format!("lazy{i}")), false);
+        }
+        p.mark(cell("u1"), true);
+        p.mark(cell("u2"), true);
+        let mut due = p.due(0.0, 15.0, 2).expect("due");
+        due.sort();
+        assert_eq!(due, vec![cell("u1"), cell("u2")]);
+        for c in &due {
+            p.taken(c, 0.0);
+        }
+        p.urgent = p.any_urgent();
+        assert!(!p.urgent);
+        assert_eq!(
+            p.due(1.0, 15.0, 10).map(|d| d.len()),
+            Some(5),
+            "the rest next"
+        );
+    }
+
+    #[test]
+    fn a_forgotten_cell_is_not_written() {
+        let mut p = FlushPolicy::default();
+        p.mark(cell("a"), true);
+        p.forget(&cell("a"));
+        assert_eq!(p.due(0.0, 15.0, 10), Some(vec![]));
+        assert!(p.urgent_cells().is_empty());
+    }
 }

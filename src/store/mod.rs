@@ -6,14 +6,6 @@ mod dir;
 
 pub use dir::{AGENT_FILE_LIMIT, Dir, DirLock, EntryKind};
 
-/// A JSON document as lazarus-pit writes it to a file: pretty-printed,
-/// with a final newline.
-pub fn json_document(value: &impl serde::Serialize) -> Vec<u8> {
-    let mut out = serde_json::to_vec_pretty(value).unwrap_or_default();
-    out.push(b'\n');
-    out
-}
-
 use nix::errno::Errno;
 
 /// The pid holding an exclusive `flock` on the file `(dev, ino)`, from

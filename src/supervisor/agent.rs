@@ -195,6 +195,24 @@ impl AgentSup {
         }
     }
 
+    /// Moves the agent to `to` at `now`: every change of its health goes
+    /// through here, checked against [`allowed`] (in debug builds), and
+    /// keeps `healthy_since` — which the revive count's reset runs from —
+    /// true to it: set when the agent becomes healthy, cleared otherwise.
+    pub fn enter(&mut self, to: Health, now: f64) {
+        debug_assert!(
+            allowed(&self.health, &to),
+            "illegal agent transition {:?} -> {to:?}",
+            self.health
+        );
+        match (&self.health, &to) {
+            (Health::Healthy, Health::Healthy) => {}
+            (_, Health::Healthy) => self.healthy_since = Some(now),
+            _ => self.healthy_since = None,
+        }
+        self.health = to;
+    }
+
     /// The last sign of life silence is counted from.
     fn basis(&self) -> f64 {
         let seen = self.last_seen.unwrap_or(self.first_seen);
@@ -237,7 +255,7 @@ impl AgentSup {
         while let Some(deadline) = self.deadline().filter(|d| *d <= now) {
             match self.health {
                 Health::Unstarted => {
-                    changes.push(self.begin_revival(0, Reason::Start));
+                    changes.push(self.begin_revival(0, Reason::Start, now));
                     break;
                 }
                 Health::Healthy if self.reset_at().is_some_and(|r| r <= deadline) => {
@@ -245,22 +263,21 @@ impl AgentSup {
                     changes.push(Change::State);
                 }
                 Health::Waiting { .. } | Health::Healthy => {
-                    self.health = Health::Stale { since: deadline };
-                    self.healthy_since = None;
+                    self.enter(Health::Stale { since: deadline }, now);
                     changes.push(Change::Stale {
                         last_seen: self.last_seen,
                         age_s: round_ms(now - self.basis()),
                     });
                 }
                 Health::Stale { .. } => {
-                    self.health = Health::Due { since: deadline };
+                    self.enter(Health::Due { since: deadline }, now);
                     changes.push(Change::Due(Reason::Stale));
                     break;
                 }
                 Health::Backoff {
                     attempt, reason, ..
                 } => {
-                    changes.push(self.begin_revival(attempt, reason));
+                    changes.push(self.begin_revival(attempt, reason, now));
                     break;
                 }
                 _ => break,
@@ -352,8 +369,7 @@ impl AgentSup {
         }
         self.grace_from = Some(self.grace_from.map_or(now, |g| g.max(now)));
         if matches!(self.health, Health::Stale { .. } | Health::Due { .. }) {
-            self.health = Health::Waiting { revived: false };
-            self.healthy_since = None;
+            self.enter(Health::Waiting { revived: false }, now);
         }
     }
 
@@ -367,8 +383,7 @@ impl AgentSup {
     }
 
     fn become_healthy(&mut self, now: f64) {
-        self.health = Health::Healthy;
-        self.healthy_since = Some(now);
+        self.enter(Health::Healthy, now);
     }
 
     /// The daemon's instance `pid` ended at `now`. Anything else's exit is
@@ -388,14 +403,11 @@ impl AgentSup {
         if exit.success()
             && self.settings.restart == crate::cell::manifest::RestartPolicy::OnFailure
         {
-            self.health = Health::Finished;
-            self.healthy_since = None;
+            self.enter(Health::Finished, now);
             changes.push(Change::State);
         } else {
-            self.health = Health::Due {
-                since: self.basis(),
-            };
-            self.healthy_since = None;
+            let since = self.basis();
+            self.enter(Health::Due { since }, now);
             changes.push(Change::Due(Reason::Exited));
         }
         changes
@@ -405,7 +417,7 @@ impl AgentSup {
     /// or give up once `max_revive_attempts` revivals are spent.
     pub fn schedule_revival(&mut self, reason: Reason, now: f64, jitter_seed: u64) -> Vec<Change> {
         if self.revive_count >= self.settings.max_revive_attempts {
-            self.health = Health::Abandoned;
+            self.enter(Health::Abandoned, now);
             return vec![Change::Exhausted {
                 attempts: self.revive_count,
             }];
@@ -413,45 +425,51 @@ impl AgentSup {
         let attempt = self.revive_count + 1;
         let delay = backoff(&self.settings, attempt, jitter_seed);
         if delay <= 0.0 {
-            return vec![self.begin_revival(attempt, reason)];
+            return vec![self.begin_revival(attempt, reason, now)];
         }
-        self.health = Health::Backoff {
-            attempt,
-            at: now + delay,
-            reason,
-        };
+        self.enter(
+            Health::Backoff {
+                attempt,
+                at: now + delay,
+                reason,
+            },
+            now,
+        );
         vec![Change::State]
     }
 
     /// Revives now, whatever the policy and the count (`revive`,
     /// `approve`). An operator's revival of an abandoned agent starts its
     /// count afresh.
-    pub fn force_revival(&mut self, reason: Reason) -> Vec<Change> {
+    pub fn force_revival(&mut self, reason: Reason, now: f64) -> Vec<Change> {
         if matches!(self.health, Health::Abandoned) {
             self.revive_count = 0;
         }
-        vec![self.begin_revival(self.revive_count + 1, reason)]
+        vec![self.begin_revival(self.revive_count + 1, reason, now)]
     }
 
     /// Starts it to take over from `dead` (not a revival of its own).
-    pub fn start_as_substitute(&mut self, dead: &str) -> Vec<Change> {
-        let change = self.begin_revival(0, Reason::Substitute);
+    pub fn start_as_substitute(&mut self, dead: &str, now: f64) -> Vec<Change> {
+        let change = self.begin_revival(0, Reason::Substitute, now);
         if let Health::Reviving { substitute_for, .. } = &mut self.health {
             *substitute_for = Some(dead.into());
         }
         vec![change]
     }
 
-    fn begin_revival(&mut self, attempt: u32, reason: Reason) -> Change {
+    fn begin_revival(&mut self, attempt: u32, reason: Reason, now: f64) -> Change {
         if !reason.is_start() {
             self.revive_count = self.revive_count.max(attempt);
         }
-        self.health = Health::Reviving {
-            attempt,
-            reason,
-            spawning: false,
-            substitute_for: None,
-        };
+        self.enter(
+            Health::Reviving {
+                attempt,
+                reason,
+                spawning: false,
+                substitute_for: None,
+            },
+            now,
+        );
         Change::Revive { attempt, reason }
     }
 
@@ -469,8 +487,7 @@ impl AgentSup {
         let revived = matches!(self.health, Health::Reviving { reason, .. } if !reason.is_start());
         self.instance = Some(instance);
         self.grace_from = Some(now);
-        self.health = Health::Waiting { revived };
-        self.healthy_since = None;
+        self.enter(Health::Waiting { revived }, now);
     }
 
     /// The new instance could not be started. It counts as an attempt;
@@ -500,11 +517,12 @@ impl AgentSup {
             self.revive_count = 0;
             self.first_seen = now;
             self.grace_from = Some(now);
-            self.health = if self.settings.can_start() && self.instance.is_none() {
+            let fresh = if self.settings.can_start() && self.instance.is_none() {
                 Health::Unstarted
             } else {
                 Health::Waiting { revived: false }
             };
+            self.enter(fresh, now);
         }
     }
 
@@ -552,6 +570,41 @@ impl AgentSup {
                 self.health,
                 Health::Healthy | Health::Reviving { .. } | Health::Waiting { revived: true }
             )
+    }
+}
+
+/// The one table of an agent's legal moves (the agent-level counterpart
+/// of [`crate::cell::lifecycle::ALLOWED_TRANSITIONS`]); [`AgentSup::enter`]
+/// checks every move against it in debug builds, so a test that drives the
+/// core down a path the table does not have fails.
+///
+/// Whatever the state: an exit of its instance makes it due or finished
+/// (a hung or dead agent's process may still run, and end), a fresh
+/// heartbeat makes it healthy, and an operator's `revive` (or a start)
+/// makes it reviving. Nothing else is a move: a denied agent stays denied
+/// until an operator or a heartbeat says otherwise, an abandoned one does
+/// not go stale again.
+pub fn allowed(from: &Health, to: &Health) -> bool {
+    use Health as H;
+    match (from, to) {
+        // (A start that failed is retried at once: reviving again.)
+        (_, H::Due { .. } | H::Finished | H::Healthy | H::Reviving { .. }) => true,
+        // Silence.
+        (H::Waiting { .. } | H::Healthy, H::Stale { .. }) => true,
+        // A thaw.
+        (H::Stale { .. } | H::Due { .. }, H::Waiting { revived: false }) => true,
+        // The policies of a due agent, and a start that failed.
+        (H::Due { .. } | H::Reviving { .. }, H::Backoff { .. } | H::Abandoned) => true,
+        (H::Due { .. }, H::Dead | H::AwaitingApproval { .. }) => true,
+        (H::AwaitingApproval { .. }, H::Denied) => true,
+        // The new instance runs.
+        (H::Reviving { .. }, H::Waiting { .. }) => true,
+        // An edit of its entry starts a finished, dead or abandoned one
+        // afresh (never a denied one).
+        (H::Finished | H::Dead | H::Abandoned, H::Unstarted | H::Waiting { revived: false }) => {
+            true
+        }
+        _ => false,
     }
 }
 

@@ -1142,7 +1142,7 @@ impl Supervisor {
                 }),
                 None => {
                     // The command was removed from cell.json meanwhile.
-                    t.sup.health = Health::Due { since: now };
+                    t.sup.enter(Health::Due { since: now }, now);
                     changes.push(Change::State);
                 }
             }
@@ -1230,7 +1230,7 @@ impl Supervisor {
             });
             return;
         }
-        let changes = t.sup.force_revival(Reason::Manual);
+        let changes = t.sup.force_revival(Reason::Manual, now);
         self.settle(cell, agent, changes, now, out);
     }
 
@@ -1253,10 +1253,10 @@ impl Supervisor {
             return;
         }
         if approved {
-            let changes = t.sup.force_revival(Reason::Approved);
+            let changes = t.sup.force_revival(Reason::Approved, now);
             self.apply(cell, agent, changes, now, out);
         } else {
-            t.sup.health = Health::Denied;
+            t.sup.enter(Health::Denied, now);
         }
         self.rearm(cell, agent, out);
     }
@@ -1379,7 +1379,7 @@ impl Supervisor {
         let can_start = t.sup.settings.can_start();
         match t.sup.settings.revive_policy {
             RevivePolicy::No => {
-                t.sup.health = Health::Dead;
+                t.sup.enter(Health::Dead, now);
                 out.push(Action::Emit {
                     cell: cell.clone(),
                     event: event(EventKind::AgentDead).with("reason", reason.as_str()),
@@ -1395,10 +1395,13 @@ impl Supervisor {
             RevivePolicy::Ask => {
                 let wall_ms = ((now + offset) * 1000.0) as u64;
                 let request_id = format!("revive_{wall_ms}_{agent}");
-                t.sup.health = Health::AwaitingApproval {
-                    request_id: request_id.clone(),
-                    reason,
-                };
+                t.sup.enter(
+                    Health::AwaitingApproval {
+                        request_id: request_id.clone(),
+                        reason,
+                    },
+                    now,
+                );
                 out.push(Action::Emit {
                     cell: cell.clone(),
                     event: event(EventKind::ReviveRequested)
@@ -1458,7 +1461,7 @@ impl Supervisor {
         let last_status = dead.sup.last_status.clone();
         let event = |kind| Event::new(kind).with("agent", &**agent);
         if let Some(t) = self.tracked(cell, agent) {
-            t.sup.health = Health::Dead;
+            t.sup.enter(Health::Dead, now);
         }
         let Some(substitute) = substitute else {
             out.push(Action::Emit {
@@ -1485,7 +1488,7 @@ impl Supervisor {
                 .with("started", start),
         });
         if start && let Some(t) = self.tracked(cell, &substitute) {
-            let changes = t.sup.start_as_substitute(agent);
+            let changes = t.sup.start_as_substitute(agent, now);
             self.settle(cell, &substitute, changes, now, out);
         }
     }
@@ -1564,6 +1567,7 @@ fn restore(sup: &mut AgentSup, prev: &AgentRecord, now: f64, offset: f64) -> Vec
         pid: i.pid,
         start_time: i.start_time,
     });
+    // Seeding, not a move: the agent is new to this daemon.
     sup.health = match prev.state {
         AgentState::Healthy if prev.last_seen.is_some() => {
             sup.healthy_since = Some(now);

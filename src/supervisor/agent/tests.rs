@@ -388,7 +388,7 @@ fn exactly_max_attempts_then_one_exhausted() {
     assert_eq!(a.deadline(), None, "no further revivals by itself");
     // An operator's revive starts afresh.
     assert_eq!(
-        a.force_revival(Reason::Manual),
+        a.force_revival(Reason::Manual, t),
         vec![Change::Revive {
             attempt: 1,
             reason: Reason::Manual
@@ -485,4 +485,28 @@ fn a_heartbeat_written_before_the_death_is_read_after_it_and_ignored() {
         a.heartbeat(1006.0, 1006.0, None, None, 1006.0)
             .contains(&Change::Recovered)
     );
+}
+
+#[test]
+fn the_transition_table_refuses_what_no_path_may_do() {
+    use super::allowed;
+    let stale = Health::Stale { since: 0.0 };
+    assert!(allowed(&Health::Healthy, &stale));
+    assert!(!allowed(&Health::Abandoned, &stale), "no second stale");
+    assert!(
+        !allowed(&Health::Denied, &Health::Unstarted),
+        "an edit never undoes a deny"
+    );
+    assert!(!allowed(&Health::Dead, &Health::Denied));
+    assert!(allowed(
+        &Health::AwaitingApproval {
+            request_id: "r".into(),
+            reason: Reason::Stale
+        },
+        &Health::Denied
+    ));
+    for from in [Health::Denied, Health::Abandoned, Health::Unstarted] {
+        assert!(allowed(&from, &Health::Healthy), "a fresh beat: {from:?}");
+        assert!(allowed(&from, &Health::Finished), "an exit: {from:?}");
+    }
 }
