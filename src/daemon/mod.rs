@@ -37,7 +37,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cell::heartbeat::{Heartbeat, HeartbeatError};
 use crate::cell::lifecycle::{CellStatus, Trigger, transition};
@@ -94,20 +94,38 @@ pub fn run(config: Config, root: &Path, opts: Options, log: LogHandle) -> Result
     runtime.block_on(serve(config, root, opts, log))
 }
 
-struct Signals {
-    term: Signal,
-    int: Signal,
-    hup: Signal,
+/// What tells a running daemon to stop or reload: the process's signals
+/// in production ([`signals`]), a channel a test holds otherwise — so the
+/// whole loop runs in-process, on a paused clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Command {
+    /// `SIGTERM`, `SIGINT`: flush and exit, leaving agents running.
+    Shutdown,
+    /// `SIGHUP`: reload the config.
+    Reload,
 }
 
-impl Signals {
-    fn new() -> Result<Signals> {
-        Ok(Signals {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-            hup: signal(SignalKind::hangup())?,
-        })
-    }
+type Commands = tokio::sync::mpsc::UnboundedReceiver<Command>;
+
+/// The process's signals as [`Command`]s.
+fn signals() -> Result<Commands> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let command = tokio::select! {
+                _ = term.recv() => Command::Shutdown,
+                _ = int.recv() => Command::Shutdown,
+                _ = hup.recv() => Command::Reload,
+            };
+            if tx.send(command).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(rx)
 }
 
 /// How a session over one root ended.
@@ -117,7 +135,7 @@ enum Ended {
 }
 
 async fn serve(config: Config, root: &Path, opts: Options, log: LogHandle) -> Result<ExitCode> {
-    let mut signals = Signals::new()?;
+    let mut commands = signals()?;
     let _pid_file = match &config.daemon.pid_file {
         Some(path) if !opts.once => Some(PidFile::create(path)?),
         _ => None,
@@ -125,7 +143,7 @@ async fn serve(config: Config, root: &Path, opts: Options, log: LogHandle) -> Re
     let mut config = config;
     let mut ready_sent = false;
     loop {
-        let Some(root_dir) = wait_for_root(root, opts.once, &mut signals).await? else {
+        let Some(root_dir) = wait_for_root(root, opts.once, &mut commands).await? else {
             return Ok(ExitCode::SUCCESS);
         };
         let _lock = RootLock::acquire(&root_dir)?;
@@ -151,7 +169,7 @@ async fn serve(config: Config, root: &Path, opts: Options, log: LogHandle) -> Re
             });
         }
         match shell
-            .run(&opts, &mut signals, &log, &mut ready_sent)
+            .run(&opts, &mut commands, &log, &mut ready_sent)
             .await?
         {
             Ended::Shutdown => return Ok(ExitCode::SUCCESS),
@@ -165,7 +183,7 @@ async fn serve(config: Config, root: &Path, opts: Options, log: LogHandle) -> Re
 async fn wait_for_root(
     path: &std::path::Path,
     once: bool,
-    signals: &mut Signals,
+    commands: &mut Commands,
 ) -> Result<Option<Arc<Dir>>> {
     let mut warned = false;
     loop {
@@ -186,8 +204,11 @@ async fn wait_for_root(
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(ROOT_WAIT) => {}
-                    _ = signals.term.recv() => return Ok(None),
-                    _ = signals.int.recv() => return Ok(None),
+                    command = commands.recv() => {
+                        if command != Some(Command::Reload) {
+                            return Ok(None);
+                        }
+                    }
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -300,7 +321,7 @@ impl Shell {
     async fn run(
         &mut self,
         opts: &Options,
-        signals: &mut Signals,
+        commands: &mut Commands,
         log: &LogHandle,
         ready_sent: &mut bool,
     ) -> Result<Ended> {
@@ -336,21 +357,23 @@ impl Shell {
             tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
         let ended = loop {
             let deadline = self.clock.instant(self.core.next_deadline());
-            // Biased, in this order: signals; deadlines before file events,
+            // Biased, in this order: commands (signals); deadlines before file events,
             // so a daemon that falls behind on events still reports on time
             // (one firing handles everything due, so events are not starved
             // in turn).
             tokio::select! {
                 biased;
-                _ = signals.term.recv() => break Ended::Shutdown,
-                _ = signals.int.recv() => break Ended::Shutdown,
-                _ = signals.hup.recv() => {
-                    let before = self.cfg.cells.poll_interval;
-                    self.reload(opts, log);
-                    if self.cfg.cells.poll_interval != before {
-                        rescan = rescan_timer(self.cfg.cells.poll_interval);
+                command = commands.recv() => match command {
+                    Some(Command::Reload) => {
+                        let before = self.cfg.cells.poll_interval;
+                        self.reload(opts, log);
+                        if self.cfg.cells.poll_interval != before {
+                            rescan = rescan_timer(self.cfg.cells.poll_interval);
+                        }
                     }
-                }
+                    // Told to, or nobody left to tell it anything.
+                    Some(Command::Shutdown) | None => break Ended::Shutdown,
+                },
                 _ = tokio::time::sleep_until(deadline) => self.expire_due(),
                 _ = tokio::time::sleep_until(self.clock.instant(self.scan_again_at)),
                     if self.scan_again_at.is_some() => self.scan_pending(),
@@ -521,6 +544,13 @@ mod tests {
     }
 
     fn fixture(agents: &[&str], cells_toml: &str) -> Fixture {
+        fixture_with(agents, cells_toml, false)
+    }
+
+    /// `moving`: the wall clock moves with tokio's (paused) clock, as the
+    /// system's does with the monotonic one — for driving the whole loop.
+    /// Otherwise the test sets it.
+    fn fixture_with(agents: &[&str], cells_toml: &str, moving: bool) -> Fixture {
         let tmp = tempfile::tempdir().expect("tmp");
         let root = tmp.path().join("root");
         let cell = "00000000-0000-4000-8000-000000000001".to_string();
@@ -533,7 +563,7 @@ mod tests {
         let manifest = serde_json::json!({"uuid": cell, "status": "active", "agents": agents});
         std::fs::write(dir.join(MANIFEST), manifest.to_string()).expect("manifest");
         let text = format!(
-            "[daemon]\nstate_dir = {:?}\n[cells]\n{cells_toml}\n",
+            "[daemon]\nstate_dir = {:?}\ncgroup = \"off\"\n[cells]\n{cells_toml}\n",
             tmp.path().join("state")
         );
         let (cfg, _) = Config::parse(&text, std::path::Path::new("t.toml")).expect("config");
@@ -541,7 +571,15 @@ mod tests {
         let root_dir = Arc::new(Dir::open(&root).expect("root"));
         let wall = Arc::new(Mutex::new(1_000_000.0));
         let w = wall.clone();
-        let clock = Clock::with_wall(Box::new(move || *w.lock().expect("wall")));
+        let clock = if moving {
+            let start = tokio::time::Instant::now();
+            let base = *wall.lock().expect("wall");
+            Clock::with_wall(Box::new(move || {
+                base + (tokio::time::Instant::now() - start).as_secs_f64()
+            }))
+        } else {
+            Clock::with_wall(Box::new(move || *w.lock().expect("wall")))
+        };
         Fixture {
             shell: Shell::new(cfg, root_dir, records, clock),
             _tmp: tmp,
@@ -640,6 +678,49 @@ mod tests {
         assert_eq!(
             snap.agent_health["a"].state,
             crate::state::AgentState::Healthy
+        );
+    }
+
+    /// The whole loop in-process, on a paused clock: a deadline fires on
+    /// time to the millisecond (not at a poll), nothing fires before it,
+    /// and a shutdown command flushes the state and ends the loop.
+    #[tokio::test(start_paused = true)]
+    async fn the_loop_meets_deadlines_on_a_paused_clock_and_shuts_down_on_command() {
+        let mut f = fixture_with(
+            &["quiet"],
+            "heartbeat_stale_threshold = 10\npoll_interval = 3600",
+            true,
+        );
+        let (tx, mut commands) = tokio::sync::mpsc::unbounded_channel();
+        let opts = Options {
+            once: false,
+            config_path: None,
+        };
+        let log = crate::logging::init_daemon_fallback();
+        let mut ready = false;
+        let events = f.dir.join(crate::cell::EVENTS);
+        let state = f.dir.join(crate::cell::STATE);
+        let stale = || {
+            std::fs::read_to_string(&events)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("agent_stale"))
+                .count()
+        };
+        let driver = async {
+            tokio::time::sleep(Duration::from_millis(9_990)).await;
+            assert_eq!(stale(), 0, "not before its threshold");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            assert_eq!(stale(), 1, "at its threshold, not at the next poll");
+            tx.send(Command::Shutdown).expect("send");
+        };
+        let (ended, ()) = tokio::join!(f.shell.run(&opts, &mut commands, &log, &mut ready), driver);
+        assert!(matches!(ended, Ok(Ended::Shutdown)));
+        assert!(ready, "READY=1 after the first scan");
+        let published = std::fs::read_to_string(&state).expect("state.json");
+        assert!(
+            published.contains("\"stale\""),
+            "flushed on shutdown: {published}"
         );
     }
 }
