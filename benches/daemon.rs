@@ -289,7 +289,13 @@ fn fs_type(path: &Path) -> String {
 /// The `[daemon]` section that keeps a benchmark's records in its own
 /// temporary directory (never `/var/lib/lazarus-pit`).
 fn state_dir(tmp: &Path) -> String {
-    format!("[daemon]\nstate_dir = {:?}\n", tmp.join("state"))
+    // `LAZARUS_BENCH_CGROUP=off`: agents controlled by process group, to
+    // compare with a cgroup each.
+    let cgroup = std::env::var("LAZARUS_BENCH_CGROUP").unwrap_or_else(|_| "auto".into());
+    format!(
+        "[daemon]\nstate_dir = {:?}\ncgroup = {cgroup:?}\n",
+        tmp.join("state")
+    )
 }
 
 fn load(cells: usize, agents: usize, steady: f64, started: bool) {

@@ -97,6 +97,9 @@ pub struct AgentRecord {
     /// was archived or destroyed. Gone from the record once they are.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stopping: bool,
+    /// How its running instance is controlled (`cgroup`, `process-group`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<String>,
     /// Set when the record is read back, not stored: the recorded
     /// instance is gone (another boot, or its pid now names someone else).
     #[serde(skip)]

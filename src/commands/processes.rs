@@ -37,14 +37,18 @@ impl Want {
         match self {
             Want::Frozen => status == Some("frozen"),
             Want::Thawed => status == Some("active"),
+            // Nothing running and nothing on its way out (a start in
+            // flight has no instance yet, but is being stopped).
             Want::Stopped => {
                 matches!(status, Some("archived" | "destroyed"))
-                    && record.agents.values().all(|a| a.instance.is_none())
+                    && record
+                        .agents
+                        .values()
+                        .all(|a| a.instance.is_none() && !a.stopping)
             }
-            Want::Left(agent) => record
-                .agents
-                .get(agent)
-                .is_none_or(|a| a.instance.is_none()),
+            // The daemon drops an agent from its record once its
+            // processes are gone (at once if it had none).
+            Want::Left(agent) => !record.agents.contains_key(agent),
         }
     }
 
@@ -65,7 +69,7 @@ pub fn follow(ctx: &Context, cell: &Cell, want: Want, since: f64) -> Result<Opti
         .ok()
         .flatten();
     if let Some(pid) = crate::daemon::lock::holder(&ctx.root.path) {
-        let Some(records) = records.filter(|r| r.claimed_by() == Some(pid)) else {
+        let Some(records) = records.as_ref().filter(|r| r.claimed_by() == Some(pid)) else {
             return Ok(Some(format!(
                 "the daemon (pid {pid}) acts on the agents' processes; its records are not \
                  readable here, so this command cannot confirm it"
@@ -81,20 +85,27 @@ pub fn follow(ctx: &Context, cell: &Cell, want: Want, since: f64) -> Result<Opti
         // "Nothing of it runs" is true of an old record too; a status that
         // flips (freeze, thaw) needs one written after the change.
         let fresh = !stop;
-        if wait_for_record(&records, &cell.id, since, fresh, limit, |r| want.done(r)) {
-            return Ok(None);
+        let daemon_runs = || crate::daemon::lock::holder(&ctx.root.path) == Some(pid);
+        match wait_for_record(records, &cell.id, since, fresh, limit, daemon_runs, |r| {
+            want.done(r)
+        }) {
+            Waited::Done => return Ok(None),
+            // It went away before it was done: do it here.
+            Waited::DaemonGone => {}
+            Waited::TimedOut => {
+                return Err(Error::refused(
+                    &cell.id,
+                    "confirm the change",
+                    format!(
+                        "the daemon (pid {pid}) has not confirmed within {:.0} s that it {}; \
+                         `lazarus-pit status {}` shows where it stands",
+                        limit.as_secs_f64(),
+                        want.what(),
+                        cell.id
+                    ),
+                ));
+            }
         }
-        return Err(Error::refused(
-            &cell.id,
-            "confirm the change",
-            format!(
-                "the daemon (pid {pid}) has not {} within {:.0} s; `lazarus-pit status {}` \
-                 shows where it stands",
-                want.what(),
-                limit.as_secs_f64(),
-                cell.id
-            ),
-        ));
     }
     let Some(record) = records.and_then(|r| r.read_cell(&cell.id)) else {
         return Ok(None); // No daemon ever started anything here.
@@ -183,19 +194,28 @@ const CLOCK_SLACK_S: f64 = crate::supervisor::CLOCK_STEP_S;
 /// it writes a changed record within a fraction of a second.
 const CONFIRM: Duration = Duration::from_secs(5);
 
+/// How a wait for the daemon ended.
+enum Waited {
+    Done,
+    /// The daemon let go of the root's lock first.
+    DaemonGone,
+    TimedOut,
+}
+
 /// Waits until the daemon's record of `cell` satisfies `done` — one
 /// written at or after `since` if `fresh` (a status that flips back and
-/// forth needs a new word) —, or `limit` passed. Woken by inotify on the records'
-/// directory (records are replaced by rename); read again every 250 ms in
-/// case a watch cannot be had.
+/// forth needs a new word) —, or `limit` passed, or the daemon is gone
+/// (`daemon_runs`). Woken by inotify on the records' directory (records
+/// are replaced by rename); looked at again every 250 ms in any case.
 fn wait_for_record(
     records: &Records,
     cell: &str,
     since: f64,
     fresh: bool,
     limit: Duration,
+    daemon_runs: impl Fn() -> bool,
     done: impl Fn(&CellRecord) -> bool,
-) -> bool {
+) -> Waited {
     use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
     let until = Instant::now() + limit;
     let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).ok();
@@ -210,11 +230,14 @@ fn wait_for_record(
             .read_cell(cell)
             .is_some_and(|r| done(&r) && (r.written_at >= since - CLOCK_SLACK_S || !fresh))
         {
-            return true;
+            return Waited::Done;
+        }
+        if !daemon_runs() {
+            return Waited::DaemonGone;
         }
         let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return false;
+            return Waited::TimedOut;
         }
         let slice = left.min(Duration::from_millis(250));
         match &inotify {

@@ -50,6 +50,10 @@ struct AgentReport {
     heartbeat_status: Option<String>,
     revive_count: u32,
     pid: Option<i32>,
+    /// How the daemon controls its running instance: `cgroup` (every
+    /// process it starts, also those that leave its process group) or
+    /// `process-group` (where the daemon has no cgroups).
+    control: Option<String>,
     /// Why the heartbeat file could not be used, if it could not.
     problem: Option<String>,
 }
@@ -135,6 +139,7 @@ struct Facts {
     state: AgentState,
     revive_count: u32,
     pid: Option<i32>,
+    control: Option<String>,
 }
 
 fn report(
@@ -213,6 +218,7 @@ fn report(
                     };
                     (this_boot && crate::daemon::process::is_alive(instance)).then_some(i.pid)
                 }),
+                control: facts.and_then(|f| f.control.clone()),
                 problem,
             }
         })
@@ -267,6 +273,7 @@ fn daemon_facts(
                     state: a.state,
                     revive_count: a.revive_count,
                     pid: a.instance.map(|i| i.pid),
+                    control: a.control,
                 };
                 (name, facts)
             })
@@ -290,6 +297,12 @@ fn daemon_facts(
                 state: h.state,
                 revive_count: h.revive_count,
                 pid: h.pid,
+                control: h
+                    .extra
+                    .get("control")
+                    .and_then(|c| c.as_str())
+                    .filter(|c| matches!(*c, "cgroup" | "process-group"))
+                    .map(str::to_string),
             };
             (name, facts)
         })
@@ -334,18 +347,19 @@ fn render(reports: &[CellReport]) -> String {
             continue;
         }
         out.push_str(&format!(
-            "  {:<20} {:<18} {:<11} {:<12} {:>7}  {}\n",
-            "AGENT", "STATE", "HEARTBEAT", "STATUS", "REVIVES", "PID"
+            "  {:<20} {:<18} {:<11} {:<12} {:>7}  {:<8} {}\n",
+            "AGENT", "STATE", "HEARTBEAT", "STATUS", "REVIVES", "PID", "CONTROL"
         ));
         for a in &cell.agents {
             out.push_str(&format!(
-                "  {:<20} {:<18} {:<11} {:<12} {:>7}  {}\n",
+                "  {:<20} {:<18} {:<11} {:<12} {:>7}  {:<8} {}\n",
                 escape(&a.name),
                 a.state,
                 a.heartbeat_age_s.map_or_else(|| "never".into(), age),
                 escape(a.heartbeat_status.as_deref().unwrap_or("-")),
                 a.revive_count,
                 a.pid.map_or_else(|| "-".into(), |p| p.to_string()),
+                a.control.as_deref().unwrap_or("-"),
             ));
             if let Some(problem) = &a.problem {
                 out.push_str(&format!("    ! {}\n", escape(problem)));

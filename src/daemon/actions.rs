@@ -41,7 +41,11 @@ impl Shell {
                         rescan.push(cell);
                     }
                 }
-                Action::Forget { cell, record } => {
+                Action::Forget {
+                    cell,
+                    record,
+                    state,
+                } => {
                     // Its instances keep running and stay watched: if the
                     // cell is seen again, its record names them and they
                     // are adopted, not doubled. A cell whose directory is
@@ -60,7 +64,11 @@ impl Shell {
                         }
                     );
                     let record = (!gone || running).then_some(record);
-                    self.publisher.forget(cell.clone(), record);
+                    // Its last state.json says how it was left (not if the
+                    // directory is gone: nothing is written into it).
+                    let state = state.filter(|_| !gone);
+                    self.publisher.forget(cell.clone(), record, state);
+                    self.procs.release(&cell, None);
                     if gone {
                         self.unwatch(&cell);
                     } else {
@@ -131,6 +139,7 @@ impl Shell {
                     self.procs.freeze(&cell, &agent, frozen, uid);
                 }
                 Action::Left { cell, agent } => {
+                    self.procs.release(&cell, Some(&agent));
                     if !self.announced_leave(&cell, &agent) {
                         let event = Event::new(EventKind::AgentLeft)
                             .with("agent", &*agent)
@@ -276,7 +285,13 @@ pub(super) fn write_handoff(
 /// The safety-net rescan's timer: first tick one period from now.
 /// The cgroups agents run in, if the daemon can create them (said once
 /// in the log either way, see [`cgroup`]).
-pub(super) fn process_control(cfg: &Config, root: &std::path::Path) -> Option<cgroup::Cgroups> {
+///
+/// A base that `[daemon] cgroup` names explicitly and that cannot be used
+/// is an error (the daemon does not start), never a quiet downgrade.
+pub(super) fn process_control(
+    cfg: &Config,
+    root: &std::path::Path,
+) -> Result<Option<cgroup::Cgroups>> {
     use crate::config::CgroupSetting;
     let base = match &cfg.daemon.cgroup {
         CgroupSetting::Off => {
@@ -284,7 +299,7 @@ pub(super) fn process_control(cfg: &Config, root: &std::path::Path) -> Option<cg
                 "[daemon] cgroup = \"off\": agents are controlled by process group \
                  (a process that leaves its group escapes freeze and stop)"
             );
-            return None;
+            return Ok(None);
         }
         CgroupSetting::Auto => None,
         CgroupSetting::Base(path) => Some(path.as_path()),
@@ -297,14 +312,19 @@ pub(super) fn process_control(cfg: &Config, root: &std::path::Path) -> Option<cg
                 "agents run in a cgroup each, beneath {}",
                 cgroups.path().display()
             );
-            Some(cgroups)
+            Ok(Some(cgroups))
         }
+        Err(e) if let Some(base) = base => Err(Error::Io(std::io::Error::other(format!(
+            "[daemon] cgroup = {:?} cannot be used: {e} (use \"auto\", \"off\", or a cgroup \
+             the daemon may create groups in)",
+            base.display().to_string()
+        )))),
         Err(e) => {
             tracing::warn!(
                 "cgroups are not available ({e}): agents are controlled by process group \
                  (a process that leaves its group escapes freeze and stop)"
             );
-            None
+            Ok(None)
         }
     }
 }

@@ -99,7 +99,16 @@ impl Cgroups {
     pub fn open(base: Option<&Path>, root_key: &str) -> Result<Cgroups, String> {
         let mount = mount_point().ok_or("no cgroup2 filesystem is mounted")?;
         let base = match base {
-            Some(base) => base.to_path_buf(),
+            // Resolved (`..`, symlinks) before it is checked to be beneath
+            // the mount, and it must be a cgroup itself.
+            Some(base) => {
+                let resolved =
+                    std::fs::canonicalize(base).map_err(|e| format!("{}: {e}", base.display()))?;
+                if !resolved.join("cgroup.procs").is_file() {
+                    return Err(format!("{} is not a cgroup", base.display()));
+                }
+                resolved
+            }
             None => {
                 let own = cgroup_of(std::process::id() as i32)
                     .ok_or("the daemon's own cgroup v2 is unknown")?;
@@ -161,9 +170,13 @@ impl Cgroups {
         }
     }
 
-    /// Creates the agent's group (and its cell's).
+    /// Creates the agent's group (and its cell's), or finds it: it is
+    /// kept from one instance of the agent to the next.
     pub fn create(&self, cell: &str, agent: &str) -> std::io::Result<AgentGroup> {
         let group = self.agent(cell, agent);
+        if group.path.join("cgroup.procs").exists() {
+            return Ok(group);
+        }
         // The base too: the CLI removes it with the last group it empties.
         mkdir(&self.dir)?;
         if let Some(parent) = group.path.parent() {
@@ -171,6 +184,24 @@ impl Cgroups {
         }
         mkdir(&group.path)?;
         Ok(group)
+    }
+
+    /// Removes the empty groups of a cell's agents, but those `running`
+    /// says are still watched, and the cell's own if it is then empty.
+    pub fn release_cell(&self, cell: &str, running: impl Fn(&str) -> bool) {
+        let dir = self.dir.join(cell_dir_name(cell));
+        if let Ok(agents) = std::fs::read_dir(&dir) {
+            for agent in agents.flatten() {
+                let name = agent.file_name().to_string_lossy().into_owned();
+                if let Some(agent_name) = name.strip_prefix("a-")
+                    && agent.file_type().is_ok_and(|t| t.is_dir())
+                    && !running(agent_name)
+                {
+                    let _ = std::fs::remove_dir(agent.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(&dir);
     }
 
     /// Removes the empty groups of agents nobody runs any more (a daemon

@@ -117,17 +117,41 @@ impl Shell {
             }
         };
         if !manifest.uuid.is_empty() && !manifest.uuid.eq_ignore_ascii_case(name) {
-            self.report_invalid(
+            // The directory's name is the cell's identity. A cell this
+            // daemon supervises stays supervised (an agent that rewrites
+            // the uuid must not take its cell out of the operator's hands:
+            // `cell freeze` and the rest keep working), as does one whose
+            // record names processes of ours still running (a restart
+            // after such an edit). Only a directory new to us — a cell
+            // copied or renamed — is not monitored.
+            let ours = self.core.knows(name)
+                || self.records.read_cell(name).is_some_and(|mut record| {
+                    self.verify_instances(&mut record);
+                    record.agents.values().any(|a| a.instance.is_some())
+                });
+            if !ours {
+                self.report_invalid(
+                    name,
+                    MANIFEST,
+                    format!(
+                        "uuid {:?} disagrees with the directory name; the cell is not monitored",
+                        manifest.uuid
+                    ),
+                );
+                self.cell_gone(name);
+                self.watch_dir_only(name);
+                return;
+            }
+            self.report_invalid_as(
                 name,
+                "cell.json uuid",
                 MANIFEST,
                 format!(
-                    "uuid {:?} disagrees with the directory name; the cell is not monitored",
+                    "uuid {:?} disagrees with the directory name; the cell is supervised \
+                     as {name}, its directory",
                     manifest.uuid
                 ),
             );
-            self.cell_gone(name);
-            self.watch_dir_only(name);
-            return;
         }
         let problems = manifest.problems();
         if problems.is_empty() {

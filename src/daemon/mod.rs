@@ -154,7 +154,7 @@ async fn serve(config: Config, root: &Path, opts: Options, log: LogHandle) -> Re
                 records.path().display()
             );
         }
-        let mut shell = Shell::new(config.clone(), root_dir, records, Clock::system());
+        let mut shell = Shell::new(config.clone(), root_dir, records, Clock::system())?;
         if opts.once {
             let requests = shell.take_inbox();
             shell.discover();
@@ -263,13 +263,13 @@ struct Shell {
 }
 
 impl Shell {
-    fn new(cfg: Config, root_dir: Arc<Dir>, records: Records, clock: Clock) -> Shell {
+    fn new(cfg: Config, root_dir: Arc<Dir>, records: Records, clock: Clock) -> Result<Shell> {
         let core = Supervisor::new(cfg.cells.clone(), cfg.events.heartbeats);
-        let (procs, proc_rx) = Procs::new(process_control(&cfg, root_dir.path()));
+        let (procs, proc_rx) = Procs::new(process_control(&cfg, root_dir.path())?);
         let hooks = Hooks::new(&cfg);
         let records = Arc::new(records);
         let publisher = Publisher::new(root_dir.clone(), records.clone(), procs.boot_id.clone());
-        Shell {
+        Ok(Shell {
             procs,
             proc_rx,
             hooks,
@@ -292,7 +292,7 @@ impl Shell {
             scan_again_at: None,
             expected_moves: HashMap::new(),
             expected_leaves: HashMap::new(),
-        }
+        })
     }
 
     /// The core's `now`, telling it first where the wall clock stands (a
@@ -581,7 +581,7 @@ mod tests {
             Clock::with_wall(Box::new(move || *w.lock().expect("wall")))
         };
         Fixture {
-            shell: Shell::new(cfg, root_dir, records, clock),
+            shell: Shell::new(cfg, root_dir, records, clock).expect("shell"),
             _tmp: tmp,
             cell,
             dir,

@@ -668,9 +668,6 @@ impl Procs {
             let (mut child, instance) = match started {
                 Ok(started) => started,
                 Err(error) => {
-                    if let Some(group) = &group {
-                        group.remove();
-                    }
                     let _ = tx.send(ProcMsg::Started {
                         cell,
                         agent,
@@ -696,6 +693,21 @@ impl Procs {
                 exit,
             });
         });
+    }
+
+    /// The agent (or, with `None`, every agent of the cell) is no longer
+    /// supervised: its empty cgroup is removed. One that still has
+    /// processes (a cell whose directory went away, its agents watched on)
+    /// stays: the kernel refuses, and the daemon's exit prunes it later.
+    pub fn release(&self, cell: &str, agent: Option<&str>) {
+        let Some(cgroups) = &self.cgroups else {
+            return;
+        };
+        match agent {
+            Some(agent) if !self.has(cell, agent) => cgroups.agent(cell, agent).remove(),
+            Some(_) => {}
+            None => cgroups.release_cell(cell, |agent| self.has(cell, agent)),
+        }
     }
 
     /// A start's answer reached the loop: the instance is watched from
@@ -851,11 +863,12 @@ async fn watch_child(
         (None, _) if !is_zombie(instance.pid) => exited(&fd, instance).await,
         (None, _) => {}
     }
+    // The group itself stays for the agent's next instance: removing and
+    // re-creating a cgroup takes the kernel's cgroup mutex and an RCU
+    // grace period each time, serialised over every agent — it is removed
+    // when the agent leaves or its cell goes ([`Procs::release`]).
     match &group {
-        Some(group) => {
-            kill_group(group).await;
-            group.remove();
-        }
+        Some(group) => kill_group(group).await,
         None => {
             let _ = nix::sys::signal::killpg(pgroup, Signal::SIGKILL);
         }
@@ -904,7 +917,6 @@ async fn watch_adopted(
     let Some(fd) = open_verified(instance) else {
         if let Some(group) = &group {
             kill_group(group).await;
-            group.remove();
         }
         return;
     };
@@ -920,7 +932,6 @@ async fn watch_adopted(
     }
     if let Some(group) = &group {
         kill_group(group).await;
-        group.remove();
     }
 }
 

@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use super::process::Procs;
 use crate::cell::{MANIFEST, STATE};
 use crate::records::{CellRecord, Records};
+use crate::state::CellState;
 use crate::store::Dir;
 use crate::supervisor::{CellId, Supervisor};
 
@@ -49,6 +50,8 @@ pub struct Publisher {
     policy: FlushPolicy,
     /// Final records of cells no longer tracked (`None`: remove it).
     forgotten: HashMap<CellId, Option<Box<CellRecord>>>,
+    /// Last `state.json` of forgotten cells, serialised.
+    final_states: HashMap<CellId, Vec<u8>>,
     /// Final records in the batch being written: until it is done, the
     /// record on disk may be older than these.
     in_flight: HashMap<CellId, Box<CellRecord>>,
@@ -64,6 +67,7 @@ impl Publisher {
             pid: std::process::id(),
             policy: FlushPolicy::default(),
             forgotten: HashMap::new(),
+            final_states: HashMap::new(),
             in_flight: HashMap::new(),
             writing: None,
         }
@@ -92,13 +96,25 @@ impl Publisher {
     /// (archived, say) is in it, and its instances may still run and be
     /// adopted when it is seen again — or removed if there is nothing left
     /// to remember.
-    pub fn forget(&mut self, cell: CellId, record: Option<Box<CellRecord>>) {
+    pub fn forget(
+        &mut self,
+        cell: CellId,
+        record: Option<Box<CellRecord>>,
+        state: Option<Box<CellState>>,
+    ) {
         self.policy.forget(&cell);
         let record = record.map(|mut record| {
             record.boot_id = self.boot_id.clone();
             record.daemon_pid = Some(self.pid);
             record
         });
+        if let Some(mut state) = state {
+            state.daemon_pid = Some(self.pid);
+            state
+                .extra
+                .insert("boot_id".into(), self.boot_id.clone().into());
+            self.final_states.insert(cell.clone(), state.to_bytes());
+        }
         self.forgotten.insert(cell, record);
         self.policy.urgent = true;
     }
@@ -168,10 +184,11 @@ impl Publisher {
                 }
                 None => RecordWrite::Remove,
             };
+            let state = self.final_states.remove(&cell);
             batch.push(Write {
                 cell,
                 record: Some(record),
-                state: None,
+                state,
             });
         }
         for cell in due {
@@ -182,6 +199,9 @@ impl Publisher {
                 .map(|mut r| {
                     r.boot_id = self.boot_id.clone();
                     r.daemon_pid = Some(self.pid);
+                    for (agent, a) in &mut r.agents {
+                        a.control = procs.control(&cell, agent).map(|c| c.as_str().into());
+                    }
                     RecordWrite::Put(r.to_bytes())
                 });
             let state = core.snapshot(&cell, self.pid, now).map(|mut state| {

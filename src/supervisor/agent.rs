@@ -357,19 +357,27 @@ impl AgentSup {
     /// Its cell is frozen (`true`) or thawed. A thawed agent gets a fresh
     /// grace period from `now`: its processes were stopped, so its silence
     /// says nothing — a healthy one has its stale threshold afresh, a stale
-    /// or due one `resurrect_after` before it is revived. A hang after the
-    /// thaw is judged as usual.
-    pub fn hold(&mut self, held: bool, now: f64) {
+    /// or due one whose process is there `resurrect_after` before it is
+    /// revived. One whose process ended while frozen is due at once (the
+    /// returned change). A hang after the thaw is judged as usual.
+    pub fn hold(&mut self, held: bool, now: f64) -> Vec<Change> {
         if self.held == held {
-            return;
+            return Vec::new();
         }
         self.held = held;
         if held {
-            return;
+            return Vec::new();
         }
         self.grace_from = Some(self.grace_from.map_or(now, |g| g.max(now)));
-        if matches!(self.health, Health::Stale { .. } | Health::Due { .. }) {
-            self.enter(Health::Waiting { revived: false }, now);
+        match self.health {
+            Health::Due { .. } if self.instance.is_none() && self.settings.can_start() => {
+                vec![Change::Due(Reason::Exited)]
+            }
+            Health::Stale { .. } | Health::Due { .. } => {
+                self.enter(Health::Waiting { revived: false }, now);
+                Vec::new()
+            }
+            _ => Vec::new(),
         }
     }
 

@@ -125,6 +125,8 @@ pub enum Action {
     Forget {
         cell: CellId,
         record: Box<CellRecord>,
+        /// Its last `state.json`.
+        state: Option<Box<CellState>>,
     },
     /// Stop the agent's old instance if it is still alive and provably
     /// the agent's: the daemon's `instance`, or the heartbeat's
@@ -558,6 +560,7 @@ impl Supervisor {
                     request,
                     denied: sup.health == Health::Denied,
                     stopping: false,
+                    control: None,
                     lost_pid: None,
                 };
                 (name.to_string(), record)
@@ -600,13 +603,20 @@ impl Supervisor {
         }
     }
 
-    /// Stops tracking a cell, handing its final record to the shell.
+    /// Stops tracking a cell, handing its final record and `state.json`
+    /// to the shell.
     fn forget(&mut self, id: CellId, out: &mut Vec<Action>) {
         if let Some(c) = self.cells.get(&id) {
             // `now` only stamps the record; the last state change is what counts.
             let record = Box::new(self.record_of(&id, c, c.seen_at));
+            // The shell stamps its own pid on it.
+            let state = self.snapshot(&id, 0, c.seen_at).map(Box::new);
             self.cells.remove(&id);
-            out.push(Action::Forget { cell: id, record });
+            out.push(Action::Forget {
+                cell: id,
+                record,
+                state,
+            });
         }
     }
 
@@ -802,7 +812,10 @@ impl Supervisor {
                 Some(t) if t.sup.settings == settings && t.sup.held == held => {}
                 Some(t) => {
                     if t.sup.held != held {
-                        t.sup.hold(held, now);
+                        let changes = t.sup.hold(held, now);
+                        if !changes.is_empty() {
+                            restored.push((name.clone(), changes));
+                        }
                         if let Some(instance) = t.sup.instance {
                             out.push(Action::Freeze {
                                 cell: id.clone(),
@@ -937,14 +950,18 @@ impl Supervisor {
         };
         cell.status = status;
         cell.seen_at = now;
-        // The agents stay in its record, with what was last known of them,
-        // held (no deadline runs); their instances are being stopped.
+        // The agents stay in its record, held (no deadline runs) and
+        // `exited`: their instances are being stopped, their work in this
+        // cell is over.
         for (name, t) in cell.agents.iter_mut() {
             if !cell.stopping.contains_key(name) {
                 stop_agent(id, &mut cell.stopping, name.clone(), &t.sup, false, out);
             }
             t.sup.held = true;
             t.sup.instance = None;
+            if !matches!(t.sup.health, Health::Reviving { .. }) {
+                t.sup.enter(Health::Finished, now);
+            }
         }
         if cell.stopping.is_empty() {
             self.forget(id.clone(), out);
@@ -1175,6 +1192,16 @@ impl Supervisor {
         match result {
             Ok(instance) => {
                 t.sup.spawned(instance, now);
+                if t.sup.held {
+                    // Started while its cell was being frozen: it is
+                    // frozen too, like every other process of the cell.
+                    out.push(Action::Freeze {
+                        cell: cell.clone(),
+                        agent: agent.clone(),
+                        instance,
+                        frozen: true,
+                    });
+                }
                 let ev = if reason.is_start() {
                     event(EventKind::AgentStarted).with("pid", instance.pid)
                 } else {

@@ -246,7 +246,7 @@ fn status_moves_are_observed_and_unmonitored_cells_forgotten() {
     let record = out
         .iter()
         .find_map(|a| match a {
-            Action::Forget { cell, record } if &**cell == CELL => Some(record.clone()),
+            Action::Forget { cell, record, .. } if &**cell == CELL => Some(record.clone()),
             _ => None,
         })
         .expect("forgotten, with its final record");
@@ -1105,6 +1105,39 @@ fn a_start_in_flight_when_the_cell_is_archived_is_stopped_when_it_arrives() {
     let out = s.handle(killed("a"), 102.0);
     assert!(
         out.iter().any(|a| matches!(a, Action::Forget { .. })),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_start_in_flight_when_the_cell_is_frozen_is_frozen_when_it_arrives() {
+    let mut s = core();
+    s.handle(commanded("active"), 100.0);
+    s.handle(Input::Tick, 100.0);
+    s.handle(killed("a"), 100.0);
+    // a's start is in flight; the cell is frozen.
+    s.handle(commanded("frozen"), 100.5);
+    let out = s.handle(
+        Input::Spawned {
+            cell: CELL.into(),
+            agent: "a".into(),
+            result: Ok(Instance {
+                pid: 31,
+                start_time: 1,
+            }),
+        },
+        101.0,
+    );
+    assert!(
+        out.contains(&Action::Freeze {
+            cell: CELL.into(),
+            agent: "a".into(),
+            instance: Instance {
+                pid: 31,
+                start_time: 1
+            },
+            frozen: true
+        }),
         "{out:?}"
     );
 }

@@ -118,8 +118,11 @@ fn freeze_stops_every_process_even_one_that_left_its_group_and_thaw_resumes_supe
     wait_for("every process frozen", LIMIT, || {
         [a, b, grandchild].iter().all(|p| frozen(*p))
     });
-    let state = env.state(&uuid).expect("state.json");
-    assert_eq!(state["agent_health"]["b"]["state"], "frozen", "{state:#}");
+    // state.json follows the record the command waited for.
+    wait_for("frozen in state.json", LIMIT, || {
+        env.state(&uuid)
+            .is_some_and(|s| s["agent_health"]["b"]["state"] == "frozen")
+    });
 
     // Far past every deadline of the frozen agents: nothing happens.
     let witness = sentinel(&env);
@@ -352,10 +355,13 @@ fn fifty_agents_are_frozen_and_thawed_in_one_cell() {
         .collect();
     env.run(&["cell", "freeze", &uuid]).success();
     wait_for("all 50 frozen", LIMIT, || pids.iter().all(|p| frozen(*p)));
-    let state = env.state(&uuid).expect("state.json");
-    let health = state["agent_health"].as_object().expect("agents");
-    assert_eq!(health.len(), 50);
-    assert!(health.values().all(|h| h["state"] == "frozen"), "{state:#}");
+    wait_for("all 50 frozen in state.json", LIMIT, || {
+        env.state(&uuid).is_some_and(|s| {
+            s["agent_health"]
+                .as_object()
+                .is_some_and(|h| h.len() == 50 && h.values().all(|a| a["state"] == "frozen"))
+        })
+    });
     env.run(&["cell", "thaw", &uuid]).success();
     wait_for("all 50 running", LIMIT, || pids.iter().all(|p| running(*p)));
     wait_for("all 50 healthy", LIMIT, || {
@@ -403,4 +409,93 @@ fn freezing_twice_or_thawing_an_active_cell_is_a_clear_error() {
     env.run(&["cell", "thaw", &uuid]).fails(1, "thaw");
     env.run(&["cell", "freeze", &uuid]).success();
     env.run(&["cell", "freeze", &uuid]).fails(1, "frozen");
+}
+
+#[test]
+#[cfg_attr(
+    not(cgroups),
+    ignore = "needs root and a cgroup2 mount with cgroup.freeze and cgroup.kill"
+)]
+fn a_freeze_while_agents_are_being_started_freezes_them_all() {
+    let env = env("");
+    std::fs::create_dir_all(&env.root).expect("root");
+    let _daemon = env.daemon(&[]);
+    let agents: Vec<Value> = (0..20).map(|i| agent(&format!("a{i}"), "beat")).collect();
+    let uuid = env.create_from(&json!({"status": "active", "agents": agents}));
+    // At once: some starts are in flight, some not begun.
+    env.run(&["cell", "freeze", &uuid]).success();
+    let started: Vec<i32> = env
+        .events_named(&uuid, "agent_started")
+        .iter()
+        .filter_map(|e| e["pid"].as_i64())
+        .map(|p| p as i32)
+        .collect();
+    wait_for("every started agent frozen", LIMIT, || {
+        started.iter().all(|p| frozen(*p))
+    });
+    env.run(&["cell", "thaw", &uuid]).success();
+    let pids: Vec<i32> = (0..20)
+        .map(|i| env.pid_of(&uuid, "agent_started", &format!("a{i}"), 1))
+        .collect();
+    wait_for("all 20 running", LIMIT, || pids.iter().all(|p| running(*p)));
+}
+
+#[test]
+#[cfg_attr(
+    not(cgroups),
+    ignore = "needs root and a cgroup2 mount with cgroup.freeze and cgroup.kill"
+)]
+fn an_agent_that_rewrites_the_cells_uuid_stays_under_control() {
+    let env = env("");
+    let uuid = env.create_from(&json!({"status": "active", "agents": [agent("a", "beat")]}));
+    let _daemon = env.daemon(&[]);
+    let a = env.pid_of(&uuid, "agent_started", "a", 1);
+    env.edit_manifest(&uuid, |m| {
+        m["uuid"] = json!("11111111-2222-4333-8444-555555555555");
+    });
+    env.wait_event(&uuid, "invalid_input", 1, LIMIT);
+    env.run(&["cell", "freeze", &uuid]).success();
+    wait_for("frozen", LIMIT, || frozen(a));
+    env.run(&["cell", "destroy", &uuid, "--yes"]).success();
+    assert!(!alive(a), "destroy stopped it");
+}
+
+#[test]
+#[cfg_attr(
+    not(cgroups),
+    ignore = "needs root and a cgroup2 mount with cgroup.freeze and cgroup.kill"
+)]
+fn an_archived_cells_agents_show_as_exited_everywhere() {
+    let env = env("");
+    let uuid = env.create_from(&json!({"status": "active", "agents": [agent("a", "beat")]}));
+    let _daemon = env.daemon(&[]);
+    env.pid_of(&uuid, "agent_started", "a", 1);
+    wait_for("control in status", LIMIT, || {
+        env.run(&["status", &uuid, "--json"]).json()["cells"][0]["agents"][0]["control"] == "cgroup"
+    });
+    let table = env.run(&["status", &uuid]).success().stdout;
+    assert!(
+        table.contains("CONTROL") && table.contains("cgroup"),
+        "{table}"
+    );
+    env.run(&["cell", "archive", &uuid]).success();
+    wait_for("state.json final", LIMIT, || {
+        env.state(&uuid).is_some_and(|s| {
+            s["agent_health"]["a"]["state"] == "exited" && s["agent_health"]["a"]["pid"].is_null()
+        })
+    });
+    let status = env.run(&["status", &uuid, "--json"]).json();
+    assert_eq!(
+        status["cells"][0]["agents"][0]["state"], "exited",
+        "{status:#}"
+    );
+}
+
+#[test]
+fn an_explicit_cgroup_base_that_cannot_be_used_stops_the_daemon_from_starting() {
+    let env = env("[daemon]\ncgroup = \"/nonexistent/lazarus\"\n");
+    std::fs::create_dir_all(&env.root).expect("root");
+    let out = env.run(&["daemon"]);
+    assert_eq!(out.code, Some(1), "{out:#?}");
+    assert!(out.stderr.contains("cgroup"), "{out:#?}");
 }

@@ -510,3 +510,27 @@ fn the_transition_table_refuses_what_no_path_may_do() {
         assert!(allowed(&from, &Health::Finished), "an exit: {from:?}");
     }
 }
+
+#[test]
+fn an_agent_whose_process_died_while_frozen_is_revived_at_the_thaw() {
+    let mut a = AgentSup::new(with_command(settings(60.0, 120.0)), 1000.0);
+    a.advance(1000.0);
+    assert!(a.killed());
+    a.spawned(
+        Instance {
+            pid: 7,
+            start_time: 1,
+        },
+        1000.0,
+    );
+    a.heartbeat(1001.0, 1001.0, None, None, 1001.0);
+    assert!(a.hold(true, 1002.0).is_empty());
+    let c = a.exited(7, CRASH, 1003.0);
+    assert!(c.contains(&Change::Due(Reason::Exited)), "{c:?}");
+    assert_eq!(
+        a.state(),
+        AgentState::Frozen,
+        "nothing is revived while frozen"
+    );
+    assert_eq!(a.hold(false, 2000.0), vec![Change::Due(Reason::Exited)]);
+}
