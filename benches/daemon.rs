@@ -261,16 +261,74 @@ fn machine() -> String {
 
 /// Where the root goes: `--dir DIR`, else a temp dir in `/dev/shm` (the
 /// daemon's own cost, without the disk's), else the system temp dir.
-fn tempdir() -> tempfile::TempDir {
+/// A benchmark's temporary directory (its root is `missions` in it). When
+/// dropped, whatever still runs in the cgroups its daemons made for that
+/// root is killed and the groups are removed (the daemon leaves running
+/// agents and their groups behind by design).
+struct Tmp(tempfile::TempDir);
+
+impl std::ops::Deref for Tmp {
+    type Target = tempfile::TempDir;
+    fn deref(&self) -> &tempfile::TempDir {
+        &self.0
+    }
+}
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let Some(mount) = std::fs::read_to_string("/proc/mounts").ok().and_then(|m| {
+            m.lines().find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() > 2 && f[2] == "cgroup2").then(|| PathBuf::from(f[1]))
+            })
+        }) else {
+            return;
+        };
+        let root = self.0.path().join("missions");
+        let base = mount.join(format!(
+            "lazarus-pit-{}",
+            lazarus_pit::records::root_key(&root)
+        ));
+        let dirs = |p: &Path| -> Vec<PathBuf> {
+            std::fs::read_dir(p)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path())
+                .collect()
+        };
+        let groups: Vec<PathBuf> = dirs(&base).iter().flat_map(|c| dirs(c)).collect();
+        for g in &groups {
+            let _ = std::fs::write(g.join("cgroup.kill"), "1");
+        }
+        let until = Instant::now() + Duration::from_secs(5);
+        for g in &groups {
+            while std::fs::read_to_string(g.join("cgroup.events"))
+                .is_ok_and(|e| e.contains("populated 1"))
+                && Instant::now() < until
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = std::fs::remove_dir(g);
+            if let Some(cell) = g.parent() {
+                let _ = std::fs::remove_dir(cell);
+            }
+        }
+        let _ = std::fs::remove_dir(&base);
+    }
+}
+
+fn tempdir() -> Tmp {
     let base = arg("--dir").map(PathBuf::from).or_else(|| {
         Path::new("/dev/shm")
             .is_dir()
             .then(|| PathBuf::from("/dev/shm"))
     });
-    match base {
+    Tmp(match base {
         Some(dir) => tempfile::tempdir_in(dir).expect("tempdir"),
         None => tempfile::tempdir().expect("tempdir"),
-    }
+    })
 }
 
 fn fs_type(path: &Path) -> String {

@@ -11,7 +11,7 @@
 //! `<base>/lazarus-pit-<root key>/<cell>/a-<agent>`.
 
 use std::io::{ErrorKind, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -293,6 +293,16 @@ impl AgentGroup {
         &self.path
     }
 
+    /// The group's directory, for `clone3`'s `CLONE_INTO_CGROUP`.
+    pub fn open_dir(&self) -> std::io::Result<OwnedFd> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_CLOEXEC)
+            .open(&self.path)?;
+        Ok(dir.into())
+    }
+
     /// `cgroup.procs`, opened for a child to write `0` into before it
     /// execs: it then runs, and everything it starts, in this group.
     pub fn procs_for_child(&self) -> std::io::Result<OwnedFd> {
@@ -382,7 +392,8 @@ impl AgentGroup {
 
     async fn wait_for(&self, limit: Duration, done: impl Fn((bool, bool)) -> bool) -> bool {
         let until = tokio::time::Instant::now() + limit;
-        let watch = EventsWatch::new(&self.path.join("cgroup.events"));
+        // Subscribed before the first look, so no change is missed.
+        let mut changes = hub().and_then(|h| h.subscribe(&self.path.join("cgroup.events")));
         loop {
             if done(self.events()) {
                 return true;
@@ -390,15 +401,25 @@ impl AgentGroup {
             if tokio::time::Instant::now() >= until {
                 return false;
             }
-            match &watch {
-                Some(w) => {
-                    let _ = tokio::time::timeout_at(until, w.changed()).await;
+            match &mut changes {
+                Some(rx) => {
+                    if let Ok(Err(_)) = tokio::time::timeout_at(until, rx.changed()).await {
+                        changes = None; // The group is gone: look once more.
+                    }
                 }
-                None => {
-                    tokio::time::sleep(Duration::from_millis(20).min(limit)).await;
-                }
+                None => tokio::time::sleep(Duration::from_millis(20).min(limit)).await,
             }
         }
+    }
+
+    /// Makes the group's directory again after [`AgentGroup::remove_leaf`].
+    pub fn recreate(&self) -> std::io::Result<()> {
+        mkdir(&self.path)
+    }
+
+    /// Removes the group's own directory if it is empty (not its cell's).
+    pub fn remove_leaf(&self) {
+        let _ = std::fs::remove_dir(&self.path);
     }
 
     /// Removes the group if it is empty (the kernel refuses otherwise),
@@ -419,38 +440,78 @@ impl AgentGroup {
     }
 }
 
-/// An inotify watch on one `cgroup.events` file.
-struct EventsWatch {
+/// One inotify instance for every `cgroup.events` the process waits on,
+/// read by a thread of its own, for the life of the process. Not one per
+/// wait: closing an inotify instance waits for an SRCU grace period (10 to
+/// 20 ms here), and a hundred agents stopped at once would each pay it in
+/// turn on the daemon's loop.
+struct Hub {
     inotify: nix::sys::inotify::Inotify,
+    changes: std::sync::Mutex<
+        std::collections::HashMap<
+            nix::sys::inotify::WatchDescriptor,
+            tokio::sync::watch::Sender<u64>,
+        >,
+    >,
 }
 
-impl EventsWatch {
-    fn new(path: &Path) -> Option<EventsWatch> {
-        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
-        inotify.add_watch(path, AddWatchFlags::IN_MODIFY).ok()?;
-        Some(EventsWatch { inotify })
+static HUB: std::sync::OnceLock<Option<&'static Hub>> = std::sync::OnceLock::new();
+
+fn hub() -> Option<&'static Hub> {
+    *HUB.get_or_init(|| {
+        use nix::sys::inotify::{InitFlags, Inotify};
+        let inotify = Inotify::init(InitFlags::IN_CLOEXEC).ok()?;
+        let hub: &'static Hub = Box::leak(Box::new(Hub {
+            inotify,
+            changes: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }));
+        std::thread::Builder::new()
+            .name("lazarus-cgroups".into())
+            .spawn(move || hub.read())
+            .ok()?;
+        Some(hub)
+    })
+}
+
+impl Hub {
+    /// A receiver that sees every change of the file from now on.
+    fn subscribe(&self, path: &Path) -> Option<tokio::sync::watch::Receiver<u64>> {
+        use nix::sys::inotify::AddWatchFlags;
+        let wd = self
+            .inotify
+            .add_watch(path, AddWatchFlags::IN_MODIFY)
+            .ok()?;
+        let mut changes = self.changes.lock().ok()?;
+        Some(
+            changes
+                .entry(wd)
+                .or_insert_with(|| tokio::sync::watch::channel(0).0)
+                .subscribe(),
+        )
     }
 
-    /// Returns once the file changed (or at once if it did since the
-    /// last call).
-    async fn changed(&self) {
-        // SAFETY: the inotify descriptor outlives the registration, which
-        // is dropped on return.
-        let registered = unsafe {
-            tokio::io::unix::AsyncFd::register_with_interest(
-                self.inotify.as_fd(),
-                tokio::io::Interest::READABLE,
-            )
-        };
-        match registered {
-            Ok(afd) => {
-                if let Ok(mut guard) = afd.readable().await {
-                    let _ = self.inotify.read_events();
-                    guard.clear_ready();
+    fn read(&self) {
+        use nix::sys::inotify::AddWatchFlags;
+        loop {
+            let events = match self.inotify.read_events() {
+                Ok(events) => events,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::warn!("reading cgroup events: {e}; waits poll from now on");
+                    return;
+                }
+            };
+            let Ok(mut changes) = self.changes.lock() else {
+                return;
+            };
+            for event in events {
+                if event.mask.contains(AddWatchFlags::IN_IGNORED) {
+                    // The group was removed: its waiters see the sender go.
+                    changes.remove(&event.wd);
+                } else if let Some(tx) = changes.get(&event.wd) {
+                    tx.send_modify(|n| *n += 1);
                 }
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     }
 }

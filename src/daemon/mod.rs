@@ -21,6 +21,7 @@
 mod actions;
 pub mod cgroup;
 pub mod clock;
+mod clone;
 mod discovery;
 pub mod hooks;
 mod intake;

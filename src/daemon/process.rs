@@ -391,6 +391,8 @@ pub struct Procs {
     table: HashMap<CellId, HashMap<AgentId, Entry>>,
     starting: HashMap<(CellId, AgentId), Starting>,
     cgroups: Option<Arc<Cgroups>>,
+    /// The thread that forks agents, made at the first start.
+    spawner: Option<Spawner>,
     pub boot_id: String,
 }
 
@@ -402,6 +404,7 @@ impl Procs {
             table: HashMap::new(),
             starting: HashMap::new(),
             cgroups: cgroups.map(Arc::new),
+            spawner: None,
             boot_id: boot_id(),
         };
         (procs, rx)
@@ -656,15 +659,22 @@ impl Procs {
         );
         let tx = self.tx.clone();
         let root = root.clone();
+        let spawner = self.spawner.get_or_insert_with(Spawner::new).clone();
         tokio::spawn(async move {
             let (cell, agent) = (start.cell.clone(), start.agent.clone());
             let placed = group.clone();
-            let started = tokio::task::spawn_blocking(move || {
-                let cell_dir = super::live_cell(&root, &start.cell).map_err(|e| e.to_string())?;
-                spawn(&cell_dir, &start, placed.as_ref())
-            })
-            .await
-            .unwrap_or_else(|e| Err(format!("the start was cut short: {e}")));
+            let (done, result) = oneshot::channel();
+            spawner.run(Box::new(move || {
+                let t0 = std::time::Instant::now();
+                let started = super::live_cell(&root, &start.cell)
+                    .map_err(|e| e.to_string())
+                    .and_then(|cell_dir| spawn(&cell_dir, &start, placed.as_ref()));
+                tracing::debug!("spawn of {} took {:?}", start.agent, t0.elapsed());
+                let _ = done.send(started);
+            }));
+            let started = result
+                .await
+                .unwrap_or_else(|_| Err("the start was cut short".to_string()));
             let (mut child, instance) = match started {
                 Ok(started) => started,
                 Err(error) => {
@@ -814,6 +824,72 @@ async fn kill_group(group: &AgentGroup) {
                 group.path().display(),
                 KILL_WAIT
             );
+            return;
+        }
+        // A killed group is made afresh for the next instance: this
+        // kernel SIGKILLs a process cloned into a group that has seen a
+        // `cgroup.kill` (its kill sequence no longer matches).
+        group.remove_leaf();
+    }
+}
+
+/// The one thread that forks and execs agents, one after the other: off
+/// the daemon's loop, so user lookups and forks never delay a deadline,
+/// and not on the blocking pool, whose threads would multiply under a
+/// burst of starts — every thread and every mapping makes each fork
+/// slower (the kernel copies the page tables, under the lock every other
+/// thread's page faults need).
+#[derive(Clone)]
+struct Spawner {
+    jobs: std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>,
+}
+
+impl Spawner {
+    fn new() -> Spawner {
+        let (jobs, queue) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        // tokio's `Command` registers its children with the runtime.
+        let runtime = tokio::runtime::Handle::current();
+        let _ = std::thread::Builder::new()
+            .name("lazarus-spawn".into())
+            .spawn(move || {
+                let _entered = runtime.enter();
+                for job in queue {
+                    job();
+                }
+            });
+        Spawner { jobs }
+    }
+
+    fn run(&self, job: Box<dyn FnOnce() + Send>) {
+        // If the thread could not be made, the job is dropped and its
+        // answer channel with it: the start reports itself cut short.
+        let _ = self.jobs.send(job);
+    }
+}
+
+/// An agent process the daemon started: through tokio's `Command`, or
+/// cloned straight into its cgroup ([`super::clone`]).
+pub(crate) enum AgentChild {
+    Tokio(tokio::process::Child),
+    Cloned(i32),
+}
+
+impl AgentChild {
+    /// Its exit status, once it has ended (reaping it).
+    async fn wait(&mut self, instance: Instance) -> std::io::Result<std::process::ExitStatus> {
+        match self {
+            AgentChild::Tokio(child) => child.wait().await,
+            AgentChild::Cloned(pid) => {
+                match pidfd_open(*pid) {
+                    Ok(fd) => exited(&fd, instance).await,
+                    Err(_) => {
+                        while !is_zombie(*pid) {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+                super::clone::reap(*pid)
+            }
         }
     }
 }
@@ -833,13 +909,16 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 /// `setsid`, one that ignored SIGTERM) is killed with `cgroup.kill` before
 /// the agent is started again.
 async fn watch_child(
-    child: &mut tokio::process::Child,
+    child: &mut AgentChild,
     instance: Instance,
     stop: oneshot::Receiver<Duration>,
     group: Option<AgentGroup>,
 ) -> std::io::Result<std::process::ExitStatus> {
     let Ok(fd) = pidfd_open(instance.pid) else {
-        return watch_child_without_pidfd(child, instance, stop).await;
+        return match child {
+            AgentChild::Tokio(child) => watch_child_without_pidfd(child, instance, stop).await,
+            AgentChild::Cloned(_) => child.wait(instance).await,
+        };
     };
     let pgroup = Pid::from_raw(instance.pid);
     let grace = tokio::select! {
@@ -873,7 +952,7 @@ async fn watch_child(
             let _ = nix::sys::signal::killpg(pgroup, Signal::SIGKILL);
         }
     }
-    child.wait().await
+    child.wait(instance).await
 }
 
 fn is_zombie(pid: i32) -> bool {
@@ -1170,7 +1249,7 @@ fn spawn(
     cell_dir: &Dir,
     start: &Start,
     group: Option<&AgentGroup>,
-) -> Result<(tokio::process::Child, Instance), String> {
+) -> Result<(AgentChild, Instance), String> {
     if start.spec.isolation != Isolation::Directory {
         return Err(format!(
             "isolation {:?} is not available in this version of lazarus-pit; the agent is \
@@ -1197,14 +1276,6 @@ fn spawn(
         who.uid,
     );
     let argv = &start.spec.argv;
-    let mut cmd = tokio::process::Command::new(&argv[0]);
-    cmd.args(&argv[1..])
-        .env_clear()
-        .envs(env)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().map_err(|e| e.to_string())?)
-        .stderr(log)
-        .kill_on_drop(false);
     // The header is written by the child itself, right before exec, so it
     // precedes anything the agent prints; only the pid is filled in there.
     let header = format!(
@@ -1222,30 +1293,106 @@ fn spawn(
     .into_bytes();
     let limits = clamped_limits(&start.cell, &start.agent, &start.spec.limits);
     let ws_fd = workspace.as_fd().as_raw_fd();
-    // The agent's cgroup: the child moves itself there first thing, so
-    // everything it will ever start is in it. A group a previous instance
-    // left populated (nothing tracks those processes any more) is emptied.
-    let procs = match group {
-        Some(group) => {
-            if group.populated() {
-                let _ = group.kill();
-            }
-            Some(
-                group
-                    .procs_for_child()
-                    .map_err(|e| format!("cannot enter cgroup {}: {e}", group.path().display()))?,
-            )
-        }
-        None => None,
-    };
-    let procs_fd = procs.as_ref().map(|fd| fd.as_raw_fd());
     let ids = who.switch;
+    let start_error = |kind: std::io::ErrorKind, e: &dyn std::fmt::Display| match kind {
+        std::io::ErrorKind::NotFound => format!("command not found: {}", argv[0]),
+        std::io::ErrorKind::PermissionDenied => {
+            format!("permission denied: {} (or the cell's workspace)", argv[0])
+        }
+        _ => format!("cannot start {}: {e}", argv[0]),
+    };
+    // Into the agent's cgroup. A group a previous instance left populated
+    // (nothing tracks those processes any more) is emptied first.
+    let mut procs_fd = None;
+    if let Some(group) = group {
+        if group.populated() {
+            // Leftovers nothing tracks: killed, and the group made afresh
+            // (see `kill_group`). Bounded: this thread starts every agent.
+            let _ = group.kill();
+            let until = std::time::Instant::now() + Duration::from_secs(2);
+            while group.populated() && std::time::Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            group.remove_leaf();
+            group
+                .recreate()
+                .map_err(|e| format!("cannot make cgroup {}: {e}", group.path().display()))?;
+        }
+        let dir = group
+            .open_dir()
+            .map_err(|e| format!("cannot enter cgroup {}: {e}", group.path().display()))?;
+        let nul = |e: std::ffi::NulError| format!("a NUL byte in the command or environment: {e}");
+        let path = env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "PATH")
+            .map_or(DEFAULT_PATH, |(_, v)| v.as_str());
+        let prepared = super::clone::Prepared {
+            programs: super::clone::candidates(&argv[0], path)
+                .into_iter()
+                .map(CString::new)
+                .collect::<Result<_, _>>()
+                .map_err(nul)?,
+            argv: argv
+                .iter()
+                .map(|a| CString::new(a.as_str()))
+                .collect::<Result<_, _>>()
+                .map_err(nul)?,
+            envp: env
+                .iter()
+                .map(|(k, v)| CString::new(format!("{k}={v}")))
+                .collect::<Result<_, _>>()
+                .map_err(nul)?,
+            stdin: std::fs::File::open("/dev/null")
+                .map_err(|e| e.to_string())?
+                .into(),
+            stdout: log.try_clone().map_err(|e| e.to_string())?.into(),
+            stderr: log.try_clone().map_err(|e| e.to_string())?.into(),
+            workspace: ws_fd,
+            limits: limits.clone(),
+            ids: ids.clone(),
+            header: header.clone(),
+        };
+        match super::clone::spawn_into(dir.as_fd(), &prepared) {
+            super::clone::Outcome::Started(pid) => {
+                let start_time = stat(pid).map(|s| s.start_time).unwrap_or_default();
+                return Ok((AgentChild::Cloned(pid), Instance { pid, start_time }));
+            }
+            super::clone::Outcome::Failed(errno) => {
+                let e = std::io::Error::from(errno);
+                return Err(start_error(e.kind(), &e));
+            }
+            super::clone::Outcome::Unsupported(errno) => {
+                // The child moves itself into the group instead.
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| {
+                    tracing::warn!(
+                        "clone3 into a cgroup is not available ({errno}); agents move into \
+                         their cgroup after fork, which is slower"
+                    );
+                });
+                procs_fd =
+                    Some(group.procs_for_child().map_err(|e| {
+                        format!("cannot enter cgroup {}: {e}", group.path().display())
+                    })?);
+            }
+        }
+    }
+    let procs_raw = procs_fd.as_ref().map(|fd: &OwnedFd| fd.as_raw_fd());
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .env_clear()
+        .envs(env)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .kill_on_drop(false);
     // SAFETY: the closure runs in the forked child before exec and only
     // makes async-signal-safe system calls on data prepared before the
     // fork; it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
-            if let Some(fd) = procs_fd {
+            if let Some(fd) = procs_raw {
                 nix::unistd::write(std::os::fd::BorrowedFd::borrow_raw(fd), b"0")?;
             }
             nix::unistd::setsid()?;
@@ -1264,17 +1411,11 @@ fn spawn(
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => format!("command not found: {}", argv[0]),
-        std::io::ErrorKind::PermissionDenied => {
-            format!("permission denied: {} (or the cell's workspace)", argv[0])
-        }
-        _ => format!("cannot start {}: {e}", argv[0]),
-    })?;
+    let child = cmd.spawn().map_err(|e| start_error(e.kind(), &e))?;
     let pid = child.id().ok_or("the agent exited before it was seen")? as i32;
     // Unreaped, so /proc/<pid> exists even if it already exited.
     let start_time = stat(pid).map(|s| s.start_time).unwrap_or_default();
-    Ok((child, Instance { pid, start_time }))
+    Ok((AgentChild::Tokio(child), Instance { pid, start_time }))
 }
 
 /// Marks every descriptor from 3 up close-on-exec, in a forked child: only
@@ -1316,7 +1457,7 @@ pub(crate) fn cloexec_from_3() {
 
 /// Writes `header` + the pid + newline to fd 1 (the log), without
 /// allocating or locking (it runs between fork and exec).
-fn write_header(header: &[u8]) {
+pub(crate) fn write_header(header: &[u8]) {
     let mut buf = [0u8; 16];
     let mut n = std::process::id();
     let mut i = buf.len();
