@@ -338,10 +338,15 @@ fn without_cgroups_the_process_group_is_frozen_thawed_and_stopped() {
     wait_for("running again", LIMIT, || {
         [a, b, child].iter().all(|p| running(*p))
     });
+    env.run(&["cell", "leave", &uuid, "--agent", "b"]).success();
+    assert!(!alive(b), "b left");
+    assert!(running(a) && running(child), "a runs on");
+    // a ignores SIGTERM: SIGKILL after kill_grace, its child with it.
     env.run(&["cell", "archive", &uuid]).success();
-    for pid in [a, b, child] {
+    for pid in [a, child] {
         assert!(!alive(pid), "pid {pid} still runs after archive");
     }
+    assert_eq!(env.of_agent(&uuid, "agent_left", "b").len(), 1);
 }
 
 #[test]
