@@ -783,23 +783,14 @@ impl Supervisor {
                     .filter(|_| !wanted.contains_key(&name))
                     && !cell.stopping.contains_key(&name)
                 {
-                    let instance = Instance {
-                        pid: i.pid,
-                        start_time: i.start_time,
-                    };
-                    out.push(Action::Adopt {
-                        cell: id.clone(),
-                        agent: name.clone(),
-                        instance,
-                    });
-                    out.push(stop_action(&id, &name, instance, timing.kill_grace));
-                    cell.stopping.insert(
+                    adopt_to_stop(
+                        &id,
                         name,
-                        Stopping {
-                            instance: Some(instance),
-                            awaiting_spawn: false,
-                            left: true,
-                        },
+                        i,
+                        timing.kill_grace,
+                        true,
+                        &mut cell.stopping,
+                        out,
                     );
                 }
             }
@@ -910,23 +901,14 @@ impl Supervisor {
             for (name, record) in &prev.agents {
                 if let Some(i) = &record.instance {
                     let name: AgentId = name.as_str().into();
-                    let instance = Instance {
-                        pid: i.pid,
-                        start_time: i.start_time,
-                    };
-                    out.push(Action::Adopt {
-                        cell: id.clone(),
-                        agent: name.clone(),
-                        instance,
-                    });
-                    out.push(stop_action(id, &name, instance, self.timing.kill_grace));
-                    stopping.insert(
+                    adopt_to_stop(
+                        id,
                         name,
-                        Stopping {
-                            instance: Some(instance),
-                            awaiting_spawn: false,
-                            left: false,
-                        },
+                        i,
+                        self.timing.kill_grace,
+                        false,
+                        &mut stopping,
+                        out,
                     );
                 }
             }
@@ -1562,6 +1544,38 @@ fn stop_agent(
         Stopping {
             instance: sup.instance,
             awaiting_spawn: in_flight == Some(true),
+            left,
+        },
+    );
+}
+
+/// An instance a previous daemon's record names, still alive, whose agent
+/// is gone (`left` cell.json) or whose cell was archived meanwhile: watched
+/// again, and stopped.
+fn adopt_to_stop(
+    cell: &CellId,
+    agent: AgentId,
+    recorded: &InstanceRecord,
+    grace: Duration,
+    left: bool,
+    stopping: &mut BTreeMap<AgentId, Stopping>,
+    out: &mut Vec<Action>,
+) {
+    let instance = Instance {
+        pid: recorded.pid,
+        start_time: recorded.start_time,
+    };
+    out.push(Action::Adopt {
+        cell: cell.clone(),
+        agent: agent.clone(),
+        instance,
+    });
+    out.push(stop_action(cell, &agent, instance, grace));
+    stopping.insert(
+        agent,
+        Stopping {
+            instance: Some(instance),
+            awaiting_spawn: false,
             left,
         },
     );

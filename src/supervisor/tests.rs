@@ -1141,3 +1141,55 @@ fn a_start_in_flight_when_the_cell_is_frozen_is_frozen_when_it_arrives() {
         "{out:?}"
     );
 }
+
+#[test]
+fn a_stop_cut_short_by_a_restart_is_finished_by_the_next_daemon() {
+    // The record of an archived cell still names a live instance (the
+    // daemon died while stopping it), and one of an agent that left.
+    let mut s = core();
+    let previous: CellRecord = serde_json::from_str(
+        r#"{"cell":"c1","status":"archived","agents":{
+            "a":{"state":"healthy","instance":{"pid":41,"start_time":5},"stopping":true}}}"#,
+    )
+    .expect("record");
+    let out = s.handle(
+        Input::Cell {
+            id: CELL.into(),
+            manifest: manifest(r#"{"status":"archived","agents":[{"name":"a"}]}"#),
+            previous: Some(Box::new(previous)),
+        },
+        10.0,
+    );
+    assert!(
+        out.iter().any(|a| matches!(a, Action::Adopt { .. })),
+        "{out:?}"
+    );
+    assert_eq!(stops(&out), [("a".to_string(), 41)]);
+    assert!(!out.iter().any(|a| matches!(a, Action::Forget { .. })));
+    let out = s.handle(killed("a"), 11.0);
+    assert!(
+        out.iter().any(|a| matches!(a, Action::Forget { .. })),
+        "{out:?}"
+    );
+
+    let mut s = core();
+    let previous: CellRecord = serde_json::from_str(
+        r#"{"cell":"c1","status":"active","agents":{
+            "gone":{"state":"healthy","instance":{"pid":42,"start_time":5}}}}"#,
+    )
+    .expect("record");
+    let out = s.handle(
+        Input::Cell {
+            id: CELL.into(),
+            manifest: manifest(r#"{"status":"active","agents":[{"name":"a"}]}"#),
+            previous: Some(Box::new(previous)),
+        },
+        10.0,
+    );
+    assert_eq!(stops(&out), [("gone".to_string(), 42)], "{out:?}");
+    let out = s.handle(killed("gone"), 11.0);
+    assert!(out.contains(&Action::Left {
+        cell: CELL.into(),
+        agent: "gone".into()
+    }));
+}
