@@ -193,13 +193,13 @@ unsafe fn child(
         if libc::fchdir(p.workspace) < 0 {
             fail(errno());
         }
-        // Signals as a new program expects them: nothing blocked, SIGPIPE
-        // not ignored (the daemon ignores it, and ignored stays ignored
-        // across exec).
+        // Signals as a new program expects them: nothing blocked, nothing
+        // ignored (the daemon ignores SIGPIPE, whoever started it may have
+        // ignored more, and ignored stays ignored across exec).
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        super::process::default_signals();
         super::process::cloexec_from_3();
         super::process::restore_nofile_limit();
         for (resource, value) in &p.limits {

@@ -1397,6 +1397,7 @@ fn spawn(
             }
             nix::unistd::setsid()?;
             nix::unistd::fchdir(std::os::fd::BorrowedFd::borrow_raw(ws_fd))?;
+            default_signals();
             cloexec_from_3();
             restore_nofile_limit();
             for (resource, value) in &limits {
@@ -1416,6 +1417,42 @@ fn spawn(
     // Unreaped, so /proc/<pid> exists even if it already exited.
     let start_time = stat(pid).map(|s| s.start_time).unwrap_or_default();
     Ok((AgentChild::Tokio(child), Instance { pid, start_time }))
+}
+
+/// Every signal back to its default action, in a forked child: a signal
+/// the daemon ignores (SIGPIPE, or one ignored by whoever started it, a
+/// nohup's SIGHUP) stays ignored across exec otherwise. Async-signal-safe.
+pub(crate) fn default_signals() {
+    /// The kernel's `struct sigaction` (not libc's): the raw call also
+    /// resets the signals libc keeps for itself (32 and 33), which a
+    /// parent may have ignored.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    let default = KernelSigaction {
+        handler: nix::libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for signal in 1..=64 {
+        if signal != nix::libc::SIGKILL && signal != nix::libc::SIGSTOP {
+            // SAFETY: a system call on a struct on our stack.
+            unsafe {
+                nix::libc::syscall(
+                    nix::libc::SYS_rt_sigaction,
+                    signal,
+                    &default as *const KernelSigaction,
+                    std::ptr::null_mut::<KernelSigaction>(),
+                    8usize,
+                );
+            }
+        }
+    }
 }
 
 /// Marks every descriptor from 3 up close-on-exec, in a forked child: only

@@ -893,10 +893,27 @@ impl Supervisor {
         if !self.cells.contains_key(id) {
             // First sight (a daemon start): instances its record names
             // still alive — a stop cut short by a crash — are stopped now.
-            let Some(prev) = previous.filter(|p| p.agents.values().any(|a| a.instance.is_some()))
-            else {
+            let Some(prev) = previous else {
                 return;
             };
+            if !prev.agents.values().any(|a| a.instance.is_some()) {
+                // Its agents were stopped without this daemon (by the CLI,
+                // or they died): a record that still says otherwise is
+                // settled, and `state.json` with it.
+                if prev
+                    .agents
+                    .values()
+                    .any(|a| a.state != AgentState::Exited || a.lost_pid.is_some() || a.stopping)
+                {
+                    let (record, state) = settled(id, prev, &status, self.wall(now));
+                    out.push(Action::Forget {
+                        cell: id.clone(),
+                        record: Box::new(record),
+                        state: Some(Box::new(state)),
+                    });
+                }
+                return;
+            }
             let mut stopping = BTreeMap::new();
             for (name, record) in &prev.agents {
                 if let Some(i) = &record.instance {
@@ -1547,6 +1564,51 @@ fn stop_agent(
             left,
         },
     );
+}
+
+/// The record of an archived or destroyed cell whose agents are all gone,
+/// and its last `state.json`: every agent `exited`, no instance.
+fn settled(
+    cell: &str,
+    prev: &CellRecord,
+    status: &CellStatus,
+    wall_now: f64,
+) -> (CellRecord, CellState) {
+    let mut record = prev.clone();
+    record.status = Some(status.as_str().to_string());
+    record.written_at = wall_now;
+    for a in record.agents.values_mut() {
+        a.state = AgentState::Exited;
+        a.instance = None;
+        a.stopping = false;
+        a.due = false;
+        a.request = None;
+        a.control = None;
+        a.lost_pid = None;
+    }
+    let agent_health = record
+        .agents
+        .iter()
+        .map(|(name, a)| {
+            let health = AgentHealth {
+                healthy: false,
+                last_seen: a.last_seen,
+                revive_count: a.revive_count,
+                state: AgentState::Exited,
+                pid: None,
+                extra: Map::new(),
+            };
+            (name.clone(), health)
+        })
+        .collect();
+    let state = CellState {
+        cell_uuid: cell.to_string(),
+        daemon_pid: None,
+        last_poll: Some(wall_now),
+        agent_health,
+        extra: Map::new(),
+    };
+    (record, state)
 }
 
 /// An instance a previous daemon's record names, still alive, whose agent

@@ -405,6 +405,46 @@ fn without_a_daemon_the_cli_acts_on_the_recorded_instances() {
     assert_eq!(env.of_agent(&uuid, "agent_left", "a").len(), 1);
     env.run(&["cell", "archive", &uuid]).success();
     assert!(!alive(b), "archive stops what is left");
+    // The next daemon settles what the record still said of it.
+    let _daemon = env.daemon(&[]);
+    wait_for("b exited in state.json", LIMIT, || {
+        env.state(&uuid).is_some_and(|s| {
+            s["agent_health"]["b"]["state"] == "exited" && s["agent_health"]["b"]["pid"].is_null()
+        })
+    });
+    let status = env.run(&["status", &uuid, "--json"]).json();
+    let agents = &status["cells"][0]["agents"];
+    assert_eq!(agents[0]["state"], "exited", "{status:#}");
+    assert!(agents[0]["pid"].is_null(), "{status:#}");
+}
+
+#[test]
+fn agents_get_no_signal_the_daemon_was_started_ignoring() {
+    let env = env("");
+    let uuid = env.create_from(&json!({"status": "active", "agents": [agent("a", "beat")]}));
+    let mut cmd = env.command(&["daemon"]);
+    // SAFETY: one async-signal-safe call in the child before exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            nix::libc::signal(nix::libc::SIGQUIT, nix::libc::SIG_IGN);
+            nix::libc::signal(nix::libc::SIGUSR1, nix::libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let daemon = env.spawn_daemon_cmd(cmd);
+    daemon.wait_log("ready:", LIMIT);
+    let a = env.pid_of(&uuid, "agent_started", "a", 1);
+    let status = std::fs::read_to_string(format!("/proc/{a}/status")).expect("status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(field("SigIgn:"), "0000000000000000", "{status}");
+    assert_eq!(field("SigBlk:"), "0000000000000000", "{status}");
 }
 
 #[test]
