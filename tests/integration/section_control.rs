@@ -30,9 +30,12 @@ fn agent(name: &str, mode: &str) -> Value {
 /// The pid of the grandchild an `escape` agent left in a session of its
 /// own.
 fn escaped(env: &Env, uuid: &str, agent: &str) -> i32 {
-    let path = env
-        .cell(uuid)
-        .join(format!("workspace/escaped-{agent}.pid"));
+    pid_file(env, uuid, &format!("escaped-{agent}.pid"))
+}
+
+/// The pid an agent wrote to `workspace/<file>`, waited for.
+fn pid_file(env: &Env, uuid: &str, file: &str) -> i32 {
+    let path = env.cell(uuid).join("workspace").join(file);
     wait_for(&format!("{}", path.display()), LIMIT, || path.exists());
     std::fs::read_to_string(&path)
         .expect("pid file")
@@ -174,15 +177,7 @@ fn archive_leaves_no_process_of_the_cell_alive_and_no_further_events() {
     let b = env.pid_of(&uuid, "agent_started", "b", 1);
     let grandchild = escaped(&env, &uuid, "a");
     let group = cgroup_dir(a).expect("a's cgroup");
-    let b_child = {
-        let path = env.cell(&uuid).join("workspace/child-b.pid");
-        wait_for("b's child", LIMIT, || path.exists());
-        std::fs::read_to_string(&path)
-            .expect("pid")
-            .trim()
-            .parse::<i32>()
-            .expect("pid")
-    };
+    let b_child = pid_file(&env, &uuid, "child-b.pid");
     // Both beating (their first `heartbeat` events are written).
     wait_for("both healthy", LIMIT, || {
         env.state(&uuid).is_some_and(|s| {
@@ -314,15 +309,7 @@ fn without_cgroups_the_process_group_is_frozen_thawed_and_stopped() {
     );
     let a = env.pid_of(&uuid, "agent_started", "a", 1);
     let b = env.pid_of(&uuid, "agent_started", "b", 1);
-    let child = {
-        let path = env.cell(&uuid).join("workspace/child-a.pid");
-        wait_for("a's child", LIMIT, || path.exists());
-        std::fs::read_to_string(&path)
-            .expect("pid")
-            .trim()
-            .parse::<i32>()
-            .expect("pid")
-    };
+    let child = pid_file(&env, &uuid, "child-a.pid");
     wait_for("control in state.json", LIMIT, || {
         env.state(&uuid)
             .is_some_and(|s| s["agent_health"]["a"]["control"] == "process-group")
