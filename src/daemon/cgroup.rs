@@ -385,11 +385,6 @@ impl AgentGroup {
         self.wait_for(limit, |(populated, _)| !populated).await
     }
 
-    /// Waits until the group is frozen (`frozen 1`), or `limit` passed.
-    pub async fn wait_frozen(&self, limit: Duration) -> bool {
-        self.wait_for(limit, |(_, frozen)| frozen).await
-    }
-
     async fn wait_for(&self, limit: Duration, done: impl Fn((bool, bool)) -> bool) -> bool {
         let until = tokio::time::Instant::now() + limit;
         // Subscribed before the first look, so no change is missed.

@@ -410,19 +410,6 @@ impl Procs {
         (procs, rx)
     }
 
-    /// How agents started from now on are controlled.
-    pub fn mode(&self) -> Control {
-        if self.cgroups.is_some() {
-            Control::Cgroup
-        } else {
-            Control::ProcessGroup
-        }
-    }
-
-    pub fn cgroups(&self) -> Option<&Cgroups> {
-        self.cgroups.as_deref()
-    }
-
     /// How the agent's running instance is controlled, if it has one.
     pub fn control(&self, cell: &str, agent: &str) -> Option<Control> {
         let entry = self.table.get(cell)?.get(agent)?;
