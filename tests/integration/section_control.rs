@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Env, alive, cgroup2_mount, repo_file, wait_for};
+use crate::harness::{Daemon, Env, alive, cgroup2_mount, repo_file, wait_for};
 use crate::section_revival::CONFIG;
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -31,6 +31,12 @@ fn agent(name: &str, mode: &str) -> Value {
 /// own.
 fn escaped(env: &Env, uuid: &str, agent: &str) -> i32 {
     pid_file(env, uuid, &format!("escaped-{agent}.pid"))
+}
+
+/// An active cell of `agents`, and a daemon watching it.
+fn active_cell(env: &Env, agents: &[Value]) -> (String, Daemon) {
+    let uuid = env.create_from(&json!({"status": "active", "agents": agents}));
+    (uuid, env.daemon(&[]))
 }
 
 /// The pid an agent wrote to `workspace/<file>`, waited for.
@@ -101,11 +107,7 @@ fn events_after(env: &Env, uuid: &str, to: &str) -> Vec<Value> {
 )]
 fn freeze_stops_every_process_even_one_that_left_its_group_and_thaw_resumes_supervision() {
     let env = env("");
-    let uuid = env.create_from(&json!({
-        "status": "active",
-        "agents": [agent("a", "escape"), agent("b", "beat")],
-    }));
-    let _daemon = env.daemon(&[]);
+    let (uuid, _daemon) = active_cell(&env, &[agent("a", "escape"), agent("b", "beat")]);
     let a = env.pid_of(&uuid, "agent_started", "a", 1);
     let b = env.pid_of(&uuid, "agent_started", "b", 1);
     let grandchild = escaped(&env, &uuid, "a");
@@ -168,11 +170,7 @@ fn freeze_stops_every_process_even_one_that_left_its_group_and_thaw_resumes_supe
 )]
 fn archive_leaves_no_process_of_the_cell_alive_and_no_further_events() {
     let env = env("");
-    let uuid = env.create_from(&json!({
-        "status": "active",
-        "agents": [agent("a", "escape"), agent("b", "stubborn")],
-    }));
-    let _daemon = env.daemon(&[]);
+    let (uuid, _daemon) = active_cell(&env, &[agent("a", "escape"), agent("b", "stubborn")]);
     let a = env.pid_of(&uuid, "agent_started", "a", 1);
     let b = env.pid_of(&uuid, "agent_started", "b", 1);
     let grandchild = escaped(&env, &uuid, "a");
@@ -248,11 +246,7 @@ fn destroy_stops_the_agents_then_removes_the_cell_and_nothing_outside() {
 )]
 fn leave_stops_that_agent_and_only_it() {
     let env = env("");
-    let uuid = env.create_from(&json!({
-        "status": "active",
-        "agents": [agent("a", "escape"), agent("b", "beat")],
-    }));
-    let _daemon = env.daemon(&[]);
+    let (uuid, _daemon) = active_cell(&env, &[agent("a", "escape"), agent("b", "beat")]);
     let a = env.pid_of(&uuid, "agent_started", "a", 1);
     let b = env.pid_of(&uuid, "agent_started", "b", 1);
     let grandchild = escaped(&env, &uuid, "a");
@@ -274,11 +268,7 @@ fn leave_stops_that_agent_and_only_it() {
 )]
 fn an_agent_removed_from_cell_json_by_hand_is_stopped_and_has_left() {
     let env = env("");
-    let uuid = env.create_from(&json!({
-        "status": "active",
-        "agents": [agent("a", "escape"), agent("b", "beat")],
-    }));
-    let _daemon = env.daemon(&[]);
+    let (uuid, _daemon) = active_cell(&env, &[agent("a", "escape"), agent("b", "beat")]);
     let a = env.pid_of(&uuid, "agent_started", "a", 1);
     let grandchild = escaped(&env, &uuid, "a");
     env.edit_manifest(&uuid, |m| {
@@ -297,11 +287,7 @@ fn an_agent_removed_from_cell_json_by_hand_is_stopped_and_has_left() {
 #[test]
 fn without_cgroups_the_process_group_is_frozen_thawed_and_stopped() {
     let env = env("[daemon]\ncgroup = \"off\"\n");
-    let uuid = env.create_from(&json!({
-        "status": "active",
-        "agents": [agent("a", "stubborn"), agent("b", "beat")],
-    }));
-    let daemon = env.daemon(&[]);
+    let (uuid, daemon) = active_cell(&env, &[agent("a", "stubborn"), agent("b", "beat")]);
     assert!(
         daemon.log().contains("controlled by process group"),
         "{}",
@@ -369,11 +355,7 @@ fn fifty_agents_are_frozen_and_thawed_in_one_cell() {
 #[test]
 fn without_a_daemon_the_cli_acts_on_the_recorded_instances() {
     let env = env("");
-    let uuid = env.create_from(&json!({
-        "status": "active",
-        "agents": [agent("a", "beat"), agent("b", "beat")],
-    }));
-    let daemon = env.daemon(&[]);
+    let (uuid, daemon) = active_cell(&env, &[agent("a", "beat"), agent("b", "beat")]);
     let a = env.pid_of(&uuid, "agent_started", "a", 1);
     let b = env.pid_of(&uuid, "agent_started", "b", 1);
     wait_for("instances recorded", LIMIT, || {
@@ -479,8 +461,7 @@ fn a_freeze_while_agents_are_being_started_freezes_them_all() {
 )]
 fn an_agent_that_rewrites_the_cells_uuid_stays_under_control() {
     let env = env("");
-    let uuid = env.create_from(&json!({"status": "active", "agents": [agent("a", "beat")]}));
-    let _daemon = env.daemon(&[]);
+    let (uuid, _daemon) = active_cell(&env, &[agent("a", "beat")]);
     let a = env.pid_of(&uuid, "agent_started", "a", 1);
     env.edit_manifest(&uuid, |m| {
         m["uuid"] = json!("11111111-2222-4333-8444-555555555555");
@@ -499,8 +480,7 @@ fn an_agent_that_rewrites_the_cells_uuid_stays_under_control() {
 )]
 fn an_archived_cells_agents_show_as_exited_everywhere() {
     let env = env("");
-    let uuid = env.create_from(&json!({"status": "active", "agents": [agent("a", "beat")]}));
-    let _daemon = env.daemon(&[]);
+    let (uuid, _daemon) = active_cell(&env, &[agent("a", "beat")]);
     env.pid_of(&uuid, "agent_started", "a", 1);
     wait_for("control in status", LIMIT, || {
         env.run(&["status", &uuid, "--json"]).json()["cells"][0]["agents"][0]["control"] == "cgroup"
