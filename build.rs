@@ -3,14 +3,19 @@
 //! user — a cell owned by `nobody`, a lock held by `nobody` — run there;
 //! CI runs as root), and whether root can make cgroup v2 groups with the
 //! freezer and `cgroup.kill` (`cfg(cgroups)`: the tests of agents that
-//! leave their process group). Elsewhere those tests are `#[ignore]`d,
-//! with the reason.
+//! leave their process group), whether root may make mount namespaces
+//! (`cfg(mount_namespaces)`: the `mount-namespace` isolation tests), and
+//! whether podman can run a container here with runc on an overlay of `/`
+//! (`cfg(podman)`: the end-to-end `podman` isolation test). Elsewhere those
+//! tests are `#[ignore]`d, with the reason.
 
 use std::os::unix::fs::MetadataExt;
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(as_root)");
     println!("cargo::rustc-check-cfg=cfg(cgroups)");
+    println!("cargo::rustc-check-cfg=cfg(mount_namespaces)");
+    println!("cargo::rustc-check-cfg=cfg(podman)");
     println!("cargo::rerun-if-changed=build.rs");
     // Cargo made OUT_DIR as the user that builds: its owner is that user.
     let out = std::env::var_os("OUT_DIR").expect("OUT_DIR");
@@ -20,7 +25,38 @@ fn main() {
         if cgroup2_with_kill() {
             println!("cargo::rustc-cfg=cgroups");
         }
+        if succeeds("unshare", &["--mount", "true"]) {
+            println!("cargo::rustc-cfg=mount_namespaces");
+        }
+        if succeeds("podman", PODMAN_PROBE) {
+            println!("cargo::rustc-cfg=podman");
+        }
     }
+}
+
+/// The container the podman test runs (its `[isolation] podman_args` and
+/// `podman_rootfs`), with `true` as its command.
+const PODMAN_PROBE: &[&str] = &[
+    "--runtime=runc",
+    "run",
+    "--rm",
+    "--pull=never",
+    "--log-driver=passthrough",
+    "--ulimit=nofile=1024:1024",
+    "--ulimit=nproc=4096:4096",
+    "--rootfs",
+    "/:O",
+    "true",
+];
+
+fn succeeds(program: &str, args: &[&str]) -> bool {
+    std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// A cgroup2 mount whose groups have `cgroup.kill` (Linux 5.14+): a

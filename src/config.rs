@@ -180,6 +180,16 @@ pub enum HeartbeatEvents {
 pub struct IsolationConfig {
     /// Paths hidden from agents under `mount-namespace` isolation.
     pub hidden_paths: Vec<PathBuf>,
+    /// The podman program for `podman` isolation (default: `podman` on
+    /// the daemon's `PATH`).
+    pub podman: Option<PathBuf>,
+    /// The image `podman` agents run in (never pulled: it must be there).
+    pub podman_image: Option<String>,
+    /// Or a directory holding a root filesystem (`podman run --rootfs`).
+    pub podman_rootfs: Option<PathBuf>,
+    /// More `podman run` options (`--network=none`, `--runtime=runc`, …),
+    /// placed before the image.
+    pub podman_args: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

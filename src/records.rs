@@ -97,13 +97,31 @@ pub struct AgentRecord {
     /// was archived or destroyed. Gone from the record once they are.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stopping: bool,
-    /// How its running instance is controlled (`cgroup`, `process-group`).
+    /// How its running instance is controlled (`cgroup`, `process-group`,
+    /// `podman`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control: Option<String>,
+    /// Its running instance's `limits`, and how each is enforced.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<Enforced>,
     /// Set when the record is read back, not stored: the recorded
     /// instance is gone (another boot, or its pid now names someone else).
     #[serde(skip)]
     pub lost_pid: Option<i32>,
+}
+
+/// One of an agent's `limits`, as applied to its running instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enforced {
+    /// `nofile`, `memory.max`, …
+    pub name: String,
+    /// The value in force (`cpu.max`: microseconds per 100 ms period).
+    pub value: u64,
+    /// `rlimit`, `cgroup`, `podman`, or `none` (not enforced).
+    pub by: String,
+    /// Why not, or what changed (lowered to the daemon's own limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -347,17 +347,42 @@ pub const LIMIT_NAMES: &[&str] = &[
     "as", "core", "cpu", "data", "fsize", "memlock", "nofile", "nproc", "stack",
 ];
 
+/// The cgroup limits `limits` may name, by their cgroup file: bytes
+/// (`memory.max`), processes (`pids.max`), CPUs, fractional
+/// (`cpu.max`, e.g. `0.5`).
+pub const CGROUP_LIMIT_NAMES: &[&str] = &["memory.max", "pids.max", "cpu.max"];
+
+/// The most CPUs `cpu.max` may give (its quota must fit the kernel's).
+pub const MAX_CPUS: f64 = 4096.0;
+
+/// A `limits` entry as the daemon applies it: an integer (for `cpu.max`,
+/// microseconds of CPU per 100 ms period), or `None` if it is invalid.
+pub fn limit_value(name: &str, value: &Value) -> Option<u64> {
+    if name == "cpu.max" {
+        let cpus = value.as_f64()?;
+        return (cpus > 0.0 && cpus <= MAX_CPUS)
+            .then(|| ((cpus * 100_000.0).round() as u64).max(1_000));
+    }
+    if LIMIT_NAMES.contains(&name) || CGROUP_LIMIT_NAMES.contains(&name) {
+        return value.as_u64();
+    }
+    None
+}
+
 fn limit_problems(prefix: &str, limits: &Option<Map<String, Value>>, out: &mut Vec<String>) {
     for (name, value) in limits.iter().flatten() {
-        if !LIMIT_NAMES.contains(&name.as_str()) {
+        if !LIMIT_NAMES.contains(&name.as_str()) && !CGROUP_LIMIT_NAMES.contains(&name.as_str()) {
             out.push(format!(
-                "{prefix}limits: {name:?} is not one of {}",
-                LIMIT_NAMES.join(", ")
+                "{prefix}limits: {name:?} is not one of {}, {}",
+                LIMIT_NAMES.join(", "),
+                CGROUP_LIMIT_NAMES.join(", ")
             ));
-        } else if value.as_u64().is_none() {
-            out.push(format!(
-                "{prefix}limits: {name} must be a non-negative integer, not {value}"
-            ));
+        } else if limit_value(name, value).is_none() {
+            out.push(if name == "cpu.max" {
+                format!("{prefix}limits: cpu.max must be a number of CPUs above 0 and at most {MAX_CPUS}, not {value}")
+            } else {
+                format!("{prefix}limits: {name} must be a non-negative integer, not {value}")
+            });
         }
     }
 }

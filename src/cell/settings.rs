@@ -4,9 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::manifest::{
-    Agent, Isolation, LIMIT_NAMES, Manifest, RestartPolicy, RevivePolicy, Seconds,
-};
+use super::manifest::{Agent, Isolation, Manifest, RestartPolicy, RevivePolicy, Seconds};
 use crate::config::CellsConfig;
 
 /// How to run an agent: what the daemon needs to start it, taken from its
@@ -17,7 +15,9 @@ pub struct SpawnSpec {
     pub argv: Vec<String>,
     /// The agent's `env`, string values only.
     pub env: Vec<(String, String)>,
-    /// `limits`: rlimit name (`nofile`, `as`, …) and value for soft and hard.
+    /// `limits`: an rlimit name (`nofile`, `as`, …) and its value for soft
+    /// and hard, or a cgroup file (`memory.max`, `pids.max`, `cpu.max` —
+    /// this one as microseconds of CPU per 100 ms).
     pub limits: Vec<(String, u64)>,
     /// `isolation`, agent over cell.
     pub isolation: Isolation,
@@ -131,9 +131,7 @@ impl SpawnSpec {
             .collect();
         let mut limits: Vec<(String, u64)> = Vec::new();
         for (k, v) in cell.limits.iter().chain(agent.limits.iter()).flatten() {
-            if let Some(v) = v.as_u64()
-                && LIMIT_NAMES.contains(&k.as_str())
-            {
+            if let Some(v) = super::manifest::limit_value(k, v) {
                 limits.retain(|(name, _)| name != k);
                 limits.push((k.clone(), v));
             }

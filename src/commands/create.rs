@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::Context;
 use crate::cell::lifecycle::{CellStatus, Trigger, transition};
-use crate::cell::manifest::{Agent, Isolation, Manifest};
+use crate::cell::manifest::{Agent, Manifest};
 use crate::cell::{Cell, LAYOUT, MANIFEST, now_rfc3339, template};
 use crate::cli::CreateArgs;
 use crate::error::{Error, Result};
@@ -56,17 +56,12 @@ pub fn run(ctx: &Context, args: CreateArgs) -> Result<ExitCode> {
         super::check_agent_name(&agent.name)?;
     }
     let mut problems = manifest.problems();
-    // As `cell join`: an agent is never added with an isolation level this
-    // version cannot give (it would never start).
+    // As `cell join`: an agent is never added with an isolation level the
+    // daemon cannot give (it would never start).
     for agent in &manifest.agents {
         let level = agent.isolation.or(manifest.isolation).unwrap_or_default();
-        if level != Isolation::Directory {
-            problems.push(format!(
-                "agent {:?}: isolation {:?} is not available in this version of lazarus-pit, \
-                 and agents are never started without it",
-                agent.name,
-                level.as_str()
-            ));
+        if let Err(why) = super::isolation_usable(ctx, level) {
+            problems.push(format!("agent {:?}: {why}", agent.name));
         }
     }
     if !problems.is_empty() {

@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 
 use super::Context;
 use crate::cell::lifecycle::{Trigger, transition};
-use crate::cell::manifest::{Agent, AgentCommand, Isolation};
+use crate::cell::manifest::{Agent, AgentCommand};
 use crate::cell::now_rfc3339;
 use crate::cli::JoinArgs;
 use crate::error::{Error, Result};
@@ -33,16 +33,14 @@ pub fn run(ctx: &Context, args: JoinArgs) -> Result<ExitCode> {
             ));
         }
         // An agent never runs without the isolation it is given: a level
-        // this version cannot provide is refused here, not at its start.
-        if let Some(level) = m.isolation.filter(|i| *i != Isolation::Directory) {
+        // the daemon cannot provide is refused here, not at its start.
+        if let Some(level) = m.isolation
+            && let Err(why) = super::isolation_usable(ctx, level)
+        {
             return Err(Error::refused(
                 &cell.id,
                 format!("add agent {:?}", args.agent),
-                format!(
-                    "the cell's isolation {:?} is not available in this version of \
-                     lazarus-pit, and agents are never started without it",
-                    level.as_str()
-                ),
+                why,
             ));
         }
         if m.agent(&args.agent).is_some() {

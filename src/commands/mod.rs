@@ -47,3 +47,21 @@ pub(crate) fn check_agent_name(name: &str) -> Result<()> {
 
 /// The role recorded when none is given.
 pub(crate) const DEFAULT_ROLE: &str = "agent";
+
+/// Whether the daemon of this root (or, with none running, this process)
+/// can run agents at `level`: an agent is never added with a level it
+/// would not start with. The reason if not.
+pub(crate) fn isolation_usable(
+    ctx: &Context,
+    level: crate::cell::manifest::Isolation,
+) -> std::result::Result<(), String> {
+    use crate::cell::manifest::Isolation;
+    match level {
+        Isolation::Directory => Ok(()),
+        Isolation::MountNamespace => {
+            let pid = crate::daemon::lock::holder(&ctx.root.path).unwrap_or(std::process::id());
+            crate::daemon::sandbox::available_in(pid)
+        }
+        Isolation::Podman => crate::daemon::podman::available(&ctx.config.isolation),
+    }
+}

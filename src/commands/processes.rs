@@ -114,6 +114,14 @@ pub fn follow(ctx: &Context, cell: &Cell, want: Want, since: f64) -> Result<Opti
         return Ok(None); // Another boot: none of its processes survives.
     }
     let uid = process::agent_uid(&cell.dir);
+    // A container is controlled through podman, by its name.
+    let container = |agent: &str| {
+        record
+            .agents
+            .get(agent)
+            .filter(|a| a.control.as_deref() == Some("podman"))
+            .map(|_| process::Container::of(&ctx.config.isolation, &cell.id, agent))
+    };
     let instances: Vec<(String, Instance)> = record
         .agents
         .iter()
@@ -137,13 +145,14 @@ pub fn follow(ctx: &Context, cell: &Cell, want: Want, since: f64) -> Result<Opti
         Want::Frozen | Want::Thawed => {
             let frozen = want == Want::Frozen;
             for (agent, instance) in &instances {
-                process::freeze_recorded(&cell.id, agent, *instance, frozen, uid).map_err(|e| {
-                    Error::refused(
-                        &cell.id,
-                        if frozen { "freeze" } else { "thaw" },
-                        format!("agent {agent} (pid {}): {e}", instance.pid),
-                    )
-                })?;
+                process::freeze_recorded(&cell.id, agent, *instance, frozen, uid, container(agent))
+                    .map_err(|e| {
+                        Error::refused(
+                            &cell.id,
+                            if frozen { "freeze" } else { "thaw" },
+                            format!("agent {agent} (pid {}): {e}", instance.pid),
+                        )
+                    })?;
             }
         }
         Want::Stopped | Want::Left(_) => {
@@ -155,9 +164,10 @@ pub fn follow(ctx: &Context, cell: &Cell, want: Want, since: f64) -> Result<Opti
                 let stops: Vec<_> = instances
                     .iter()
                     .map(|(agent, instance)| {
+                        let box_ = container(agent);
                         let (cell, agent, instance) = (cell.id.clone(), agent.clone(), *instance);
                         tokio::spawn(async move {
-                            process::stop_recorded(&cell, &agent, instance, grace, uid).await;
+                            process::stop_recorded(&cell, &agent, instance, grace, uid, box_).await;
                         })
                     })
                     .collect();

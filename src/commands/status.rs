@@ -15,7 +15,7 @@ use crate::cell::settings::AgentSettings;
 use crate::cell::{Cell, Listed, STATE};
 use crate::cli::StatusArgs;
 use crate::error::Result;
-use crate::records::Records;
+use crate::records::{Enforced, Records};
 use crate::state::{AgentState, CellState};
 use crate::text::escape;
 
@@ -54,6 +54,13 @@ struct AgentReport {
     /// process it starts, also those that leave its process group) or
     /// `process-group` (where the daemon has no cgroups).
     control: Option<String>,
+    /// `isolation`, agent over cell (`directory`, `mount-namespace`,
+    /// `podman`).
+    isolation: &'static str,
+    /// Its `limits`, and how each is enforced on its running instance
+    /// (`rlimit`, `cgroup`, `podman`, `none`); `unknown` while nothing of
+    /// it runs under a daemon that says.
+    limits: Vec<Enforced>,
     /// Why the heartbeat file could not be used, if it could not.
     problem: Option<String>,
 }
@@ -140,6 +147,7 @@ struct Facts {
     revive_count: u32,
     pid: Option<i32>,
     control: Option<String>,
+    limits: Vec<Enforced>,
 }
 
 fn report(
@@ -219,6 +227,29 @@ fn report(
                     (this_boot && crate::daemon::process::is_alive(instance)).then_some(i.pid)
                 }),
                 control: facts.and_then(|f| f.control.clone()),
+                isolation: agent
+                    .isolation
+                    .or(manifest.isolation)
+                    .unwrap_or_default()
+                    .as_str(),
+                limits: match facts.map(|f| &f.limits).filter(|l| !l.is_empty()) {
+                    Some(limits) => limits.clone(),
+                    None => settings
+                        .spawn
+                        .as_ref()
+                        .map(|spec| {
+                            spec.limits
+                                .iter()
+                                .map(|(name, value)| Enforced {
+                                    name: name.clone(),
+                                    value: *value,
+                                    by: "unknown".into(),
+                                    note: Some("no running instance reported".into()),
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                },
                 problem,
             }
         })
@@ -274,6 +305,7 @@ fn daemon_facts(
                     revive_count: a.revive_count,
                     pid: a.instance.map(|i| i.pid),
                     control: a.control,
+                    limits: a.limits,
                 };
                 (name, facts)
             })
@@ -301,8 +333,14 @@ fn daemon_facts(
                     .extra
                     .get("control")
                     .and_then(|c| c.as_str())
-                    .filter(|c| matches!(*c, "cgroup" | "process-group"))
+                    .filter(|c| matches!(*c, "cgroup" | "process-group" | "podman"))
                     .map(str::to_string),
+                // Written where agents can write: shown, escaped, as a claim.
+                limits: h
+                    .extra
+                    .get("limits")
+                    .and_then(|l| serde_json::from_value(l.clone()).ok())
+                    .unwrap_or_default(),
             };
             (name, facts)
         })
@@ -347,12 +385,12 @@ fn render(reports: &[CellReport]) -> String {
             continue;
         }
         out.push_str(&format!(
-            "  {:<20} {:<18} {:<11} {:<12} {:>7}  {:<8} {}\n",
-            "AGENT", "STATE", "HEARTBEAT", "STATUS", "REVIVES", "PID", "CONTROL"
+            "  {:<20} {:<18} {:<11} {:<12} {:>7}  {:<8} {:<14} {}\n",
+            "AGENT", "STATE", "HEARTBEAT", "STATUS", "REVIVES", "PID", "CONTROL", "ISOLATION"
         ));
         for a in &cell.agents {
             out.push_str(&format!(
-                "  {:<20} {:<18} {:<11} {:<12} {:>7}  {:<8} {}\n",
+                "  {:<20} {:<18} {:<11} {:<12} {:>7}  {:<8} {:<14} {}\n",
                 escape(&a.name),
                 a.state,
                 a.heartbeat_age_s.map_or_else(|| "never".into(), age),
@@ -360,7 +398,14 @@ fn render(reports: &[CellReport]) -> String {
                 a.revive_count,
                 a.pid.map_or_else(|| "-".into(), |p| p.to_string()),
                 a.control.as_deref().unwrap_or("-"),
+                a.isolation,
             ));
+            if !a.limits.is_empty() {
+                out.push_str(&format!(
+                    "    limits: {}\n",
+                    escape(&crate::daemon::limits::describe(&a.limits))
+                ));
+            }
             if let Some(problem) = &a.problem {
                 out.push_str(&format!("    ! {}\n", escape(problem)));
             }

@@ -2,9 +2,15 @@
 //! activation, and every process operation through the one seam
 //! ([`super::process::Procs`]) — and the answers fed back to it.
 
+use std::sync::Arc;
+
 use super::*;
 
 impl Shell {
+    fn isolation_cfg(&self) -> Arc<crate::config::IsolationConfig> {
+        Arc::new(self.cfg.isolation.clone())
+    }
+
     /// Carries out the core's actions. Answers the core owes itself at
     /// once (nothing to kill, a spawn's result) are fed back here, in order.
     pub(super) fn execute(&mut self, actions: Vec<Action>) {
@@ -126,6 +132,7 @@ impl Shell {
                             reason,
                             substitute_for,
                             pass_env: self.cfg.cells.pass_env.clone().into(),
+                            isolation: self.isolation_cfg(),
                         },
                     );
                 }
@@ -153,7 +160,11 @@ impl Shell {
                     instance,
                 } => {
                     let uid = self.agent_uid(&cell);
-                    if self.procs.adopt(&cell, &agent, instance, uid) {
+                    // A container is controlled through podman, by name.
+                    let container = (self.core.isolation(&cell, &agent)
+                        == Some(crate::cell::manifest::Isolation::Podman))
+                    .then(|| super::podman::Container::of(&self.cfg.isolation, &cell, &agent));
+                    if self.procs.adopt(&cell, &agent, instance, uid, container) {
                         tracing::info!("cell {cell}: adopted agent {agent} (pid {})", instance.pid);
                     }
                 }

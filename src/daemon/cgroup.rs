@@ -23,6 +23,8 @@ use nix::sys::signal::Signal;
 pub enum Control {
     Cgroup,
     ProcessGroup,
+    /// A container, through podman by its name.
+    Podman,
 }
 
 impl Control {
@@ -30,7 +32,36 @@ impl Control {
         match self {
             Control::Cgroup => "cgroup",
             Control::ProcessGroup => "process-group",
+            Control::Podman => "podman",
         }
+    }
+}
+
+/// Passes the controllers `limits` can use (memory, pids, cpu) down from
+/// `dir` to its children, those that `dir` has: a group without processes
+/// of its own may (cgroup v2's "no internal processes" rule). Where the
+/// daemon's base has none, agents' cgroup limits are not enforced, and
+/// `status` says so.
+fn enable_limit_controllers(dir: &Path) {
+    let Ok(available) = std::fs::read_to_string(dir.join("cgroup.controllers")) else {
+        return;
+    };
+    let enabled = std::fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
+    let wanted: Vec<String> = available
+        .split_whitespace()
+        .filter(|c| matches!(*c, "memory" | "pids" | "cpu"))
+        .filter(|c| !enabled.split_whitespace().any(|e| e == *c))
+        .map(|c| format!("+{c}"))
+        .collect();
+    if wanted.is_empty() {
+        return;
+    }
+    if let Err(e) = std::fs::write(dir.join("cgroup.subtree_control"), wanted.join(" ")) {
+        tracing::debug!(
+            "cannot enable {} in {}: {e}",
+            wanted.join(" "),
+            dir.display()
+        );
     }
 }
 
@@ -179,8 +210,10 @@ impl Cgroups {
         }
         // The base too: the CLI removes it with the last group it empties.
         mkdir(&self.dir)?;
+        enable_limit_controllers(&self.dir);
         if let Some(parent) = group.path.parent() {
             mkdir(parent)?;
+            enable_limit_controllers(parent);
         }
         mkdir(&group.path)?;
         Ok(group)

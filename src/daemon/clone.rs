@@ -36,14 +36,20 @@ pub struct Prepared {
     pub ids: Option<(nix::unistd::Uid, nix::unistd::Gid, Vec<nix::unistd::Gid>)>,
     /// Written to stdout right before exec (the log's header line).
     pub header: Vec<u8>,
+    /// `mount-namespace`: the view to build (it also sets the working
+    /// directory); `None`: only `fchdir` to `workspace`.
+    pub sandbox: Option<super::sandbox::Plan>,
+    /// Passed to the program as descriptor 3 (podman's env file).
+    pub fd3: Option<RawFd>,
 }
 
 /// How a start through `clone3` ended.
 pub enum Outcome {
     /// The agent runs (it has exec'd): its pid.
     Started(i32),
-    /// The child could not exec: the errno of the step that failed.
-    Failed(nix::errno::Errno),
+    /// The child could not exec: the errno of the call that failed, and
+    /// the namespace step it was part of, if it was.
+    Failed(nix::errno::Errno, Option<super::sandbox::Step>),
     /// `clone3` or `CLONE_INTO_CGROUP` is not available here (old kernel,
     /// a seccomp filter): start it the other way.
     Unsupported(nix::errno::Errno),
@@ -86,7 +92,7 @@ pub fn candidates(argv0: &str, path: &str) -> Vec<String> {
 pub fn spawn_into(cgroup: BorrowedFd<'_>, p: &Prepared) -> Outcome {
     let (read, write) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
         Ok(pipe) => pipe,
-        Err(e) => return Outcome::Failed(e),
+        Err(e) => return Outcome::Failed(e, None),
     };
     // Pointer arrays for execve, NULL-terminated, built before the clone.
     let argv: Vec<*const libc::c_char> = p
@@ -131,12 +137,13 @@ pub fn spawn_into(cgroup: BorrowedFd<'_>, p: &Prepared) -> Outcome {
             | nix::errno::Errno::E2BIG
             | nix::errno::Errno::EINVAL
             | nix::errno::Errno::EOPNOTSUPP => Outcome::Unsupported(errno),
-            e => Outcome::Failed(e),
+            e => Outcome::Failed(e, None),
         };
     }
     let pid = pid as i32;
-    // EOF: it exec'd (the pipe closed on exec). Four bytes: an errno.
-    let mut buf = [0u8; 4];
+    // EOF: it exec'd (the pipe closed on exec). Eight bytes: the step of
+    // the namespace setup (0: none) and an errno.
+    let mut buf = [0u8; 8];
     let mut got = 0;
     while got < buf.len() {
         match nix::unistd::read(&read, &mut buf[got..]) {
@@ -151,7 +158,12 @@ pub fn spawn_into(cgroup: BorrowedFd<'_>, p: &Prepared) -> Outcome {
         let mut status = 0;
         // SAFETY: a plain waitpid on our own child.
         unsafe { libc::waitpid(pid, &mut status, 0) };
-        return Outcome::Failed(nix::errno::Errno::from_raw(i32::from_ne_bytes(buf)));
+        let step = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
+        let errno = i32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
+        return Outcome::Failed(
+            nix::errno::Errno::from_raw(errno),
+            super::sandbox::Step::from_u32(step),
+        );
     }
     Outcome::Started(pid)
 }
@@ -167,14 +179,17 @@ unsafe fn child(
     envp: &[*const libc::c_char],
     report: RawFd,
 ) -> ! {
-    let fail = |errno: i32| -> ! {
-        let bytes = errno.to_ne_bytes();
+    let fail_at = |step: u32, errno: i32| -> ! {
+        let mut bytes = [0u8; 8];
+        bytes[..4].copy_from_slice(&step.to_ne_bytes());
+        bytes[4..].copy_from_slice(&errno.to_ne_bytes());
         // SAFETY: plain system calls on integers and a stack buffer.
         unsafe {
             libc::write(report, bytes.as_ptr().cast(), bytes.len());
             libc::_exit(127)
         }
     };
+    let fail = |errno: i32| -> ! { fail_at(0, errno) };
     let errno = || nix::errno::Errno::last_raw();
     // SAFETY: async-signal-safe system calls only, on prepared data.
     unsafe {
@@ -190,8 +205,17 @@ unsafe fn child(
         if libc::setsid() < 0 {
             fail(errno());
         }
-        if libc::fchdir(p.workspace) < 0 {
-            fail(errno());
+        match &p.sandbox {
+            Some(plan) => {
+                if let Err((step, errno)) = super::sandbox::enter(plan) {
+                    fail_at(step as u32, errno);
+                }
+            }
+            None => {
+                if libc::fchdir(p.workspace) < 0 {
+                    fail(errno());
+                }
+            }
         }
         // Signals as a new program expects them: nothing blocked, nothing
         // ignored (the daemon ignores SIGPIPE, whoever started it may have
@@ -201,6 +225,11 @@ unsafe fn child(
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
         super::process::default_signals();
         super::process::cloexec_from_3();
+        if let Some(fd) = p.fd3
+            && super::process::pass_as_fd3(fd).is_err()
+        {
+            fail(errno());
+        }
         super::process::restore_nofile_limit();
         for (resource, value) in &p.limits {
             if nix::sys::resource::setrlimit(*resource, *value, *value).is_err() {

@@ -25,11 +25,14 @@ mod clone;
 mod discovery;
 pub mod hooks;
 mod intake;
+pub mod limits;
 pub mod lock;
+pub mod podman;
 pub mod process;
 pub mod publish;
 mod record;
 mod requests;
+pub mod sandbox;
 pub mod watch;
 
 use std::collections::{HashMap, HashSet, VecDeque};

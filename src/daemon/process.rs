@@ -41,6 +41,8 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot};
 
 use super::cgroup::{AgentGroup, Cgroups, Control};
+use super::limits::{Enforced, Means};
+pub use super::podman::Container;
 use crate::cell::manifest::Isolation;
 use crate::cell::settings::SpawnSpec;
 use crate::store::Dir;
@@ -357,6 +359,11 @@ struct Entry {
     stop: Option<oneshot::Sender<Duration>>,
     /// A stop was asked for: its exit answers a kill.
     stopping: bool,
+    /// `podman` isolation: the container, controlled by name.
+    container: Option<Container>,
+    /// Its `limits`, as enforced (empty for an adopted instance: not
+    /// known).
+    limits: Vec<Enforced>,
     /// Its CPU-time clock, and the CPU nanoseconds read from it at its
     /// last heartbeat, for the stale diagnosis.
     cpu_clock: Option<ClockId>,
@@ -373,6 +380,8 @@ pub struct Start {
     pub substitute_for: Option<String>,
     /// `[cells] pass_env`: the daemon's variables agents also get.
     pub pass_env: Arc<[String]>,
+    /// `[isolation]`: hidden paths, podman.
+    pub isolation: Arc<crate::config::IsolationConfig>,
 }
 
 /// A start under way off the loop: the stop channel its task will heed
@@ -380,6 +389,8 @@ pub struct Start {
 struct Starting {
     stop: oneshot::Sender<Duration>,
     group: Option<AgentGroup>,
+    container: Option<Container>,
+    limits: Vec<Enforced>,
 }
 
 /// Every instance the daemon watches, by cell and agent: the one seam
@@ -413,11 +424,19 @@ impl Procs {
     /// How the agent's running instance is controlled, if it has one.
     pub fn control(&self, cell: &str, agent: &str) -> Option<Control> {
         let entry = self.table.get(cell)?.get(agent)?;
-        Some(if entry.group.is_some() {
+        Some(if entry.container.is_some() {
+            Control::Podman
+        } else if entry.group.is_some() {
             Control::Cgroup
         } else {
             Control::ProcessGroup
         })
+    }
+
+    /// The running instance's `limits`, as enforced.
+    pub fn limits(&self, cell: &str, agent: &str) -> Option<&[Enforced]> {
+        let entry = self.table.get(cell)?.get(agent)?;
+        Some(&entry.limits)
     }
 
     /// Whether an instance or a start of the agent is tracked.
@@ -467,6 +486,16 @@ impl Procs {
         let Some(entry) = self.entry(cell, agent) else {
             return false;
         };
+        if let Some(container) = entry.container.clone() {
+            // podman pause/unpause, off the loop.
+            let (cell, agent) = (cell.to_string(), agent.to_string());
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = container.pause(frozen) {
+                    tracing::warn!("cell {cell}: agent {agent}: {e}");
+                }
+            });
+            return true;
+        }
         match &entry.group {
             Some(group) => {
                 if let Err(e) = group.freeze(frozen) {
@@ -543,6 +572,7 @@ impl Procs {
         agent: &AgentId,
         instance: Instance,
         uid: Option<Uid>,
+        container: Option<Container>,
     ) -> bool {
         if self
             .entry(cell, agent)
@@ -556,11 +586,20 @@ impl Procs {
             .map(|c| c.agent(cell, agent))
             .filter(|g| g.contains(instance.pid));
         let (stop_tx, stop_rx) = oneshot::channel();
-        self.insert(cell, agent, instance, group.clone(), stop_tx, None);
+        self.insert(
+            cell,
+            agent,
+            instance,
+            group.clone(),
+            container.clone(),
+            stop_tx,
+            None,
+            Vec::new(),
+        );
         let tx = self.tx.clone();
         let (cell, agent) = (cell.clone(), agent.clone());
         tokio::spawn(async move {
-            watch_adopted(instance, stop_rx, uid, group).await;
+            watch_adopted(instance, stop_rx, uid, group, container).await;
             let _ = tx.send(ProcMsg::Exited {
                 cell,
                 agent,
@@ -571,14 +610,17 @@ impl Procs {
         true
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn insert(
         &mut self,
         cell: &CellId,
         agent: &AgentId,
         instance: Instance,
         group: Option<AgentGroup>,
+        container: Option<Container>,
         stop: oneshot::Sender<Duration>,
         cpu_at_beat: Option<u64>,
+        limits: Vec<Enforced>,
     ) {
         let cpu_clock = ClockId::pid_cpu_clock_id(Pid::from_raw(instance.pid)).ok();
         self.table.entry(cell.clone()).or_default().insert(
@@ -588,6 +630,8 @@ impl Procs {
                 group,
                 stop: Some(stop),
                 stopping: false,
+                container,
+                limits,
                 cpu_clock,
                 cpu_at_beat,
             },
@@ -636,12 +680,33 @@ impl Procs {
             },
             None => None,
         };
+        let container = (start.spec.isolation == Isolation::Podman)
+            .then(|| Container::of(&start.isolation, &start.cell, &start.agent));
+        let means = match (&container, &group) {
+            (Some(_), _) => Means::Podman,
+            (None, group) => Means::Process(group.as_ref().map(AgentGroup::path)),
+        };
+        let plan = super::limits::plan(&start.spec.limits, means, |name| {
+            let hard = nix::sys::resource::getrlimit(resource(name)?).map_or(u64::MAX, |l| l.1);
+            Some(hard)
+        });
+        for limit in plan.iter().filter(|l| l.note.is_some()) {
+            tracing::warn!(
+                "cell {}: agent {}: limits.{}: {}",
+                start.cell,
+                start.agent,
+                limit.name,
+                limit.note.as_deref().unwrap_or_default()
+            );
+        }
         let (stop_tx, stop_rx) = oneshot::channel();
         self.starting.insert(
             key,
             Starting {
                 stop: stop_tx,
                 group: group.clone(),
+                container: container.clone(),
+                limits: plan.clone(),
             },
         );
         let tx = self.tx.clone();
@@ -655,7 +720,7 @@ impl Procs {
                 let t0 = std::time::Instant::now();
                 let started = super::live_cell(&root, &start.cell)
                     .map_err(|e| e.to_string())
-                    .and_then(|cell_dir| spawn(&cell_dir, &start, placed.as_ref()));
+                    .and_then(|cell_dir| spawn(&cell_dir, &start, placed.as_ref(), &plan));
                 tracing::debug!("spawn of {} took {:?}", start.agent, t0.elapsed());
                 let _ = done.send(started);
             }));
@@ -678,7 +743,7 @@ impl Procs {
                 agent: agent.clone(),
                 result: Ok(instance),
             });
-            let status = watch_child(&mut child, instance, stop_rx, group).await;
+            let status = watch_child(&mut child, instance, stop_rx, group, container).await;
             let exit = ExitInfo {
                 code: status.as_ref().ok().and_then(|s| s.code()),
                 signal: status.as_ref().ok().and_then(|s| s.signal()),
@@ -719,8 +784,10 @@ impl Procs {
                 agent,
                 *instance,
                 starting.group,
+                starting.container,
                 starting.stop,
                 Some(0),
+                starting.limits,
             );
         }
     }
@@ -736,10 +803,24 @@ pub async fn stop_recorded(
     instance: Instance,
     grace: Duration,
     uid: Option<Uid>,
+    container: Option<Container>,
 ) {
     let Some(fd) = open_verified(instance) else {
         return;
     };
+    if let Some(container) = &container {
+        container.stop(grace).await;
+        if tokio::time::timeout(Duration::from_secs(5), exited(&fd, instance))
+            .await
+            .is_ok()
+        {
+            if let Some(group) = AgentGroup::of_instance(instance.pid, cell, agent) {
+                kill_group(&group).await;
+                group.remove();
+            }
+            return;
+        }
+    }
     match AgentGroup::of_instance(instance.pid, cell, agent) {
         Some(group) => {
             stop_group(&group, grace).await;
@@ -757,9 +838,14 @@ pub fn freeze_recorded(
     instance: Instance,
     frozen: bool,
     uid: Option<Uid>,
+    container: Option<Container>,
 ) -> std::io::Result<bool> {
     if open_verified(instance).is_none() {
         return Ok(false);
+    }
+    if let Some(container) = container {
+        container.pause(frozen).map_err(std::io::Error::other)?;
+        return Ok(true);
     }
     match AgentGroup::of_instance(instance.pid, cell, agent) {
         Some(group) => group.freeze(frozen)?,
@@ -900,6 +986,7 @@ async fn watch_child(
     instance: Instance,
     stop: oneshot::Receiver<Duration>,
     group: Option<AgentGroup>,
+    container: Option<Container>,
 ) -> std::io::Result<std::process::ExitStatus> {
     let Ok(fd) = pidfd_open(instance.pid) else {
         return match child {
@@ -908,10 +995,23 @@ async fn watch_child(
         };
     };
     let pgroup = Pid::from_raw(instance.pid);
-    let grace = tokio::select! {
+    let mut grace = tokio::select! {
         () = exited(&fd, instance) => None,
         grace = stop => grace.ok(),
     };
+    // A container is stopped by podman (SIGTERM, the grace, SIGKILL);
+    // its podman process then ends, or is stopped as any other.
+    if let (Some(container), Some(g)) = (&container, grace) {
+        container.stop(g).await;
+        if tokio::time::timeout(Duration::from_secs(5), exited(&fd, instance))
+            .await
+            .is_ok()
+        {
+            grace = None;
+        } else {
+            grace = Some(Duration::ZERO);
+        }
+    }
     match (grace, &group) {
         (Some(grace), Some(group)) => stop_group(group, grace).await,
         (Some(grace), None) => {
@@ -938,6 +1038,9 @@ async fn watch_child(
         None => {
             let _ = nix::sys::signal::killpg(pgroup, Signal::SIGKILL);
         }
+    }
+    if let Some(container) = &container {
+        container.remove().await;
     }
     child.wait(instance).await
 }
@@ -979,17 +1082,34 @@ async fn watch_adopted(
     stop: oneshot::Receiver<Duration>,
     uid: Option<Uid>,
     group: Option<AgentGroup>,
+    container: Option<Container>,
 ) {
     let Some(fd) = open_verified(instance) else {
         if let Some(group) = &group {
             kill_group(group).await;
         }
+        if let Some(container) = &container {
+            container.remove().await;
+        }
         return;
     };
-    let grace = tokio::select! {
+    let mut grace = tokio::select! {
         () = exited(&fd, instance) => None,
         grace = stop => grace.ok(),
     };
+    // A container is stopped by podman (SIGTERM, the grace, SIGKILL);
+    // its podman process then ends, or is stopped as any other.
+    if let (Some(container), Some(g)) = (&container, grace) {
+        container.stop(g).await;
+        if tokio::time::timeout(Duration::from_secs(5), exited(&fd, instance))
+            .await
+            .is_ok()
+        {
+            grace = None;
+        } else {
+            grace = Some(Duration::ZERO);
+        }
+    }
     match (grace, &group) {
         (Some(grace), Some(group)) => stop_group(group, grace).await,
         (Some(grace), None) => stop_through(&fd, instance, grace, uid).await,
@@ -998,6 +1118,9 @@ async fn watch_adopted(
     }
     if let Some(group) = &group {
         kill_group(group).await;
+    }
+    if let Some(container) = &container {
+        container.remove().await;
     }
 }
 
@@ -1207,42 +1330,25 @@ fn environment(
     env
 }
 
-/// The agent's `limits` as rlimits, each lowered to the daemon's own hard
-/// limit: an agent that can edit `cell.json` may lower its limits, never
-/// raise them (a root daemon could otherwise set any hard limit before
-/// dropping privileges).
-fn clamped_limits(
-    cell: &str,
-    agent: &str,
-    limits: &[(String, u64)],
-) -> Vec<(nix::sys::resource::Resource, u64)> {
-    limits
-        .iter()
-        .filter_map(|(name, v)| {
-            let resource = resource(name)?;
-            let hard = nix::sys::resource::getrlimit(resource).map_or(u64::MAX, |(_, hard)| hard);
-            if *v > hard {
-                tracing::warn!(
-                    "cell {cell}: agent {agent}: limits.{name} = {v} is above the daemon's own \
-                     hard limit {hard}; lowered to it"
-                );
-            }
-            Some((resource, (*v).min(hard)))
-        })
-        .collect()
-}
-
 fn spawn(
     cell_dir: &Dir,
     start: &Start,
     group: Option<&AgentGroup>,
+    enforced: &[Enforced],
 ) -> Result<(AgentChild, Instance), String> {
-    if start.spec.isolation != Isolation::Directory {
-        return Err(format!(
-            "isolation {:?} is not available in this version of lazarus-pit; the agent is \
-             not started without it (use \"directory\" or remove the field)",
-            start.spec.isolation.as_str()
-        ));
+    let mut sandbox = match start.spec.isolation {
+        Isolation::MountNamespace => Some(super::sandbox::prepare(
+            cell_dir,
+            &start.isolation.hidden_paths,
+        )?),
+        Isolation::Directory | Isolation::Podman => None,
+    };
+    let podman = start.spec.isolation == Isolation::Podman;
+    if podman {
+        super::podman::available(&start.isolation)?;
+        for rel in ["bus", ".lazarus/heartbeats"] {
+            super::owned_dir(cell_dir, rel).map_err(|e| format!("{rel}: {e}"))?;
+        }
     }
     let who = identity(cell_dir)?;
     let workspace = super::owned_dir(cell_dir, "workspace").map_err(|e| e.to_string())?;
@@ -1255,14 +1361,51 @@ fn spawn(
         let _ = nix::unistd::fchown(log.as_fd(), Some(*uid), Some(*gid));
     }
     let daemon_env: Vec<(String, String)> = std::env::vars().collect();
-    let env = environment(
+    let mut env = environment(
         &daemon_env,
         cell_dir.path(),
         start,
         who.user.as_ref(),
         who.uid,
     );
-    let argv = &start.spec.argv;
+    let applied = |by: &str| -> Vec<(String, u64)> {
+        enforced
+            .iter()
+            .filter(|l| l.by == by)
+            .map(|l| (l.name.clone(), l.value))
+            .collect()
+    };
+    let limits: Vec<(nix::sys::resource::Resource, u64)> = applied("rlimit")
+        .into_iter()
+        .filter_map(|(name, v)| Some((resource(&name)?, v)))
+        .collect();
+    let mut env_fd: Option<OwnedFd> = None;
+    // A container's command is podman's: limits become its --ulimit, the
+    // container's user the cell's owner; podman itself runs as the daemon.
+    let (argv, limits, ids) = if podman {
+        let st = nix::sys::stat::fstat(cell_dir.as_fd()).map_err(|e| e.to_string())?;
+        let limit_args = super::limits::podman_args(&applied("podman"));
+        env_fd = Some(memfd_with(&super::podman::env_file(&env)?)?);
+        // podman itself gets nothing of the agent's environment.
+        env.retain(|(k, _)| PASSED.contains(&k.as_str()) || k.starts_with("LC_"));
+        let run = super::podman::Run {
+            cell: &start.cell,
+            agent: &start.agent,
+            cell_dir: cell_dir.path(),
+            user: (st.st_uid, st.st_gid),
+            env_file: "/dev/fd/3",
+            limit_args: &limit_args,
+            argv: &start.spec.argv,
+        };
+        (
+            super::podman::command_line(&start.isolation, &run)?,
+            Vec::new(),
+            None,
+        )
+    } else {
+        (start.spec.argv.clone(), limits, who.switch)
+    };
+    let argv = &argv;
     // The header is written by the child itself, right before exec, so it
     // precedes anything the agent prints; only the pid is filled in there.
     let header = format!(
@@ -1278,9 +1421,7 @@ fn spawn(
         start.attempt,
     )
     .into_bytes();
-    let limits = clamped_limits(&start.cell, &start.agent, &start.spec.limits);
     let ws_fd = workspace.as_fd().as_raw_fd();
-    let ids = who.switch;
     let start_error = |kind: std::io::ErrorKind, e: &dyn std::fmt::Display| match kind {
         std::io::ErrorKind::NotFound => format!("command not found: {}", argv[0]),
         std::io::ErrorKind::PermissionDenied => {
@@ -1305,6 +1446,7 @@ fn spawn(
                 .recreate()
                 .map_err(|e| format!("cannot make cgroup {}: {e}", group.path().display()))?;
         }
+        super::limits::apply_cgroup(group.path(), &applied("cgroup"))?;
         let dir = group
             .open_dir()
             .map_err(|e| format!("cannot enter cgroup {}: {e}", group.path().display()))?;
@@ -1339,17 +1481,23 @@ fn spawn(
             limits: limits.clone(),
             ids: ids.clone(),
             header: header.clone(),
+            sandbox: sandbox.take(),
+            fd3: env_fd.as_ref().map(|fd| fd.as_raw_fd()),
         };
         match super::clone::spawn_into(dir.as_fd(), &prepared) {
             super::clone::Outcome::Started(pid) => {
                 let start_time = stat(pid).map(|s| s.start_time).unwrap_or_default();
                 return Ok((AgentChild::Cloned(pid), Instance { pid, start_time }));
             }
-            super::clone::Outcome::Failed(errno) => {
+            super::clone::Outcome::Failed(errno, Some(step)) => {
+                return Err(super::sandbox::failure(step, errno));
+            }
+            super::clone::Outcome::Failed(errno, None) => {
                 let e = std::io::Error::from(errno);
                 return Err(start_error(e.kind(), &e));
             }
             super::clone::Outcome::Unsupported(errno) => {
+                sandbox = prepared.sandbox;
                 // The child moves itself into the group instead.
                 static SAID: std::sync::Once = std::sync::Once::new();
                 SAID.call_once(|| {
@@ -1366,6 +1514,8 @@ fn spawn(
         }
     }
     let procs_raw = procs_fd.as_ref().map(|fd: &OwnedFd| fd.as_raw_fd());
+    let fd3 = env_fd.as_ref().map(|fd| fd.as_raw_fd());
+    let namespaced = sandbox.is_some();
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.args(&argv[1..])
         .env_clear()
@@ -1383,9 +1533,16 @@ fn spawn(
                 nix::unistd::write(std::os::fd::BorrowedFd::borrow_raw(fd), b"0")?;
             }
             nix::unistd::setsid()?;
-            nix::unistd::fchdir(std::os::fd::BorrowedFd::borrow_raw(ws_fd))?;
+            match &sandbox {
+                Some(plan) => super::sandbox::enter(plan)
+                    .map_err(|(_, errno)| std::io::Error::from_raw_os_error(errno))?,
+                None => nix::unistd::fchdir(std::os::fd::BorrowedFd::borrow_raw(ws_fd))?,
+            }
             default_signals();
             cloexec_from_3();
+            if let Some(fd) = fd3 {
+                pass_as_fd3(fd)?;
+            }
             restore_nofile_limit();
             for (resource, value) in &limits {
                 nix::sys::resource::setrlimit(*resource, *value, *value)?;
@@ -1399,11 +1556,55 @@ fn spawn(
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(|e| start_error(e.kind(), &e))?;
+    let child = cmd.spawn().map_err(|e| {
+        if namespaced {
+            format!(
+                "cannot start {} in its mount namespace (the namespace setup or the exec \
+                 failed): {e}",
+                argv[0]
+            )
+        } else {
+            start_error(e.kind(), &e)
+        }
+    })?;
     let pid = child.id().ok_or("the agent exited before it was seen")? as i32;
     // Unreaped, so /proc/<pid> exists even if it already exited.
     let start_time = stat(pid).map(|s| s.start_time).unwrap_or_default();
     Ok((AgentChild::Tokio(child), Instance { pid, start_time }))
+}
+
+/// A sealed-off memory file holding `data`, for a child to read (the
+/// podman env file).
+fn memfd_with(data: &[u8]) -> Result<OwnedFd, String> {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    // SAFETY: memfd_create on a C string; the descriptor is ours.
+    let fd = unsafe { nix::libc::memfd_create(c"lazarus-env".as_ptr(), nix::libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(format!("memfd_create: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: a fresh descriptor nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut file = std::fs::File::from(fd);
+    file.write_all(data).map_err(|e| format!("memfd: {e}"))?;
+    Ok(file.into())
+}
+
+/// In a forked child: `fd` becomes descriptor 3, open across exec.
+/// Async-signal-safe.
+pub(crate) fn pass_as_fd3(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    // SAFETY: plain system calls on integers.
+    let r = unsafe {
+        if fd == 3 {
+            nix::libc::fcntl(3, nix::libc::F_SETFD, 0)
+        } else {
+            nix::libc::dup2(fd, 3)
+        }
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Every signal back to its default action, in a forked child: a signal

@@ -201,6 +201,7 @@ impl Publisher {
                     r.daemon_pid = Some(self.pid);
                     for (agent, a) in &mut r.agents {
                         a.control = procs.control(&cell, agent).map(|c| c.as_str().into());
+                        a.limits = procs.limits(&cell, agent).unwrap_or_default().to_vec();
                     }
                     RecordWrite::Put(r.to_bytes())
                 });
@@ -214,6 +215,17 @@ impl Publisher {
                         health
                             .extra
                             .insert("control".into(), control.as_str().into());
+                    }
+                    if let Some(limits) = procs.limits(&cell, agent).filter(|l| !l.is_empty()) {
+                        health.extra.insert(
+                            "limits".into(),
+                            serde_json::to_value(limits).unwrap_or_default(),
+                        );
+                    }
+                    if let Some(level) = core.isolation(&cell, agent) {
+                        health
+                            .extra
+                            .insert("isolation".into(), level.as_str().into());
                     }
                 }
                 state.to_bytes()

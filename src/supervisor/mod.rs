@@ -482,6 +482,12 @@ impl Supervisor {
             .unwrap_or_default()
     }
 
+    /// The isolation its `cell.json` gives an agent that can be started.
+    pub fn isolation(&self, cell: &str, agent: &str) -> Option<crate::cell::manifest::Isolation> {
+        let t = self.cells.get(cell)?.agents.get(agent)?;
+        t.sup.settings.spawn.as_ref().map(|s| s.isolation)
+    }
+
     /// The pending request of an agent, if it awaits approval.
     pub fn pending_request(&self, cell: &str, agent: &str) -> Option<&str> {
         match &self.cells.get(cell)?.agents.get(agent)?.sup.health {
@@ -561,6 +567,7 @@ impl Supervisor {
                     denied: sup.health == Health::Denied,
                     stopping: false,
                     control: None,
+                    limits: Vec::new(),
                     lost_pid: None,
                 };
                 (name.to_string(), record)
@@ -1584,6 +1591,7 @@ fn settled(
         a.due = false;
         a.request = None;
         a.control = None;
+        a.limits.clear();
         a.lost_pid = None;
     }
     let agent_health = record

@@ -1,0 +1,396 @@
+//! `isolation: "podman"`: the agent's command runs in a container,
+//! `podman run --rm` in the foreground, so that the podman process is the
+//! instance the daemon watches (its exit is the container's) and the
+//! agent's output reaches `logs/<agent>.log` as for any agent.
+//!
+//! The container is known by a name derived from the cell and the agent
+//! ([`container_name`]): stopping, killing, pausing (freeze) and
+//! unpausing (thaw) go through podman by that name, not through a pid,
+//! and a container of that name left by a crash is replaced at the next
+//! start. Only root (the daemon) can manage root's containers, so the name
+//! is the proof of ownership an agent cannot forge.
+//!
+//! The cell is mounted at its own path, read-only, with `workspace/`,
+//! `bus/` and `.lazarus/heartbeats/` read-write on top (as for
+//! `mount-namespace`); the agent runs as the cell's owner; the image is
+//! never pulled (`--pull=never`). The agent's environment reaches the
+//! container through an env file on a descriptor (`--env-file
+//! /dev/fd/3`, a memfd), so no value appears on a command line every user
+//! can read, and none reaches podman itself: podman runs with the daemon's
+//! `PATH`, `LANG` and `TZ` only, so a `CONTAINERS_CONF` in an agent's
+//! `env` cannot configure the root podman that starts it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::config::IsolationConfig;
+
+/// The podman program named by the config, or `podman`.
+pub fn program(cfg: &IsolationConfig) -> PathBuf {
+    cfg.podman
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("podman"))
+}
+
+/// The container of an agent: `lazarus-<cell>-<agent>` (agent names are
+/// already valid container names).
+pub fn container_name(cell: &str, agent: &str) -> String {
+    format!("lazarus-{cell}-{agent}")
+}
+
+/// What a `podman run` needs beyond the config.
+pub struct Run<'a> {
+    pub cell: &'a str,
+    pub agent: &'a str,
+    pub cell_dir: &'a Path,
+    /// The cell owner's uid and gid: the container's user.
+    pub user: (u32, u32),
+    /// Where podman reads the agent's environment (`/dev/fd/3`).
+    pub env_file: &'a str,
+    /// The limits as podman options (`--ulimit`, `--memory`, …).
+    pub limit_args: &'a [String],
+    pub argv: &'a [String],
+}
+
+/// The argv of the `podman run` that starts the agent (program first).
+pub fn command_line(cfg: &IsolationConfig, run: &Run<'_>) -> Result<Vec<String>, String> {
+    let image = image_args(cfg)?;
+    let cell = run.cell_dir.display().to_string();
+    let mut argv = vec![
+        program(cfg).display().to_string(),
+        "run".into(),
+        "--rm".into(),
+        "--replace".into(),
+        "--pull=never".into(),
+        format!("--name={}", container_name(run.cell, run.agent)),
+        format!("--label=lazarus-pit.cell={}", run.cell),
+        format!("--label=lazarus-pit.agent={}", run.agent),
+        format!("--user={}:{}", run.user.0, run.user.1),
+        format!("--workdir={cell}/workspace"),
+        "--security-opt=no-new-privileges".into(),
+        // The container's output goes straight to podman's, which is the
+        // agent's log file: no copy in podman's own log store.
+        "--log-driver=passthrough".into(),
+        format!("--volume={cell}:{cell}:ro"),
+    ];
+    for rel in ["workspace", "bus", ".lazarus/heartbeats"] {
+        argv.push(format!("--volume={cell}/{rel}:{cell}/{rel}:rw"));
+    }
+    argv.push(format!("--env-file={}", run.env_file));
+    argv.extend(run.limit_args.iter().cloned());
+    argv.extend(cfg.podman_args.iter().cloned());
+    argv.extend(image);
+    argv.extend(run.argv.iter().cloned());
+    Ok(argv)
+}
+
+/// The agent's environment as podman's env file (`NAME=VALUE` lines). A
+/// value podman's format cannot carry (a newline) is refused rather than
+/// split into a second variable.
+pub fn env_file(env: &[(String, String)]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    for (k, v) in env {
+        if k.contains(['\n', '=', '\0']) || v.contains(['\n', '\0']) || k.is_empty() {
+            return Err(format!(
+                "isolation podman: the environment variable {:?} cannot be passed to a \
+                 container (a newline in its name or value)",
+                crate::text::escape(k)
+            ));
+        }
+        out.extend_from_slice(format!("{k}={v}\n").as_bytes());
+    }
+    Ok(out)
+}
+
+/// `IMAGE`, or `--rootfs DIR`, from the config.
+fn image_args(cfg: &IsolationConfig) -> Result<Vec<String>, String> {
+    match (&cfg.podman_image, &cfg.podman_rootfs) {
+        (_, Some(dir)) => {
+            // `DIR:O`: an overlay on DIR, whose changes vanish with the
+            // container (podman's own syntax).
+            let text = dir.display().to_string();
+            let base = Path::new(text.strip_suffix(":O").unwrap_or(&text));
+            if !base.is_absolute() || !base.is_dir() {
+                return Err(format!(
+                    "[isolation] podman_rootfs {} is not an absolute path to a directory",
+                    dir.display()
+                ));
+            }
+            Ok(vec!["--rootfs".into(), dir.display().to_string()])
+        }
+        (Some(image), None) if !image.is_empty() && !image.starts_with('-') => {
+            Ok(vec![image.clone()])
+        }
+        _ => Err(
+            "isolation podman needs an image: set [isolation] podman_image (an image already \
+             present, it is never pulled) or podman_rootfs (a directory)"
+                .into(),
+        ),
+    }
+}
+
+/// Whether podman can run this config's containers here: the reason if
+/// not. Tried once by running `true` in the image (a missing `true` still
+/// proves the runtime works); a success is remembered, a failure for 30 s
+/// (an operator may be fixing it).
+pub fn available(cfg: &IsolationConfig) -> Result<(), String> {
+    use std::sync::Mutex;
+    type Probes = Vec<(String, Result<(), String>, Instant)>;
+    static PROBES: Mutex<Probes> = Mutex::new(Vec::new());
+    let image = image_args(cfg)?;
+    let key = format!("{:?} {:?} {:?}", program(cfg), image, cfg.podman_args);
+    {
+        let probes = PROBES.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, result, at)) = probes.iter().find(|(k, _, _)| *k == key)
+            && (result.is_ok() || at.elapsed() < Duration::from_secs(30))
+        {
+            return result.clone();
+        }
+    }
+    let result = probe(cfg, image);
+    let mut probes = PROBES.lock().unwrap_or_else(|e| e.into_inner());
+    probes.retain(|(k, _, _)| *k != key);
+    probes.push((key, result.clone(), Instant::now()));
+    result
+}
+
+fn probe(cfg: &IsolationConfig, image: Vec<String>) -> Result<(), String> {
+    let program = program(cfg);
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "--rm".into(),
+        "--pull=never".into(),
+        "--log-driver=passthrough".into(),
+    ];
+    args.extend(cfg.podman_args.iter().cloned());
+    args.extend(image);
+    args.push("true".into());
+    let out = match Command::new(&program)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!(
+                "isolation podman needs podman, and {} is not installed (set [isolation] podman \
+                 to its path, or install it)",
+                program.display()
+            ));
+        }
+        Err(e) => return Err(format!("cannot run {}: {e}", program.display())),
+    };
+    // 0: it ran; 126/127: the runtime works, `true` is not in the image.
+    match out.status.code() {
+        Some(0 | 126 | 127) => Ok(()),
+        _ => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let last = stderr
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("no message");
+            Err(format!(
+                "isolation podman: podman cannot run containers on this host ({}): {}",
+                out.status,
+                crate::text::escape(last.trim())
+            ))
+        }
+    }
+}
+
+/// Runs `podman ARGS… NAME` to control a container, bounded by `limit`.
+/// Blocking: call it off the event loop.
+pub fn control(program: &Path, args: &[&str], name: &str, limit: Duration) -> Result<(), String> {
+    let mut child = Command::new(program)
+        .args(args)
+        .arg(name)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+    let until = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return Ok(()),
+            Ok(Some(status)) => {
+                return Err(format!("podman {} {name}: {status}", args.join(" ")));
+            }
+            Ok(None) if Instant::now() < until => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "podman {} {name}: no answer in {limit:?}",
+                    args.join(" ")
+                ));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// The container an instance runs in: what control goes through.
+#[derive(Debug, Clone)]
+pub struct Container {
+    pub program: PathBuf,
+    pub name: String,
+}
+
+impl Container {
+    pub fn of(cfg: &IsolationConfig, cell: &str, agent: &str) -> Container {
+        Container {
+            program: program(cfg),
+            name: container_name(cell, agent),
+        }
+    }
+
+    /// `podman stop --time GRACE`: SIGTERM, then SIGKILL after the grace.
+    pub async fn stop(&self, grace: Duration) {
+        let me = self.clone();
+        let secs = grace.as_secs_f64().ceil().max(0.0) as u64;
+        let _ = tokio::task::spawn_blocking(move || {
+            let time = format!("--time={secs}");
+            if let Err(e) = control(
+                &me.program,
+                &["stop", &time],
+                &me.name,
+                grace + Duration::from_secs(10),
+            ) {
+                tracing::debug!("{e}");
+            }
+        })
+        .await;
+    }
+
+    /// After the podman process ended: a container it left running (its
+    /// client was killed) goes too.
+    pub async fn remove(&self) {
+        let me = self.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = control(
+                &me.program,
+                &["rm", "--force", "--time=0", "--ignore"],
+                &me.name,
+                Duration::from_secs(10),
+            );
+        })
+        .await;
+    }
+
+    /// `podman pause` / `podman unpause`. Blocking.
+    pub fn pause(&self, frozen: bool) -> Result<(), String> {
+        let verb = if frozen { "pause" } else { "unpause" };
+        control(&self.program, &[verb], &self.name, Duration::from_secs(10))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> IsolationConfig {
+        IsolationConfig {
+            podman_rootfs: Some(PathBuf::from("/")),
+            podman_args: vec!["--network=none".into()],
+            ..IsolationConfig::default()
+        }
+    }
+
+    #[test]
+    fn the_command_line_mounts_the_cell_at_its_path_and_passes_env_in_a_file() {
+        let limits = vec!["--ulimit=nofile=512:512".to_string()];
+        let argv = vec!["/bin/agent".to_string(), "--flag".to_string()];
+        let run = Run {
+            cell: "c0ffee00-0000-4000-8000-000000000000",
+            agent: "scout",
+            cell_dir: Path::new("/var/missions/c0ffee00-0000-4000-8000-000000000000"),
+            user: (1000, 1000),
+            env_file: "/dev/fd/3",
+            limit_args: &limits,
+            argv: &argv,
+        };
+        let line = command_line(&cfg(), &run).unwrap();
+        let cell = "/var/missions/c0ffee00-0000-4000-8000-000000000000";
+        let expected: Vec<String> = [
+            "podman",
+            "run",
+            "--rm",
+            "--replace",
+            "--pull=never",
+            "--name=lazarus-c0ffee00-0000-4000-8000-000000000000-scout",
+            "--label=lazarus-pit.cell=c0ffee00-0000-4000-8000-000000000000",
+            "--label=lazarus-pit.agent=scout",
+            "--user=1000:1000",
+            &format!("--workdir={cell}/workspace"),
+            "--security-opt=no-new-privileges",
+            "--log-driver=passthrough",
+            &format!("--volume={cell}:{cell}:ro"),
+            &format!("--volume={cell}/workspace:{cell}/workspace:rw"),
+            &format!("--volume={cell}/bus:{cell}/bus:rw"),
+            &format!("--volume={cell}/.lazarus/heartbeats:{cell}/.lazarus/heartbeats:rw"),
+            "--env-file=/dev/fd/3",
+            "--ulimit=nofile=512:512",
+            "--network=none",
+            "--rootfs",
+            "/",
+            "/bin/agent",
+            "--flag",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(line, expected);
+    }
+
+    #[test]
+    fn an_image_is_used_when_no_rootfs_is_set_and_one_of_them_is_required() {
+        let with_image = IsolationConfig {
+            podman_image: Some("localhost/agent:1".into()),
+            ..IsolationConfig::default()
+        };
+        assert_eq!(image_args(&with_image).unwrap(), vec!["localhost/agent:1"]);
+        let none = IsolationConfig::default();
+        assert!(image_args(&none).unwrap_err().contains("podman_image"));
+        let option = IsolationConfig {
+            podman_image: Some("--privileged".into()),
+            ..IsolationConfig::default()
+        };
+        assert!(image_args(&option).is_err(), "an option is not an image");
+        let relative = IsolationConfig {
+            podman_rootfs: Some("rootfs".into()),
+            ..IsolationConfig::default()
+        };
+        assert!(image_args(&relative).unwrap_err().contains("absolute"));
+    }
+
+    #[test]
+    fn a_missing_podman_is_one_clear_sentence() {
+        let cfg = IsolationConfig {
+            podman: Some("/nonexistent/podman".into()),
+            ..cfg()
+        };
+        let e = available(&cfg).unwrap_err();
+        assert!(e.contains("/nonexistent/podman is not installed"), "{e}");
+    }
+
+    #[test]
+    fn the_env_file_holds_each_variable_on_its_line_and_refuses_newlines() {
+        let env = vec![
+            ("A".to_string(), "1 2".to_string()),
+            ("B".into(), "x=y".into()),
+        ];
+        assert_eq!(env_file(&env).unwrap(), b"A=1 2\nB=x=y\n");
+        let sneaky = vec![("A".to_string(), "1\nCONTAINERS_CONF=/x".to_string())];
+        assert!(env_file(&sneaky).unwrap_err().contains("newline"));
+    }
+
+    #[test]
+    fn container_names_are_per_cell_and_agent() {
+        assert_eq!(container_name("u", "a.b-c_d"), "lazarus-u-a.b-c_d");
+    }
+}
