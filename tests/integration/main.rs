@@ -7,6 +7,7 @@ mod section_config;
 mod section_control;
 mod section_daemon;
 mod section_heartbeat;
+mod section_isolation;
 mod section_revival;
 mod section_schemas;
 mod section_trust;

@@ -1,0 +1,504 @@
+//! BRIEF 3 and 7, isolation levels: `mount-namespace` agents write only
+//! their workspace, bus and heartbeat, see no hidden path and no other
+//! cell, have a private `/tmp`, cannot change `cell.json`, and are revived,
+//! frozen and stopped like any other; `podman` agents run in a container
+//! the daemon controls by name; a level the daemon cannot give is refused
+//! at `cell join` and at every start (`revive_failed`), never downgraded;
+//! `limits` say how each is enforced.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::harness::{BIN, Env, alive, cgroup2_mount, repo_file, wait_for};
+use crate::section_revival::CONFIG;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// A directory under `/var/tmp`: outside the cells root and, unlike the
+/// tests' own temporary directories, outside `/tmp` (which a namespaced
+/// agent does not share), so a write there meets the read-only
+/// filesystem. Removed when dropped.
+struct Outside(PathBuf);
+
+impl Outside {
+    fn new() -> Outside {
+        let dir = PathBuf::from(format!(
+            "/var/tmp/lazarus-pit-test-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(dir.join("secret")).expect("outside dir");
+        std::fs::write(dir.join("secret/key"), "topsecret").expect("secret");
+        std::fs::write(dir.join("secret.txt"), "topsecret").expect("secret file");
+        Outside(dir)
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The probe agent (`tests/isolated.sh`), then `tests/agent.sh MODE`.
+fn probe_agent(name: &str, mode: &str, env: &Env, outside: &Outside) -> Value {
+    let hidden_tmp = env.tmp.path().join("other-home");
+    std::fs::create_dir_all(&hidden_tmp).expect("hidden tmp dir");
+    std::fs::write(hidden_tmp.join("notes"), "private").expect("notes");
+    let host_tmp = env.tmp.path().join("host-file");
+    std::fs::write(&host_tmp, "host").expect("host file");
+    json!({
+        "name": name,
+        "command": ["/bin/sh", repo_file("tests/isolated.sh"), mode],
+        "env": {
+            "OUTSIDE_FILE": outside.0.join("written-by-agent"),
+            "HIDDEN_DIR": outside.0.join("secret"),
+            "HIDDEN_FILE": outside.0.join("secret.txt"),
+            "HIDDEN_TMP_DIR": hidden_tmp,
+            "HOST_TMP_FILE": host_tmp,
+        },
+    })
+}
+
+fn agent(name: &str, mode: &str) -> Value {
+    json!({
+        "name": name,
+        "command": ["/bin/sh", repo_file("tests/agent.sh"), mode],
+    })
+}
+
+fn namespaced_env(outside: &Outside) -> Env {
+    let env = Env::new();
+    let hidden = [
+        outside.0.join("secret"),
+        outside.0.join("secret.txt"),
+        env.tmp.path().join("other-home"),
+    ];
+    env.config(&format!(
+        "{CONFIG}\n[isolation]\nhidden_paths = {}\n",
+        json!(hidden)
+    ));
+    env
+}
+
+/// What a probe agent found (`name=value` lines), waited for.
+fn probe(env: &Env, uuid: &str, agent: &str, pid: i32) -> HashMap<String, String> {
+    let path = env
+        .cell(uuid)
+        .join(format!("workspace/probe-{agent}-{pid}.txt"));
+    wait_for(&format!("{}", path.display()), LIMIT, || path.exists());
+    std::fs::read_to_string(&path)
+        .expect("probe")
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn refused_read_only(found: &HashMap<String, String>, what: &str) {
+    let v = &found[what];
+    assert!(
+        v.starts_with("fail:") && v.contains("Read-only file system"),
+        "{what}: {v}"
+    );
+}
+
+#[test]
+#[cfg_attr(
+    not(mount_namespaces),
+    ignore = "needs root where unshare(CLONE_NEWNS) is permitted"
+)]
+fn a_namespaced_agent_writes_only_its_workspace_bus_and_heartbeat() {
+    let outside = Outside::new();
+    let env = namespaced_env(&outside);
+    let other = env.create_from(&json!({"agents": []}));
+    let uuid = env.create_from(&json!({
+        "status": "active",
+        "isolation": "mount-namespace",
+        "agents": [probe_agent("a", "beat", &env, &outside)],
+    }));
+    let manifest_before = std::fs::read(env.cell(&uuid).join("cell.json")).expect("cell.json");
+    let _daemon = env.daemon(&[]);
+    let pid = env.pid_of(&uuid, "agent_started", "a", 1);
+    let found = probe(&env, &uuid, "a", pid);
+
+    for what in ["workspace", "bus", "heartbeat", "dev_null"] {
+        assert_eq!(found[what], "ok", "{what}: {found:#?}");
+    }
+    assert!(env.cell(&uuid).join("workspace/ws-written").exists());
+    assert!(env.cell(&uuid).join("bus/bus-written").exists());
+    // Outside the cell, and the cell's own records: read-only.
+    for what in ["outside", "cell_json", "state_json", "events", "cell_top"] {
+        refused_read_only(&found, what);
+    }
+    assert!(found["cell_json_rename"].starts_with("fail:"), "{found:#?}");
+    assert!(!outside.0.join("written-by-agent").exists());
+    assert_eq!(
+        std::fs::read(env.cell(&uuid).join("cell.json")).expect("cell.json"),
+        manifest_before
+    );
+    assert!(
+        !std::fs::read_to_string(env.cell(&uuid).join("logs/events.jsonl"))
+            .expect("events")
+            .contains("forged")
+    );
+    // And no way to undo it: no capability left, even for a root agent.
+    assert_eq!(found["cap_eff"], "0000000000000000", "{found:#?}");
+    assert!(found["remount"].starts_with("fail:"), "{found:#?}");
+    assert!(found["umount"].starts_with("fail:"), "{found:#?}");
+
+    // Hidden paths are empty, outside /tmp and under it; the host's /tmp
+    // is not the agent's, and the agent's is not the host's.
+    assert_eq!(found["hidden_dir"], "", "{found:#?}");
+    assert_eq!(found["hidden_file"], "", "{found:#?}");
+    assert_eq!(found["hidden_tmp_dir"], "", "{found:#?}");
+    assert!(found["host_tmp"].contains("No such file"), "{found:#?}");
+    assert_eq!(found["tmp"], "ok");
+    assert!(!Path::new(&format!("/tmp/agent-{uuid}")).exists());
+    // Other cells are not there; its own /dev has no disks.
+    assert_eq!(found["cells"].trim(), uuid, "other cell {other} visible");
+    let devices: Vec<&str> = found["devices"].split_whitespace().collect();
+    for d in ["null", "zero", "urandom", "tty", "pts", "shm"] {
+        assert!(devices.contains(&d), "{d}: {devices:?}");
+    }
+    assert!(
+        devices
+            .iter()
+            .all(|d| !d.starts_with("sd") && !d.starts_with("nvme") && *d != "mem"),
+        "{devices:?}"
+    );
+    assert_eq!(
+        found["cwd"],
+        env.cell(&uuid).join("workspace").display().to_string()
+    );
+
+    // Its heartbeats reach the daemon; status shows the level.
+    wait_for("healthy", LIMIT, || {
+        env.state(&uuid)
+            .is_some_and(|s| s["agent_health"]["a"]["state"] == "healthy")
+    });
+    let status = env.run(&["status", &uuid, "--json"]).success().json();
+    assert_eq!(
+        status["cells"][0]["agents"][0]["isolation"],
+        "mount-namespace"
+    );
+    let table = env.run(&["status", &uuid]).success().stdout;
+    assert!(
+        table.contains("ISOLATION") && table.contains("mount-namespace"),
+        "{table}"
+    );
+    assert_eq!(
+        env.state(&uuid).expect("state")["agent_health"]["a"]["isolation"],
+        "mount-namespace"
+    );
+}
+
+#[test]
+#[cfg_attr(
+    not(all(mount_namespaces, cgroups)),
+    ignore = "needs root where unshare(CLONE_NEWNS) is permitted, and cgroup v2 with the freezer"
+)]
+fn namespaced_agents_are_revived_frozen_and_stopped_like_any_other() {
+    let outside = Outside::new();
+    let env = namespaced_env(&outside);
+    let uuid = env.create_from(&json!({
+        "status": "active",
+        "isolation": "mount-namespace",
+        "agents": [agent("a", "crash-once"), agent("b", "hang")],
+    }));
+    let _daemon = env.daemon(&[]);
+    // A crash is revived at once; a hang is stopped and revived.
+    let revived = env.pid_of(&uuid, "agent_revived", "a", 1);
+    let hung = env.pid_of(&uuid, "agent_started", "b", 1);
+    let b = env.pid_of(&uuid, "agent_revived", "b", 1);
+    assert!(!alive(hung), "the hung instance was stopped");
+    let start = env.agent_start(&uuid, "a", revived);
+    assert_eq!(start["attempt"], "1");
+
+    // Freeze reaches namespaced agents through their cgroup.
+    env.run(&["cell", "freeze", &uuid]).success();
+    wait_for("frozen", LIMIT, || {
+        [revived, b].iter().all(|p| cgroup_frozen(*p))
+    });
+    env.run(&["cell", "thaw", &uuid]).success();
+    wait_for("thawed", LIMIT, || {
+        [revived, b].iter().all(|p| !cgroup_frozen(*p))
+    });
+    // Archive stops them.
+    env.run(&["cell", "archive", &uuid]).success();
+    assert!(!alive(revived) && !alive(b), "archived agents still run");
+}
+
+fn cgroup_frozen(pid: i32) -> bool {
+    let Some(rel) = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("0::").map(String::from))
+        })
+    else {
+        return false;
+    };
+    let Some(mount) = cgroup2_mount() else {
+        return false;
+    };
+    std::fs::read_to_string(
+        mount
+            .join(rel.trim_start_matches('/'))
+            .join("cgroup.events"),
+    )
+    .is_ok_and(|e| e.lines().any(|l| l == "frozen 1"))
+}
+
+#[test]
+#[cfg_attr(
+    not(mount_namespaces),
+    ignore = "needs root where unshare(CLONE_NEWNS) is permitted"
+)]
+fn a_symlink_planted_for_a_writable_directory_fails_the_start() {
+    let outside = Outside::new();
+    let env = namespaced_env(&outside);
+    let uuid = env.create_from(&json!({
+        "isolation": "mount-namespace",
+        "agents": [],
+    }));
+    // An agent (at directory level, earlier) swapped bus/ for a link to
+    // a directory outside: binding it would make that directory writable.
+    let bus = env.cell(&uuid).join("bus");
+    let _ = std::fs::remove_dir_all(&bus);
+    std::os::unix::fs::symlink(outside.0.join("secret"), &bus).expect("symlink");
+    env.edit_manifest(&uuid, |m| {
+        m["status"] = "active".into();
+        m["agents"] = json!([probe_agent("a", "beat", &env, &outside)]);
+    });
+    let _daemon = env.daemon(&[]);
+    wait_for("revive_failed", LIMIT, || {
+        !env.of_agent(&uuid, "revive_failed", "a").is_empty()
+    });
+    let failed = &env.of_agent(&uuid, "revive_failed", "a")[0];
+    let error = failed["error"].as_str().expect("error");
+    assert!(error.contains("mount-namespace"), "{error}");
+    assert!(env.agent_pids().is_empty(), "the agent ran");
+    assert!(!outside.0.join("secret/bus-written").exists());
+}
+
+/// The daemon as root without CAP_SYS_ADMIN (`setpriv` drops it from the
+/// bounding set, so the exec'd daemon never has it).
+#[test]
+#[cfg_attr(
+    not(mount_namespaces),
+    ignore = "needs root, to run a root daemon without CAP_SYS_ADMIN"
+)]
+fn without_cap_sys_admin_mount_namespace_is_refused_at_join_and_at_every_start() {
+    let env = Env::new();
+    env.config(CONFIG);
+    let uuid = env.create_from(&json!({"agents": []}));
+    env.edit_manifest(&uuid, |m| {
+        m["status"] = "active".into();
+        let mut a = agent("a", "beat");
+        a["isolation"] = "mount-namespace".into();
+        m["agents"] = json!([a]);
+    });
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--bounding-set=-sys_admin",
+        "--inh-caps=-sys_admin",
+        BIN,
+        "daemon",
+    ])
+    .env("LAZARUS_ROOT", &env.root)
+    .env("LAZARUS_CONFIG", &env.config);
+    let daemon = env.spawn_daemon_cmd(cmd);
+    daemon.wait_log("ready:", LIMIT);
+    let failed = env.wait_event(&uuid, "revive_failed", 1, LIMIT);
+    let error = failed[0]["error"].as_str().expect("error");
+    assert!(
+        error.contains("mount-namespace") && error.contains("CAP_SYS_ADMIN"),
+        "{error}"
+    );
+    assert!(env.agent_pids().is_empty(), "it ran without its namespace");
+    // `cell join` asks the running daemon's capabilities, not its own.
+    let confined = env.create_from(&json!({"isolation": "mount-namespace", "agents": []}));
+    env.run(&["cell", "join", &confined, "--agent", "x", "--", "/bin/true"])
+        .fails(1, "CAP_SYS_ADMIN");
+    assert_eq!(env.manifest(&confined)["agents"], json!([]));
+}
+
+#[test]
+fn podman_that_is_missing_is_refused_at_join_and_at_every_start() {
+    let env = Env::new();
+    env.config(&format!(
+        "{CONFIG}\n[isolation]\npodman = \"/nonexistent/podman\"\npodman_rootfs = \"/\"\n"
+    ));
+    let confined = env.create_from(&json!({"isolation": "podman", "agents": []}));
+    env.run(&["cell", "join", &confined, "--agent", "x", "--", "/bin/true"])
+        .fails(1, "/nonexistent/podman is not installed");
+    assert_eq!(env.manifest(&confined)["agents"], json!([]));
+    // A hand edit: every start fails, naming the cause.
+    env.edit_manifest(&confined, |m| {
+        m["status"] = "active".into();
+        m["agents"] = json!([agent("x", "beat")]);
+    });
+    let _daemon = env.daemon(&[]);
+    let failed = env.wait_event(&confined, "revive_failed", 1, LIMIT);
+    let error = failed[0]["error"].as_str().expect("error");
+    assert!(error.contains("is not installed"), "{error}");
+    assert!(env.agent_pids().is_empty());
+}
+
+/// Removes the containers of a cell when dropped (they outlive podman's
+/// own process by design).
+struct Containers(String);
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        let ids = Command::new("podman")
+            .args(["ps", "-aq", "--filter"])
+            .arg(format!("label=lazarus-pit.cell={}", self.0))
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for id in ids.split_whitespace() {
+            let _ = Command::new("podman")
+                .args(["rm", "--force", "--time=0", id])
+                .output();
+        }
+    }
+}
+
+fn container_state(name: &str) -> String {
+    Command::new("podman")
+        .args([
+            "container",
+            "inspect",
+            "--format",
+            "{{.State.Status}}",
+            name,
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+#[cfg_attr(
+    not(podman),
+    ignore = "needs root, podman and runc able to run a container on an overlay of / here"
+)]
+fn a_podman_agent_runs_in_a_container_the_daemon_stops_pauses_and_revives() {
+    let env = Env::new();
+    env.config(&format!(
+        "{CONFIG}\n[isolation]\npodman_rootfs = \"/:O\"\npodman_args = [\"--runtime=runc\", \
+         \"--ulimit=nofile=1024:1024\", \"--ulimit=nproc=4096:4096\", \"--network=none\"]\n"
+    ));
+    let uuid = env.create_from(&json!({"isolation": "podman", "agents": []}));
+    let _containers = Containers(uuid.clone());
+    // Podman can run it here: `cell join` accepts the agent.
+    env.run(&[
+        "cell",
+        "join",
+        &uuid,
+        "--agent",
+        "boxed",
+        "--",
+        "/bin/sh",
+        repo_file("tests/agent.sh").to_str().expect("utf-8"),
+        "crash-once",
+    ])
+    .success();
+    let _daemon = env.daemon(&[]);
+    let name = format!("lazarus-{uuid}-boxed");
+    // It crashed in its container (exit 3) and was revived into a new one.
+    let exited = env.wait_event(&uuid, "agent_exited", 1, LIMIT);
+    assert_eq!(exited[0]["code"], 3, "{exited:#?}");
+    env.wait_event(&uuid, "agent_revived", 1, LIMIT);
+    wait_for("the container running", LIMIT, || {
+        container_state(&name) == "running"
+    });
+    wait_for("healthy, controlled by podman", LIMIT, || {
+        env.state(&uuid).is_some_and(|s| {
+            s["agent_health"]["boxed"]["state"] == "healthy"
+                && s["agent_health"]["boxed"]["control"] == "podman"
+        })
+    });
+    let status = env.run(&["status", &uuid, "--json"]).success().json();
+    assert_eq!(status["cells"][0]["agents"][0]["isolation"], "podman");
+    assert_eq!(status["cells"][0]["agents"][0]["control"], "podman");
+
+    // Freeze and thaw are podman pause and unpause.
+    env.run(&["cell", "freeze", &uuid]).success();
+    wait_for("paused", LIMIT, || container_state(&name) == "paused");
+    env.run(&["cell", "thaw", &uuid]).success();
+    wait_for("running again", LIMIT, || {
+        container_state(&name) == "running"
+    });
+    // Archive stops the container, through podman.
+    env.run(&["cell", "archive", &uuid]).success();
+    wait_for("the container gone", LIMIT, || {
+        container_state(&name).is_empty()
+    });
+}
+
+#[test]
+fn limits_say_how_each_is_enforced() {
+    let env = Env::new();
+    env.config(CONFIG);
+    let uuid = env.create_from(&json!({
+        "status": "active",
+        "limits": {"nofile": 256, "memory.max": 268435456},
+        "agents": [agent("a", "beat")],
+    }));
+    let _daemon = env.daemon(&[]);
+    let pid = env.pid_of(&uuid, "agent_started", "a", 1);
+    // The rlimit holds in the agent.
+    assert_eq!(env.agent_start(&uuid, "a", pid)["nofile_hard"], "256");
+    wait_for("limits in state.json", LIMIT, || {
+        env.state(&uuid)
+            .is_some_and(|s| s["agent_health"]["a"]["limits"].is_array())
+    });
+    let status = env.run(&["status", &uuid, "--json"]).success().json();
+    let limits = status["cells"][0]["agents"][0]["limits"]
+        .as_array()
+        .expect("limits")
+        .clone();
+    let of = |name: &str| {
+        limits
+            .iter()
+            .find(|l| l["name"] == name)
+            .unwrap_or_else(|| panic!("{name}: {limits:#?}"))
+            .clone()
+    };
+    assert_eq!(of("nofile")["by"], "rlimit");
+    assert_eq!(of("nofile")["value"], 256);
+    // memory.max holds exactly where the agent's cgroup has the file; and
+    // status says which.
+    let group_file = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("0::").map(String::from))
+        })
+        .zip(cgroup2_mount())
+        .map(|(rel, mount)| mount.join(rel.trim_start_matches('/')).join("memory.max"));
+    match group_file.filter(|f| f.exists()) {
+        Some(file) => {
+            assert_eq!(of("memory.max")["by"], "cgroup");
+            assert_eq!(
+                std::fs::read_to_string(file).expect("memory.max").trim(),
+                "268435456"
+            );
+        }
+        None => {
+            assert_eq!(of("memory.max")["by"], "none");
+            assert!(of("memory.max")["note"].is_string());
+        }
+    }
+    let table = env.run(&["status", &uuid]).success().stdout;
+    assert!(
+        table.contains("limits: nofile=256 (rlimit), memory.max=268435456"),
+        "{table}"
+    );
+}
