@@ -57,6 +57,14 @@ pub struct Run<'a> {
 pub fn command_line(cfg: &IsolationConfig, run: &Run<'_>) -> Result<Vec<String>, String> {
     let image = image_args(cfg)?;
     let cell = run.cell_dir.display().to_string();
+    // `--volume` splits on these: a path holding one would mount
+    // something else.
+    if cell.contains([':', ',']) || !run.cell_dir.is_absolute() {
+        return Err(format!(
+            "isolation podman: the cell path {cell} cannot be mounted (it must be absolute and \
+             hold no ':' or ',')"
+        ));
+    }
     let mut argv = vec![
         program(cfg).display().to_string(),
         "run".into(),
@@ -345,6 +353,21 @@ mod tests {
         .map(|s| s.to_string())
         .collect();
         assert_eq!(line, expected);
+    }
+
+    #[test]
+    fn a_cell_path_that_volume_syntax_would_split_is_refused() {
+        let argv = vec!["/bin/agent".to_string()];
+        let run = Run {
+            cell: "c",
+            agent: "a",
+            cell_dir: Path::new("/srv/x:/etc/c"),
+            user: (0, 0),
+            env_file: "/dev/fd/3",
+            limit_args: &[],
+            argv: &argv,
+        };
+        assert!(command_line(&cfg(), &run).unwrap_err().contains("':'"));
     }
 
     #[test]

@@ -70,7 +70,7 @@ fn agent(name: &str, mode: &str) -> Value {
     })
 }
 
-fn namespaced_env(outside: &Outside) -> Env {
+fn namespaced_env(outside: &Outside, extra: &str) -> Env {
     let env = Env::new();
     let hidden = [
         outside.0.join("secret"),
@@ -78,7 +78,7 @@ fn namespaced_env(outside: &Outside) -> Env {
         env.tmp.path().join("other-home"),
     ];
     env.config(&format!(
-        "{CONFIG}\n[isolation]\nhidden_paths = {}\n",
+        "{CONFIG}\n{extra}\n[isolation]\nhidden_paths = {}\n",
         json!(hidden)
     ));
     env
@@ -112,8 +112,23 @@ fn refused_read_only(found: &HashMap<String, String>, what: &str) {
     ignore = "needs root where unshare(CLONE_NEWNS) is permitted"
 )]
 fn a_namespaced_agent_writes_only_its_workspace_bus_and_heartbeat() {
+    confined_to_its_cell("");
+}
+
+/// The same where the daemon has no cgroups: agents are forked, not
+/// cloned into a group, and build their namespace in that other child.
+#[test]
+#[cfg_attr(
+    not(mount_namespaces),
+    ignore = "needs root where unshare(CLONE_NEWNS) is permitted"
+)]
+fn a_namespaced_agent_is_confined_without_cgroups_too() {
+    confined_to_its_cell("[daemon]\ncgroup = \"off\"\n");
+}
+
+fn confined_to_its_cell(extra: &str) {
     let outside = Outside::new();
-    let env = namespaced_env(&outside);
+    let env = namespaced_env(&outside, extra);
     let other = env.create_from(&json!({"agents": []}));
     let uuid = env.create_from(&json!({
         "status": "active",
@@ -203,7 +218,7 @@ fn a_namespaced_agent_writes_only_its_workspace_bus_and_heartbeat() {
 )]
 fn namespaced_agents_are_revived_frozen_and_stopped_like_any_other() {
     let outside = Outside::new();
-    let env = namespaced_env(&outside);
+    let env = namespaced_env(&outside, "");
     let uuid = env.create_from(&json!({
         "status": "active",
         "isolation": "mount-namespace",
@@ -260,7 +275,7 @@ fn cgroup_frozen(pid: i32) -> bool {
 )]
 fn a_symlink_planted_for_a_writable_directory_fails_the_start() {
     let outside = Outside::new();
-    let env = namespaced_env(&outside);
+    let env = namespaced_env(&outside, "");
     let uuid = env.create_from(&json!({
         "isolation": "mount-namespace",
         "agents": [],
