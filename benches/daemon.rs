@@ -766,6 +766,11 @@ fn revival(agents: usize, seconds: f64) {
         std::fs::create_dir_all(dir.join("workspace")).expect("mkdir");
         let mut manifest = json!({"uuid": id, "status": "active", "agents": [
             {"name": "probe", "command": [probe, "--probe-agent"]}]});
+        // `LAZARUS_BENCH_ISOLATION=mount-namespace`: what a namespace costs
+        // a start.
+        if let Ok(level) = std::env::var("LAZARUS_BENCH_ISOLATION") {
+            manifest["isolation"] = level.into();
+        }
         if crash {
             // Never stale within the run: only the kill explains a revival.
             manifest["heartbeat_stale_threshold"] = 3600.into();
