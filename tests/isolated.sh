@@ -7,7 +7,9 @@
 # Paths to try come from its `env`: OUTSIDE_FILE (a file outside the cell
 # on a real filesystem), HIDDEN_DIR and HIDDEN_FILE ([isolation]
 # hidden_paths), HIDDEN_TMP_DIR (a hidden path under the host's /tmp),
-# HOST_TMP_FILE (a file in the host's /tmp).
+# HOST_TMP_FILE (a file in the host's /tmp); and, if set, NEIGHBOUR_PID
+# (a process of the agent's user outside its namespace) and
+# NEIGHBOUR_FILE (a file outside the cell that user may write).
 set -u
 try() {
     name=$1
@@ -37,6 +39,11 @@ out="probe-$LAZARUS_AGENT-$$.txt"
     echo "devices=$(ls /dev | tr '\n' ' ')"
     echo "cap_eff=$(sed -n 's/^CapEff:[[:space:]]*//p' /proc/self/status)"
     echo "cwd=$(pwd)"
+    if [ -n "${NEIGHBOUR_PID:-}" ]; then
+        try proc_root sh -c "echo x > /proc/$NEIGHBOUR_PID/root$NEIGHBOUR_FILE"
+        try proc_cwd sh -c "echo x > /proc/$NEIGHBOUR_PID/cwd/written-through-cwd"
+        try signal kill -0 "$NEIGHBOUR_PID"
+    fi
 } > "$out.tmp"
 mv "$out.tmp" "$out"
 exec /bin/sh "$(dirname "$0")/agent.sh" "$@"

@@ -17,7 +17,13 @@
 //! - every `[isolation] hidden_paths` entry covered: a directory by an
 //!   empty read-only tmpfs, a file by `/dev/null`;
 //! - no way back: `no_new_privs` (set-uid programs and file capabilities
-//!   give nothing) and an empty capability bounding set.
+//!   give nothing) and an empty capability bounding set;
+//! - a Landlock domain (Linux 5.13+, where the kernel has it): writes,
+//!   whatever the path — also through `/proc/<pid>/root` of another
+//!   process of the agent's user, which leads into that process's view —
+//!   only beneath the three writable directories, `/tmp` and `/dev/shm`
+//!   (and to devices in its `/dev`); from Linux 6.12 no signal to, and no
+//!   abstract socket of, a process outside it (the daemon, other agents).
 //!
 //! Why directories, not the files, are bound read-write: a bind mount on
 //! `cell.json` would be lazily detached the first time the CLI or the
@@ -75,6 +81,31 @@ const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
 const RESOLVE_NO_SYMLINKS: u64 = 0x04;
 const RESOLVE_BENEATH: u64 = 0x08;
 
+// Landlock (Linux 5.13; not yet in nix).
+const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+const LANDLOCK_RULE_PATH_BENEATH: libc::c_uint = 1;
+const FS_WRITE_FILE: u64 = 1 << 1;
+/// REMOVE_DIR, REMOVE_FILE, MAKE_CHAR, MAKE_DIR, MAKE_REG, MAKE_SOCK,
+/// MAKE_FIFO, MAKE_BLOCK, MAKE_SYM: every change of a directory.
+const FS_CHANGE_DIR: u64 = 0b1_1111_1111 << 4;
+const FS_REFER: u64 = 1 << 13;
+const FS_TRUNCATE: u64 = 1 << 14;
+const SCOPE_ABSTRACT_UNIX_SOCKET: u64 = 1 << 0;
+const SCOPE_SIGNAL: u64 = 1 << 1;
+
+#[repr(C)]
+struct RulesetAttr {
+    handled_access_fs: u64,
+    handled_access_net: u64,
+    scoped: u64,
+}
+
+#[repr(C, packed)]
+struct PathBeneath {
+    allowed_access: u64,
+    parent_fd: i32,
+}
+
 #[repr(C)]
 struct MountAttr {
     attr_set: u64,
@@ -104,6 +135,8 @@ pub struct Plan {
     hidden: Vec<(CString, bool, Vec<CString>)>,
     /// Device and inode of `workspace/`, checked again after the mounts.
     workspace: (u64, u64),
+    /// The kernel's Landlock ABI version (0: none).
+    landlock: i32,
 }
 
 /// A step of the setup that failed, reported to the parent with its errno.
@@ -123,6 +156,7 @@ pub enum Step {
     Attach,
     Workspace,
     Privileges,
+    Landlock,
 }
 
 impl Step {
@@ -130,7 +164,7 @@ impl Step {
         use Step::*;
         [
             Unshare, Private, Cell, Writable, Devices, ReadOnly, Tmp, Dev, Hidden, Root, Attach,
-            Workspace, Privileges,
+            Workspace, Privileges, Landlock,
         ]
         .into_iter()
         .find(|s| *s as u32 == n)
@@ -153,6 +187,7 @@ impl Step {
             Step::Attach => "cannot mount the cell",
             Step::Workspace => "the workspace changed while the namespace was built",
             Step::Privileges => "cannot drop privileges",
+            Step::Landlock => "cannot enter its Landlock domain",
         }
     }
 }
@@ -290,6 +325,33 @@ pub fn prepare(cell_dir: &Dir, hidden: &[PathBuf]) -> Result<Plan, String> {
         root_chain,
         hidden: covered,
         workspace: (st.st_dev, st.st_ino),
+        landlock: landlock_abi(),
+    })
+}
+
+/// The kernel's Landlock ABI version, 0 if it has none (or it is off);
+/// said once in the log when it is missing, since a namespaced agent is
+/// then confined by its mounts only.
+pub fn landlock_abi() -> i32 {
+    static ABI: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+    *ABI.get_or_init(|| {
+        // SAFETY: the documented version query: no pointers dereferenced.
+        let abi = unsafe {
+            libc::syscall(
+                libc::SYS_landlock_create_ruleset,
+                std::ptr::null::<RulesetAttr>(),
+                0usize,
+                LANDLOCK_CREATE_RULESET_VERSION,
+            )
+        } as i32;
+        if abi < 1 {
+            tracing::warn!(
+                "Landlock is not available: mount-namespace agents are confined by their mounts \
+                 only, and may write through /proc/<pid>/root of other processes of their user"
+            );
+            return 0;
+        }
+        abi
     })
 }
 
@@ -632,6 +694,96 @@ pub unsafe fn enter(plan: &Plan) -> Result<(), (Step, i32)> {
             }
         }
         drop_inheritable()?;
+        if plan.landlock > 0 {
+            restrict_writes(plan)?;
+        }
+    }
+    Ok(())
+}
+
+/// The agent's Landlock domain: writes only beneath its writable
+/// directories, the private `/tmp` and `/dev/shm`, and to its devices;
+/// where the kernel can (ABI 6), no signal or abstract socket beyond it.
+/// After `no_new_privs`; the domain outlives setuid and exec.
+unsafe fn restrict_writes(plan: &Plan) -> Result<(), (Step, i32)> {
+    let abi = plan.landlock;
+    let mut write = FS_WRITE_FILE | FS_CHANGE_DIR;
+    if abi >= 2 {
+        write |= FS_REFER;
+    }
+    if abi >= 3 {
+        write |= FS_TRUNCATE;
+    }
+    let attr = RulesetAttr {
+        handled_access_fs: write,
+        handled_access_net: 0,
+        scoped: if abi >= 6 {
+            SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL
+        } else {
+            0
+        },
+    };
+    // Older ABIs take the struct without the fields they do not know.
+    let size = if abi >= 6 {
+        std::mem::size_of::<RulesetAttr>()
+    } else {
+        std::mem::size_of::<u64>()
+    };
+    macro_rules! check {
+        ($call:expr) => {{
+            let r = $call;
+            if r < 0 {
+                return Err((Step::Landlock, errno()));
+            }
+            r
+        }};
+    }
+    // SAFETY: landlock system calls on structs on the stack and
+    // descriptors opened here.
+    unsafe {
+        let ruleset = check!(libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            &attr as *const RulesetAttr,
+            size,
+            0
+        ) as i32);
+        let allow = |dir: i32, access: u64| -> i32 {
+            let rule = PathBeneath {
+                allowed_access: access,
+                parent_fd: dir,
+            };
+            libc::syscall(
+                libc::SYS_landlock_add_rule,
+                ruleset,
+                LANDLOCK_RULE_PATH_BENEATH,
+                &rule as *const PathBeneath,
+                0,
+            ) as i32
+        };
+        let cell = check!(libc::open(
+            plan.cell.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC
+        ));
+        for rel in WRITABLE {
+            let dir = check!(open_beneath(cell, rel, libc::O_PATH));
+            check!(allow(dir, write));
+            libc::close(dir);
+        }
+        libc::close(cell);
+        for (path, access) in [
+            (c"/tmp", write),
+            (c"/dev/shm", write),
+            (c"/dev", FS_WRITE_FILE | (write & FS_TRUNCATE)),
+        ] {
+            let dir = check!(libc::open(
+                path.as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC
+            ));
+            check!(allow(dir, access));
+            libc::close(dir);
+        }
+        check!(libc::syscall(libc::SYS_landlock_restrict_self, ruleset, 0) as i32);
+        libc::close(ruleset);
     }
     Ok(())
 }
@@ -688,13 +840,13 @@ mod tests {
 
     #[test]
     fn every_step_round_trips_through_its_number() {
-        for n in 1..=13 {
+        for n in 1..=14 {
             let step = Step::from_u32(n).unwrap();
             assert_eq!(step as u32, n);
             assert!(!step.what().is_empty());
         }
         assert_eq!(Step::from_u32(0), None);
-        assert_eq!(Step::from_u32(14), None);
+        assert_eq!(Step::from_u32(15), None);
     }
 
     /// The child's own check, for a symlink planted after `prepare`
@@ -720,6 +872,7 @@ mod tests {
             root_chain: Vec::new(),
             hidden: Vec::new(),
             workspace: (ws.dev(), ws.ino()),
+            landlock: 0,
         };
         // SAFETY: the child makes only system calls and exits.
         match unsafe { nix::unistd::fork() }.unwrap() {

@@ -211,6 +211,85 @@ fn confined_to_its_cell(extra: &str) {
     );
 }
 
+/// An agent running as `nobody`, and another process of `nobody` outside
+/// its namespace: `/proc/<pid>/root` of that process leads into the
+/// host's filesystem (its view), where `nobody` may write. Landlock
+/// refuses the write whatever the path, and the signal.
+#[test]
+#[cfg_attr(
+    not(mount_namespaces),
+    ignore = "needs root where unshare(CLONE_NEWNS) is permitted"
+)]
+fn a_namespaced_agent_cannot_reach_out_through_another_process_of_its_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let outside = Outside::new();
+    let env = namespaced_env(&outside, "");
+    let open_dir = outside.0.join("open");
+    std::fs::create_dir(&open_dir).expect("open dir");
+    std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    // A process of nobody's in the host's namespaces, its cwd the open dir.
+    let neighbour = Neighbour(
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "sleep",
+                "600",
+            ])
+            .current_dir(&open_dir)
+            .spawn()
+            .expect("setpriv"),
+    );
+    let uuid = env.create_from(&json!({"isolation": "mount-namespace", "agents": []}));
+    own_by_nobody(&env, &uuid);
+    let mut a = probe_agent("a", "beat", &env, &outside);
+    a["env"]["NEIGHBOUR_PID"] = neighbour.0.id().to_string().into();
+    a["env"]["NEIGHBOUR_FILE"] = open_dir
+        .join("written-through-root")
+        .display()
+        .to_string()
+        .into();
+    env.edit_manifest(&uuid, |m| {
+        m["status"] = "active".into();
+        m["agents"] = json!([a]);
+    });
+    let _daemon = env.daemon(&[]);
+    let pid = env.pid_of(&uuid, "agent_started", "a", 1);
+    let found = probe(&env, &uuid, "a", pid);
+    assert_eq!(env.agent_start(&uuid, "a", pid)["uid"], "65534");
+    assert_eq!(found["workspace"], "ok", "{found:#?}");
+    for what in ["proc_root", "proc_cwd", "signal"] {
+        assert!(found[what].starts_with("fail:"), "{what}: {found:#?}");
+    }
+    assert!(!open_dir.join("written-through-root").exists());
+    assert!(!open_dir.join("written-through-cwd").exists());
+}
+
+/// A bystander process, killed when dropped.
+struct Neighbour(std::process::Child);
+
+impl Drop for Neighbour {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Makes `uuid` belong to `nobody`, and the test's root reachable for it.
+fn own_by_nobody(env: &Env, uuid: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let status = Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(env.cell(uuid))
+        .status()
+        .expect("chown");
+    assert!(status.success());
+    for dir in [env.tmp.path(), &env.root] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+}
+
 #[test]
 #[cfg_attr(
     not(all(mount_namespaces, cgroups)),
