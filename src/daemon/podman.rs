@@ -290,6 +290,29 @@ impl Container {
         .await;
     }
 
+    /// Whether the container runs and is this agent's (its labels):
+    /// `None` if podman cannot say. Blocking.
+    pub fn running(&self, cell: &str, agent: &str) -> Option<bool> {
+        let out = Command::new(&self.program)
+            .args([
+                "container",
+                "inspect",
+                "--format",
+                "{{.State.Running}} {{index .Config.Labels \"lazarus-pit.cell\"}} \
+                 {{index .Config.Labels \"lazarus-pit.agent\"}}",
+            ])
+            .arg(&self.name)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return Some(false); // No such container.
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        Some(text.split_whitespace().collect::<Vec<_>>() == ["true", cell, agent])
+    }
+
     /// `podman pause` / `podman unpause`. Blocking.
     pub fn pause(&self, frozen: bool) -> Result<(), String> {
         let verb = if frozen { "pause" } else { "unpause" };

@@ -599,7 +599,7 @@ impl Procs {
         let tx = self.tx.clone();
         let (cell, agent) = (cell.clone(), agent.clone());
         tokio::spawn(async move {
-            watch_adopted(instance, stop_rx, uid, group, container).await;
+            watch_adopted(instance, stop_rx, uid, group, container, (&cell, &agent)).await;
             let _ = tx.send(ProcMsg::Exited {
                 cell,
                 agent,
@@ -1083,6 +1083,7 @@ async fn watch_adopted(
     uid: Option<Uid>,
     group: Option<AgentGroup>,
     container: Option<Container>,
+    (cell, agent): (&str, &str),
 ) {
     let Some(fd) = open_verified(instance) else {
         if let Some(group) = &group {
@@ -1093,6 +1094,31 @@ async fn watch_adopted(
         }
         return;
     };
+    // A container's instance is adopted by the container's identity too:
+    // its podman process without its running container (stopped behind
+    // the daemon's back) is no instance, and goes.
+    if let Some(container) = &container {
+        let probe = container.clone();
+        let (c, a) = (cell.to_string(), agent.to_string());
+        let running = tokio::task::spawn_blocking(move || probe.running(&c, &a))
+            .await
+            .ok()
+            .flatten();
+        if running == Some(false) {
+            tracing::info!(
+                "cell {cell}: agent {agent}: its container {} does not run; its podman \
+                 process (pid {}) is stopped",
+                container.name,
+                instance.pid
+            );
+            match &group {
+                Some(group) => kill_group(group).await,
+                None => stop_through(&fd, instance, Duration::ZERO, uid).await,
+            }
+            container.remove().await;
+            return;
+        }
+    }
     let mut grace = tokio::select! {
         () = exited(&fd, instance) => None,
         grace = stop => grace.ok(),

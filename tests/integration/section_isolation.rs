@@ -483,11 +483,7 @@ fn container_state(name: &str) -> String {
     ignore = "needs root, podman and runc able to run a container on an overlay of / here"
 )]
 fn a_podman_agent_runs_in_a_container_the_daemon_stops_pauses_and_revives() {
-    let env = Env::new();
-    env.config(&format!(
-        "{CONFIG}\n[isolation]\npodman_rootfs = \"/:O\"\npodman_args = [\"--runtime=runc\", \
-         \"--ulimit=nofile=1024:1024\", \"--ulimit=nproc=4096:4096\", \"--network=none\"]\n"
-    ));
+    let env = podman_env();
     let uuid = env.create_from(&json!({"isolation": "podman", "agents": []}));
     let _containers = Containers(uuid.clone());
     // Podman can run it here: `cell join` accepts the agent.
@@ -533,6 +529,87 @@ fn a_podman_agent_runs_in_a_container_the_daemon_stops_pauses_and_revives() {
     env.run(&["cell", "archive", &uuid]).success();
     wait_for("the container gone", LIMIT, || {
         container_state(&name).is_empty()
+    });
+}
+
+fn podman_env() -> Env {
+    let env = Env::new();
+    env.config(&format!(
+        "{CONFIG}\n[isolation]\npodman_rootfs = \"/:O\"\npodman_args = [\"--runtime=runc\", \
+         \"--ulimit=nofile=1024:1024\", \"--ulimit=nproc=4096:4096\", \"--network=none\"]\n"
+    ));
+    env
+}
+
+fn container_id(name: &str) -> String {
+    Command::new("podman")
+        .args(["container", "inspect", "--format", "{{.Id}}", name])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// A daemon restart adopts a running container's agent (no second start,
+/// the same container); a container stopped while no daemon ran is no
+/// instance: its podman process goes and the agent is revived.
+#[test]
+#[cfg_attr(
+    not(podman),
+    ignore = "needs root, podman and runc able to run a container on an overlay of / here"
+)]
+fn a_podman_agent_is_adopted_across_a_restart_by_its_container() {
+    let env = podman_env();
+    let uuid = env.create_from(&json!({
+        "status": "active",
+        "isolation": "podman",
+        "agents": [agent("boxed", "beat")],
+    }));
+    let _containers = Containers(uuid.clone());
+    let name = format!("lazarus-{uuid}-boxed");
+    let daemon = env.daemon(&[]);
+    env.wait_event(&uuid, "agent_started", 1, LIMIT);
+    wait_for("the container running", LIMIT, || {
+        container_state(&name) == "running"
+    });
+    let id = container_id(&name);
+    daemon.stop(LIMIT);
+    let daemon = env.daemon(&[]);
+    daemon.wait_log("adopted agent boxed", LIMIT);
+    wait_for("healthy again", LIMIT, || {
+        env.state(&uuid)
+            .is_some_and(|s| s["agent_health"]["boxed"]["state"] == "healthy")
+    });
+    assert_eq!(container_id(&name), id, "the same container");
+    assert_eq!(env.events_named(&uuid, "agent_started").len(), 1);
+    assert!(env.events_named(&uuid, "agent_revived").is_empty());
+    daemon.stop(LIMIT);
+
+    // Its container removed behind the daemon's back while its podman
+    // process lives on (stopped): at the next start that process is no
+    // instance. It goes at once, and the agent is revived as exited (not
+    // after its heartbeat went stale).
+    let client = env.pid_of(&uuid, "agent_started", "boxed", 1);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(client),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .expect("SIGSTOP");
+    let removed = Command::new("podman")
+        .args(["rm", "--force", "--time=0", &name])
+        .output()
+        .expect("podman rm");
+    assert!(removed.status.success());
+    let daemon = env.daemon(&[]);
+    let revived = env.wait_event(&uuid, "agent_revived", 1, LIMIT);
+    assert_eq!(revived[0]["reason"], "exited", "{revived:#?}");
+    assert!(!alive(client), "the orphaned podman process was stopped");
+    assert!(
+        daemon.log().contains("does not run; its podman process"),
+        "{}",
+        daemon.log()
+    );
+    wait_for("a new container running", LIMIT, || {
+        container_state(&name) == "running" && container_id(&name) != id
     });
 }
 
