@@ -178,7 +178,9 @@ pub enum HeartbeatEvents {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct IsolationConfig {
-    /// Paths hidden from agents under `mount-namespace` isolation.
+    /// Paths hidden from agents under `mount-namespace` isolation
+    /// (absolute: there is no working directory to resolve them from).
+    #[serde(deserialize_with = "absolute_paths")]
     pub hidden_paths: Vec<PathBuf>,
     /// The podman program for `podman` isolation (default: `podman` on
     /// the daemon's `PATH`).
@@ -298,6 +300,17 @@ impl serde::de::Visitor<'_> for Secs {
     }
     fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Duration, E> {
         bounded_seconds(v, self.positive).map_err(E::custom)
+    }
+}
+
+fn absolute_paths<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+    let paths = Vec::<PathBuf>::deserialize(d)?;
+    match paths.iter().find(|p| !p.is_absolute()) {
+        Some(p) => Err(serde::de::Error::custom(format!(
+            "{:?} is not an absolute path",
+            p.display()
+        ))),
+        None => Ok(paths),
     }
 }
 
@@ -426,6 +439,18 @@ mod tests {
         assert!(err.contains("line 2"), "{err}");
         let err = parse("[cells]\nroot = \n").unwrap_err().to_string();
         assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn hidden_paths_must_be_absolute_and_say_where() {
+        let e = parse("[isolation]\nhidden_paths = [\"/root\", \"home/x\"]\n").unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("line 2") && text.contains("\"home/x\" is not an absolute path"),
+            "{text}"
+        );
+        let (c, _) = parse("[isolation]\nhidden_paths = [\"/root\"]\n").unwrap();
+        assert_eq!(c.isolation.hidden_paths, vec![PathBuf::from("/root")]);
     }
 
     #[test]
