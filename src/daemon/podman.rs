@@ -139,9 +139,9 @@ fn image_args(cfg: &IsolationConfig) -> Result<Vec<String>, String> {
 }
 
 /// Whether podman can run this config's containers here: the reason if
-/// not. Tried once by running `true` in the image (a missing `true` still
-/// proves the runtime works); a success is remembered, a failure for 30 s
-/// (an operator may be fixing it).
+/// not. Tried once by running `true` in the image (a `true` the image
+/// lacks still proves the runtime works); a success is remembered, a
+/// failure for 30 s (an operator may be fixing it).
 pub fn available(cfg: &IsolationConfig) -> Result<(), String> {
     use std::sync::Mutex;
     type Probes = Vec<(String, Result<(), String>, Instant)>;
@@ -191,19 +191,26 @@ fn probe(cfg: &IsolationConfig, image: Vec<String>) -> Result<(), String> {
         }
         Err(e) => return Err(format!("cannot run {}: {e}", program.display())),
     };
-    // 0: it ran; 126/127: the runtime works, `true` is not in the image.
-    match out.status.code() {
-        Some(0 | 126 | 127) => Ok(()),
+    verdict(out.status.code(), &String::from_utf8_lossy(&out.stderr))
+}
+
+/// What the probe's exit says. 0: it ran; 127 "not found": the runtime
+/// works, the image has no `true`. Anything else (126 is also how podman
+/// reports a runtime's "permission denied", crun's setrlimit among them)
+/// is a failure, said with podman's last line.
+fn verdict(code: Option<i32>, stderr: &str) -> Result<(), String> {
+    match code {
+        Some(0) => Ok(()),
+        Some(127) if stderr.contains("not found") => Ok(()),
         _ => {
-            let stderr = String::from_utf8_lossy(&out.stderr);
             let last = stderr
                 .lines()
                 .rev()
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("no message");
+            let status = code.map_or_else(|| "killed".to_string(), |c| format!("exit {c}"));
             Err(format!(
-                "isolation podman: podman cannot run containers on this host ({}): {}",
-                out.status,
+                "isolation podman: podman cannot run containers on this host ({status}): {}",
                 crate::text::escape(last.trim())
             ))
         }
@@ -433,6 +440,23 @@ mod tests {
         assert_eq!(env_file(&env).unwrap(), b"A=1 2\nB=x=y\n");
         let sneaky = vec![("A".to_string(), "1\nCONTAINERS_CONF=/x".to_string())];
         assert!(env_file(&sneaky).unwrap_err().contains("newline"));
+    }
+
+    #[test]
+    fn the_probe_tells_a_runtime_that_fails_from_an_image_without_true() {
+        assert!(verdict(Some(0), "").is_ok());
+        let missing = "Error: crun: executable file `true` not found in $PATH: No such file or \
+                       directory: OCI runtime attempted to invoke a command that was not found";
+        assert!(verdict(Some(127), missing).is_ok());
+        let crun = "Error: crun: setrlimit `RLIMIT_NOFILE`: Operation not permitted: OCI \
+                    permission denied";
+        let e = verdict(Some(126), crun).unwrap_err();
+        assert!(
+            e.contains("cannot run containers on this host (exit 126)"),
+            "{e}"
+        );
+        assert!(e.contains("setrlimit"), "{e}");
+        assert!(verdict(Some(125), "Error: no such image").is_err());
     }
 
     #[test]
