@@ -33,6 +33,39 @@ pub fn program(cfg: &IsolationConfig) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("podman"))
 }
 
+/// The podman program as an absolute path, found in the daemon's own
+/// `PATH` — never the agent's: podman runs as root, and a `PATH` an agent
+/// put in its `env` must not choose the program.
+pub fn resolve(cfg: &IsolationConfig) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let named = program(cfg);
+    let missing = || {
+        format!(
+            "isolation podman needs podman, and {} is not installed (set [isolation] podman \
+             to its path, or install it)",
+            named.display()
+        )
+    };
+    let runnable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if named.is_absolute() {
+        return runnable(&named).then(|| named.clone()).ok_or_else(missing);
+    }
+    if named.components().count() != 1 {
+        return Err(format!(
+            "[isolation] podman = {:?}: give a program name or an absolute path",
+            named.display()
+        ));
+    }
+    let path = std::env::var("PATH").unwrap_or_else(|_| super::process::DEFAULT_PATH.into());
+    path.split(':')
+        .filter(|dir| dir.starts_with('/'))
+        .map(|dir| Path::new(dir).join(&named))
+        .find(|p| runnable(p))
+        .ok_or_else(missing)
+}
+
 /// The container of an agent: `lazarus-<cell>-<agent>` (agent names are
 /// already valid container names).
 pub fn container_name(cell: &str, agent: &str) -> String {
@@ -44,8 +77,10 @@ pub struct Run<'a> {
     pub cell: &'a str,
     pub agent: &'a str,
     pub cell_dir: &'a Path,
-    /// The cell owner's uid and gid: the container's user.
-    pub user: (u32, u32),
+    /// The container's user: the cell owner's uid, primary gid and
+    /// supplementary groups (never the directory's group, as for any
+    /// agent).
+    pub user: (u32, u32, Vec<u32>),
     /// Where podman reads the agent's environment (`/dev/fd/3`).
     pub env_file: &'a str,
     /// The limits as podman options (`--ulimit`, `--memory`, …).
@@ -66,7 +101,7 @@ pub fn command_line(cfg: &IsolationConfig, run: &Run<'_>) -> Result<Vec<String>,
         ));
     }
     let mut argv = vec![
-        program(cfg).display().to_string(),
+        resolve(cfg)?.display().to_string(),
         "run".into(),
         "--rm".into(),
         "--replace".into(),
@@ -85,9 +120,48 @@ pub fn command_line(cfg: &IsolationConfig, run: &Run<'_>) -> Result<Vec<String>,
     for rel in ["workspace", "bus", ".lazarus/heartbeats"] {
         argv.push(format!("--volume={cell}/{rel}:{cell}/{rel}:rw"));
     }
+    for group in run.user.2.iter().filter(|g| **g != run.user.1) {
+        argv.push(format!("--group-add={group}"));
+    }
+    // As under mount-namespace: the cells root shows this cell only, and
+    // the hidden paths are covered, whatever the image holds.
+    if let Some(root) = run.cell_dir.parent() {
+        argv.push(format!(
+            "--mount=type=tmpfs,destination={},tmpfs-mode=0755,tmpfs-size=1m,notmpcopyup",
+            root.display()
+        ));
+    }
+    let covered_by_another = |path: &Path| {
+        cfg.hidden_paths
+            .iter()
+            .any(|other| other != path && path.starts_with(other))
+    };
+    for path in cfg.hidden_paths.iter().filter(|p| !covered_by_another(p)) {
+        if run.cell_dir.starts_with(path) {
+            return Err(format!(
+                "[isolation] hidden_paths: {} would hide the cell itself",
+                path.display()
+            ));
+        }
+        let text = path.display().to_string();
+        if text.contains([':', ',']) {
+            return Err(format!(
+                "[isolation] hidden_paths: {text} cannot be covered in a container (it holds ':' \
+                 or ',')"
+            ));
+        }
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.is_dir() => argv.push(format!(
+                "--mount=type=tmpfs,destination={text},ro=true,tmpfs-size=4k,notmpcopyup"
+            )),
+            Ok(_) => argv.push(format!("--volume=/dev/null:{text}:ro")),
+            Err(_) => {}
+        }
+    }
     argv.push(format!("--env-file={}", run.env_file));
-    argv.extend(run.limit_args.iter().cloned());
     argv.extend(cfg.podman_args.iter().cloned());
+    // After the operator's options: the agent's own limits win.
+    argv.extend(run.limit_args.iter().cloned());
     argv.extend(image);
     argv.extend(run.argv.iter().cloned());
     Ok(argv)
@@ -164,7 +238,7 @@ pub fn available(cfg: &IsolationConfig) -> Result<(), String> {
 }
 
 fn probe(cfg: &IsolationConfig, image: Vec<String>) -> Result<(), String> {
-    let program = program(cfg);
+    let program = resolve(cfg)?;
     let mut args: Vec<String> = vec![
         "run".into(),
         "--rm".into(),
@@ -174,23 +248,15 @@ fn probe(cfg: &IsolationConfig, image: Vec<String>) -> Result<(), String> {
     args.extend(cfg.podman_args.iter().cloned());
     args.extend(image);
     args.push("true".into());
-    let out = match Command::new(&program)
+    let out = Command::new(&program)
         .args(&args)
+        .env_clear()
+        .envs(std::env::vars().filter(|(k, _)| k == "PATH" || k == "LANG" || k == "TZ"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .output()
-    {
-        Ok(out) => out,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(format!(
-                "isolation podman needs podman, and {} is not installed (set [isolation] podman \
-                 to its path, or install it)",
-                program.display()
-            ));
-        }
-        Err(e) => return Err(format!("cannot run {}: {e}", program.display())),
-    };
+        .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
     verdict(out.status.code(), &String::from_utf8_lossy(&out.stderr))
 }
 
@@ -202,6 +268,11 @@ fn verdict(code: Option<i32>, stderr: &str) -> Result<(), String> {
     match code {
         Some(0) => Ok(()),
         Some(127) if stderr.contains("not found") => Ok(()),
+        Some(125) if stderr.contains("image not known") || stderr.contains("no such image") => Err(
+            "isolation podman: the image is not present on this host, and it is never \
+                 pulled: pull or build it first ([isolation] podman_image)"
+                .into(),
+        ),
         _ => {
             let last = stderr
                 .lines()
@@ -259,7 +330,7 @@ pub struct Container {
 impl Container {
     pub fn of(cfg: &IsolationConfig, cell: &str, agent: &str) -> Container {
         Container {
-            program: program(cfg),
+            program: resolve(cfg).unwrap_or_else(|_| program(cfg)),
             name: container_name(cell, agent),
         }
     }
@@ -333,6 +404,12 @@ mod tests {
 
     fn cfg() -> IsolationConfig {
         IsolationConfig {
+            podman: Some(PathBuf::from("/bin/sh")),
+            hidden_paths: vec![
+                PathBuf::from("/etc"),
+                PathBuf::from("/etc/hostname"),
+                PathBuf::from("/proc/version"),
+            ],
             podman_rootfs: Some(PathBuf::from("/")),
             podman_args: vec!["--network=none".into()],
             ..IsolationConfig::default()
@@ -347,7 +424,7 @@ mod tests {
             cell: "c0ffee00-0000-4000-8000-000000000000",
             agent: "scout",
             cell_dir: Path::new("/var/missions/c0ffee00-0000-4000-8000-000000000000"),
-            user: (1000, 1000),
+            user: (1000, 1000, vec![1000, 27]),
             env_file: "/dev/fd/3",
             limit_args: &limits,
             argv: &argv,
@@ -355,7 +432,7 @@ mod tests {
         let line = command_line(&cfg(), &run).unwrap();
         let cell = "/var/missions/c0ffee00-0000-4000-8000-000000000000";
         let expected: Vec<String> = [
-            "podman",
+            "/bin/sh",
             "run",
             "--rm",
             "--replace",
@@ -371,9 +448,13 @@ mod tests {
             &format!("--volume={cell}/workspace:{cell}/workspace:rw"),
             &format!("--volume={cell}/bus:{cell}/bus:rw"),
             &format!("--volume={cell}/.lazarus/heartbeats:{cell}/.lazarus/heartbeats:rw"),
+            "--group-add=27",
+            "--mount=type=tmpfs,destination=/var/missions,tmpfs-mode=0755,tmpfs-size=1m,notmpcopyup",
+            "--mount=type=tmpfs,destination=/etc,ro=true,tmpfs-size=4k,notmpcopyup",
+            "--volume=/dev/null:/proc/version:ro",
             "--env-file=/dev/fd/3",
-            "--ulimit=nofile=512:512",
             "--network=none",
+            "--ulimit=nofile=512:512",
             "--rootfs",
             "/",
             "/bin/agent",
@@ -392,7 +473,7 @@ mod tests {
             cell: "c",
             agent: "a",
             cell_dir: Path::new("/srv/x:/etc/c"),
-            user: (0, 0),
+            user: (0, 0, Vec::new()),
             env_file: "/dev/fd/3",
             limit_args: &[],
             argv: &argv,
@@ -456,7 +537,11 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("setrlimit"), "{e}");
-        assert!(verdict(Some(125), "Error: no such image").is_err());
+        let e = verdict(Some(125), "Error: localhost/x: image not known").unwrap_err();
+        assert!(
+            e.contains("not present on this host, and it is never pulled"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -54,7 +54,8 @@ use crate::supervisor::{AgentId, CellId, ExitInfo, Instance, Reason};
 /// sockets) stays with the daemon.
 const PASSED: &[&str] = &["PATH", "LANG", "TZ"];
 /// `PATH` when the daemon has none.
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The soft `RLIMIT_NOFILE` the daemon was started with (0: unknown). The
 /// daemon raises its own to the hard limit — it holds a pidfd per agent
@@ -1409,16 +1410,32 @@ fn spawn(
     // A container's command is podman's: limits become its --ulimit, the
     // container's user the cell's owner; podman itself runs as the daemon.
     let (argv, limits, ids) = if podman {
-        let st = nix::sys::stat::fstat(cell_dir.as_fd()).map_err(|e| e.to_string())?;
         let limit_args = super::limits::podman_args(&applied("podman"));
         env_fd = Some(memfd_with(&super::podman::env_file(&env)?)?);
-        // podman itself gets nothing of the agent's environment.
-        env.retain(|(k, _)| PASSED.contains(&k.as_str()) || k.starts_with("LC_"));
+        // podman itself (root) gets nothing of the agent's environment:
+        // the daemon's own PATH, LANG, LC_* and TZ.
+        env = daemon_env
+            .iter()
+            .filter(|(k, _)| PASSED.contains(&k.as_str()) || k.starts_with("LC_"))
+            .cloned()
+            .collect();
+        let user = match &who.switch {
+            Some((uid, gid, groups)) => (
+                uid.as_raw(),
+                gid.as_raw(),
+                groups.iter().map(|g| g.as_raw()).collect(),
+            ),
+            None => (
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+                Vec::new(),
+            ),
+        };
         let run = super::podman::Run {
             cell: &start.cell,
             agent: &start.agent,
             cell_dir: cell_dir.path(),
-            user: (st.st_uid, st.st_gid),
+            user,
             env_file: "/dev/fd/3",
             limit_args: &limit_args,
             argv: &start.spec.argv,

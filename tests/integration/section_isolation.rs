@@ -483,7 +483,12 @@ fn container_state(name: &str) -> String {
     ignore = "needs root, podman and runc able to run a container on an overlay of / here"
 )]
 fn a_podman_agent_runs_in_a_container_the_daemon_stops_pauses_and_revives() {
-    let env = podman_env();
+    let outside = Outside::new();
+    let env = podman_env(&format!(
+        "hidden_paths = {}\n",
+        json!([outside.0.join("secret")])
+    ));
+    let other = env.create_from(&json!({"agents": []}));
     let uuid = env.create_from(&json!({"isolation": "podman", "agents": []}));
     let _containers = Containers(uuid.clone());
     // Podman can run it here: `cell join` accepts the agent.
@@ -499,8 +504,29 @@ fn a_podman_agent_runs_in_a_container_the_daemon_stops_pauses_and_revives() {
         "crash-once",
     ])
     .success();
+    // The probe agent instead, with a limit below the operator's
+    // `--ulimit` (the agent's own wins).
+    env.edit_manifest(&uuid, |m| {
+        let mut a = probe_agent("boxed", "crash-once", &env, &outside);
+        a["limits"] = json!({"nofile": 256});
+        m["agents"] = json!([a]);
+    });
     let _daemon = env.daemon(&[]);
     let name = format!("lazarus-{uuid}-boxed");
+    let first = env.pid_of(&uuid, "agent_started", "boxed", 1);
+    let _ = first;
+    // What it found in its container: only its own cell, the hidden path
+    // covered, the cell read-only but for the three directories.
+    let found = wait_probe(&env, &uuid, "boxed");
+    for what in ["workspace", "bus", "heartbeat"] {
+        assert_eq!(found[what], "ok", "{what}: {found:#?}");
+    }
+    for what in ["cell_json", "state_json", "events", "cell_top"] {
+        refused_read_only(&found, what);
+    }
+    assert_eq!(found["cells"].trim(), uuid, "other cell {other} visible");
+    assert_eq!(found["hidden_dir"], "", "{found:#?}");
+    assert!(!outside.0.join("written-by-agent").exists());
     // It crashed in its container (exit 3) and was revived into a new one.
     let exited = env.wait_event(&uuid, "agent_exited", 1, LIMIT);
     assert_eq!(exited[0]["code"], 3, "{exited:#?}");
@@ -517,6 +543,18 @@ fn a_podman_agent_runs_in_a_container_the_daemon_stops_pauses_and_revives() {
     let status = env.run(&["status", &uuid, "--json"]).success().json();
     assert_eq!(status["cells"][0]["agents"][0]["isolation"], "podman");
     assert_eq!(status["cells"][0]["agents"][0]["control"], "podman");
+    let revived = env.pid_of(&uuid, "agent_revived", "boxed", 1);
+    let _ = revived;
+    let starts: Vec<String> = std::fs::read_dir(env.cell(&uuid).join("workspace"))
+        .expect("workspace")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("start-boxed-") && n.ends_with(".env"))
+        .collect();
+    assert!(!starts.is_empty());
+    let start =
+        std::fs::read_to_string(env.cell(&uuid).join("workspace").join(&starts[0])).expect("start");
+    assert!(start.contains("nofile_hard=256"), "{start}");
 
     // Freeze and thaw are podman pause and unpause.
     env.run(&["cell", "freeze", &uuid]).success();
@@ -532,13 +570,39 @@ fn a_podman_agent_runs_in_a_container_the_daemon_stops_pauses_and_revives() {
     });
 }
 
-fn podman_env() -> Env {
+fn podman_env(extra: &str) -> Env {
     let env = Env::new();
     env.config(&format!(
         "{CONFIG}\n[isolation]\npodman_rootfs = \"/:O\"\npodman_args = [\"--runtime=runc\", \
-         \"--ulimit=nofile=1024:1024\", \"--ulimit=nproc=4096:4096\", \"--network=none\"]\n"
+         \"--ulimit=nofile=1024:1024\", \"--ulimit=nproc=4096:4096\", \"--network=none\"]\n\
+         {extra}"
     ));
     env
+}
+
+/// The first probe file an agent wrote (its pid inside a container is
+/// not the daemon's).
+fn wait_probe(env: &Env, uuid: &str, agent: &str) -> HashMap<String, String> {
+    let ws = env.cell(uuid).join("workspace");
+    let prefix = format!("probe-{agent}-");
+    let mut found = None;
+    wait_for("a probe file", LIMIT, || {
+        found = std::fs::read_dir(&ws).ok().and_then(|d| {
+            d.flatten().map(|e| e.path()).find(|p| {
+                p.file_name().is_some_and(|n| {
+                    let n = n.to_string_lossy();
+                    n.starts_with(&prefix) && n.ends_with(".txt")
+                })
+            })
+        });
+        found.is_some()
+    });
+    std::fs::read_to_string(found.expect("probe"))
+        .expect("probe")
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn container_id(name: &str) -> String {
@@ -558,7 +622,7 @@ fn container_id(name: &str) -> String {
     ignore = "needs root, podman and runc able to run a container on an overlay of / here"
 )]
 fn a_podman_agent_is_adopted_across_a_restart_by_its_container() {
-    let env = podman_env();
+    let env = podman_env("");
     let uuid = env.create_from(&json!({
         "status": "active",
         "isolation": "podman",
@@ -611,6 +675,47 @@ fn a_podman_agent_is_adopted_across_a_restart_by_its_container() {
     wait_for("a new container running", LIMIT, || {
         container_state(&name) == "running" && container_id(&name) != id
     });
+}
+
+/// podman runs as root: a `PATH` in an agent's `env` (which a
+/// `directory`-level agent can write) must not choose the program, nor
+/// reach podman's own environment.
+#[test]
+fn an_agents_path_never_chooses_the_podman_the_daemon_runs() {
+    let env = podman_env("");
+    let uuid = env.create_from(&json!({"agents": []}));
+    let _containers = Containers(uuid.clone());
+    let ws = env.cell(&uuid).join("workspace");
+    let marker = env.tmp.path().join("fake-podman-ran");
+    let fake = ws.join("podman");
+    std::fs::write(
+        &fake,
+        format!("#!/bin/sh\nid > {}\nexit 1\n", marker.display()),
+    )
+    .expect("fake podman");
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    env.edit_manifest(&uuid, |m| {
+        m["status"] = "active".into();
+        m["isolation"] = "podman".into();
+        let mut a = agent("boxed", "beat");
+        a["env"] = json!({"PATH": format!("{}:/usr/bin:/bin", ws.display())});
+        m["agents"] = json!([a]);
+    });
+    let _daemon = env.daemon(&[]);
+    // Started in a container (podman here), or refused (none): either
+    // way, by the daemon's podman.
+    wait_for("a start or a refusal", LIMIT, || {
+        !env.events_named(&uuid, "agent_started").is_empty()
+            || !env.events_named(&uuid, "revive_failed").is_empty()
+    });
+    if cfg!(podman) {
+        env.wait_event(&uuid, "agent_started", 1, LIMIT);
+        wait_for("the container running", LIMIT, || {
+            container_state(&format!("lazarus-{uuid}-boxed")) == "running"
+        });
+    }
+    assert!(!marker.exists(), "the agent's podman ran as root");
 }
 
 #[test]
