@@ -363,7 +363,12 @@ pub fn limit_value(name: &str, value: &Value) -> Option<u64> {
         return (cpus > 0.0 && cpus <= MAX_CPUS)
             .then(|| ((cpus * 100_000.0).round() as u64).max(1_000));
     }
-    if LIMIT_NAMES.contains(&name) || CGROUP_LIMIT_NAMES.contains(&name) {
+    // No processes at all, or no memory, can only mean it never starts
+    // (and podman reads 0 as "no limit").
+    if CGROUP_LIMIT_NAMES.contains(&name) {
+        return value.as_u64().filter(|v| *v >= 1);
+    }
+    if LIMIT_NAMES.contains(&name) {
         return value.as_u64();
     }
     None
@@ -380,6 +385,8 @@ fn limit_problems(prefix: &str, limits: &Option<Map<String, Value>>, out: &mut V
         } else if limit_value(name, value).is_none() {
             out.push(if name == "cpu.max" {
                 format!("{prefix}limits: cpu.max must be a number of CPUs above 0 and at most {MAX_CPUS}, not {value}")
+            } else if CGROUP_LIMIT_NAMES.contains(&name.as_str()) {
+                format!("{prefix}limits: {name} must be a positive integer, not {value}")
             } else {
                 format!("{prefix}limits: {name} must be a non-negative integer, not {value}")
             });
@@ -493,6 +500,21 @@ mod tests {
         );
         let p = m.problems();
         assert_eq!(p.len(), 7, "{p:#?}");
+    }
+
+    #[test]
+    fn cgroup_limits_take_positive_integers_and_cpus() {
+        let m = Manifest::from_slice(
+            br#"{"limits":{"pids.max":0,"memory.max":1.5,"cpu.max":50000},
+              "agents":[{"name":"a","limits":{"pids.max":64,"memory.max":1048576,"cpu.max":0.5}}]}"#,
+        )
+        .expect("parse");
+        let p = m.problems();
+        assert_eq!(p.len(), 3, "{p:#?}");
+        assert!(p.iter().any(|p| p.contains("pids.max must be a positive integer")));
+        assert!(p.iter().any(|p| p.contains("cpu.max must be a number of CPUs")));
+        assert_eq!(limit_value("cpu.max", &serde_json::json!(0.5)), Some(50_000));
+        assert_eq!(limit_value("pids.max", &serde_json::json!(0)), None);
     }
 
     #[test]
