@@ -101,6 +101,9 @@ pub struct AgentRecord {
     /// `podman`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control: Option<String>,
+    /// The isolation its running instance has (observed, not configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<String>,
     /// Its running instance's `limits`, and how each is enforced.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub limits: Vec<Enforced>,

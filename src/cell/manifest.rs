@@ -75,6 +75,16 @@ pub enum Isolation {
 }
 
 impl Isolation {
+    pub fn parse(text: &str) -> Option<Isolation> {
+        [
+            Isolation::Directory,
+            Isolation::MountNamespace,
+            Isolation::Podman,
+        ]
+        .into_iter()
+        .find(|i| i.as_str() == text)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Isolation::Directory => "directory",
@@ -511,9 +521,18 @@ mod tests {
         .expect("parse");
         let p = m.problems();
         assert_eq!(p.len(), 3, "{p:#?}");
-        assert!(p.iter().any(|p| p.contains("pids.max must be a positive integer")));
-        assert!(p.iter().any(|p| p.contains("cpu.max must be a number of CPUs")));
-        assert_eq!(limit_value("cpu.max", &serde_json::json!(0.5)), Some(50_000));
+        assert!(
+            p.iter()
+                .any(|p| p.contains("pids.max must be a positive integer"))
+        );
+        assert!(
+            p.iter()
+                .any(|p| p.contains("cpu.max must be a number of CPUs"))
+        );
+        assert_eq!(
+            limit_value("cpu.max", &serde_json::json!(0.5)),
+            Some(50_000)
+        );
         assert_eq!(limit_value("pids.max", &serde_json::json!(0)), None);
     }
 

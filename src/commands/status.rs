@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::Context;
 use crate::cell::lifecycle::CellStatus;
+use crate::cell::manifest::Isolation;
 use crate::cell::settings::AgentSettings;
 use crate::cell::{Cell, Listed, STATE};
 use crate::cli::StatusArgs;
@@ -54,9 +55,14 @@ struct AgentReport {
     /// process it starts, also those that leave its process group) or
     /// `process-group` (where the daemon has no cgroups).
     control: Option<String>,
-    /// `isolation`, agent over cell (`directory`, `mount-namespace`,
-    /// `podman`).
+    /// The isolation its running instance has (`directory`,
+    /// `mount-namespace`, `podman`), as the daemon observed it; with
+    /// nothing running, the one `cell.json` gives (agent over cell).
     isolation: &'static str,
+    /// What `cell.json` gives, when that differs from what runs: it
+    /// applies at the next start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    isolation_configured: Option<&'static str>,
     /// Its `limits`, and how each is enforced on its running instance
     /// (`rlimit`, `cgroup`, `podman`, `none`); `unknown` while nothing of
     /// it runs under a daemon that says.
@@ -148,6 +154,8 @@ struct Facts {
     pid: Option<i32>,
     control: Option<String>,
     limits: Vec<Enforced>,
+    /// The running instance's isolation, observed.
+    isolation: Option<Isolation>,
 }
 
 fn report(
@@ -206,6 +214,22 @@ fn report(
                 None => AgentState::Unknown,
             };
             let agent_state = facts.map_or(computed, |f| f.state);
+            let configured = agent.isolation.or(manifest.isolation).unwrap_or_default();
+            // What runs: the daemon's observation, or (no daemon) the
+            // recorded instance's, looked at in /proc now.
+            let running = facts.and_then(|f| f.isolation).or_else(|| {
+                let kept = kept?;
+                let i = kept.instance?;
+                let instance = crate::supervisor::Instance {
+                    pid: i.pid,
+                    start_time: i.start_time,
+                };
+                (this_boot && crate::daemon::process::is_alive(instance)).then_some(())?;
+                crate::daemon::process::observed_isolation(
+                    i.pid,
+                    kept.control.as_deref() == Some("podman"),
+                )
+            });
             AgentReport {
                 name: agent.name.clone(),
                 role: agent.role.clone(),
@@ -227,11 +251,10 @@ fn report(
                     (this_boot && crate::daemon::process::is_alive(instance)).then_some(i.pid)
                 }),
                 control: facts.and_then(|f| f.control.clone()),
-                isolation: agent
-                    .isolation
-                    .or(manifest.isolation)
-                    .unwrap_or_default()
-                    .as_str(),
+                isolation: running.unwrap_or(configured).as_str(),
+                isolation_configured: running
+                    .filter(|r| *r != configured)
+                    .map(|_| configured.as_str()),
                 limits: match facts.map(|f| &f.limits).filter(|l| !l.is_empty()) {
                     Some(limits) => limits.clone(),
                     None => settings
@@ -306,6 +329,7 @@ fn daemon_facts(
                     pid: a.instance.map(|i| i.pid),
                     control: a.control,
                     limits: a.limits,
+                    isolation: a.isolation.as_deref().and_then(Isolation::parse),
                 };
                 (name, facts)
             })
@@ -335,6 +359,11 @@ fn daemon_facts(
                     .and_then(|c| c.as_str())
                     .filter(|c| matches!(*c, "cgroup" | "process-group" | "podman"))
                     .map(str::to_string),
+                isolation: h
+                    .extra
+                    .get("isolation")
+                    .and_then(|c| c.as_str())
+                    .and_then(Isolation::parse),
                 // Written where agents can write: shown, escaped, as a claim.
                 limits: h
                     .extra
@@ -398,7 +427,10 @@ fn render(reports: &[CellReport]) -> String {
                 a.revive_count,
                 a.pid.map_or_else(|| "-".into(), |p| p.to_string()),
                 a.control.as_deref().unwrap_or("-"),
-                a.isolation,
+                match a.isolation_configured {
+                    Some(next) => format!("{} (next start: {next})", a.isolation),
+                    None => a.isolation.to_string(),
+                },
             ));
             if !a.limits.is_empty() {
                 out.push_str(&format!(

@@ -365,6 +365,8 @@ struct Entry {
     /// Its `limits`, as enforced (empty for an adopted instance: not
     /// known).
     limits: Vec<Enforced>,
+    /// The isolation it runs with, as seen in `/proc` (`None`: unknown).
+    isolation: Option<Isolation>,
     /// Its CPU-time clock, and the CPU nanoseconds read from it at its
     /// last heartbeat, for the stale diagnosis.
     cpu_clock: Option<ClockId>,
@@ -432,6 +434,12 @@ impl Procs {
         } else {
             Control::ProcessGroup
         })
+    }
+
+    /// The isolation the running instance has, as observed when it was
+    /// started or adopted — not what `cell.json` says now.
+    pub fn isolation(&self, cell: &str, agent: &str) -> Option<Isolation> {
+        self.table.get(cell)?.get(agent)?.isolation
     }
 
     /// The running instance's `limits`, as enforced.
@@ -624,6 +632,7 @@ impl Procs {
         limits: Vec<Enforced>,
     ) {
         let cpu_clock = ClockId::pid_cpu_clock_id(Pid::from_raw(instance.pid)).ok();
+        let isolation = observed_isolation(instance.pid, container.is_some());
         self.table.entry(cell.clone()).or_default().insert(
             agent.clone(),
             Entry {
@@ -633,6 +642,7 @@ impl Procs {
                 stopping: false,
                 container,
                 limits,
+                isolation,
                 cpu_clock,
                 cpu_at_beat,
             },
@@ -792,6 +802,23 @@ impl Procs {
             );
         }
     }
+}
+
+/// The isolation a running process has, by observation: `podman` if it is
+/// a container's podman process, `mount-namespace` if its mount namespace
+/// is not this process's, `directory` otherwise. `None` if `/proc` does not
+/// say (gone, or not this user's to look at).
+pub fn observed_isolation(pid: i32, container: bool) -> Option<Isolation> {
+    if container {
+        return Some(Isolation::Podman);
+    }
+    let theirs = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok()?;
+    let ours = std::fs::read_link("/proc/self/ns/mnt").ok()?;
+    Some(if theirs == ours {
+        Isolation::Directory
+    } else {
+        Isolation::MountNamespace
+    })
 }
 
 /// Stops an instance the daemon's records name (the CLI's part when no

@@ -202,6 +202,7 @@ impl Publisher {
                     for (agent, a) in &mut r.agents {
                         a.control = procs.control(&cell, agent).map(|c| c.as_str().into());
                         a.limits = procs.limits(&cell, agent).unwrap_or_default().to_vec();
+                        a.isolation = procs.isolation(&cell, agent).map(|i| i.as_str().into());
                     }
                     RecordWrite::Put(r.to_bytes())
                 });
@@ -222,10 +223,21 @@ impl Publisher {
                             serde_json::to_value(limits).unwrap_or_default(),
                         );
                     }
-                    if let Some(level) = core.isolation(&cell, agent) {
+                    // The level it runs with; the configured one when that
+                    // differs (it applies at the next start) or nothing runs.
+                    let configured = core.isolation(&cell, agent);
+                    let running = procs.isolation(&cell, agent);
+                    if let Some(level) = running.or(configured) {
                         health
                             .extra
                             .insert("isolation".into(), level.as_str().into());
+                    }
+                    if let (Some(running), Some(configured)) = (running, configured)
+                        && running != configured
+                    {
+                        health
+                            .extra
+                            .insert("isolation_configured".into(), configured.as_str().into());
                     }
                 }
                 state.to_bytes()

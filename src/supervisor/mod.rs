@@ -567,6 +567,7 @@ impl Supervisor {
                     denied: sup.health == Health::Denied,
                     stopping: false,
                     control: None,
+                    isolation: None,
                     limits: Vec::new(),
                     lost_pid: None,
                 };
@@ -1591,6 +1592,7 @@ fn settled(
         a.due = false;
         a.request = None;
         a.control = None;
+        a.isolation = None;
         a.limits.clear();
         a.lost_pid = None;
     }

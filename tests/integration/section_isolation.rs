@@ -677,6 +677,57 @@ fn a_podman_agent_is_adopted_across_a_restart_by_its_container() {
     });
 }
 
+/// `status` shows the isolation the running instance has, observed, not
+/// the one `cell.json` says now: raising it takes a new start, and until
+/// then status says both.
+#[test]
+#[cfg_attr(
+    not(mount_namespaces),
+    ignore = "needs root where unshare(CLONE_NEWNS) is permitted"
+)]
+fn status_shows_the_isolation_that_runs_and_the_one_that_applies_next() {
+    let env = Env::new();
+    env.config(CONFIG);
+    let uuid = env.create_from(&json!({"status": "active", "agents": [agent("a", "beat")]}));
+    let _daemon = env.daemon(&[]);
+    let first = env.pid_of(&uuid, "agent_started", "a", 1);
+    wait_for("healthy", LIMIT, || {
+        env.state(&uuid)
+            .is_some_and(|s| s["agent_health"]["a"]["state"] == "healthy")
+    });
+    env.edit_manifest(&uuid, |m| m["isolation"] = "mount-namespace".into());
+    wait_for("both levels in state.json", LIMIT, || {
+        env.state(&uuid).is_some_and(|s| {
+            s["agent_health"]["a"]["isolation"] == "directory"
+                && s["agent_health"]["a"]["isolation_configured"] == "mount-namespace"
+        })
+    });
+    let status = env.run(&["status", &uuid, "--json"]).success().json();
+    let a = &status["cells"][0]["agents"][0];
+    assert_eq!(a["isolation"], "directory", "{a:#?}");
+    assert_eq!(a["isolation_configured"], "mount-namespace", "{a:#?}");
+    let table = env.run(&["status", &uuid]).success().stdout;
+    assert!(
+        table.contains("directory (next start: mount-namespace)"),
+        "{table}"
+    );
+    // A new start applies it.
+    env.run(&["revive", &uuid, "a"]).success();
+    let second = env.pid_of(&uuid, "agent_revived", "a", 1);
+    assert_ne!(first, second);
+    wait_for("mount-namespace alone", LIMIT, || {
+        env.state(&uuid).is_some_and(|s| {
+            s["agent_health"]["a"]["isolation"] == "mount-namespace"
+                && s["agent_health"]["a"].get("isolation_configured").is_none()
+        })
+    });
+    let status = env.run(&["status", &uuid, "--json"]).success().json();
+    assert_eq!(
+        status["cells"][0]["agents"][0]["isolation"],
+        "mount-namespace"
+    );
+}
+
 /// podman runs as root: a `PATH` in an agent's `env` (which a
 /// `directory`-level agent can write) must not choose the program, nor
 /// reach podman's own environment.
