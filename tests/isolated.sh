@@ -31,6 +31,8 @@ out="probe-$LAZARUS_AGENT-$$.txt"
     try remount mount -o remount,rw /
     try umount umount -l "$LAZARUS_CELL_DIR"
     try dev_null sh -c 'echo x > /dev/null'
+    try setuid sh -c 'cp /bin/true ./suid-true && chmod 4755 ./suid-true'
+    try setgid sh -c 'chmod g+s ./suid-true'
     echo "hidden_dir=$(ls -A "$HIDDEN_DIR" 2>&1 | tr '\n' ' ')"
     echo "hidden_file=$(cat "$HIDDEN_FILE" 2>&1)"
     echo "hidden_tmp_dir=$(ls -A "$HIDDEN_TMP_DIR" 2>&1 | tr '\n' ' ')"

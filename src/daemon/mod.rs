@@ -33,6 +33,7 @@ pub mod publish;
 mod record;
 mod requests;
 pub mod sandbox;
+mod setid_filter;
 pub mod watch;
 
 use std::collections::{HashMap, HashSet, VecDeque};

@@ -1405,6 +1405,16 @@ fn spawn(
         }
     }
     let who = identity(cell_dir)?;
+    if start.spec.isolation != Isolation::Directory && who.switch.is_none() && who.uid.is_root() {
+        tracing::warn!(
+            "cell {}: agent {} runs as root (the cell directory is root's): its {} isolation \
+             holds for the filesystem, but root-only services on sockets still trust it; give \
+             the cell a non-root owner (chown -R USER: the cell) for a boundary",
+            start.cell,
+            start.agent,
+            start.spec.isolation.as_str()
+        );
+    }
     let workspace = super::owned_dir(cell_dir, "workspace").map_err(|e| e.to_string())?;
     let logs = super::owned_dir(cell_dir, "logs").map_err(|e| e.to_string())?;
     let log_name = format!("{}.log", start.agent);

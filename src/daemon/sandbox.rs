@@ -18,6 +18,9 @@
 //!   empty read-only tmpfs, a file by `/dev/null`;
 //! - no way back: `no_new_privs` (set-uid programs and file capabilities
 //!   give nothing) and an empty capability bounding set;
+//! - no set-uid or set-gid bit on anything it makes (a seccomp filter,
+//!   [`super::setid_filter`]): its workspace is `nosuid` only in its own
+//!   view, not on the host;
 //! - a Landlock domain (Linux 5.13+, where the kernel has it): writes,
 //!   whatever the path — also through `/proc/<pid>/root` of another
 //!   process of the agent's user, which leads into that process's view —
@@ -122,7 +125,6 @@ struct OpenHow {
 }
 
 /// Everything the child needs, prepared before the fork.
-#[derive(Debug)]
 pub struct Plan {
     /// The cell directory's absolute path (the agent sees it there too).
     cell: CString,
@@ -137,6 +139,8 @@ pub struct Plan {
     workspace: (u64, u64),
     /// The kernel's Landlock ABI version (0: none).
     landlock: i32,
+    /// The seccomp filter against set-id modes ([`super::setid_filter`]).
+    filter: Vec<libc::sock_filter>,
 }
 
 /// A step of the setup that failed, reported to the parent with its errno.
@@ -157,6 +161,7 @@ pub enum Step {
     Workspace,
     Privileges,
     Landlock,
+    Filter,
 }
 
 impl Step {
@@ -164,7 +169,7 @@ impl Step {
         use Step::*;
         [
             Unshare, Private, Cell, Writable, Devices, ReadOnly, Tmp, Dev, Hidden, Root, Attach,
-            Workspace, Privileges, Landlock,
+            Workspace, Privileges, Landlock, Filter,
         ]
         .into_iter()
         .find(|s| *s as u32 == n)
@@ -188,6 +193,7 @@ impl Step {
             Step::Workspace => "the workspace changed while the namespace was built",
             Step::Privileges => "cannot drop privileges",
             Step::Landlock => "cannot enter its Landlock domain",
+            Step::Filter => "cannot install its seccomp filter",
         }
     }
 }
@@ -326,6 +332,7 @@ pub fn prepare(cell_dir: &Dir, hidden: &[PathBuf]) -> Result<Plan, String> {
         hidden: covered,
         workspace: (st.st_dev, st.st_ino),
         landlock: landlock_abi(),
+        filter: super::setid_filter::program(),
     })
 }
 
@@ -697,6 +704,9 @@ pub unsafe fn enter(plan: &Plan) -> Result<(), (Step, i32)> {
         if plan.landlock > 0 {
             restrict_writes(plan)?;
         }
+        if !plan.filter.is_empty() {
+            super::setid_filter::install(&plan.filter).map_err(|e| (Step::Filter, e))?;
+        }
     }
     Ok(())
 }
@@ -840,13 +850,13 @@ mod tests {
 
     #[test]
     fn every_step_round_trips_through_its_number() {
-        for n in 1..=14 {
+        for n in 1..=15 {
             let step = Step::from_u32(n).unwrap();
             assert_eq!(step as u32, n);
             assert!(!step.what().is_empty());
         }
         assert_eq!(Step::from_u32(0), None);
-        assert_eq!(Step::from_u32(15), None);
+        assert_eq!(Step::from_u32(16), None);
     }
 
     /// The child's own check, for a symlink planted after `prepare`
@@ -873,6 +883,7 @@ mod tests {
             hidden: Vec::new(),
             workspace: (ws.dev(), ws.ino()),
             landlock: 0,
+            filter: Vec::new(),
         };
         // SAFETY: the child makes only system calls and exits.
         match unsafe { nix::unistd::fork() }.unwrap() {

@@ -160,6 +160,18 @@ fn confined_to_its_cell(extra: &str) {
             .expect("events")
             .contains("forged")
     );
+    // No set-id file for the host's users: its workspace is nosuid only in
+    // its own view.
+    assert!(found["setuid"].starts_with("fail:"), "{found:#?}");
+    assert!(found["setgid"].starts_with("fail:"), "{found:#?}");
+    if let Ok(meta) = std::fs::metadata(env.cell(&uuid).join("workspace/suid-true")) {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            meta.permissions().mode() & 0o6000,
+            0,
+            "a set-id file on the host"
+        );
+    }
     // And no way to undo it: no capability left, even for a root agent.
     assert_eq!(found["cap_eff"], "0000000000000000", "{found:#?}");
     assert!(found["remount"].starts_with("fail:"), "{found:#?}");
