@@ -60,7 +60,23 @@ pub(crate) fn isolation_usable(
         Isolation::Directory => Ok(()),
         Isolation::MountNamespace => {
             let pid = crate::daemon::lock::holder(&ctx.root.path).unwrap_or(std::process::id());
-            crate::daemon::sandbox::available_in(pid)
+            crate::daemon::sandbox::available_in(pid)?;
+            // A hidden path above the cells would hide the cell itself.
+            let root = std::fs::canonicalize(&ctx.root.path).unwrap_or(ctx.root.path.clone());
+            match ctx
+                .config
+                .isolation
+                .hidden_paths
+                .iter()
+                .find(|p| root.starts_with(p) || ctx.root.path.starts_with(p))
+            {
+                Some(p) => Err(format!(
+                    "[isolation] hidden_paths: {} would hide the cells root {} from its agents",
+                    p.display(),
+                    ctx.root.path.display()
+                )),
+                None => Ok(()),
+            }
         }
         Isolation::Podman => crate::daemon::podman::available(&ctx.config.isolation),
     }

@@ -391,6 +391,25 @@ fn a_symlink_planted_for_a_writable_directory_fails_the_start() {
     assert!(!outside.0.join("secret/bus-written").exists());
 }
 
+/// A hidden path above the cells root would hide the cell from its own
+/// agent: refused at join, not at every start.
+#[test]
+#[cfg_attr(
+    not(mount_namespaces),
+    ignore = "needs root where unshare(CLONE_NEWNS) is permitted"
+)]
+fn a_hidden_path_above_the_cells_is_refused_at_join() {
+    let env = Env::new();
+    env.config(&format!(
+        "{CONFIG}\n[isolation]\nhidden_paths = {}\n",
+        json!([env.tmp.path()])
+    ));
+    let uuid = env.create_from(&json!({"isolation": "mount-namespace", "agents": []}));
+    env.run(&["cell", "join", &uuid, "--agent", "x", "--", "/bin/true"])
+        .fails(1, "would hide the cells root");
+    assert_eq!(env.manifest(&uuid)["agents"], json!([]));
+}
+
 /// The daemon as root without CAP_SYS_ADMIN (`setpriv` drops it from the
 /// bounding set, so the exec'd daemon never has it).
 #[test]
