@@ -836,18 +836,16 @@ pub async fn stop_recorded(
     let Some(fd) = open_verified(instance) else {
         return;
     };
-    if let Some(container) = &container {
-        container.stop(grace).await;
-        if tokio::time::timeout(Duration::from_secs(5), exited(&fd, instance))
+    if let Some(container) = &container
+        && stop_container(container, grace, &fd, instance)
             .await
-            .is_ok()
-        {
-            if let Some(group) = AgentGroup::of_instance(instance.pid, cell, agent) {
-                kill_group(&group).await;
-                group.remove();
-            }
-            return;
+            .is_none()
+    {
+        if let Some(group) = AgentGroup::of_instance(instance.pid, cell, agent) {
+            kill_group(&group).await;
+            group.remove();
         }
+        return;
     }
     match AgentGroup::of_instance(instance.pid, cell, agent) {
         Some(group) => {
@@ -1027,18 +1025,8 @@ async fn watch_child(
         () = exited(&fd, instance) => None,
         grace = stop => grace.ok(),
     };
-    // A container is stopped by podman (SIGTERM, the grace, SIGKILL);
-    // its podman process then ends, or is stopped as any other.
     if let (Some(container), Some(g)) = (&container, grace) {
-        container.stop(g).await;
-        if tokio::time::timeout(Duration::from_secs(5), exited(&fd, instance))
-            .await
-            .is_ok()
-        {
-            grace = None;
-        } else {
-            grace = Some(Duration::ZERO);
-        }
+        grace = stop_container(container, g, &fd, instance).await;
     }
     match (grace, &group) {
         (Some(grace), Some(group)) => stop_group(group, grace).await,
@@ -1151,18 +1139,8 @@ async fn watch_adopted(
         () = exited(&fd, instance) => None,
         grace = stop => grace.ok(),
     };
-    // A container is stopped by podman (SIGTERM, the grace, SIGKILL);
-    // its podman process then ends, or is stopped as any other.
     if let (Some(container), Some(g)) = (&container, grace) {
-        container.stop(g).await;
-        if tokio::time::timeout(Duration::from_secs(5), exited(&fd, instance))
-            .await
-            .is_ok()
-        {
-            grace = None;
-        } else {
-            grace = Some(Duration::ZERO);
-        }
+        grace = stop_container(container, g, &fd, instance).await;
     }
     match (grace, &group) {
         (Some(grace), Some(group)) => stop_group(group, grace).await,
@@ -1175,6 +1153,22 @@ async fn watch_adopted(
     }
     if let Some(container) = &container {
         container.remove().await;
+    }
+}
+
+/// A container is stopped by podman (SIGTERM, the grace, SIGKILL); its
+/// podman process then ends. `None` if it did; otherwise no grace is left
+/// for stopping that process as any other.
+async fn stop_container(
+    container: &Container,
+    grace: Duration,
+    fd: &OwnedFd,
+    instance: Instance,
+) -> Option<Duration> {
+    container.stop(grace).await;
+    match tokio::time::timeout(Duration::from_secs(5), exited(fd, instance)).await {
+        Ok(()) => None,
+        Err(_) => Some(Duration::ZERO),
     }
 }
 

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use crate::harness::{BIN, Env, alive, cgroup2_mount, repo_file, wait_for};
 use crate::section_revival::CONFIG;
+use crate::section_trust::own_by_nobody;
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -288,20 +289,6 @@ impl Drop for Neighbour {
     }
 }
 
-/// Makes `uuid` belong to `nobody`, and the test's root reachable for it.
-fn own_by_nobody(env: &Env, uuid: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    let status = Command::new("chown")
-        .args(["-R", "65534:65534"])
-        .arg(env.cell(uuid))
-        .status()
-        .expect("chown");
-    assert!(status.success());
-    for dir in [env.tmp.path(), &env.root] {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    }
-}
-
 #[test]
 #[cfg_attr(
     not(all(mount_namespaces, cgroups)),
@@ -494,18 +481,18 @@ impl Drop for Containers {
     }
 }
 
-fn container_state(name: &str) -> String {
+/// What `podman container inspect --format FORMAT` says of `name` (empty
+/// if there is no such container).
+fn inspect(name: &str, format: &str) -> String {
     Command::new("podman")
-        .args([
-            "container",
-            "inspect",
-            "--format",
-            "{{.State.Status}}",
-            name,
-        ])
+        .args(["container", "inspect", "--format", format, name])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default()
+}
+
+fn container_state(name: &str) -> String {
+    inspect(name, "{{.State.Status}}")
 }
 
 #[test]
@@ -637,11 +624,7 @@ fn wait_probe(env: &Env, uuid: &str, agent: &str) -> HashMap<String, String> {
 }
 
 fn container_id(name: &str) -> String {
-    Command::new("podman")
-        .args(["container", "inspect", "--format", "{{.Id}}", name])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
+    inspect(name, "{{.Id}}")
 }
 
 /// A daemon restart adopts a running container's agent (no second start,

@@ -205,7 +205,7 @@ fn a_claimed_pid_of_another_user_is_never_signalled() {
 }
 
 /// Makes `uuid` belong to `nobody`, and the test's root reachable for it.
-fn own_by_nobody(env: &Env, uuid: &str) {
+pub(crate) fn own_by_nobody(env: &Env, uuid: &str) {
     assert!(nix::unistd::geteuid().is_root(), "this test needs root");
     let status = Command::new("chown")
         .args(["-R", &format!("{NOBODY}:{NOBODY}")])
