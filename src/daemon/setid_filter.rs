@@ -111,114 +111,52 @@ pub fn program() -> Vec<libc::sock_filter> {
         at += len;
     }
     let (allow, deny, nosys) = (at, at + 1, at + 2);
+    let load = |k| Insn {
+        code: LD_W_ABS,
+        k,
+        jt: NEXT,
+        jf: NEXT,
+    };
+    let jump = |code, k, jt, jf| Insn { code, k, jt, jf };
+    let ret = |k| Insn {
+        code: RET_K,
+        k,
+        jt: NEXT,
+        jf: NEXT,
+    };
     let mut p = vec![
-        Insn {
-            code: LD_W_ABS,
-            k: ARCH,
-            jt: NEXT,
-            jf: NEXT,
-        },
-        Insn {
-            code: JEQ_K,
-            k: AUDIT_ARCH,
-            jt: NEXT,
-            jf: deny,
-        },
-        Insn {
-            code: LD_W_ABS,
-            k: NR,
-            jt: NEXT,
-            jf: NEXT,
-        },
+        load(ARCH),
+        jump(JEQ_K, AUDIT_ARCH, NEXT, deny),
+        load(NR),
         // x32 system calls (bit 30) on x86_64; none elsewhere.
-        Insn {
-            code: JGE_K,
-            k: 0x4000_0000,
-            jt: deny,
-            jf: NEXT,
-        },
+        jump(JGE_K, 0x4000_0000, deny, NEXT),
     ];
     for (i, (nr, check)) in calls.iter().enumerate() {
         let target = match check {
             Check::NoSys => nosys,
             _ => block_at[i],
         };
-        p.push(Insn {
-            code: JEQ_K,
-            k: *nr as u32,
-            jt: target,
-            jf: NEXT,
-        });
+        p.push(jump(JEQ_K, *nr as u32, target, NEXT));
     }
-    p.push(Insn {
-        code: RET_K,
-        k: RET_ALLOW,
-        jt: NEXT,
-        jf: NEXT,
-    });
+    p.push(ret(RET_ALLOW));
     for check in blocks {
         match check {
             Check::Mode(i) => {
-                p.push(Insn {
-                    code: LD_W_ABS,
-                    k: arg(i),
-                    jt: NEXT,
-                    jf: NEXT,
-                });
-                p.push(Insn {
-                    code: JSET_K,
-                    k: SET_ID,
-                    jt: deny,
-                    jf: allow,
-                });
+                p.push(load(arg(i)));
+                p.push(jump(JSET_K, SET_ID, deny, allow));
             }
             Check::Creating { flags, mode } => {
-                p.push(Insn {
-                    code: LD_W_ABS,
-                    k: arg(flags),
-                    jt: NEXT,
-                    jf: NEXT,
-                });
-                p.push(Insn {
-                    code: JSET_K,
-                    k: CREATING,
-                    jt: NEXT,
-                    jf: allow,
-                });
-                p.push(Insn {
-                    code: LD_W_ABS,
-                    k: arg(mode),
-                    jt: NEXT,
-                    jf: NEXT,
-                });
-                p.push(Insn {
-                    code: JSET_K,
-                    k: SET_ID,
-                    jt: deny,
-                    jf: allow,
-                });
+                p.push(load(arg(flags)));
+                p.push(jump(JSET_K, CREATING, NEXT, allow));
+                p.push(load(arg(mode)));
+                p.push(jump(JSET_K, SET_ID, deny, allow));
             }
             Check::NoSys => {}
         }
     }
-    p.push(Insn {
-        code: RET_K,
-        k: RET_ALLOW,
-        jt: NEXT,
-        jf: NEXT,
-    });
-    p.push(Insn {
-        code: RET_K,
-        k: RET_ERRNO | libc::EPERM as u32,
-        jt: NEXT,
-        jf: NEXT,
-    });
-    p.push(Insn {
-        code: RET_K,
-        k: RET_ERRNO | libc::ENOSYS as u32,
-        jt: NEXT,
-        jf: NEXT,
-    });
+    p.push(ret(RET_ALLOW));
+    p.push(ret(RET_ERRNO | libc::EPERM as u32));
+    p.push(ret(RET_ERRNO | libc::ENOSYS as u32));
     assert_eq!(p.len(), nosys + 1, "the layout above");
     p.iter()
         .enumerate()
