@@ -41,6 +41,10 @@ out="probe-$LAZARUS_AGENT-$$.txt"
     echo "devices=$(ls /dev | tr '\n' ' ')"
     echo "cap_eff=$(sed -n 's/^CapEff:[[:space:]]*//p' /proc/self/status)"
     echo "cwd=$(pwd)"
+    if [ -n "${HOST_PTY:-}" ]; then
+        try host_pty sh -c "printf 'agent was here' > /dev/pts/$HOST_PTY"
+        echo "pts=$(ls /dev/pts | tr '\n' ' ')"
+    fi
     if [ -n "${NEIGHBOUR_PID:-}" ]; then
         try proc_root sh -c "echo x > /proc/$NEIGHBOUR_PID/root$NEIGHBOUR_FILE"
         try proc_cwd sh -c "echo x > /proc/$NEIGHBOUR_PID/cwd/written-through-cwd"

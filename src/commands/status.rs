@@ -215,8 +215,8 @@ fn report(
             };
             let agent_state = facts.map_or(computed, |f| f.state);
             let configured = agent.isolation.or(manifest.isolation).unwrap_or_default();
-            // What runs: the daemon's observation, or (no daemon) the
-            // recorded instance's, looked at in /proc now.
+            // What runs: the daemon's word, or (no daemon) its record of
+            // the instance still running, confirmed in /proc.
             let running = facts.and_then(|f| f.isolation).or_else(|| {
                 let kept = kept?;
                 let i = kept.instance?;
@@ -225,10 +225,8 @@ fn report(
                     start_time: i.start_time,
                 };
                 (this_boot && crate::daemon::process::is_alive(instance)).then_some(())?;
-                crate::daemon::process::observed_isolation(
-                    i.pid,
-                    kept.control.as_deref() == Some("podman"),
-                )
+                let level = Isolation::parse(kept.isolation.as_deref()?)?;
+                Some(crate::daemon::process::confirmed_isolation(level, i.pid))
             });
             AgentReport {
                 name: agent.name.clone(),
@@ -251,10 +249,19 @@ fn report(
                     (this_boot && crate::daemon::process::is_alive(instance)).then_some(i.pid)
                 }),
                 control: facts.and_then(|f| f.control.clone()),
-                isolation: running.unwrap_or(configured).as_str(),
-                isolation_configured: running
-                    .filter(|r| *r != configured)
-                    .map(|_| configured.as_str()),
+                // An instance the daemon runs but cannot vouch for (adopted
+                // without a record of its level) is `unknown`, not what
+                // cell.json says.
+                isolation: match (running, facts.and_then(|f| f.pid)) {
+                    (Some(level), _) => level.as_str(),
+                    (None, Some(_)) => "unknown",
+                    (None, None) => configured.as_str(),
+                },
+                isolation_configured: match (running, facts.and_then(|f| f.pid)) {
+                    (Some(level), _) if level != configured => Some(configured.as_str()),
+                    (None, Some(_)) => Some(configured.as_str()),
+                    _ => None,
+                },
                 limits: match facts.map(|f| &f.limits).filter(|l| !l.is_empty()) {
                     Some(limits) => limits.clone(),
                     None => settings

@@ -164,7 +164,16 @@ impl Shell {
                     let container = (self.core.isolation(&cell, &agent)
                         == Some(crate::cell::manifest::Isolation::Podman))
                     .then(|| super::podman::Container::of(&self.cfg.isolation, &cell, &agent));
-                    if self.procs.adopt(&cell, &agent, instance, uid, container) {
+                    // The level a previous daemon built, from its records.
+                    let isolation = self
+                        .records
+                        .read_cell(&cell)
+                        .and_then(|r| r.agents.get(&*agent)?.isolation.clone())
+                        .and_then(|l| crate::cell::manifest::Isolation::parse(&l));
+                    if self
+                        .procs
+                        .adopt(&cell, &agent, instance, uid, container, isolation)
+                    {
                         tracing::info!("cell {cell}: adopted agent {agent} (pid {})", instance.pid);
                     }
                 }

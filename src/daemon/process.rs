@@ -394,6 +394,8 @@ struct Starting {
     group: Option<AgentGroup>,
     container: Option<Container>,
     limits: Vec<Enforced>,
+    /// The level it is started with (the daemon builds it).
+    isolation: Isolation,
 }
 
 /// Every instance the daemon watches, by cell and agent: the one seam
@@ -582,6 +584,7 @@ impl Procs {
         instance: Instance,
         uid: Option<Uid>,
         container: Option<Container>,
+        isolation: Option<Isolation>,
     ) -> bool {
         if self
             .entry(cell, agent)
@@ -604,6 +607,7 @@ impl Procs {
             stop_tx,
             None,
             Vec::new(),
+            isolation,
         );
         let tx = self.tx.clone();
         let (cell, agent) = (cell.clone(), agent.clone());
@@ -630,9 +634,10 @@ impl Procs {
         stop: oneshot::Sender<Duration>,
         cpu_at_beat: Option<u64>,
         limits: Vec<Enforced>,
+        isolation: Option<Isolation>,
     ) {
         let cpu_clock = ClockId::pid_cpu_clock_id(Pid::from_raw(instance.pid)).ok();
-        let isolation = observed_isolation(instance.pid, container.is_some());
+        let isolation = isolation.map(|level| confirmed_isolation(level, instance.pid));
         self.table.entry(cell.clone()).or_default().insert(
             agent.clone(),
             Entry {
@@ -718,6 +723,7 @@ impl Procs {
                 group: group.clone(),
                 container: container.clone(),
                 limits: plan.clone(),
+                isolation: start.spec.isolation,
             },
         );
         let tx = self.tx.clone();
@@ -799,26 +805,28 @@ impl Procs {
                 starting.stop,
                 Some(0),
                 starting.limits,
+                Some(starting.isolation),
             );
         }
     }
 }
 
-/// The isolation a running process has, by observation: `podman` if it is
-/// a container's podman process, `mount-namespace` if its mount namespace
-/// is not this process's, `directory` otherwise. `None` if `/proc` does not
-/// say (gone, or not this user's to look at).
-pub fn observed_isolation(pid: i32, container: bool) -> Option<Isolation> {
-    if container {
-        return Some(Isolation::Podman);
+/// The isolation a running instance has: the level the daemon built for
+/// it (its own word, from its start or its records), confirmed in
+/// `/proc` — a `mount-namespace` instance still in the daemon's own mount
+/// namespace (a record that lies, a namespace that failed) is
+/// `directory`. A differing namespace alone proves nothing (any agent can
+/// make one, in a user namespace), so it never raises the level.
+pub fn confirmed_isolation(level: Isolation, pid: i32) -> Isolation {
+    if level != Isolation::MountNamespace {
+        return level;
     }
-    let theirs = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok()?;
-    let ours = std::fs::read_link("/proc/self/ns/mnt").ok()?;
-    Some(if theirs == ours {
-        Isolation::Directory
-    } else {
-        Isolation::MountNamespace
-    })
+    let theirs = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
+    let ours = std::fs::read_link("/proc/self/ns/mnt").ok();
+    match (theirs, ours) {
+        (Some(theirs), Some(ours)) if theirs == ours => Isolation::Directory,
+        _ => level,
+    }
 }
 
 /// Stops an instance the daemon's records name (the CLI's part when no

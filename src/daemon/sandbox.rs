@@ -13,7 +13,7 @@
 //!   there);
 //! - a private `/tmp` and `/dev/shm` (tmpfs), and a `/dev` of its own
 //!   holding only `null`, `zero`, `full`, `random`, `urandom`, `tty` and
-//!   the host's `pts` (no disks);
+//!   a `pts` of its own (no disks, none of the host's terminals);
 //! - every `[isolation] hidden_paths` entry covered: a directory by an
 //!   empty read-only tmpfs, a file by `/dev/null`;
 //! - no way back: `no_new_privs` (set-uid programs and file capabilities
@@ -542,7 +542,6 @@ pub unsafe fn enter(plan: &Plan) -> Result<(), (Step, i32)> {
                 return Err((Step::Devices, errno()));
             }
         }
-        let pts = open_tree(libc::AT_FDCWD, c"/dev/pts", clone | nofollow);
 
         // Everything read-only, set-uid bits and device nodes dead.
         check!(
@@ -583,11 +582,19 @@ pub unsafe fn enter(plan: &Plan) -> Result<(), (Step, i32)> {
             check!(Step::Dev, move_mount(devices[i], libc::AT_FDCWD, path));
             libc::close(devices[i]);
         }
-        if pts >= 0 {
-            check!(Step::Dev, libc::mkdir(c"/dev/pts".as_ptr(), 0o755));
-            check!(Step::Dev, move_mount(pts, libc::AT_FDCWD, c"/dev/pts"));
-            libc::close(pts);
-        }
+        // A devpts of its own (a new instance): the host's terminals, the
+        // operators' among them, are not there to read or write.
+        check!(Step::Dev, libc::mkdir(c"/dev/pts".as_ptr(), 0o755));
+        check!(
+            Step::Dev,
+            libc::mount(
+                c"devpts".as_ptr(),
+                c"/dev/pts".as_ptr(),
+                c"devpts".as_ptr(),
+                (libc::MS_NOSUID | libc::MS_NOEXEC) as libc::c_ulong,
+                c"newinstance,ptmxmode=0666,mode=0620".as_ptr().cast(),
+            )
+        );
         for (target, link) in DEV_LINKS {
             check!(Step::Dev, libc::symlink(target.as_ptr(), link.as_ptr()));
         }
@@ -780,18 +787,29 @@ unsafe fn restrict_writes(plan: &Plan) -> Result<(), (Step, i32)> {
             libc::close(dir);
         }
         libc::close(cell);
-        for (path, access) in [
-            (c"/tmp", write),
-            (c"/dev/shm", write),
-            (c"/dev", FS_WRITE_FILE | (write & FS_TRUNCATE)),
-        ] {
+        for path in [c"/tmp", c"/dev/shm"] {
             let dir = check!(libc::open(
                 path.as_ptr(),
                 libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC
             ));
-            check!(allow(dir, access));
+            check!(allow(dir, write));
             libc::close(dir);
         }
+        // Devices one by one (and its own terminals), not all of /dev.
+        let device = FS_WRITE_FILE | (write & FS_TRUNCATE);
+        for (path, _) in DEVICES {
+            let fd = libc::open(path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
+            if fd >= 0 {
+                check!(allow(fd, device));
+                libc::close(fd);
+            }
+        }
+        let pts = check!(libc::open(
+            c"/dev/pts".as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC
+        ));
+        check!(allow(pts, device));
+        libc::close(pts);
         check!(libc::syscall(libc::SYS_landlock_restrict_self, ruleset, 0) as i32);
         libc::close(ruleset);
     }

@@ -130,11 +130,15 @@ fn a_namespaced_agent_is_confined_without_cgroups_too() {
 fn confined_to_its_cell(extra: &str) {
     let outside = Outside::new();
     let env = namespaced_env(&outside, extra);
+    // A terminal on the host (an operator's, say), open while the agent runs.
+    let host_pty = HostPty::open();
     let other = env.create_from(&json!({"agents": []}));
+    let mut probe_a = probe_agent("a", "beat", &env, &outside);
+    probe_a["env"]["HOST_PTY"] = host_pty.number.to_string().into();
     let uuid = env.create_from(&json!({
         "status": "active",
         "isolation": "mount-namespace",
-        "agents": [probe_agent("a", "beat", &env, &outside)],
+        "agents": [probe_a],
     }));
     let manifest_before = std::fs::read(env.cell(&uuid).join("cell.json")).expect("cell.json");
     let _daemon = env.daemon(&[]);
@@ -173,6 +177,14 @@ fn confined_to_its_cell(extra: &str) {
             "a set-id file on the host"
         );
     }
+    // The host's terminals are not in its /dev/pts (a devpts of its own).
+    assert!(found["host_pty"].starts_with("fail:"), "{found:#?}");
+    assert!(
+        !found["pts"]
+            .split_whitespace()
+            .any(|p| p == host_pty.number.to_string()),
+        "{found:#?}"
+    );
     // And no way to undo it: no capability left, even for a root agent.
     assert_eq!(found["cap_eff"], "0000000000000000", "{found:#?}");
     assert!(found["remount"].starts_with("fail:"), "{found:#?}");
@@ -277,6 +289,31 @@ fn a_namespaced_agent_cannot_reach_out_through_another_process_of_its_user() {
     }
     assert!(!open_dir.join("written-through-root").exists());
     assert!(!open_dir.join("written-through-cwd").exists());
+}
+
+/// A pseudo-terminal on the host, its controlling side held open.
+struct HostPty {
+    _master: std::fs::File,
+    number: u32,
+}
+
+impl HostPty {
+    fn open() -> HostPty {
+        use std::os::fd::FromRawFd;
+        // SAFETY: posix_openpt and friends on a descriptor we own.
+        unsafe {
+            let fd = nix::libc::posix_openpt(nix::libc::O_RDWR | nix::libc::O_NOCTTY);
+            assert!(fd >= 0, "posix_openpt");
+            assert_eq!(nix::libc::grantpt(fd), 0);
+            assert_eq!(nix::libc::unlockpt(fd), 0);
+            let mut number: nix::libc::c_uint = 0;
+            assert_eq!(nix::libc::ioctl(fd, nix::libc::TIOCGPTN, &mut number), 0);
+            HostPty {
+                _master: std::fs::File::from_raw_fd(fd),
+                number,
+            }
+        }
+    }
 }
 
 /// A bystander process, killed when dropped.
@@ -702,9 +739,40 @@ fn a_podman_agent_is_adopted_across_a_restart_by_its_container() {
 fn status_shows_the_isolation_that_runs_and_the_one_that_applies_next() {
     let env = Env::new();
     env.config(CONFIG);
-    let uuid = env.create_from(&json!({"status": "active", "agents": [agent("a", "beat")]}));
-    let _daemon = env.daemon(&[]);
+    // b makes a mount namespace of its own (in a user namespace, as any
+    // agent can): that is no isolation the daemon gave.
+    let b = json!({
+        "name": "b",
+        "command": ["unshare", "--user", "--map-root-user", "--mount", "/bin/sh",
+                    repo_file("tests/agent.sh"), "beat"],
+    });
+    let uuid = env.create_from(&json!({"status": "active", "agents": [agent("a", "beat"), b]}));
+    let daemon = env.daemon(&[]);
     let first = env.pid_of(&uuid, "agent_started", "a", 1);
+    let b_pid = env.pid_of(&uuid, "agent_started", "b", 1);
+    assert_ne!(
+        std::fs::read_link(format!("/proc/{b_pid}/ns/mnt")).ok(),
+        std::fs::read_link("/proc/self/ns/mnt").ok(),
+        "b runs in a mount namespace of its own"
+    );
+    let level_of_b = || {
+        let status = env.run(&["status", &uuid, "--json"]).success().json();
+        status["cells"][0]["agents"][1]["isolation"].clone()
+    };
+    wait_for("b healthy", LIMIT, || {
+        env.state(&uuid)
+            .is_some_and(|s| s["agent_health"]["b"]["state"] == "healthy")
+    });
+    assert_eq!(level_of_b(), "directory");
+    // Across a restart (adopted) and with no daemon at all: the same.
+    daemon.stop(LIMIT);
+    assert_eq!(level_of_b(), "directory", "no daemon");
+    let _daemon = env.daemon(&[]);
+    wait_for("b adopted", LIMIT, || {
+        env.record(&uuid)
+            .is_some_and(|r| r["agents"]["b"]["isolation"] == "directory")
+    });
+    assert_eq!(level_of_b(), "directory", "adopted");
     wait_for("healthy", LIMIT, || {
         env.state(&uuid)
             .is_some_and(|s| s["agent_health"]["a"]["state"] == "healthy")
