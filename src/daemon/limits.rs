@@ -36,7 +36,7 @@ pub fn plan(
                 Some(hard) if *asked > hard => (
                     hard,
                     Some(format!(
-                        "lowered from {asked} to the daemon's own hard limit"
+                        "lowered from {asked}: above the daemon's own limit or the operator's"
                     )),
                 ),
                 _ => (*asked, None),

@@ -150,7 +150,16 @@ pub fn command_line(cfg: &IsolationConfig, run: &Run<'_>) -> Result<Vec<String>,
                  or ',')"
             ));
         }
+        // The runtime resolves a destination inside the container's root,
+        // following links: a link is skipped here (the mount would land on
+        // its target, or fail every start) — list what it points to.
         match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                tracing::warn!(
+                    "[isolation] hidden_paths: {text} is a symlink, not covered in containers; \
+                     list its target instead"
+                );
+            }
             Ok(meta) if meta.is_dir() => argv.push(format!(
                 "--mount=type=tmpfs,destination={text},ro=true,tmpfs-size=4k,notmpcopyup"
             )),
@@ -165,6 +174,63 @@ pub fn command_line(cfg: &IsolationConfig, run: &Run<'_>) -> Result<Vec<String>,
     argv.extend(image);
     argv.extend(run.argv.iter().cloned());
     Ok(argv)
+}
+
+/// The limits the operator's `podman_args` set (`--ulimit NAME=S:H`,
+/// `--memory`, `--pids-limit`, `--cpus`), as ceilings in `limits`' units:
+/// an agent's own limit can lower them, never raise them.
+pub fn ceilings(cfg: &IsolationConfig) -> Vec<(String, u64)> {
+    const TAKES_VALUE: &[&str] = &["--ulimit", "--memory", "-m", "--pids-limit", "--cpus"];
+    let mut out = Vec::new();
+    let mut args = cfg.podman_args.iter().peekable();
+    while let Some(arg) = args.next() {
+        let (flag, value) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => (flag, value.to_string()),
+            _ if TAKES_VALUE.contains(&arg.as_str()) => match args.next() {
+                Some(next) => (arg.as_str(), next.clone()),
+                None => continue,
+            },
+            _ => continue,
+        };
+        let parsed = match flag {
+            "--ulimit" => value.split_once('=').and_then(|(name, v)| {
+                let hard = v.rsplit(':').next()?;
+                Some((name.to_string(), hard.parse::<u64>().ok()?))
+            }),
+            "--memory" | "-m" => memory_bytes(&value).map(|b| ("memory.max".to_string(), b)),
+            "--pids-limit" => value
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .map(|n| ("pids.max".to_string(), n)),
+            "--cpus" => value
+                .parse::<f64>()
+                .ok()
+                .filter(|c| *c > 0.0)
+                .map(|c| ("cpu.max".to_string(), (c * 100_000.0).round() as u64)),
+            _ => None,
+        };
+        out.extend(parsed);
+    }
+    out
+}
+
+/// podman's memory sizes: a number with an optional b, k, m or g.
+fn memory_bytes(text: &str) -> Option<u64> {
+    let text = text.trim().to_ascii_lowercase();
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text.as_str(), ""),
+    };
+    let n: u64 = digits.parse().ok()?;
+    let unit = match unit.trim_end_matches('b') {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(unit)
 }
 
 /// The agent's environment as podman's env file (`NAME=VALUE` lines). A
@@ -248,17 +314,49 @@ fn probe(cfg: &IsolationConfig, image: Vec<String>) -> Result<(), String> {
     args.extend(cfg.podman_args.iter().cloned());
     args.extend(image);
     args.push("true".into());
-    let out = Command::new(&program)
+    let mut child = Command::new(&program)
         .args(&args)
         .env_clear()
         .envs(std::env::vars().filter(|(k, _)| k == "PATH" || k == "LANG" || k == "TZ"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .output()
+        .spawn()
         .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
-    verdict(out.status.code(), &String::from_utf8_lossy(&out.stderr))
+    // Bounded: it runs on the thread that starts every agent. Its stderr
+    // is read on the side, so a chatty podman cannot block on the pipe.
+    let mut stderr = child.stderr.take();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(stderr) = stderr.as_mut() {
+            use std::io::Read;
+            let _ = stderr.take(64 * 1024).read_to_string(&mut text);
+        }
+        text
+    });
+    let until = Instant::now() + PROBE_LIMIT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < until => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "isolation podman: podman did not run a container within {}s (a lock held? \
+                     see `podman ps -a`)",
+                    PROBE_LIMIT.as_secs()
+                ));
+            }
+            Err(e) => return Err(format!("cannot run {}: {e}", program.display())),
+        }
+    };
+    let text = reader.join().unwrap_or_default();
+    verdict(status.code(), &text)
 }
+
+/// How long the availability probe may take.
+const PROBE_LIMIT: Duration = Duration::from_secs(60);
 
 /// What the probe's exit says. 0: it ran; 127 "not found": the runtime
 /// works, the image has no `true`. Anything else (126 is also how podman
@@ -542,6 +640,36 @@ mod tests {
             e.contains("not present on this host, and it is never pulled"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_operators_podman_args_are_ceilings() {
+        let cfg = IsolationConfig {
+            podman_args: vec![
+                "--ulimit=nofile=1024:2048".into(),
+                "--ulimit".into(),
+                "nproc=64".into(),
+                "--memory=512m".into(),
+                "--pids-limit=100".into(),
+                "--cpus".into(),
+                "1.5".into(),
+                "--network=none".into(),
+            ],
+            ..IsolationConfig::default()
+        };
+        assert_eq!(
+            ceilings(&cfg),
+            vec![
+                ("nofile".to_string(), 2048),
+                ("nproc".into(), 64),
+                ("memory.max".into(), 512 << 20),
+                ("pids.max".into(), 100),
+                ("cpu.max".into(), 150_000),
+            ]
+        );
+        assert_eq!(memory_bytes("1g"), Some(1 << 30));
+        assert_eq!(memory_bytes("100"), Some(100));
+        assert_eq!(memory_bytes("x"), None);
     }
 
     #[test]

@@ -702,9 +702,20 @@ impl Procs {
             (Some(_), _) => Means::Podman,
             (None, group) => Means::Process(group.as_ref().map(AgentGroup::path)),
         };
+        // The most the daemon may give: its own hard rlimits, and for a
+        // container what the operator's podman_args set.
+        let ceilings = match means {
+            Means::Podman => super::podman::ceilings(&start.isolation),
+            Means::Process(_) => Vec::new(),
+        };
         let plan = super::limits::plan(&start.spec.limits, means, |name| {
-            let hard = nix::sys::resource::getrlimit(resource(name)?).map_or(u64::MAX, |l| l.1);
-            Some(hard)
+            let own =
+                resource(name).map(|r| nix::sys::resource::getrlimit(r).map_or(u64::MAX, |l| l.1));
+            let operator = ceilings.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+            match (own, operator) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
         });
         for limit in plan.iter().filter(|l| l.note.is_some()) {
             tracing::warn!(

@@ -563,7 +563,8 @@ fn a_podman_agent_runs_in_a_container_the_daemon_stops_pauses_and_revives() {
     // `--ulimit` (the agent's own wins).
     env.edit_manifest(&uuid, |m| {
         let mut a = probe_agent("boxed", "crash-once", &env, &outside);
-        a["limits"] = json!({"nofile": 256});
+        // nproc above the operator's --ulimit=nproc=4096: lowered to it.
+        a["limits"] = json!({"nofile": 256, "nproc": 100000});
         m["agents"] = json!([a]);
     });
     let _daemon = env.daemon(&[]);
@@ -610,6 +611,13 @@ fn a_podman_agent_runs_in_a_container_the_daemon_stops_pauses_and_revives() {
     let start =
         std::fs::read_to_string(env.cell(&uuid).join("workspace").join(&starts[0])).expect("start");
     assert!(start.contains("nofile_hard=256"), "{start}");
+    let limits = &status["cells"][0]["agents"][0]["limits"];
+    let nproc = limits
+        .as_array()
+        .and_then(|l| l.iter().find(|l| l["name"] == "nproc"))
+        .unwrap_or_else(|| panic!("{limits:#?}"));
+    assert_eq!(nproc["value"], 4096, "{limits:#?}");
+    assert_eq!(nproc["by"], "podman");
 
     // Freeze and thaw are podman pause and unpause.
     env.run(&["cell", "freeze", &uuid]).success();
