@@ -39,8 +39,9 @@ pub struct Prepared {
     /// `mount-namespace`: the view to build (it also sets the working
     /// directory); `None`: only `fchdir` to `workspace`.
     pub sandbox: Option<super::sandbox::Plan>,
-    /// Passed to the program as descriptor 3 (podman's env file).
-    pub fd3: Option<RawFd>,
+    /// Passed to the program as descriptors 3 and 4 (podman's env file
+    /// and seccomp profile).
+    pub fds: [Option<RawFd>; 2],
 }
 
 /// How a start through `clone3` ended.
@@ -225,9 +226,7 @@ unsafe fn child(
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
         super::process::default_signals();
         super::process::cloexec_from_3();
-        if let Some(fd) = p.fd3
-            && super::process::pass_as_fd3(fd).is_err()
-        {
+        if super::process::pass_fds(&p.fds).is_err() {
             fail(errno());
         }
         super::process::restore_nofile_limit();

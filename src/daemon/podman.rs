@@ -83,6 +83,9 @@ pub struct Run<'a> {
     pub user: (u32, u32, Vec<u32>),
     /// Where podman reads the agent's environment (`/dev/fd/3`).
     pub env_file: &'a str,
+    /// Where podman reads the seccomp profile (`/dev/fd/4`), if there is
+    /// one ([`seccomp_profile`]).
+    pub seccomp: Option<&'a str>,
     /// The limits as podman options (`--ulimit`, `--memory`, …).
     pub limit_args: &'a [String],
     pub argv: &'a [String],
@@ -168,6 +171,9 @@ pub fn command_line(cfg: &IsolationConfig, run: &Run<'_>) -> Result<Vec<String>,
         }
     }
     argv.push(format!("--env-file={}", run.env_file));
+    if let Some(profile) = run.seccomp {
+        argv.push(format!("--security-opt=seccomp={profile}"));
+    }
     argv.extend(cfg.podman_args.iter().cloned());
     // After the operator's options: the agent's own limits win.
     argv.extend(run.limit_args.iter().cloned());
@@ -231,6 +237,84 @@ fn memory_bytes(text: &str) -> Option<u64> {
         _ => return None,
     };
     n.checked_mul(unit)
+}
+
+/// The distribution's default container seccomp profile, where podman's
+/// packages put it.
+const SECCOMP_DEFAULTS: &[&str] = &[
+    "/usr/share/containers/seccomp.json",
+    "/etc/containers/seccomp.json",
+];
+
+/// The syscalls whose mode the profile checks, and the index of their
+/// mode argument; `open`/`openat` also by their flags.
+const MODE_CALLS: &[(&str, u32)] = &[
+    ("chmod", 1),
+    ("fchmod", 1),
+    ("fchmodat", 2),
+    ("fchmodat2", 2),
+    ("mknod", 1),
+    ("mknodat", 2),
+    ("creat", 1),
+];
+
+/// The default seccomp profile with set-id modes refused, as under
+/// `mount-namespace` ([`super::setid_filter`]): the workspace is the
+/// host's, and not `nosuid` there. The mode-setting calls leave the
+/// profile's allow-list and come back allowed only without S_ISUID and
+/// S_ISGID; `openat2` answers ENOSYS. `None` (and a warning, once) if no
+/// default profile is installed: podman's built-in one applies then.
+pub fn seccomp_profile() -> Option<Vec<u8>> {
+    static PROFILE: std::sync::OnceLock<Option<Vec<u8>>> = std::sync::OnceLock::new();
+    PROFILE
+        .get_or_init(|| {
+            let made = SECCOMP_DEFAULTS
+                .iter()
+                .find_map(|p| std::fs::read(p).ok())
+                .and_then(|text| serde_json::from_slice(&text).ok())
+                .and_then(|profile| without_set_id(profile));
+            if made.is_none() {
+                tracing::warn!(
+                    "no container seccomp profile found ({}): podman agents may make set-uid \
+                     files in their workspace",
+                    SECCOMP_DEFAULTS.join(", ")
+                );
+            }
+            made
+        })
+        .clone()
+}
+
+fn without_set_id(mut profile: serde_json::Value) -> Option<Vec<u8>> {
+    use serde_json::json;
+    const SET_ID: u64 = 0o6000;
+    const CREATING: u64 = 0o100 | 0o20000000;
+    let filtered: Vec<&str> = MODE_CALLS
+        .iter()
+        .map(|(n, _)| *n)
+        .chain(["open", "openat", "openat2"])
+        .collect();
+    let syscalls = profile.get_mut("syscalls")?.as_array_mut()?;
+    for rule in syscalls.iter_mut() {
+        if let Some(names) = rule.get_mut("names").and_then(|n| n.as_array_mut()) {
+            names.retain(|n| n.as_str().is_none_or(|n| !filtered.contains(&n)));
+        }
+    }
+    syscalls.retain(|r| r["names"].as_array().is_none_or(|n| !n.is_empty()));
+    let masked = |index: u32, mask: u64| json!({"index": index, "value": mask, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"});
+    for (name, index) in MODE_CALLS {
+        syscalls.push(json!({"names": [name], "action": "SCMP_ACT_ALLOW",
+                             "args": [masked(*index, SET_ID)]}));
+    }
+    for (name, flags, mode) in [("open", 1, 2), ("openat", 2, 3)] {
+        syscalls.push(json!({"names": [name], "action": "SCMP_ACT_ALLOW",
+                             "args": [masked(flags, CREATING)]}));
+        syscalls.push(json!({"names": [name], "action": "SCMP_ACT_ALLOW",
+                             "args": [masked(mode, SET_ID)]}));
+    }
+    syscalls.push(json!({"names": ["openat2"], "action": "SCMP_ACT_ERRNO",
+                         "errnoRet": nix::libc::ENOSYS}));
+    serde_json::to_vec(&profile).ok()
 }
 
 /// The agent's environment as podman's env file (`NAME=VALUE` lines). A
@@ -524,6 +608,7 @@ mod tests {
             cell_dir: Path::new("/var/missions/c0ffee00-0000-4000-8000-000000000000"),
             user: (1000, 1000, vec![1000, 27]),
             env_file: "/dev/fd/3",
+            seccomp: Some("/dev/fd/4"),
             limit_args: &limits,
             argv: &argv,
         };
@@ -551,6 +636,7 @@ mod tests {
             "--mount=type=tmpfs,destination=/etc,ro=true,tmpfs-size=4k,notmpcopyup",
             "--volume=/dev/null:/proc/version:ro",
             "--env-file=/dev/fd/3",
+            "--security-opt=seccomp=/dev/fd/4",
             "--network=none",
             "--ulimit=nofile=512:512",
             "--rootfs",
@@ -573,6 +659,7 @@ mod tests {
             cell_dir: Path::new("/srv/x:/etc/c"),
             user: (0, 0, Vec::new()),
             env_file: "/dev/fd/3",
+            seccomp: None,
             limit_args: &[],
             argv: &argv,
         };

@@ -1457,11 +1457,17 @@ fn spawn(
         .filter_map(|(name, v)| Some((resource(&name)?, v)))
         .collect();
     let mut env_fd: Option<OwnedFd> = None;
+    let mut seccomp_fd: Option<OwnedFd> = None;
     // A container's command is podman's: limits become its --ulimit, the
     // container's user the cell's owner; podman itself runs as the daemon.
     let (argv, limits, ids) = if podman {
         let limit_args = super::limits::podman_args(&applied("podman"));
         env_fd = Some(memfd_with(&super::podman::env_file(&env)?)?);
+        let seccomp = super::podman::seccomp_profile()
+            .map(|p| memfd_with(&p))
+            .transpose()?;
+        let seccomp_arg = seccomp.is_some().then_some("/dev/fd/4");
+        seccomp_fd = seccomp;
         // podman itself (root) gets nothing of the agent's environment:
         // the daemon's own PATH, LANG, LC_* and TZ.
         env = daemon_env
@@ -1487,6 +1493,7 @@ fn spawn(
             cell_dir: cell_dir.path(),
             user,
             env_file: "/dev/fd/3",
+            seccomp: seccomp_arg,
             limit_args: &limit_args,
             argv: &start.spec.argv,
         };
@@ -1575,7 +1582,10 @@ fn spawn(
             ids: ids.clone(),
             header: header.clone(),
             sandbox: sandbox.take(),
-            fd3: env_fd.as_ref().map(|fd| fd.as_raw_fd()),
+            fds: [
+                env_fd.as_ref().map(|fd| fd.as_raw_fd()),
+                seccomp_fd.as_ref().map(|fd| fd.as_raw_fd()),
+            ],
         };
         match super::clone::spawn_into(dir.as_fd(), &prepared) {
             super::clone::Outcome::Started(pid) => {
@@ -1607,7 +1617,10 @@ fn spawn(
         }
     }
     let procs_raw = procs_fd.as_ref().map(|fd: &OwnedFd| fd.as_raw_fd());
-    let fd3 = env_fd.as_ref().map(|fd| fd.as_raw_fd());
+    let fds = [
+        env_fd.as_ref().map(|fd| fd.as_raw_fd()),
+        seccomp_fd.as_ref().map(|fd| fd.as_raw_fd()),
+    ];
     let namespaced = sandbox.is_some();
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.args(&argv[1..])
@@ -1633,9 +1646,7 @@ fn spawn(
             }
             default_signals();
             cloexec_from_3();
-            if let Some(fd) = fd3 {
-                pass_as_fd3(fd)?;
-            }
+            pass_fds(&fds)?;
             restore_nofile_limit();
             for (resource, value) in &limits {
                 nix::sys::resource::setrlimit(*resource, *value, *value)?;
@@ -1683,19 +1694,25 @@ fn memfd_with(data: &[u8]) -> Result<OwnedFd, String> {
     Ok(file.into())
 }
 
-/// In a forked child: `fd` becomes descriptor 3, open across exec.
+/// In a forked child: `fds` become descriptors 3, 4, … in order, open
+/// across exec (moved above 9 first, so that none overwrites another).
 /// Async-signal-safe.
-pub(crate) fn pass_as_fd3(fd: std::os::fd::RawFd) -> std::io::Result<()> {
-    // SAFETY: plain system calls on integers.
-    let r = unsafe {
-        if fd == 3 {
-            nix::libc::fcntl(3, nix::libc::F_SETFD, 0)
-        } else {
-            nix::libc::dup2(fd, 3)
+pub(crate) fn pass_fds(fds: &[Option<std::os::fd::RawFd>; 2]) -> std::io::Result<()> {
+    let mut high = [-1; 2];
+    for (i, fd) in fds.iter().enumerate() {
+        if let Some(fd) = fd {
+            // SAFETY: plain system calls on integers.
+            high[i] = unsafe { nix::libc::fcntl(*fd, nix::libc::F_DUPFD_CLOEXEC, 10) };
+            if high[i] < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
         }
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
+    }
+    for (i, fd) in high.iter().enumerate() {
+        // SAFETY: as above; dup2 leaves the new descriptor open on exec.
+        if *fd >= 0 && unsafe { nix::libc::dup2(*fd, 3 + i as i32) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
     }
     Ok(())
 }

@@ -582,6 +582,10 @@ fn a_podman_agent_runs_in_a_container_the_daemon_stops_pauses_and_revives() {
     }
     assert_eq!(found["cells"].trim(), uuid, "other cell {other} visible");
     assert_eq!(found["hidden_dir"], "", "{found:#?}");
+    // No set-id file for the host's users (the profile podman gets).
+    assert!(found["setuid"].starts_with("fail:"), "{found:#?}");
+    assert!(found["setgid"].starts_with("fail:"), "{found:#?}");
+    assert_eq!(found["dev_null"], "ok", "{found:#?}");
     assert!(!outside.0.join("written-by-agent").exists());
     // It crashed in its container (exit 3) and was revived into a new one.
     let exited = env.wait_event(&uuid, "agent_exited", 1, LIMIT);
