@@ -272,7 +272,7 @@ pub fn seccomp_profile() -> Option<Vec<u8>> {
                 .iter()
                 .find_map(|p| std::fs::read(p).ok())
                 .and_then(|text| serde_json::from_slice(&text).ok())
-                .and_then(|profile| without_set_id(profile));
+                .and_then(without_set_id);
             if made.is_none() {
                 tracing::warn!(
                     "no container seccomp profile found ({}): podman agents may make set-uid \
