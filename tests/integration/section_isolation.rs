@@ -34,7 +34,25 @@ impl Outside {
         std::fs::create_dir_all(dir.join("secret")).expect("outside dir");
         std::fs::write(dir.join("secret/key"), "topsecret").expect("secret");
         std::fs::write(dir.join("secret.txt"), "topsecret").expect("secret file");
+        // The test agents, where a namespaced agent can run them: a
+        // checkout under /tmp is not in its view (its /tmp is its own).
+        std::fs::create_dir(dir.join("bin")).expect("bin");
+        for script in ["agent.sh", "isolated.sh"] {
+            std::fs::copy(
+                repo_file(&format!("tests/{script}")),
+                dir.join("bin").join(script),
+            )
+            .expect("copy the test agent");
+        }
         Outside(dir)
+    }
+
+    /// An agent entry running (a copy of) `tests/agent.sh MODE`.
+    fn agent(&self, name: &str, mode: &str) -> Value {
+        json!({
+            "name": name,
+            "command": ["/bin/sh", self.0.join("bin/agent.sh"), mode],
+        })
     }
 }
 
@@ -53,7 +71,7 @@ fn probe_agent(name: &str, mode: &str, env: &Env, outside: &Outside) -> Value {
     std::fs::write(&host_tmp, "host").expect("host file");
     json!({
         "name": name,
-        "command": ["/bin/sh", repo_file("tests/isolated.sh"), mode],
+        "command": ["/bin/sh", outside.0.join("bin/isolated.sh"), mode],
         "env": {
             "OUTSIDE_FILE": outside.0.join("written-by-agent"),
             "HIDDEN_DIR": outside.0.join("secret"),
@@ -337,7 +355,7 @@ fn namespaced_agents_are_revived_frozen_and_stopped_like_any_other() {
     let uuid = env.create_from(&json!({
         "status": "active",
         "isolation": "mount-namespace",
-        "agents": [agent("a", "crash-once"), agent("b", "hang")],
+        "agents": [outside.agent("a", "crash-once"), outside.agent("b", "hang")],
     }));
     let _daemon = env.daemon(&[]);
     // A crash is revived at once; a hang is stopped and revived.
@@ -749,6 +767,7 @@ fn a_podman_agent_is_adopted_across_a_restart_by_its_container() {
     ignore = "needs root where unshare(CLONE_NEWNS) is permitted"
 )]
 fn status_shows_the_isolation_that_runs_and_the_one_that_applies_next() {
+    let outside = Outside::new();
     let env = Env::new();
     env.config(CONFIG);
     // b makes a mount namespace of its own (in a user namespace, as any
@@ -756,9 +775,10 @@ fn status_shows_the_isolation_that_runs_and_the_one_that_applies_next() {
     let b = json!({
         "name": "b",
         "command": ["unshare", "--user", "--map-root-user", "--mount", "/bin/sh",
-                    repo_file("tests/agent.sh"), "beat"],
+                    outside.0.join("bin/agent.sh"), "beat"],
     });
-    let uuid = env.create_from(&json!({"status": "active", "agents": [agent("a", "beat"), b]}));
+    let uuid =
+        env.create_from(&json!({"status": "active", "agents": [outside.agent("a", "beat"), b]}));
     let daemon = env.daemon(&[]);
     let first = env.pid_of(&uuid, "agent_started", "a", 1);
     let b_pid = env.pid_of(&uuid, "agent_started", "b", 1);
