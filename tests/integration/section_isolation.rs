@@ -782,11 +782,11 @@ fn status_shows_the_isolation_that_runs_and_the_one_that_applies_next() {
     let daemon = env.daemon(&[]);
     let first = env.pid_of(&uuid, "agent_started", "a", 1);
     let b_pid = env.pid_of(&uuid, "agent_started", "b", 1);
-    assert_ne!(
-        std::fs::read_link(format!("/proc/{b_pid}/ns/mnt")).ok(),
-        std::fs::read_link("/proc/self/ns/mnt").ok(),
-        "b runs in a mount namespace of its own"
-    );
+    // Reported at its start, before `unshare` has made the namespace.
+    wait_for("b in a mount namespace of its own", LIMIT, || {
+        std::fs::read_link(format!("/proc/{b_pid}/ns/mnt")).ok()
+            != std::fs::read_link("/proc/self/ns/mnt").ok()
+    });
     let level_of_b = || {
         let status = env.run(&["status", &uuid, "--json"]).success().json();
         status["cells"][0]["agents"][1]["isolation"].clone()
