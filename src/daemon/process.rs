@@ -1040,13 +1040,7 @@ async fn watch_child(
         };
     };
     let pgroup = Pid::from_raw(instance.pid);
-    let mut grace = tokio::select! {
-        () = exited(&fd, instance) => None,
-        grace = stop => grace.ok(),
-    };
-    if let (Some(container), Some(g)) = (&container, grace) {
-        grace = stop_container(container, g, &fd, instance).await;
-    }
+    let grace = until_stopped(&fd, instance, stop, container.as_ref()).await;
     match (grace, &group) {
         (Some(grace), Some(group)) => stop_group(group, grace).await,
         (Some(grace), None) => {
@@ -1154,13 +1148,7 @@ async fn watch_adopted(
             return;
         }
     }
-    let mut grace = tokio::select! {
-        () = exited(&fd, instance) => None,
-        grace = stop => grace.ok(),
-    };
-    if let (Some(container), Some(g)) = (&container, grace) {
-        grace = stop_container(container, g, &fd, instance).await;
-    }
+    let grace = until_stopped(&fd, instance, stop, container.as_ref()).await;
     match (grace, &group) {
         (Some(grace), Some(group)) => stop_group(group, grace).await,
         (Some(grace), None) => stop_through(&fd, instance, grace, uid).await,
@@ -1172,6 +1160,25 @@ async fn watch_adopted(
     }
     if let Some(container) = &container {
         container.remove().await;
+    }
+}
+
+/// Waits until the instance ends by itself (`None`) or a stop is asked
+/// for: then the grace left for stopping its unit. A container is stopped
+/// by podman first, which leaves none if its podman process lingers.
+async fn until_stopped(
+    fd: &OwnedFd,
+    instance: Instance,
+    stop: oneshot::Receiver<Duration>,
+    container: Option<&Container>,
+) -> Option<Duration> {
+    let grace = tokio::select! {
+        () = exited(fd, instance) => None,
+        grace = stop => grace.ok(),
+    };
+    match (container, grace) {
+        (Some(container), Some(grace)) => stop_container(container, grace, fd, instance).await,
+        _ => grace,
     }
 }
 
