@@ -56,6 +56,22 @@ pub fn run(ctx: &Context, args: CellArg) -> Result<ExitCode> {
             Some(AgentCommand::Shell(s)) => desc.push_str(&format!(", command sh -c {s:?}")),
             None => desc.push_str(", watched only (no command)"),
         }
+        // The isolation and limits it is started with (agent over cell).
+        let level = a.isolation.or(m.isolation).unwrap_or_default();
+        desc.push_str(&format!(", isolation {}", level.as_str()));
+        if let Some(spec) = crate::cell::settings::SpawnSpec::of(&m, a)
+            && !spec.limits.is_empty()
+        {
+            let limits: Vec<String> = spec
+                .limits
+                .iter()
+                .map(|(name, v)| match name.as_str() {
+                    "cpu.max" => format!("{name}={} CPUs", *v as f64 / 100_000.0),
+                    _ => format!("{name}={v}"),
+                })
+                .collect();
+            desc.push_str(&format!(", limits {}", limits.join(" ")));
+        }
         out.push_str(&escape(&desc));
         out.push('\n');
     }

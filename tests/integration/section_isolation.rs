@@ -942,4 +942,10 @@ fn limits_say_how_each_is_enforced() {
         table.contains("limits: nofile=256 (rlimit), memory.max=268435456"),
         "{table}"
     );
+    // `cell show` says what it is started with.
+    let shown = env.run(&["cell", "show", &uuid]).success().stdout;
+    assert!(
+        shown.contains("isolation directory, limits nofile=256 memory.max=268435456"),
+        "{shown}"
+    );
 }
