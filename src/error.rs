@@ -38,7 +38,9 @@ pub enum Error {
         source: ReadError,
     },
 
-    #[error("{}: invalid JSON: {source}", path.display())]
+    /// Not JSON at all, or JSON with a value of the wrong kind (an
+    /// unknown `isolation`, a string for a number): said apart.
+    #[error("{}: {}: {source}", path.display(), json_problem(source))]
     Json {
         path: PathBuf,
         #[source]
@@ -83,5 +85,15 @@ impl Error {
             action: action.into(),
             reason: reason.into(),
         }
+    }
+}
+
+/// How a JSON error reads: the text is not JSON, or a value in it is not
+/// one this program takes.
+pub fn json_problem(e: &serde_json::Error) -> &'static str {
+    if e.is_data() {
+        "invalid value"
+    } else {
+        "invalid JSON"
     }
 }

@@ -98,7 +98,8 @@ impl Shell {
                     // Keep the last good manifest: a half-saved edit must
                     // not make agents vanish. Watch the directory so the
                     // fix is seen.
-                    self.report_invalid(name, MANIFEST, format!("invalid JSON: {e}"));
+                    let what = crate::error::json_problem(&e);
+                    self.report_invalid(name, MANIFEST, format!("{what}: {e}"));
                     self.watch_dir_only(name);
                     return;
                 }

@@ -520,6 +520,19 @@ fn corrupt_manifest_is_a_clear_error_naming_the_file() {
         .fails(1, "cell.json");
     assert!(run.stderr.contains("line 1"), "{run:#?}");
     env.run(&["cell", "show", uuid]).fails(1, "invalid JSON");
+    // Valid JSON with a value this program does not take: said as such,
+    // with the values it does.
+    std::fs::write(
+        env.cell(uuid).join("cell.json"),
+        "{\"isolation\": \"mount-namespaces\", \"agents\": []}",
+    )
+    .expect("write");
+    let run = env.run(&["cell", "show", uuid]).fails(1, "invalid value");
+    assert!(
+        run.stderr
+            .contains("expected one of `directory`, `mount-namespace`, `podman`"),
+        "{run:#?}"
+    );
 }
 
 #[test]
