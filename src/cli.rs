@@ -57,8 +57,33 @@ pub enum Command {
     Approve(AgentArgs),
     /// Deny a pending revival request: the agent stays dead
     Deny(AgentArgs),
+    /// Snapshot a cell's workspace/ and bus/ into checkpoints/ (or list them)
+    Checkpoint(CheckpointArgs),
+    /// Roll a frozen or archived cell's workspace/ and bus/ back to a checkpoint
+    Restore(RestoreArgs),
     /// A guided run on a temporary root: agents hang, crash, and come back
     Demo,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckpointArgs {
+    /// Cell UUID or a unique prefix of one
+    pub cell: String,
+    /// List the cell's checkpoints instead of taking one
+    #[arg(long)]
+    pub list: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Cell UUID or a unique prefix of one
+    pub cell: String,
+    /// A checkpoint's file name (see `checkpoint --list`), or `latest`
+    pub checkpoint: String,
+    /// Freeze an active cell first (its agents start again on the restored
+    /// files when it is thawed)
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

@@ -28,11 +28,13 @@ pub enum EventKind {
     CellStatusChanged,
     CheckpointCreated,
     CheckpointRestored,
+    /// A checkpoint could not be taken (not in BRIEF's table; its words).
+    CheckpointFailed,
     InvalidInput,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 20] = [
+    pub const ALL: [EventKind; 21] = [
         EventKind::CellCreated,
         EventKind::AgentJoined,
         EventKind::AgentLeft,
@@ -52,6 +54,7 @@ impl EventKind {
         EventKind::CellStatusChanged,
         EventKind::CheckpointCreated,
         EventKind::CheckpointRestored,
+        EventKind::CheckpointFailed,
         EventKind::InvalidInput,
     ];
 
@@ -76,6 +79,7 @@ impl EventKind {
             EventKind::CellStatusChanged => "cell_status_changed",
             EventKind::CheckpointCreated => "checkpoint_created",
             EventKind::CheckpointRestored => "checkpoint_restored",
+            EventKind::CheckpointFailed => "checkpoint_failed",
             EventKind::InvalidInput => "invalid_input",
         }
     }

@@ -27,6 +27,7 @@
 //! - [`error`]: the error type and exit codes.
 
 pub mod cell;
+pub mod checkpoint;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -122,6 +123,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Revive(args) => commands::revive::revive(&ctx, args),
         Command::Approve(args) => commands::revive::decide(&ctx, args, true),
         Command::Deny(args) => commands::revive::decide(&ctx, args, false),
+        Command::Checkpoint(args) => commands::checkpoint::run(&ctx, args),
+        Command::Restore(args) => commands::checkpoint::restore(&ctx, args),
         Command::Demo => commands::demo::run(&ctx),
     }
 }

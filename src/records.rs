@@ -53,6 +53,28 @@ pub struct CellRecord {
     pub status: Option<String>,
     #[serde(default)]
     pub agents: BTreeMap<String, AgentRecord>,
+    /// The last checkpoint the daemon took (or failed to take).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<CheckpointRecord>,
+}
+
+/// A checkpoint the daemon took, or tried to (`checkpoint_created`,
+/// `checkpoint_failed`): what `lazarus-pit checkpoint` waits for, and
+/// where `checkpoint_interval` counts from across a restart.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointRecord {
+    /// Unix seconds when it was done.
+    pub at: f64,
+    /// `manual`, `interval`, `archive`.
+    pub reason: String,
+    /// The operator's request it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// `checkpoints/<name>` written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl CellRecord {
@@ -172,6 +194,11 @@ pub enum RequestAction {
     /// A notice: the CLI removes `agent` from `cell.json` and records
     /// `agent_left` itself once the agent's processes are gone.
     Leave,
+    /// Take a checkpoint of the cell now (`request_id` names the request).
+    Checkpoint,
+    /// A notice: the CLI restored a checkpoint into the cell; its agents'
+    /// running instances work on replaced files and are started again.
+    Restored,
 }
 
 impl RequestAction {
@@ -182,6 +209,8 @@ impl RequestAction {
             RequestAction::Deny => "deny",
             RequestAction::Status => "status",
             RequestAction::Leave => "leave",
+            RequestAction::Checkpoint => "checkpoint",
+            RequestAction::Restored => "restored",
         }
     }
 }

@@ -16,6 +16,25 @@ use crate::events::{Event, EventKind};
 
 pub fn run(ctx: &Context, args: CellArg, trigger: Trigger) -> Result<ExitCode> {
     let cell = ctx.root.resolve(&args.cell)?;
+    if trigger == Trigger::Archive
+        && ctx.config.cells.checkpoint_on_archive
+        && cell.read_manifest()?.status().is_monitored()
+    {
+        // `[cells] checkpoint_on_archive`: the snapshot first; a cell
+        // whose snapshot fails is not archived.
+        let taken = super::checkpoint::take(ctx, &cell, "archive").map_err(|e| {
+            Error::refused(
+                &cell.id,
+                "archive it",
+                format!("checkpoint_on_archive is set and the checkpoint failed: {e}"),
+            )
+        })?;
+        eprintln!(
+            "{}: checkpoint {}",
+            cell.id,
+            taken["path"].as_str().unwrap_or_default()
+        );
+    }
     let since = super::status::unix_now();
     let (from, to) = apply(ctx, &cell, trigger)?;
     let want = match trigger {

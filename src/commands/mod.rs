@@ -1,6 +1,7 @@
 //! One module per subcommand, named for the verb. Each exposes
 //! `run(&Context, args) -> Result<ExitCode>`.
 
+pub mod checkpoint;
 pub mod create;
 pub mod demo;
 pub mod destroy;

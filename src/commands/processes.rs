@@ -205,7 +205,7 @@ const CLOCK_SLACK_S: f64 = crate::supervisor::CLOCK_STEP_S;
 const CONFIRM: Duration = Duration::from_secs(5);
 
 /// How a wait for the daemon ended.
-enum Waited {
+pub(crate) enum Waited {
     Done,
     /// The daemon let go of the root's lock first.
     DaemonGone,
@@ -217,14 +217,14 @@ enum Waited {
 /// forth needs a new word) —, or `limit` passed, or the daemon is gone
 /// (`daemon_runs`). Woken by inotify on the records' directory (records
 /// are replaced by rename); looked at again every 250 ms in any case.
-fn wait_for_record(
+pub(crate) fn wait_for_record(
     records: &Records,
     cell: &str,
     since: f64,
     fresh: bool,
     limit: Duration,
     daemon_runs: impl Fn() -> bool,
-    done: impl Fn(&CellRecord) -> bool,
+    mut done: impl FnMut(&CellRecord) -> bool,
 ) -> Waited {
     use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
     let until = Instant::now() + limit;

@@ -177,6 +177,18 @@ impl Shell {
                         tracing::info!("cell {cell}: adopted agent {agent} (pid {})", instance.pid);
                     }
                 }
+                Action::Checkpoint {
+                    cell,
+                    reason,
+                    request_id,
+                    agents,
+                } => self.start_checkpoint(cell, reason, request_id, agents),
+                Action::MoveCell {
+                    cell,
+                    from,
+                    to,
+                    reason,
+                } => self.move_cell(&cell, from, to, reason),
                 Action::Handoff {
                     cell,
                     agent,

@@ -374,6 +374,39 @@ impl AgentGroup {
         self.write("cgroup.freeze", if frozen { b"1" } else { b"0" })
     }
 
+    /// Waits until `cgroup.events` says `frozen 1` (or the group is gone),
+    /// or `until`: woken by the kernel's notification of a change of that
+    /// file (`POLLPRI`), not by polling.
+    pub fn wait_frozen(&self, until: std::time::Instant) -> bool {
+        use std::io::{Read, Seek};
+        use std::os::fd::AsFd;
+        let Ok(mut file) = std::fs::File::open(self.path.join("cgroup.events")) else {
+            return true; // Gone: nothing of it runs.
+        };
+        loop {
+            let mut text = String::new();
+            if file.rewind().is_err() || file.read_to_string(&mut text).is_err() {
+                return true;
+            }
+            if text
+                .lines()
+                .any(|l| l.strip_prefix("frozen ").is_some_and(|v| v.trim() == "1"))
+            {
+                return true;
+            }
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+            let mut fds = [nix::poll::PollFd::new(
+                file.as_fd(),
+                nix::poll::PollFlags::POLLPRI,
+            )];
+            let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms));
+        }
+    }
+
     /// SIGKILL to every process in the group, atomically (no process can
     /// fork its way out).
     pub fn kill(&self) -> std::io::Result<()> {

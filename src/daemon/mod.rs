@@ -25,6 +25,7 @@ mod clone;
 mod discovery;
 pub mod hooks;
 mod intake;
+mod jobs;
 pub mod limits;
 pub mod lock;
 pub mod podman;
@@ -265,6 +266,9 @@ struct Shell {
     expected_moves: HashMap<CellId, Vec<(CellStatus, f64)>>,
     /// Leaves announced by the CLI (which records them), until when.
     expected_leaves: HashMap<(CellId, AgentId), f64>,
+    /// Checkpoints done on the blocking pool come back here.
+    jobs_tx: jobs::JobTx,
+    jobs_rx: jobs::JobRx,
 }
 
 impl Shell {
@@ -274,7 +278,10 @@ impl Shell {
         let hooks = Hooks::new(&cfg);
         let records = Arc::new(records);
         let publisher = Publisher::new(root_dir.clone(), records.clone(), procs.boot_id.clone());
+        let (jobs_tx, jobs_rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(Shell {
+            jobs_tx,
+            jobs_rx,
             procs,
             proc_rx,
             hooks,
@@ -383,6 +390,7 @@ impl Shell {
                 _ = tokio::time::sleep_until(self.clock.instant(self.scan_again_at)),
                     if self.scan_again_at.is_some() => self.scan_pending(),
                 Some(msg) = self.proc_rx.recv() => self.on_proc(msg),
+                Some(done) = self.jobs_rx.recv() => self.on_job(done),
                 batch = read_events(&mut events) => {
                     if self.on_batch(batch, &mut events) {
                         break Ended::RootGone;

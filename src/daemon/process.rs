@@ -373,6 +373,42 @@ struct Entry {
     cpu_at_beat: Option<u64>,
 }
 
+/// An instance's unit, as far as telling whether it is frozen goes.
+#[derive(Debug, Clone)]
+pub enum Unit {
+    /// `cgroup.events` says `frozen 1`.
+    Group(AgentGroup),
+    /// Its leader is stopped (SIGSTOP reaches the group at once).
+    Process(i32),
+    /// `podman pause` is asked for, not confirmed here.
+    Container,
+}
+
+impl Unit {
+    /// Waits (on the blocking pool) until the unit is frozen, or `until`.
+    pub fn wait_frozen(&self, until: std::time::Instant) -> bool {
+        match self {
+            Unit::Group(group) => group.wait_frozen(until),
+            Unit::Process(pid) => loop {
+                let stopped = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|s| {
+                        let state = s.rsplit_once(')')?.1.trim_start().chars().next()?;
+                        Some(matches!(state, 'T' | 't'))
+                    });
+                match stopped {
+                    Some(true) => return true,
+                    None => return true, // Gone: nothing of it writes.
+                    Some(false) if std::time::Instant::now() >= until => return false,
+                    // Signal delivery is a matter of microseconds.
+                    Some(false) => std::thread::sleep(Duration::from_millis(1)),
+                }
+            },
+            Unit::Container => false,
+        }
+    }
+}
+
 /// What to start (owned: it is started off the daemon's loop).
 pub struct Start {
     pub cell: CellId,
@@ -448,6 +484,16 @@ impl Procs {
     pub fn limits(&self, cell: &str, agent: &str) -> Option<&[Enforced]> {
         let entry = self.table.get(cell)?.get(agent)?;
         Some(&entry.limits)
+    }
+
+    /// What tells that the agent's running instance is frozen.
+    pub fn unit(&self, cell: &str, agent: &str) -> Option<Unit> {
+        let entry = self.table.get(cell)?.get(agent)?;
+        Some(match (&entry.container, &entry.group) {
+            (Some(_), _) => Unit::Container,
+            (None, Some(group)) => Unit::Group(group.clone()),
+            (None, None) => Unit::Process(entry.instance.pid),
+        })
     }
 
     /// Whether an instance or a start of the agent is tracked.

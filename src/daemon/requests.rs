@@ -113,6 +113,9 @@ impl Shell {
     pub(super) fn apply_request(&mut self, request: Request) {
         let (cell, agent): (CellId, AgentId) =
             (request.cell.as_str().into(), request.agent.as_str().into());
+        if let RequestAction::Checkpoint | RequestAction::Restored = request.action {
+            return self.apply_cell_request(request, cell);
+        }
         if !self.core.knows(&cell) || !self.core.agent_names(&cell).contains(&agent) {
             tracing::warn!(
                 "{} of agent {agent} in cell {cell} by {}: no such monitored agent; ignored",
@@ -142,7 +145,35 @@ impl Shell {
                     approved: request.action == RequestAction::Approve,
                 }
             }
-            RequestAction::Status | RequestAction::Leave => return,
+            RequestAction::Status
+            | RequestAction::Leave
+            | RequestAction::Checkpoint
+            | RequestAction::Restored => return,
+        };
+        let now = self.now();
+        let actions = self.core.handle(input, now);
+        self.execute(actions);
+    }
+
+    /// A request about the whole cell: `checkpoint`, or the notice of a
+    /// `restore`.
+    fn apply_cell_request(&mut self, request: Request, cell: CellId) {
+        if !self.core.is_monitored(&cell) {
+            tracing::warn!(
+                "{} of cell {cell} by {}: not a monitored cell; ignored",
+                request.action.as_str(),
+                request.by
+            );
+            return;
+        }
+        tracing::info!("cell {cell}: {} by {}", request.action.as_str(), request.by);
+        let input = if request.action == RequestAction::Checkpoint {
+            Input::Checkpoint {
+                cell,
+                request_id: request.request_id,
+            }
+        } else {
+            Input::Restored { cell }
         };
         let now = self.now();
         let actions = self.core.handle(input, now);

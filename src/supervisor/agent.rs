@@ -25,6 +25,9 @@ pub enum Reason {
     Approved,
     /// Started to take over from a dead agent (`agent_started`).
     Substitute,
+    /// Started again on a restored workspace (`agent_revived`, not counted
+    /// against `max_revive_attempts`).
+    Restored,
 }
 
 impl Reason {
@@ -36,6 +39,7 @@ impl Reason {
             Reason::Manual => "manual",
             Reason::Approved => "approved",
             Reason::Substitute => "substitute",
+            Reason::Restored => "restored",
         }
     }
 
@@ -168,6 +172,9 @@ pub struct AgentSup {
     /// The cell is frozen (its processes stopped): no deadline runs,
     /// nothing is started, nothing goes stale until it is thawed.
     pub held: bool,
+    /// A restore replaced the files its running instance works on: it is
+    /// started again when its cell is thawed.
+    pub restart: bool,
 }
 
 impl AgentSup {
@@ -192,6 +199,7 @@ impl AgentSup {
             instance: None,
             grace_from: None,
             held: false,
+            restart: false,
         }
     }
 
@@ -369,6 +377,10 @@ impl AgentSup {
             return Vec::new();
         }
         self.grace_from = Some(self.grace_from.map_or(now, |g| g.max(now)));
+        if std::mem::take(&mut self.restart) && self.instance.is_some() && self.settings.can_start()
+        {
+            return vec![self.restart_after_restore(now)];
+        }
         match self.health {
             Health::Due { .. } if self.instance.is_none() && self.settings.can_start() => {
                 vec![Change::Due(Reason::Exited)]
@@ -465,8 +477,15 @@ impl AgentSup {
         vec![change]
     }
 
+    /// Its instance works on files a restore replaced: stop it and start
+    /// it again, whatever its policy, without counting a revival.
+    pub fn restart_after_restore(&mut self, now: f64) -> Change {
+        self.restart = false;
+        self.begin_revival(self.revive_count, Reason::Restored, now)
+    }
+
     fn begin_revival(&mut self, attempt: u32, reason: Reason, now: f64) -> Change {
-        if !reason.is_start() {
+        if !reason.is_start() && reason != Reason::Restored {
             self.revive_count = self.revive_count.max(attempt);
         }
         self.enter(

@@ -13,6 +13,8 @@
 //! fires early, is simply pushed again at the real deadline.
 
 pub mod agent;
+mod jobs;
+pub mod timers;
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -95,6 +97,21 @@ pub enum Input {
         request_id: String,
         approved: bool,
     },
+    /// `lazarus-pit checkpoint`: take one now.
+    Checkpoint {
+        cell: CellId,
+        request_id: Option<String>,
+    },
+    /// Answer to [`Action::Checkpoint`]: the checkpoint's file name, or
+    /// why there is none.
+    Checkpointed {
+        cell: CellId,
+        result: Result<String, String>,
+    },
+    /// `lazarus-pit restore` replaced the cell's `workspace/` and `bus/`:
+    /// running instances work on files that are gone, and are started
+    /// again (when their cell is thawed, if it is frozen).
+    Restored { cell: CellId },
 }
 
 /// Something the shell must do.
@@ -167,6 +184,24 @@ pub enum Action {
         agent: AgentId,
         instance: Instance,
     },
+    /// Take a checkpoint of the cell, off the loop, once the instances of
+    /// `agents` are frozen (asked for just before). Always answered by
+    /// [`Input::Checkpointed`].
+    Checkpoint {
+        cell: CellId,
+        reason: &'static str,
+        request_id: Option<String>,
+        agents: Vec<AgentId>,
+    },
+    /// A cell timer moves the cell: rewrite `cell.json`'s status from
+    /// `from` to `to` (under its lock, if it is still `from`) and record
+    /// `cell_status_changed` with `reason`.
+    MoveCell {
+        cell: CellId,
+        from: CellStatus,
+        to: CellStatus,
+        reason: &'static str,
+    },
     /// Policy `substitute`: put a handoff packet in the substitute's inbox.
     Handoff {
         cell: CellId,
@@ -220,6 +255,33 @@ struct CellSup {
     stopping: BTreeMap<AgentId, Stopping>,
     /// When its manifest was last read.
     seen_at: f64,
+    /// Its own deadlines, what they count from, and their live heap entry.
+    timers: timers::CellTimers,
+    clock: timers::CellClock,
+    timer: Option<f64>,
+    /// The checkpoint being taken, and an operator's request that came
+    /// while it ran (taken next).
+    job: Option<jobs::Job>,
+    queued: Option<String>,
+    /// The last checkpoint taken (or failed), for the record.
+    last_checkpoint: Option<crate::records::CheckpointRecord>,
+}
+
+impl CellSup {
+    fn new(status: CellStatus, now: f64) -> CellSup {
+        CellSup {
+            status,
+            agents: BTreeMap::new(),
+            stopping: BTreeMap::new(),
+            seen_at: now,
+            timers: timers::CellTimers::default(),
+            clock: timers::CellClock::new(now),
+            timer: None,
+            job: None,
+            queued: None,
+            last_checkpoint: None,
+        }
+    }
 }
 
 /// An agent on its way out: what the shell still owes the core for it.
@@ -278,6 +340,9 @@ pub struct Supervisor {
     heartbeat_events: HeartbeatEvents,
     cells: HashMap<CellId, CellSup>,
     timers: BinaryHeap<Reverse<Timer>>,
+    /// Cells' own deadlines ([`timers`]), one live entry per cell (the
+    /// agent name is empty).
+    cell_timers: BinaryHeap<Reverse<Timer>>,
     /// Wall-clock seconds minus monotonic seconds ([`Supervisor::set_clock`]).
     wall_offset: f64,
     clock_set: bool,
@@ -291,6 +356,7 @@ impl Supervisor {
             heartbeat_events,
             cells: HashMap::new(),
             timers: BinaryHeap::new(),
+            cell_timers: BinaryHeap::new(),
             wall_offset: 0.0,
             clock_set: false,
         }
@@ -347,6 +413,7 @@ impl Supervisor {
                 for (cell, agent) in due {
                     self.expire(&cell, &agent, now, &mut out);
                 }
+                self.expire_cells(now, &mut out);
             }
             Input::Tick => {
                 let due = self.take_due(now);
@@ -389,13 +456,25 @@ impl Supervisor {
                 request_id,
                 approved,
             } => self.decide(&cell, &agent, request_id, approved, now, &mut out),
+            Input::Checkpoint { cell, request_id } => {
+                self.request_checkpoint(&cell, request_id, now, &mut out);
+            }
+            Input::Checkpointed { cell, result } => {
+                self.checkpointed(&cell, result, now, &mut out);
+            }
+            Input::Restored { cell } => self.restored(&cell, now, &mut out),
         }
         out
     }
 
     /// The earliest instant anything can happen without a new input.
     pub fn next_deadline(&self) -> Option<f64> {
-        self.timers.peek().map(|Reverse(t)| t.at)
+        let agents = self.timers.peek().map(|Reverse(t)| t.at);
+        let cells = self.cell_timers.peek().map(|Reverse(t)| t.at);
+        match (agents, cells) {
+            (Some(a), Some(c)) => Some(a.min(c)),
+            (a, c) => a.or(c),
+        }
     }
 
     /// Removes and returns the agents whose deadline has really come by
@@ -607,6 +686,7 @@ impl Supervisor {
             written_at: self.wall(now),
             status: Some(c.status.as_str().to_string()),
             agents,
+            checkpoint: c.last_checkpoint.clone(),
             ..CellRecord::default()
         }
     }
@@ -747,17 +827,18 @@ impl Supervisor {
         }
         let defaults = self.defaults.clone();
         let timing = self.timing.clone();
-        let held = status == CellStatus::Frozen;
         let offset = self.wall_offset;
-        let cell = self.cells.entry(id.clone()).or_insert_with(|| CellSup {
-            status: status.clone(),
-            agents: BTreeMap::new(),
-            stopping: BTreeMap::new(),
-            seen_at: now,
-        });
+        let first = !self.cells.contains_key(&id);
+        let cell = self
+            .cells
+            .entry(id.clone())
+            .or_insert_with(|| CellSup::new(status.clone(), now));
         cell.seen_at = now;
         let mut changed = known.as_ref() != Some(&status);
+        jobs::observe_timers(cell, manifest, previous, first, &status, now, offset);
         cell.status = status.clone();
+        // A checkpoint holds the agents like a freeze, until it is done.
+        let held = status == CellStatus::Frozen || cell.job.is_some();
         let mut wanted: BTreeMap<AgentId, AgentSettings> = BTreeMap::new();
         if status.is_monitored() {
             for agent in &manifest.agents {
@@ -878,6 +959,7 @@ impl Supervisor {
         for name in to_arm {
             self.rearm(&id, &name, out);
         }
+        self.schedule_cell(&id);
         if changed {
             out.push(Action::StateChanged {
                 cell: id,
@@ -937,15 +1019,9 @@ impl Supervisor {
                     );
                 }
             }
-            self.cells.insert(
-                id.clone(),
-                CellSup {
-                    status,
-                    agents: BTreeMap::new(),
-                    stopping,
-                    seen_at: now,
-                },
-            );
+            let mut c = CellSup::new(status, now);
+            c.stopping = stopping;
+            self.cells.insert(id.clone(), c);
             out.push(Action::StateChanged {
                 cell: id.clone(),
                 urgent: true,
@@ -1059,6 +1135,13 @@ impl Supervisor {
             .heartbeat(seen, hb.timestamp, hb.status.as_deref(), pid, now);
         if changes.is_empty() {
             return out;
+        }
+        if changes.iter().any(|c| matches!(c, Change::Status(_)))
+            && let Some(c) = self.cells.get_mut(&cell_id)
+        {
+            // Not idle: its deadline moves later, and its heap entry is
+            // re-armed when it fires (no heap operation here).
+            c.clock.activity = now;
         }
         self.settle(&cell_id, &agent_id, changes, now, &mut out);
         out

@@ -1,0 +1,186 @@
+//! Cell jobs: checkpoints taken off the loop (a 1 GB workspace must not
+//! delay another cell's deadline), and the status moves a cell's timers
+//! ask for.
+
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::checkpoint::archive::{self, Created};
+
+/// How long a checkpoint waits for the kernel to confirm that the
+/// agents it froze are frozen before it archives anyway (and says so).
+const FREEZE_CONFIRM: Duration = Duration::from_secs(5);
+
+/// A checkpoint that ran on the blocking pool.
+#[derive(Debug)]
+pub(super) struct JobDone {
+    cell: CellId,
+    reason: &'static str,
+    request_id: Option<String>,
+    /// Agents whose freeze the kernel did not confirm in time.
+    unconfirmed: Vec<String>,
+    result: std::io::Result<Created>,
+}
+
+pub(super) type JobTx = tokio::sync::mpsc::UnboundedSender<JobDone>;
+pub(super) type JobRx = tokio::sync::mpsc::UnboundedReceiver<JobDone>;
+
+impl Shell {
+    /// [`Action::Checkpoint`]: freeze confirmation and the archive run on
+    /// the blocking pool; the answer comes back as a [`JobDone`].
+    pub(super) fn start_checkpoint(
+        &mut self,
+        cell: CellId,
+        reason: &'static str,
+        request_id: Option<String>,
+        agents: Vec<AgentId>,
+    ) {
+        let dir = match live_cell(&self.root_dir, &cell) {
+            Ok(dir) => dir,
+            Err(e) => {
+                let _ = self.jobs_tx.send(JobDone {
+                    cell,
+                    reason,
+                    request_id,
+                    unconfirmed: Vec::new(),
+                    result: Err(e),
+                });
+                return;
+            }
+        };
+        let units: Vec<(String, process::Unit)> = agents
+            .iter()
+            .filter_map(|a| Some((a.to_string(), self.procs.unit(&cell, a)?)))
+            .collect();
+        let opts = archive::Options {
+            cell_id: cell.to_string(),
+            reason: reason.to_string(),
+            keep: self.cfg.cells.checkpoints_keep as usize,
+            owner: cell_owner(&dir).ok().flatten(),
+        };
+        let tx = self.jobs_tx.clone();
+        tracing::info!("cell {cell}: taking a checkpoint ({reason})");
+        tokio::task::spawn_blocking(move || {
+            let until = Instant::now() + FREEZE_CONFIRM;
+            let unconfirmed = units
+                .iter()
+                .filter(|(_, unit)| !unit.wait_frozen(until))
+                .map(|(agent, _)| agent.clone())
+                .collect();
+            let result = archive::create(&dir, &opts);
+            let _ = tx.send(JobDone {
+                cell,
+                reason,
+                request_id,
+                unconfirmed,
+                result,
+            });
+        });
+    }
+
+    /// A checkpoint is done: its event, then the core's answer.
+    pub(super) fn on_job(&mut self, done: JobDone) {
+        let JobDone {
+            cell,
+            reason,
+            request_id,
+            unconfirmed,
+            result,
+        } = done;
+        let with_request = |e: Event| match &request_id {
+            Some(id) => e.with("request_id", id.as_str()),
+            None => e,
+        };
+        let answer = match result {
+            Ok(created) => {
+                let mut event = Event::new(EventKind::CheckpointCreated)
+                    .with("path", created.path.as_str())
+                    .with("bytes", created.bytes)
+                    .with("files", created.manifest.files)
+                    .with("took_ms", created.took_ms)
+                    .with("reason", reason);
+                if !created.pruned.is_empty() {
+                    event = event.with("pruned", created.pruned.clone());
+                }
+                if !unconfirmed.is_empty() {
+                    event = event.with("not_frozen", unconfirmed);
+                }
+                tracing::info!(
+                    "cell {cell}: checkpoint {} ({} bytes, {} files, {} ms)",
+                    created.path,
+                    created.bytes,
+                    created.manifest.files,
+                    created.took_ms
+                );
+                self.emit(&cell, &with_request(event));
+                Ok(created.name)
+            }
+            Err(e) => {
+                tracing::warn!("cell {cell}: checkpoint failed: {e}");
+                let event = Event::new(EventKind::CheckpointFailed)
+                    .with("error", e.to_string())
+                    .with("reason", reason);
+                self.emit(&cell, &with_request(event));
+                Err(e.to_string())
+            }
+        };
+        let now = self.now();
+        let actions = self.core.handle(
+            Input::Checkpointed {
+                cell,
+                result: answer,
+            },
+            now,
+        );
+        self.execute(actions);
+    }
+
+    /// [`Action::MoveCell`]: a cell timer's status move, made like the
+    /// CLI's (locked rewrite, `cell_status_changed` with its `reason`),
+    /// then read back at once so the core follows it. If an agent holds
+    /// the cell's lock, the timer asks again later.
+    pub(super) fn move_cell(
+        &mut self,
+        name: &CellId,
+        from: CellStatus,
+        to: CellStatus,
+        reason: &'static str,
+    ) {
+        let trigger = match to {
+            CellStatus::Frozen => Trigger::Freeze,
+            CellStatus::Archived => Trigger::Archive,
+            _ => return,
+        };
+        let root = crate::cell::Root::new(&self.root_path);
+        let result = root.cell(name).and_then(|cell| {
+            cell.update_within(DAEMON_LOCK_PATIENCE, |m| {
+                let now = m.status();
+                if now != from {
+                    return Ok((false, Vec::new())); // Moved meanwhile.
+                }
+                let to = transition(&now, trigger)
+                    .map_err(|reason| Error::refused(name, trigger.verb(), reason))?;
+                m.status = Some(to.clone());
+                let event = Event::new(EventKind::CellStatusChanged)
+                    .with("from", now.as_str())
+                    .with("to", to.as_str())
+                    .with("reason", reason)
+                    .with("by", "lazarus-pit");
+                Ok((true, vec![event]))
+            })
+        });
+        match result {
+            Ok(true) => {
+                tracing::info!("cell {name}: {from} → {to} ({reason})");
+                let until = self.clock.now() + EXPECTED_MOVE_S;
+                self.expected_moves
+                    .entry(name.clone())
+                    .or_default()
+                    .push((to, until));
+                self.scan_cell(name);
+            }
+            Ok(false) => self.scan_cell(name),
+            Err(e) => tracing::warn!("cell {name}: cannot move it to {to} ({reason}): {e}"),
+        }
+    }
+}
