@@ -515,11 +515,30 @@ impl Dir {
     /// below [`REMOVE_DEPTH`] levels, a directory is first moved up into
     /// this one (under a dot-name) and removed from there.
     pub fn remove_tree(&self, name: &str) -> io::Result<()> {
-        let mut queue = vec![name.to_string()];
+        let mut queue = vec![std::ffi::OsString::from(name)];
         while let Some(next) = queue.pop() {
             self.remove_below(&next, self, 0, &mut queue)?;
         }
         Ok(())
+    }
+
+    /// The names in this directory as the kernel has them (bytes, not
+    /// necessarily UTF-8), for [`Dir::remove_tree`].
+    fn raw_names(&self) -> io::Result<Vec<std::ffi::OsString>> {
+        use std::os::unix::ffi::OsStringExt;
+        let fd = self
+            .open_beneath(".", OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())
+            .map_err(|e| errno_io(e, &self.path))?;
+        let dir = nix::dir::Dir::from_fd(fd).map_err(io::Error::from)?;
+        let mut out = Vec::new();
+        for entry in dir {
+            let entry = entry.map_err(io::Error::from)?;
+            let name = entry.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                out.push(std::ffi::OsString::from_vec(name.to_vec()));
+            }
+        }
+        Ok(out)
     }
 
     /// One step of [`Dir::remove_tree`]: `name` of this directory, at
@@ -527,10 +546,10 @@ impl Dir {
     /// `top`.
     fn remove_below(
         &self,
-        name: &str,
+        name: &std::ffi::OsStr,
         top: &Dir,
         depth: usize,
-        queue: &mut Vec<String>,
+        queue: &mut Vec<std::ffi::OsString>,
     ) -> io::Result<()> {
         const ROUNDS: usize = 100;
         let st =
@@ -538,12 +557,12 @@ impl Dir {
             {
                 Ok(st) => st,
                 Err(Errno::ENOENT) => return Ok(()),
-                Err(e) => return Err(errno_io(e, &self.display(name))),
+                Err(e) => return Err(errno_io(e, &self.path.join(name))),
             };
         if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFDIR {
             return match unlinkat(&self.fd, name, UnlinkatFlags::NoRemoveDir) {
                 Ok(()) | Err(Errno::ENOENT) => Ok(()),
-                Err(e) => Err(errno_io(e, &self.display(name))),
+                Err(e) => Err(errno_io(e, &self.path.join(name))),
             };
         }
         if depth >= REMOVE_DEPTH {
@@ -551,31 +570,39 @@ impl Dir {
             let moved = format!(".lazarus-removing-{}", uuid::Uuid::new_v4().simple());
             return match renameat(&self.fd, name, &top.fd, moved.as_str()) {
                 Ok(()) => {
-                    queue.push(moved);
+                    queue.push(moved.into());
                     Ok(())
                 }
                 Err(Errno::ENOENT) => Ok(()),
-                Err(e) => Err(errno_io(e, &self.display(name))),
+                Err(e) => Err(errno_io(e, &self.path.join(name))),
             };
         }
-        let child = match self.subdir(name) {
-            Ok(child) => child,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
+        let child = match openat(
+            &self.fd,
+            name,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => Dir {
+                fd,
+                path: self.path.join(name),
+            },
+            Err(Errno::ENOENT) => return Ok(()),
+            Err(e) => return Err(errno_io(e, &self.path.join(name))),
         };
         for _ in 0..ROUNDS {
-            for (entry, _) in child.entries()? {
+            for entry in child.raw_names()? {
                 child.remove_below(&entry, top, depth + 1, queue)?;
             }
             match unlinkat(&self.fd, name, UnlinkatFlags::RemoveDir) {
                 Ok(()) | Err(Errno::ENOENT) => return Ok(()),
                 Err(Errno::ENOTEMPTY) => continue,
-                Err(e) => return Err(errno_io(e, &self.display(name))),
+                Err(e) => return Err(errno_io(e, &self.path.join(name))),
             }
         }
         Err(io::Error::other(format!(
             "{}: still not empty after {ROUNDS} rounds: something keeps writing into it",
-            self.display(name).display()
+            self.path.join(name).display()
         )))
     }
 

@@ -1193,3 +1193,217 @@ fn a_stop_cut_short_by_a_restart_is_finished_by_the_next_daemon() {
         agent: "gone".into()
     }));
 }
+
+mod cell_timers {
+    //! The cell's own deadlines and checkpoints, on a fake clock.
+
+    use super::*;
+
+    fn moves(actions: &[Action]) -> Vec<(CellStatus, &'static str)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::MoveCell { to, reason, .. } => Some((to.clone(), *reason)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn checkpoints(actions: &[Action]) -> Vec<(&'static str, Vec<AgentId>)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Checkpoint { reason, agents, .. } => Some((*reason, agents.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn freezes(actions: &[Action]) -> Vec<(String, bool)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Freeze { agent, frozen, .. } => Some((agent.to_string(), *frozen)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn with(status: &str, timers: &str) -> Input {
+        cell(&format!(
+            r#"{{"status":"{status}","created_at":"1970-01-01T00:01:40Z",
+                "heartbeat_stale_threshold":100,"resurrect_after":200,{timers}
+                "agents":[{{"name":"a","command":["run-a"]}}]}}"#
+        ))
+    }
+
+    /// A core (wall clock = monotonic) whose agent "a" runs as pid 11
+    /// since 100.
+    fn running(input: Input) -> Supervisor {
+        let mut s = core();
+        s.set_clock(0.0, 100.0);
+        s.handle(input, 100.0);
+        s.handle(Input::Tick, 100.0);
+        complete(&mut s, "a", 11, 100.0);
+        s
+    }
+
+    #[test]
+    fn idle_timeout_freezes_at_its_deadline_and_a_status_change_postpones_it() {
+        let mut s = running(with("active", r#""idle_timeout":0.5,"#));
+        assert_eq!(s.next_deadline(), Some(100.5));
+        // A status change at 100.3 moves the deadline to 100.8.
+        s.handle(beat("a", 100.3, Some("thinking")), 100.3);
+        let out = s.handle(Input::Expire { due: vec![] }, 100.5);
+        assert!(moves(&out).is_empty(), "{out:?}");
+        assert_eq!(s.next_deadline(), Some(100.8));
+        // The same status again is no activity.
+        s.handle(beat("a", 100.6, Some("thinking")), 100.6);
+        let out = s.handle(Input::Expire { due: vec![] }, 100.799);
+        assert!(moves(&out).is_empty());
+        let out = s.handle(Input::Expire { due: vec![] }, 100.8);
+        assert_eq!(moves(&out), [(CellStatus::Frozen, "idle")]);
+        // Not asked again while the move is on its way...
+        let out = s.handle(Input::Expire { due: vec![] }, 101.0);
+        assert!(moves(&out).is_empty());
+        // ...and once it is seen, a frozen cell does not idle.
+        s.handle(with("frozen", r#""idle_timeout":0.5,"#), 101.0);
+        let out = s.handle(Input::Expire { due: vec![] }, 1000.0);
+        assert!(moves(&out).is_empty());
+        // Thawed, idleness counts afresh.
+        s.handle(with("active", r#""idle_timeout":0.5,"#), 2000.0);
+        let out = s.handle(Input::Expire { due: vec![] }, 2000.499);
+        assert!(moves(&out).is_empty());
+        let out = s.handle(Input::Expire { due: vec![] }, 2000.5);
+        assert_eq!(moves(&out), [(CellStatus::Frozen, "idle")]);
+    }
+
+    #[test]
+    fn max_duration_archives_counted_from_created_at() {
+        // created_at is 100 (unix seconds); the daemon sees it at 100.
+        let mut s = running(with("active", r#""max_duration":0.75,"#));
+        assert_eq!(s.next_deadline(), Some(100.75));
+        let out = s.handle(Input::Expire { due: vec![] }, 100.75);
+        assert_eq!(moves(&out), [(CellStatus::Archived, "max_duration")]);
+        // A frozen cell retires too.
+        let mut s = running(with("active", r#""max_duration":2,"#));
+        s.handle(with("frozen", r#""max_duration":2,"#), 101.0);
+        let out = s.handle(Input::Expire { due: vec![] }, 102.0);
+        assert_eq!(moves(&out), [(CellStatus::Archived, "max_duration")]);
+    }
+
+    #[test]
+    fn checkpoint_interval_holds_the_agents_and_thaws_them_after() {
+        let mut s = running(with("active", r#""checkpoint_interval":0.25,"#));
+        assert_eq!(s.next_deadline(), Some(100.25));
+        let out = s.handle(Input::Expire { due: vec![] }, 100.25);
+        assert_eq!(checkpoints(&out), [("interval", vec![AgentId::from("a")])]);
+        assert_eq!(freezes(&out), [("a".to_string(), true)]);
+        // Held: no stale deadline runs while the snapshot is taken, and no
+        // second checkpoint starts.
+        assert_eq!(s.take_due(1000.0), vec![]);
+        let out = s.handle(
+            Input::Checkpoint {
+                cell: CELL.into(),
+                request_id: Some("r1".into()),
+            },
+            100.3,
+        );
+        assert!(checkpoints(&out).is_empty());
+        let out = s.handle(
+            Input::Checkpointed {
+                cell: CELL.into(),
+                result: Ok("x.tar.gz".into()),
+            },
+            100.4,
+        );
+        // Thawed, and the operator's request taken next.
+        assert_eq!(freezes(&out)[0], ("a".to_string(), false));
+        assert_eq!(checkpoints(&out), [("manual", vec![AgentId::from("a")])]);
+        let record = s.record(CELL, 100.4).expect("record");
+        assert_eq!(record.checkpoint.expect("checkpoint").reason, "interval");
+        let out = s.handle(
+            Input::Checkpointed {
+                cell: CELL.into(),
+                result: Err("disk full".into()),
+            },
+            100.5,
+        );
+        assert_eq!(freezes(&out), [("a".to_string(), false)]);
+        let last = s.record(CELL, 100.5).expect("record").checkpoint.expect("c");
+        assert_eq!(last.request_id.as_deref(), Some("r1"));
+        assert_eq!(last.error.as_deref(), Some("disk full"));
+        // The next interval counts from the last checkpoint.
+        assert_eq!(s.next_deadline(), Some(100.75));
+    }
+
+    #[test]
+    fn a_cell_frozen_during_a_checkpoint_stays_frozen() {
+        let mut s = running(with("active", r#""checkpoint_interval":1,"#));
+        s.handle(Input::Expire { due: vec![] }, 101.0);
+        s.handle(with("frozen", r#""checkpoint_interval":1,"#), 101.1);
+        let out = s.handle(
+            Input::Checkpointed {
+                cell: CELL.into(),
+                result: Ok("x.tar.gz".into()),
+            },
+            101.2,
+        );
+        assert!(freezes(&out).is_empty(), "{out:?}");
+    }
+
+    #[test]
+    fn max_duration_with_checkpoint_on_archive_snapshots_first() {
+        let cells = CellsConfig {
+            checkpoint_on_archive: true,
+            ..CellsConfig::default()
+        };
+        let mut s = Supervisor::new(cells, HeartbeatEvents::Changes);
+        s.set_clock(0.0, 100.0);
+        s.handle(with("active", r#""max_duration":1,"#), 100.0);
+        let out = s.handle(Input::Expire { due: vec![] }, 101.0);
+        assert_eq!(checkpoints(&out).len(), 1);
+        assert_eq!(checkpoints(&out)[0].0, "archive");
+        assert!(moves(&out).is_empty());
+        let out = s.handle(
+            Input::Checkpointed {
+                cell: CELL.into(),
+                result: Ok("x.tar.gz".into()),
+            },
+            101.5,
+        );
+        assert_eq!(moves(&out), [(CellStatus::Archived, "max_duration")]);
+    }
+
+    #[test]
+    fn a_restore_restarts_running_instances_when_the_cell_is_thawed() {
+        let mut s = running(with("active", ""));
+        s.handle(with("frozen", ""), 140.0);
+        let out = s.handle(Input::Restored { cell: CELL.into() }, 150.0);
+        assert!(find_kill(&out, "a").is_none());
+        let out = s.handle(with("active", ""), 160.0);
+        assert_eq!(freezes(&out), [("a".to_string(), false)]);
+        assert_eq!(
+            find_kill(&out, "a"),
+            Some(Some(Instance {
+                pid: 11,
+                start_time: 9
+            }))
+        );
+        let out = s.handle(
+            Input::Killed {
+                cell: CELL.into(),
+                agent: "a".into(),
+                exited: None,
+            },
+            160.0,
+        );
+        assert_eq!(find_spawn(&out, "a"), Some((0, Reason::Restored, None)));
+        // Not a revival against max_revive_attempts.
+        assert_eq!(s.record(CELL, 160.0).expect("r").agents["a"].revive_count, 0);
+        // In an active cell the restart is immediate.
+        let mut s = running(with("active", ""));
+        let out = s.handle(Input::Restored { cell: CELL.into() }, 150.0);
+        assert!(find_kill(&out, "a").is_some());
+    }
+}
