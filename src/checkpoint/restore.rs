@@ -91,7 +91,9 @@ pub fn restore(
     let (mut file, _) = super::open(cell, name)?;
     let (manifest, entries) = check(&mut file, cell_id)?;
     let space = nix::sys::statvfs::fstatvfs(cell.as_fd()).map_err(io::Error::from)?;
-    let free = space.blocks_available().saturating_mul(space.fragment_size());
+    let free = space
+        .blocks_available()
+        .saturating_mul(space.fragment_size());
     if manifest.bytes > free {
         return Err(refused(format!(
             "it holds {} bytes and the cell's filesystem has {free} free",

@@ -42,7 +42,13 @@ fn tree(root: &Path) -> BTreeMap<Vec<u8>, (String, u32, Vec<u8>, i64)> {
 fn cell() -> (tempfile::TempDir, Dir) {
     let tmp = tempfile::tempdir().expect("tmp");
     let c = tmp.path().join("cell");
-    for d in ["workspace", "bus/inbox/a", "bus/outbox", ".lazarus", "checkpoints"] {
+    for d in [
+        "workspace",
+        "bus/inbox/a",
+        "bus/outbox",
+        ".lazarus",
+        "checkpoints",
+    ] {
         std::fs::create_dir_all(c.join(d)).expect("mkdir");
     }
     std::fs::write(c.join("cell.json"), br#"{"uuid":"x"}"#).expect("manifest");
@@ -70,8 +76,11 @@ fn a_restore_gives_back_the_tree_byte_for_byte() {
     std::fs::create_dir_all(w.join("src/deep/er")).expect("mkdir");
     std::fs::create_dir(w.join("empty")).expect("mkdir");
     std::fs::write(w.join("src/main.rs"), b"fn main() {}\n").expect("write");
-    std::fs::write(w.join("bin.dat"), (0..=255u8).cycle().take(300_000).collect::<Vec<_>>())
-        .expect("write");
+    std::fs::write(
+        w.join("bin.dat"),
+        (0..=255u8).cycle().take(300_000).collect::<Vec<_>>(),
+    )
+    .expect("write");
     std::fs::write(w.join("run.sh"), b"#!/bin/sh\n").expect("write");
     std::fs::set_permissions(w.join("run.sh"), PermissionsExt::from_mode(0o750)).expect("chmod");
     std::fs::write(w.join("ro"), b"read only").expect("write");
@@ -106,7 +115,11 @@ fn a_restore_gives_back_the_tree_byte_for_byte() {
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .expect("ls")
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".lazarus-restore"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".lazarus-restore")
+        })
         .collect();
     assert!(leftovers.is_empty());
 }
@@ -115,8 +128,11 @@ fn a_restore_gives_back_the_tree_byte_for_byte() {
 fn what_is_not_a_file_is_left_out_and_said() {
     let (_tmp, dir) = cell();
     let w = dir.path().join("workspace");
-    nix::unistd::mkfifo(&w.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o644))
-        .expect("mkfifo");
+    nix::unistd::mkfifo(
+        &w.join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .expect("mkfifo");
     std::fs::write(w.join("suid"), b"x").expect("write");
     std::fs::set_permissions(w.join("suid"), PermissionsExt::from_mode(0o4755)).expect("chmod");
     let created = take(&dir, 10);
@@ -224,7 +240,10 @@ fn hostile_archives_are_refused_and_nothing_changes() {
     std::fs::create_dir(&outside).expect("mkdir");
     let target = outside.as_os_str().as_bytes().to_vec();
     let cases: Vec<(&str, Vec<(&[u8], tar::EntryType, u32, &[u8], &[u8])>)> = vec![
-        ("\"..\"", vec![(b"workspace/../../outside/x", Regular, 0o644, b"pwned", b"")]),
+        (
+            "\"..\"",
+            vec![(b"workspace/../../outside/x", Regular, 0o644, b"pwned", b"")],
+        ),
         ("absolute", vec![(b"/tmp/x", Regular, 0o644, b"pwned", b"")]),
         (
             "through the symlink",
@@ -233,13 +252,31 @@ fn hostile_archives_are_refused_and_nothing_changes() {
                 (b"workspace/s/pwned", Regular, 0o644, b"pwned", b""),
             ],
         ),
-        ("device node", vec![(b"workspace/null", Char, 0o666, b"", b"")]),
-        ("device node", vec![(b"workspace/sda", Block, 0o660, b"", b"")]),
+        (
+            "device node",
+            vec![(b"workspace/null", Char, 0o666, b"", b"")],
+        ),
+        (
+            "device node",
+            vec![(b"workspace/sda", Block, 0o660, b"", b"")],
+        ),
         ("FIFO", vec![(b"workspace/p", Fifo, 0o644, b"", b"")]),
-        ("set-uid", vec![(b"workspace/sh", Regular, 0o4755, b"#!", b"")]),
-        ("set-uid or set-gid", vec![(b"workspace/d", Directory, 0o2755, b"", b"")]),
-        ("hard link", vec![(b"workspace/h", Link, 0o644, b"", b"/etc/passwd")]),
-        ("outside what a checkpoint holds", vec![(b"logs/events.jsonl", Regular, 0o644, b"{}", b"")]),
+        (
+            "set-uid",
+            vec![(b"workspace/sh", Regular, 0o4755, b"#!", b"")],
+        ),
+        (
+            "set-uid or set-gid",
+            vec![(b"workspace/d", Directory, 0o2755, b"", b"")],
+        ),
+        (
+            "hard link",
+            vec![(b"workspace/h", Link, 0o644, b"", b"/etc/passwd")],
+        ),
+        (
+            "outside what a checkpoint holds",
+            vec![(b"logs/events.jsonl", Regular, 0o644, b"{}", b"")],
+        ),
         (
             "twice",
             vec![
@@ -269,5 +306,8 @@ fn hostile_archives_are_refused_and_nothing_changes() {
         Err(RestoreError::Refused(why)) => assert!(why.contains("not of this one"), "{why}"),
         other => panic!("not refused: {other:?}"),
     }
-    assert_eq!(std::fs::read(dir.path().join("workspace/keep")).expect("read"), b"mine");
+    assert_eq!(
+        std::fs::read(dir.path().join("workspace/keep")).expect("read"),
+        b"mine"
+    );
 }

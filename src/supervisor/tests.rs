@@ -1330,7 +1330,11 @@ mod cell_timers {
             100.5,
         );
         assert_eq!(freezes(&out), [("a".to_string(), false)]);
-        let last = s.record(CELL, 100.5).expect("record").checkpoint.expect("c");
+        let last = s
+            .record(CELL, 100.5)
+            .expect("record")
+            .checkpoint
+            .expect("c");
         assert_eq!(last.request_id.as_deref(), Some("r1"));
         assert_eq!(last.error.as_deref(), Some("disk full"));
         // The next interval counts from the last checkpoint.
@@ -1400,7 +1404,10 @@ mod cell_timers {
         );
         assert_eq!(find_spawn(&out, "a"), Some((0, Reason::Restored, None)));
         // Not a revival against max_revive_attempts.
-        assert_eq!(s.record(CELL, 160.0).expect("r").agents["a"].revive_count, 0);
+        assert_eq!(
+            s.record(CELL, 160.0).expect("r").agents["a"].revive_count,
+            0
+        );
         // In an active cell the restart is immediate.
         let mut s = running(with("active", ""));
         let out = s.handle(Input::Restored { cell: CELL.into() }, 150.0);

@@ -3,6 +3,7 @@
 
 mod harness;
 mod section_cell;
+mod section_checkpoint;
 mod section_config;
 mod section_control;
 mod section_daemon;
