@@ -10,6 +10,9 @@ use super::archive::{self, Options};
 use super::restore::{RestoreError, restore};
 use crate::store::Dir;
 
+/// A raw archive entry: path, kind, mode, content, link target.
+type Raw<'a> = (&'a [u8], tar::EntryType, u32, &'a [u8], &'a [u8]);
+
 const CELL: &str = "3b0c5a52-2a39-4c41-9b43-d1a3d2f1a9aa";
 
 /// What a tree is, entry by entry: kind, mode, content or target, mtime.
@@ -157,7 +160,7 @@ fn retention_keeps_the_newest() {
 
 /// A gzip'd tar whose entries are written raw (paths the `tar` crate
 /// would refuse to write), after a manifest that matches them.
-fn crafted(dir: &Dir, entries: &[(&[u8], tar::EntryType, u32, &[u8], &[u8])]) -> String {
+fn crafted(dir: &Dir, entries: &[Raw<'_>]) -> String {
     let mut lines = Vec::new();
     let mut bytes = 0;
     let mut headers = Vec::new();
@@ -239,7 +242,7 @@ fn hostile_archives_are_refused_and_nothing_changes() {
     let outside = tmp.path().join("outside");
     std::fs::create_dir(&outside).expect("mkdir");
     let target = outside.as_os_str().as_bytes().to_vec();
-    let cases: Vec<(&str, Vec<(&[u8], tar::EntryType, u32, &[u8], &[u8])>)> = vec![
+    let cases: Vec<(&str, Vec<Raw<'_>>)> = vec![
         (
             "\"..\"",
             vec![(b"workspace/../../outside/x", Regular, 0o644, b"pwned", b"")],

@@ -12,6 +12,9 @@ use serde_json::{Value, json};
 use crate::harness::{Env, repo_file, wait_for};
 use crate::section_revival::CONFIG;
 
+/// A raw archive entry: path, kind, content, link target.
+type Raw<'a> = (&'a str, tar::EntryType, &'a [u8], &'a str);
+
 const LIMIT: Duration = Duration::from_secs(20);
 
 fn env(extra: &str) -> Env {
@@ -208,7 +211,7 @@ fn without_a_daemon_the_command_takes_it_and_retention_keeps_checkpoints_keep() 
 
 /// A gzip'd tar of a manifest and `entries` as written (the tar crate
 /// would refuse to write some of them).
-fn hostile(cell: &str, entries: &[(&str, tar::EntryType, &[u8], &str)]) -> Vec<u8> {
+fn hostile(cell: &str, entries: &[Raw<'_>]) -> Vec<u8> {
     let manifest = json!({
         "format": "lazarus-pit-checkpoint/1", "cell": cell,
         "created_at": "2026-01-01T00:00:00.000Z", "files": 1, "bytes": 5, "sha256": "x",
@@ -245,7 +248,7 @@ fn a_crafted_archive_is_refused_and_nothing_outside_the_cell_changes() {
     std::fs::create_dir(&outside).expect("mkdir");
     std::fs::write(env.cell(&uuid).join("workspace/mine"), b"mine").expect("write");
     let target = outside.display().to_string();
-    let cases: Vec<(&str, Vec<(&str, tar::EntryType, &[u8], &str)>)> = vec![
+    let cases: Vec<(&str, Vec<Raw<'_>>)> = vec![
         (
             "\"..\"",
             vec![(
