@@ -16,6 +16,15 @@
 //!     cargo bench --bench daemon -- --revival    # revival latency
 //!     cargo bench --bench daemon -- --shutdown   # SIGTERM to exit, 10,000 cells on disk
 //!
+//!     cargo bench --bench daemon -- --checkpoint [--mib 1024]   # a big checkpoint vs other cells' deadlines
+//!
+//! Checkpoint run: one cell holds a workspace of `--mib` MiB of
+//! incompressible files; while the daemon checkpoints it (asked by
+//! `lazarus-pit checkpoint`, as an operator would), agents of 50 other
+//! cells stop beating one after another, so their stale deadlines fall
+//! inside the checkpoint's window. Measured: the checkpoint's size and
+//! time, and how late each of those `agent_stale` lines is.
+//!
 //! Revival run: the daemon starts real agent processes (this benchmark
 //! binary in `--probe-agent` mode: it notes the instant it runs, then
 //! waits to be killed). Half the agents never beat and are revived at each
@@ -222,6 +231,10 @@ fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(10.0);
         return revival(agents, seconds);
+    }
+    if args.iter().any(|a| a == "--checkpoint") {
+        let mib = arg("--mib").and_then(|v| v.parse().ok()).unwrap_or(1024);
+        return checkpoint(mib);
     }
     if args.iter().any(|a| a == "--shutdown") {
         return shutdown(
@@ -892,4 +905,160 @@ fn read_events(cell: &Path) -> Vec<Value> {
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
+}
+
+/// Pseudo-random bytes (xorshift): what gzip cannot shrink.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn checkpoint(mib: usize) {
+    const CELLS: usize = 50;
+    const STALE_S: f64 = 1.0;
+    let tmp = tempdir();
+    let root = tmp.path().join("missions");
+    let config = tmp.path().join("bench.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}[cells]\nheartbeat_stale_threshold = {STALE_S}\nresurrect_after = 3600\n[events]\nheartbeats = \"none\"\n",
+            state_dir(tmp.path())
+        ),
+    )
+    .expect("config");
+    println!("lazarus-pit checkpoint benchmark — a {mib} MiB workspace vs {CELLS} other cells");
+    println!("machine: {}", machine());
+    println!("root: {} ({})", root.display(), fs_type(tmp.path()));
+    // Cell 0 is the big one; cells 1..=CELLS have one agent each.
+    populate(&root, CELLS + 1, 1, false);
+    let big = root.join(uuid(0)).join("workspace");
+    let file_mib = 8;
+    for f in 0..mib.div_ceil(file_mib) {
+        let dir = big.join(format!("d{}", f % 16));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(
+            dir.join(format!("f{f}.bin")),
+            noise(f as u64 + 1, file_mib << 20),
+        )
+        .expect("write");
+    }
+    let daemon = Daemon::start(&root, &config);
+    daemon.wait_ready(Duration::from_secs(120));
+    let dirs: Vec<PathBuf> = (1..=CELLS).map(|i| root.join(uuid(i))).collect();
+    // Everyone beats every 0.2 s; victim i stops when told to.
+    let stop_at: Arc<Mutex<Vec<Option<f64>>>> = Arc::new(Mutex::new(vec![None; CELLS]));
+    let last: Arc<Mutex<Vec<f64>>> = Arc::new(Mutex::new(vec![0.0; CELLS]));
+    let done = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop_at, last, done, dirs) =
+            (stop_at.clone(), last.clone(), done.clone(), dirs.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                for (i, dir) in dirs.iter().enumerate() {
+                    let t = now();
+                    if stop_at.lock().expect("stop")[i].is_some_and(|s| t >= s) {
+                        continue;
+                    }
+                    write_beat(dir, &agent(0), t);
+                    last.lock().expect("last")[i] = t;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    // Victims stop so that their deadlines spread over the next seconds.
+    let asked = now();
+    {
+        let mut stops = stop_at.lock().expect("stop");
+        for (i, s) in stops.iter_mut().enumerate() {
+            *s = Some(asked + i as f64 * 0.2);
+        }
+    }
+    let out = Command::new(bin())
+        .args(["checkpoint", &uuid(0), "--json"])
+        .env("LAZARUS_ROOT", &root)
+        .env("LAZARUS_CONFIG", &config)
+        .output()
+        .expect("checkpoint");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answered = now();
+    let quiet = asked + CELLS as f64 * 0.2 + STALE_S + 1.0 - now();
+    std::thread::sleep(Duration::from_secs_f64(quiet.max(STALE_S + 1.0)));
+    done.store(true, Ordering::Relaxed);
+    writer.join().expect("writer");
+    let events = read_events(&root.join(uuid(0)));
+    let created = events
+        .iter()
+        .find(|e| e["event"] == "checkpoint_created")
+        .expect("checkpoint_created");
+    let took = created["took_ms"].as_f64().unwrap_or(f64::NAN);
+    let bytes = created["bytes"].as_f64().unwrap_or(f64::NAN);
+    let finished = event_ts(created);
+    let started = finished - took / 1000.0;
+    let last = last.lock().expect("last").clone();
+    let mut during = Vec::new();
+    let mut after = Vec::new();
+    // agent_stale of an agent that beat again after it: the writer (this
+    // process) fell behind, on a disk busy with the archive.
+    let mut early = 0;
+    for (i, dir) in dirs.iter().enumerate() {
+        let deadline = last[i] + STALE_S;
+        for e in read_events(dir)
+            .iter()
+            .filter(|e| e["event"] == "agent_stale" && event_ts(e) >= asked)
+        {
+            if event_ts(e) < last[i] {
+                early += 1;
+                continue;
+            }
+            let late = (event_ts(e) - deadline) * 1000.0;
+            if deadline >= started && deadline <= finished {
+                during.push(late);
+            } else {
+                after.push(late);
+            }
+            break;
+        }
+    }
+    daemon.stop();
+    during.sort_by(f64::total_cmp);
+    after.sort_by(f64::total_cmp);
+    println!();
+    println!("| measure | value | target |");
+    println!("|---|---|---|");
+    println!(
+        "| checkpoint of {mib} MiB (incompressible) | {:.0} MiB archive in {:.1} s ({:.0} MiB/s); the command returned after {:.1} s | — |",
+        bytes / 1048576.0,
+        took / 1000.0,
+        mib as f64 / (took / 1000.0),
+        answered - asked
+    );
+    println!(
+        "| other cells' agent_stale, deadline during the checkpoint (n = {}) | p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms | p99 ≤ 50 ms |",
+        during.len(),
+        percentile(&during, 0.5),
+        percentile(&during, 0.99),
+        during.last().copied().unwrap_or(f64::NAN)
+    );
+    println!(
+        "| the same, deadline outside it (n = {}) | p50 {:.1} ms, max {:.1} ms | — |",
+        after.len(),
+        percentile(&after, 0.5),
+        after.last().copied().unwrap_or(f64::NAN)
+    );
+    println!("| agent_stale of agents whose writer fell behind (beat again after) | {early} | — |");
 }
