@@ -481,7 +481,8 @@ impl AgentSup {
     /// it again, whatever its policy, without counting a revival.
     pub fn restart_after_restore(&mut self, now: f64) -> Change {
         self.restart = false;
-        self.begin_revival(self.revive_count, Reason::Restored, now)
+        // The attempt it would be, though it is not counted.
+        self.begin_revival(self.revive_count + 1, Reason::Restored, now)
     }
 
     fn begin_revival(&mut self, attempt: u32, reason: Reason, now: f64) -> Change {

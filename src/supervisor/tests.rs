@@ -1402,7 +1402,7 @@ mod cell_timers {
             },
             160.0,
         );
-        assert_eq!(find_spawn(&out, "a"), Some((0, Reason::Restored, None)));
+        assert_eq!(find_spawn(&out, "a"), Some((1, Reason::Restored, None)));
         // Not a revival against max_revive_attempts.
         assert_eq!(
             s.record(CELL, 160.0).expect("r").agents["a"].revive_count,

@@ -59,6 +59,15 @@ fn tree(root: &Path) -> BTreeMap<String, (char, u32, Vec<u8>)> {
     out
 }
 
+/// Every line of the cell's stream matches the event schema.
+fn schema_valid(env: &Env, uuid: &str) {
+    let schema = crate::section_schemas::validator("event");
+    for event in env.events(uuid) {
+        let errors: Vec<String> = schema.iter_errors(&event).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{event}: {errors:?}");
+    }
+}
+
 /// Files of every kind a workspace holds, written by "the agents".
 fn populate(workspace: &Path) {
     std::fs::create_dir_all(workspace.join("src/nested/deeper")).expect("mkdir");
@@ -377,4 +386,7 @@ fn cell_timers_fire_at_their_deadlines() {
         .expect("pid") as i32;
     wait_for("c stopped", LIMIT, || !crate::harness::alive(pid));
     drop(daemon);
+    for uuid in [&idle, &periodic, &short] {
+        schema_valid(&env, uuid);
+    }
 }
