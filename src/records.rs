@@ -56,6 +56,10 @@ pub struct CellRecord {
     /// The last checkpoint the daemon took (or failed to take).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<CheckpointRecord>,
+    /// A checkpoint is being taken: the agents are frozen for it (a daemon
+    /// that restarts meanwhile thaws them).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub checkpointing: bool,
 }
 
 /// A checkpoint the daemon took, or tried to (`checkpoint_created`,

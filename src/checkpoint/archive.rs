@@ -17,7 +17,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::time::Instant;
 
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, openat, readlinkat, renameat};
+use nix::fcntl::{AtFlags, OFlag, openat, readlinkat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 use sha2::{Digest, Sha256};
@@ -92,20 +92,13 @@ pub fn create(cell: &Dir, opts: &Options) -> io::Result<Created> {
     }
     let manifest = walk.manifest(opts, now);
     let dir = crate::daemon::owned_dir(cell, DIR)?;
-    let (name, tmp, file) = new_file(&dir, &super::stamp(now), opts.owner)?;
-    let written = write(cell, &walk.entries, &manifest, file);
-    let placed = written.and_then(|bytes| {
-        // The final name exists for nobody yet (created with O_EXCL as a
-        // placeholder in `new_file`): the rename replaces only that.
-        renameat(dir.as_fd(), tmp.as_str(), dir.as_fd(), name.as_str())
-            .map_err(io::Error::from)
-            .map(|()| bytes)
-    });
-    let bytes = match placed {
-        Ok(bytes) => bytes,
+    let (tmp, file) = new_file(&dir, opts.owner)?;
+    let placed = write(cell, &walk.entries, &manifest, file)
+        .and_then(|bytes| Ok((place(&dir, &tmp, &super::stamp(now))?, bytes)));
+    let (name, bytes) = match placed {
+        Ok(placed) => placed,
         Err(e) => {
             let _ = unlinkat(dir.as_fd(), tmp.as_str(), UnlinkatFlags::NoRemoveDir);
-            let _ = unlinkat(dir.as_fd(), name.as_str(), UnlinkatFlags::NoRemoveDir);
             return Err(e);
         }
     };
@@ -231,7 +224,10 @@ impl Walk {
                 }
             }
             SFlag::S_IFREG => {
-                if st.st_nlink > 1 {
+                // `cell.json` and `state.json` are always stored whole: an
+                // agent linking one into its workspace must not turn it
+                // into a link entry (restore takes only files there).
+                if st.st_nlink > 1 && depth > 0 {
                     if let Some(first) = self.seen.get(&entry.ino) {
                         entry.kind = Kind::HardLink;
                         entry.target = first.clone();
@@ -365,32 +361,44 @@ fn kind_name(kind: SFlag) -> &'static str {
     }
 }
 
-/// Reserves `<stamp>[-N].tar.gz` (an empty placeholder, created
-/// exclusively, so two checkpoints in one millisecond get two names) and
-/// opens the temp file that will replace it.
+/// Opens a temp file in `checkpoints/` for the archive.
 fn new_file(
     dir: &Dir,
-    stamp: &str,
     owner: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
-) -> io::Result<(String, String, File)> {
-    let create = |name: &str| {
-        openat(
-            dir.as_fd(),
-            name,
-            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o600),
-        )
-    };
-    let mut n = 0u32;
-    let name = loop {
+) -> io::Result<(String, File)> {
+    let tmp = format!(".tmp-{}{SUFFIX}", uuid::Uuid::new_v4().simple());
+    let fd = openat(
+        dir.as_fd(),
+        tmp.as_str(),
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    )
+    .map_err(|e| io::Error::other(format!("{}: {e}", dir.display(&tmp).display())))?;
+    if let Some((uid, gid)) = owner {
+        nix::unistd::fchown(&fd, Some(uid), Some(gid)).map_err(io::Error::from)?;
+    }
+    nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(0o640)).map_err(io::Error::from)?;
+    Ok((tmp, File::from(fd)))
+}
+
+/// Renames the finished temp file to `<stamp>.tar.gz`, or `<stamp>-N`
+/// if a checkpoint of that millisecond exists: never over another file.
+fn place(dir: &Dir, tmp: &str, stamp: &str) -> io::Result<String> {
+    for n in 0..1000 {
         let name = if n == 0 {
             format!("{stamp}{SUFFIX}")
         } else {
             format!("{stamp}-{n}{SUFFIX}")
         };
-        match create(&name) {
-            Ok(_) => break name,
-            Err(Errno::EEXIST) if n < 1000 => n += 1,
+        match nix::fcntl::renameat2(
+            dir.as_fd(),
+            tmp,
+            dir.as_fd(),
+            name.as_str(),
+            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+        ) {
+            Ok(()) => return Ok(name),
+            Err(Errno::EEXIST) => continue,
             Err(e) => {
                 return Err(io::Error::other(format!(
                     "{}: {e}",
@@ -398,17 +406,11 @@ fn new_file(
                 )));
             }
         }
-    };
-    let tmp = format!(".tmp-{}{SUFFIX}", uuid::Uuid::new_v4().simple());
-    let fd = create(&tmp).map_err(|e| {
-        let _ = unlinkat(dir.as_fd(), name.as_str(), UnlinkatFlags::NoRemoveDir);
-        io::Error::other(format!("{}: {e}", dir.display(&tmp).display()))
-    })?;
-    if let Some((uid, gid)) = owner {
-        nix::unistd::fchown(&fd, Some(uid), Some(gid)).map_err(io::Error::from)?;
     }
-    nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(0o640)).map_err(io::Error::from)?;
-    Ok((name, tmp, File::from(fd)))
+    Err(io::Error::other(format!(
+        "{}: a thousand checkpoints of the same millisecond",
+        dir.path().display()
+    )))
 }
 
 /// Writes the archive; returns its size.

@@ -160,7 +160,16 @@ pub fn names(cell: &Dir) -> io::Result<Vec<String>> {
         .filter(|(name, _)| is_checkpoint_name(name))
         .map(|(name, _)| name)
         .collect();
-    names.sort();
+    // By time, then by the `-N` of a second checkpoint in one millisecond.
+    names.sort_by_key(|name| {
+        let stem = name.strip_suffix(SUFFIX).unwrap_or(name);
+        let (stamp, n) = stem.split_at(stem.len().min(20));
+        let n: u32 = n
+            .strip_prefix('-')
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        (stamp.to_string(), n)
+    });
     Ok(names)
 }
 

@@ -149,6 +149,18 @@ fn what_is_not_a_file_is_left_out_and_said() {
 }
 
 #[test]
+fn cell_json_linked_into_the_workspace_keeps_the_checkpoint_restorable() {
+    let (_tmp, dir) = cell();
+    std::fs::hard_link(dir.path().join("cell.json"), dir.path().join("workspace/x")).expect("link");
+    let created = take(&dir, 10);
+    restore(&dir, CELL, &created.name, None).expect("restore");
+    assert_eq!(
+        std::fs::read(dir.path().join("workspace/x")).expect("read"),
+        br#"{"uuid":"x"}"#
+    );
+}
+
+#[test]
 fn retention_keeps_the_newest() {
     let (_tmp, dir) = cell();
     let names: Vec<String> = (0..4).map(|_| take(&dir, 3).name).collect();

@@ -31,6 +31,8 @@ use crate::supervisor::Instance;
 
 /// How long `checkpoint` waits for the daemon to take one.
 const DAEMON_PATIENCE: Duration = Duration::from_secs(3600);
+/// How long it waits for the daemon to start on the request.
+const TAKEN_PATIENCE: Duration = Duration::from_secs(10);
 
 pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<ExitCode> {
     let cell = ctx.root.resolve(&args.cell)?;
@@ -167,6 +169,34 @@ fn through_daemon(
         ))
     })?;
     let daemon_runs = || crate::daemon::lock::holder(&ctx.root.path) == Some(pid);
+    let answered = |r: &crate::records::CellRecord| {
+        r.checkpoint
+            .as_ref()
+            .filter(|c| c.request_id.as_deref() == Some(request_id.as_str()))
+            .cloned()
+    };
+    // First, that the daemon took the request (it says so in its record
+    // within moments); then, however long the archive takes, the answer.
+    let taken = super::processes::wait_for_record(
+        records,
+        &cell.id,
+        0.0,
+        false,
+        TAKEN_PATIENCE,
+        daemon_runs,
+        |r| r.checkpointing || answered(r).is_some(),
+    );
+    if let super::processes::Waited::TimedOut = taken {
+        return Err(Error::refused(
+            &cell.id,
+            "take a checkpoint",
+            format!(
+                "the daemon (pid {pid}) has not started on the request within {} s (does it \
+                 supervise this cell? its log says why not)",
+                TAKEN_PATIENCE.as_secs()
+            ),
+        ));
+    }
     let mut answer = None;
     let waited = super::processes::wait_for_record(
         records,
@@ -176,14 +206,8 @@ fn through_daemon(
         DAEMON_PATIENCE,
         daemon_runs,
         |r| {
-            let done = r
-                .checkpoint
-                .as_ref()
-                .filter(|c| c.request_id.as_deref() == Some(request_id.as_str()));
-            if let Some(done) = done {
-                answer = Some(done.clone());
-            }
-            done.is_some()
+            answer = answered(r);
+            answer.is_some()
         },
     );
     let Some(done) = answer else {

@@ -687,6 +687,7 @@ impl Supervisor {
             status: Some(c.status.as_str().to_string()),
             agents,
             checkpoint: c.last_checkpoint.clone(),
+            checkpointing: c.job.is_some(),
             ..CellRecord::default()
         }
     }
@@ -929,6 +930,15 @@ impl Supervisor {
                                     agent: name.clone(),
                                     instance,
                                     frozen: true,
+                                });
+                            } else if previous.is_some_and(|p| p.checkpointing) {
+                                // A daemon that froze it for a checkpoint
+                                // and ended before the thaw.
+                                out.push(Action::Freeze {
+                                    cell: id.clone(),
+                                    agent: name.clone(),
+                                    instance,
+                                    frozen: false,
                                 });
                             }
                         }

@@ -1342,6 +1342,28 @@ mod cell_timers {
     }
 
     #[test]
+    fn a_daemon_that_died_during_a_checkpoint_leaves_agents_its_successor_thaws() {
+        let s = running(with("active", r#""checkpoint_interval":1,"#));
+        let mut s = s;
+        s.handle(Input::Expire { due: vec![] }, 101.0);
+        let record = s.record(CELL, 101.0).expect("record");
+        assert!(record.checkpointing);
+        let mut next = core();
+        next.set_clock(0.0, 200.0);
+        let out = next.handle(
+            Input::Cell {
+                id: CELL.into(),
+                manifest: manifest(
+                    r#"{"status":"active","agents":[{"name":"a","command":["run-a"]}]}"#,
+                ),
+                previous: Some(Box::new(record)),
+            },
+            200.0,
+        );
+        assert_eq!(freezes(&out), [("a".to_string(), false)], "{out:?}");
+    }
+
+    #[test]
     fn a_cell_frozen_during_a_checkpoint_stays_frozen() {
         let mut s = running(with("active", r#""checkpoint_interval":1,"#));
         s.handle(Input::Expire { due: vec![] }, 101.0);
