@@ -35,8 +35,77 @@ struct CellReport {
     /// Where `state`, `revive_count` and `pid` come from.
     source: Source,
     agents: Vec<AgentReport>,
+    /// Its checkpoints: how many, the newest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checkpoints: Option<Checkpoints>,
+    /// Its timers (`cell.json`, seconds), and when `max_duration` ends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timers: Option<Timers>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Checkpoints {
+    count: usize,
+    latest: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Timers {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idle_timeout: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_duration: Option<f64>,
+    /// Unix seconds: `created_at` + `max_duration`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    archive_at: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checkpoint_interval: Option<f64>,
+}
+
+impl Timers {
+    fn of(manifest: &crate::cell::manifest::Manifest) -> Option<Timers> {
+        let t = crate::supervisor::timers::CellTimers::of(manifest);
+        if !t.any() {
+            return None;
+        }
+        let created = manifest
+            .created_at
+            .as_deref()
+            .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+            .map(|c| c.timestamp_millis() as f64 / 1000.0);
+        Some(Timers {
+            idle_timeout: t.idle,
+            max_duration: t.max_duration,
+            archive_at: t.max_duration.zip(created).map(|(m, c)| c + m),
+            checkpoint_interval: t.interval,
+        })
+    }
+
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(s) = self.idle_timeout {
+            parts.push(format!("idle_timeout {s} s (then frozen)"));
+        }
+        if let Some(s) = self.max_duration {
+            let when = self
+                .archive_at
+                .and_then(|at| chrono::DateTime::from_timestamp_millis((at * 1000.0) as i64))
+                .map(|at| {
+                    format!(
+                        " at {}",
+                        at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    )
+                })
+                .unwrap_or_default();
+            parts.push(format!("max_duration {s} s (then archived{when})"));
+        }
+        if let Some(s) = self.checkpoint_interval {
+            parts.push(format!("checkpoint_interval {s} s"));
+        }
+        parts.join(", ")
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -127,6 +196,8 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<ExitCode> {
                     daemon_pid: daemon,
                     source: Source::Heartbeats,
                     agents: Vec::new(),
+                    checkpoints: None,
+                    timers: None,
                     error: Some(error.to_string()),
                 }),
             })
@@ -292,6 +363,13 @@ fn report(
         daemon_pid: daemon,
         source,
         agents,
+        checkpoints: crate::checkpoint::names(&cell.dir).ok().and_then(|names| {
+            Some(Checkpoints {
+                count: names.len(),
+                latest: names.last()?.clone(),
+            })
+        }),
+        timers: Timers::of(manifest),
         error: None,
     }
 }
@@ -415,6 +493,16 @@ fn render(reports: &[CellReport]) -> String {
             (None, _) => {
                 out.push_str("  daemon: not running (states computed from heartbeat files)\n")
             }
+        }
+        if let Some(t) = &cell.timers {
+            out.push_str(&format!("  timers: {}\n", t.describe()));
+        }
+        if let Some(c) = &cell.checkpoints {
+            out.push_str(&format!(
+                "  checkpoints: {}, latest {}\n",
+                c.count,
+                escape(&c.latest)
+            ));
         }
         if cell.agents.is_empty() {
             out.push_str("  no agents\n");

@@ -198,6 +198,13 @@ fn without_a_daemon_the_command_takes_it_and_retention_keeps_checkpoints_keep() 
     let created = env.events_named(&uuid, "checkpoint_created");
     assert_eq!(created.len(), 3);
     assert_eq!(created[2]["pruned"], json!([names[0]]));
+    let status = env.run(&["status", &uuid]).success();
+    assert!(
+        status
+            .stdout
+            .contains(&format!("checkpoints: 2, latest {}", names[2])),
+        "{status:#?}"
+    );
     let human = env.run(&["checkpoint", "--list", &uuid]).success();
     assert!(
         human.stdout.contains(&names[2]) && human.stdout.contains("manual"),
