@@ -573,6 +573,18 @@ impl Container {
         Some(text.split_whitespace().collect::<Vec<_>>() == ["true", cell, agent])
     }
 
+    /// Waits (blocking, at most `limit`) until the container is paused:
+    /// `podman wait --condition=paused`.
+    pub fn wait_paused(&self, limit: Duration) -> bool {
+        control(
+            &self.program,
+            &["wait", "--condition=paused"],
+            &self.name,
+            limit,
+        )
+        .is_ok()
+    }
+
     /// `podman pause` / `podman unpause`. Blocking.
     pub fn pause(&self, frozen: bool) -> Result<(), String> {
         let verb = if frozen { "pause" } else { "unpause" };

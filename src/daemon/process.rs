@@ -380,8 +380,8 @@ pub enum Unit {
     Group(AgentGroup),
     /// Its leader is stopped (SIGSTOP reaches the group at once).
     Process(i32),
-    /// `podman pause` is asked for, not confirmed here.
-    Container,
+    /// `podman wait --condition=paused` says so.
+    Container(Container),
 }
 
 impl Unit {
@@ -404,7 +404,8 @@ impl Unit {
                     Some(false) => std::thread::sleep(Duration::from_millis(1)),
                 }
             },
-            Unit::Container => false,
+            Unit::Container(container) => container
+                .wait_paused(until.saturating_duration_since(std::time::Instant::now())),
         }
     }
 }
@@ -490,7 +491,7 @@ impl Procs {
     pub fn unit(&self, cell: &str, agent: &str) -> Option<Unit> {
         let entry = self.table.get(cell)?.get(agent)?;
         Some(match (&entry.container, &entry.group) {
-            (Some(_), _) => Unit::Container,
+            (Some(container), _) => Unit::Container(container.clone()),
             (None, Some(group)) => Unit::Group(group.clone()),
             (None, None) => Unit::Process(entry.instance.pid),
         })

@@ -648,6 +648,14 @@ fn a_podman_agent_runs_in_a_container_the_daemon_stops_pauses_and_revives() {
     wait_for("running again", LIMIT, || {
         container_state(&name) == "running"
     });
+    // A checkpoint pauses it for the snapshot (confirmed by podman), then
+    // unpauses it.
+    env.run(&["checkpoint", &uuid]).success();
+    let created = env.events_named(&uuid, "checkpoint_created");
+    assert!(created[0].get("not_frozen").is_none(), "{created:#?}");
+    wait_for("running after the checkpoint", LIMIT, || {
+        container_state(&name) == "running"
+    });
     // Archive stops the container, through podman.
     env.run(&["cell", "archive", &uuid]).success();
     wait_for("the container gone", LIMIT, || {
