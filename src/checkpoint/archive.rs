@@ -92,6 +92,7 @@ pub fn create(cell: &Dir, opts: &Options) -> io::Result<Created> {
     }
     let manifest = walk.manifest(opts, now);
     let dir = crate::daemon::owned_dir(cell, DIR)?;
+    remove_stale_temps(&dir);
     let (tmp, file) = new_file(&dir, opts.owner)?;
     let placed = write(cell, &walk.entries, &manifest, file)
         .and_then(|bytes| Ok((place(&dir, &tmp, &super::stamp(now))?, bytes)));
@@ -358,6 +359,35 @@ fn kind_name(kind: SFlag) -> &'static str {
         SFlag::S_IFCHR => "a character device",
         SFlag::S_IFBLK => "a block device",
         _ => "not a file",
+    }
+}
+
+/// How long a temp file must have gone unwritten before it counts as left
+/// by a checkpoint that was cut short (one being written is touched all
+/// the time).
+const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Removes the temp files of checkpoints that were cut short (a daemon
+/// stopped, a crash).
+fn remove_stale_temps(dir: &Dir) {
+    let Ok(entries) = dir.entries() else {
+        return;
+    };
+    for (name, _) in entries {
+        if !(name.starts_with(".tmp-") && name.ends_with(SUFFIX)) {
+            continue;
+        }
+        let old = fstatat(dir.as_fd(), name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+            .ok()
+            .and_then(|st| {
+                let mtime = std::time::UNIX_EPOCH
+                    + std::time::Duration::from_secs(u64::try_from(st.st_mtime).ok()?);
+                std::time::SystemTime::now().duration_since(mtime).ok()
+            })
+            .is_some_and(|age| age > STALE_TEMP);
+        if old {
+            let _ = dir.remove_file(&name);
+        }
     }
 }
 

@@ -10,6 +10,8 @@ use crate::checkpoint::archive::{self, Created};
 /// How long a checkpoint waits for the kernel to confirm that the
 /// agents it froze are frozen before it archives anyway (and says so).
 const FREEZE_CONFIRM: Duration = Duration::from_secs(5);
+/// How long `daemon --once` waits for a checkpoint it started.
+const ONCE_JOB_LIMIT: Duration = Duration::from_secs(600);
 
 /// A checkpoint that ran on the blocking pool.
 #[derive(Debug)]
@@ -60,6 +62,7 @@ impl Shell {
         };
         let tx = self.jobs_tx.clone();
         tracing::info!("cell {cell}: taking a checkpoint ({reason})");
+        self.jobs_running += 1;
         tokio::task::spawn_blocking(move || {
             let until = Instant::now() + FREEZE_CONFIRM;
             let unconfirmed = units
@@ -80,6 +83,7 @@ impl Shell {
 
     /// A checkpoint is done: its event, then the core's answer.
     pub(super) fn on_job(&mut self, done: JobDone) {
+        self.jobs_running = self.jobs_running.saturating_sub(1);
         let JobDone {
             cell,
             reason,
@@ -133,6 +137,27 @@ impl Shell {
             now,
         );
         self.execute(actions);
+    }
+
+    /// Shutdown with checkpoints under way: their agents are thawed now
+    /// (the archive is abandoned with the process).
+    pub(super) fn abandon_checkpoints(&mut self) {
+        for (cell, agent) in self.core.held_for_checkpoint() {
+            tracing::warn!("cell {cell}: checkpoint abandoned at shutdown; agent {agent} thawed");
+            let uid = self.agent_uid(&cell);
+            self.procs.freeze(&cell, &agent, false, uid);
+        }
+    }
+
+    /// `--once`: waits (bounded) for the checkpoints under way.
+    pub(super) async fn settle_jobs(&mut self) {
+        let until = tokio::time::Instant::now() + ONCE_JOB_LIMIT;
+        while self.jobs_running > 0 {
+            match tokio::time::timeout_at(until, self.jobs_rx.recv()).await {
+                Ok(Some(done)) => self.on_job(done),
+                _ => break,
+            }
+        }
     }
 
     /// [`Action::MoveCell`]: a cell timer's status move, made like the

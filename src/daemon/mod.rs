@@ -97,8 +97,16 @@ pub fn run(config: Config, root: &Path, opts: Options, log: LogHandle) -> Result
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(config, root, opts, log))
+    let result = runtime.block_on(serve(config, root, opts, log));
+    // A checkpoint still being written on the blocking pool must not hold
+    // the exit (BRIEF 7: within 2 s); its agents were thawed, and its temp
+    // file is removed by the next checkpoint of the cell.
+    runtime.shutdown_timeout(SHUTDOWN_BLOCKING);
+    result
 }
+
+/// How long the exit waits for work on the blocking pool.
+const SHUTDOWN_BLOCKING: Duration = Duration::from_millis(1000);
 
 /// What tells a running daemon to stop or reload: the process's signals
 /// in production ([`signals`]), a channel a test holds otherwise — so the
@@ -167,6 +175,7 @@ async fn serve(config: Config, root: &Path, opts: Options, log: LogHandle) -> Re
             shell.apply_requests(requests);
             shell.expire_due();
             shell.settle().await;
+            shell.settle_jobs().await;
             shell.finish().await;
             return Ok(if shell.core.all_healthy() {
                 ExitCode::SUCCESS
@@ -269,6 +278,8 @@ struct Shell {
     /// Checkpoints done on the blocking pool come back here.
     jobs_tx: jobs::JobTx,
     jobs_rx: jobs::JobRx,
+    /// How many are under way.
+    jobs_running: usize,
 }
 
 impl Shell {
@@ -282,6 +293,7 @@ impl Shell {
         Ok(Shell {
             jobs_tx,
             jobs_rx,
+            jobs_running: 0,
             procs,
             proc_rx,
             hooks,
@@ -418,6 +430,7 @@ impl Shell {
             Ended::Shutdown => {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
                 self.hooks.kill_all();
+                self.abandon_checkpoints();
             }
         }
         self.finish().await;

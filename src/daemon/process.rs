@@ -404,8 +404,9 @@ impl Unit {
                     Some(false) => std::thread::sleep(Duration::from_millis(1)),
                 }
             },
-            Unit::Container(container) => container
-                .wait_paused(until.saturating_duration_since(std::time::Instant::now())),
+            Unit::Container(container) => {
+                container.wait_paused(until.saturating_duration_since(std::time::Instant::now()))
+            }
         }
     }
 }

@@ -275,6 +275,22 @@ impl Supervisor {
         self.schedule_cell(id);
     }
 
+    /// The agents held (and frozen) for a checkpoint under way, in cells
+    /// that are active: what a daemon that stops now must thaw.
+    pub fn held_for_checkpoint(&self) -> Vec<(CellId, AgentId)> {
+        let mut out = Vec::new();
+        for (id, c) in &self.cells {
+            if c.job.is_some() && c.status == CellStatus::Active {
+                for (agent, t) in &c.agents {
+                    if t.sup.instance.is_some() {
+                        out.push((id.clone(), agent.clone()));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// A restore replaced the files the cell's running instances work on:
     /// each is started again — now, or when its cell is thawed.
     pub(super) fn restored(&mut self, id: &CellId, now: f64, out: &mut Vec<Action>) {

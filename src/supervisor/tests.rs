@@ -1361,6 +1361,11 @@ mod cell_timers {
             200.0,
         );
         assert_eq!(freezes(&out), [("a".to_string(), false)], "{out:?}");
+        // What the first daemon, stopping now, would have thawed itself.
+        assert_eq!(
+            s.held_for_checkpoint(),
+            [(CellId::from(CELL), AgentId::from("a"))]
+        );
     }
 
     #[test]
