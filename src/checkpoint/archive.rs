@@ -367,9 +367,21 @@ fn kind_name(kind: SFlag) -> &'static str {
 /// the time).
 const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(600);
 
+/// Removes the temp files of a cell's checkpoints under way, which the
+/// process abandons (a daemon stopping).
+pub fn remove_temps(cell: &Dir) {
+    if let Ok(dir) = cell.subdir(DIR) {
+        remove_temps_older(&dir, std::time::Duration::ZERO);
+    }
+}
+
 /// Removes the temp files of checkpoints that were cut short (a daemon
 /// stopped, a crash).
 fn remove_stale_temps(dir: &Dir) {
+    remove_temps_older(dir, STALE_TEMP);
+}
+
+fn remove_temps_older(dir: &Dir, limit: std::time::Duration) {
     let Ok(entries) = dir.entries() else {
         return;
     };
@@ -384,7 +396,7 @@ fn remove_stale_temps(dir: &Dir) {
                     + std::time::Duration::from_secs(u64::try_from(st.st_mtime).ok()?);
                 std::time::SystemTime::now().duration_since(mtime).ok()
             })
-            .is_some_and(|age| age > STALE_TEMP);
+            .is_some_and(|age| age >= limit);
         if old {
             let _ = dir.remove_file(&name);
         }

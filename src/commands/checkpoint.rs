@@ -216,8 +216,7 @@ fn through_daemon(
             "take a checkpoint",
             match waited {
                 super::processes::Waited::DaemonGone => format!(
-                    "the daemon (pid {pid}) stopped before it answered; the request waits in \
-                     its inbox"
+                    "the daemon (pid {pid}) stopped before the checkpoint was done; none was kept"
                 ),
                 _ => format!("the daemon (pid {pid}) has not answered"),
             },

@@ -142,6 +142,11 @@ impl Shell {
     /// Shutdown with checkpoints under way: their agents are thawed now
     /// (the archive is abandoned with the process).
     pub(super) fn abandon_checkpoints(&mut self) {
+        for cell in self.core.checkpointing_cells() {
+            if let Ok(dir) = live_cell(&self.root_dir, &cell) {
+                archive::remove_temps(&dir);
+            }
+        }
         for (cell, agent) in self.core.held_for_checkpoint() {
             tracing::warn!("cell {cell}: checkpoint abandoned at shutdown; agent {agent} thawed");
             let uid = self.agent_uid(&cell);

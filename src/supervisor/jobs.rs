@@ -275,6 +275,15 @@ impl Supervisor {
         self.schedule_cell(id);
     }
 
+    /// The cells a checkpoint is being taken of.
+    pub fn checkpointing_cells(&self) -> Vec<CellId> {
+        self.cells
+            .iter()
+            .filter(|(_, c)| c.job.is_some())
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     /// The agents held (and frozen) for a checkpoint under way, in cells
     /// that are active: what a daemon that stops now must thaw.
     pub fn held_for_checkpoint(&self) -> Vec<(CellId, AgentId)> {
