@@ -357,6 +357,16 @@ fn fs_type(path: &Path) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
+/// A temporary root and a config file for it: `cells` (TOML after the
+/// state directory's `[daemon]` table).
+fn bench_root(cells: &str) -> (Tmp, PathBuf, PathBuf) {
+    let tmp = tempdir();
+    let root = tmp.path().join("missions");
+    let config = tmp.path().join("bench.toml");
+    std::fs::write(&config, format!("{}{cells}", state_dir(tmp.path()))).expect("config");
+    (tmp, root, config)
+}
+
 /// The `[daemon]` section that keeps a benchmark's records in its own
 /// temporary directory (never `/var/lib/lazarus-pit`).
 fn state_dir(tmp: &Path) -> String {
@@ -370,17 +380,9 @@ fn state_dir(tmp: &Path) -> String {
 }
 
 fn load(cells: usize, agents: usize, steady: f64, started: bool) {
-    let tmp = tempdir();
-    let root = tmp.path().join("missions");
-    let config = tmp.path().join("bench.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "{}[cells]\nheartbeat_stale_threshold = {STALE}\nresurrect_after = 3600\n[events]\nheartbeats = \"none\"\n",
-            state_dir(tmp.path())
-        ),
-    )
-    .expect("config");
+    let (tmp, root, config) = bench_root(&format!(
+        "[cells]\nheartbeat_stale_threshold = {STALE}\nresurrect_after = 3600\n[events]\nheartbeats = \"none\"\n"
+    ));
     println!(
         "lazarus-pit daemon benchmark — {cells} cells × {agents} agents, beating every {BEAT_EVERY} s"
     );
@@ -552,17 +554,8 @@ fn load(cells: usize, agents: usize, steady: f64, started: bool) {
 
 fn scale(cells: usize) {
     let agents = 10;
-    let tmp = tempdir();
-    let root = tmp.path().join("missions");
-    let config = tmp.path().join("bench.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "{}[cells]\nheartbeat_stale_threshold = 600\n[events]\nheartbeats = \"none\"\n",
-            state_dir(tmp.path())
-        ),
-    )
-    .expect("config");
+    let (tmp, root, config) =
+        bench_root("[cells]\nheartbeat_stale_threshold = 600\n[events]\nheartbeats = \"none\"\n");
     println!("lazarus-pit scale benchmark — {cells} cells × {agents} agents");
     println!("machine: {}", machine());
     println!("root: {} ({})", root.display(), fs_type(tmp.path()));
@@ -759,19 +752,11 @@ fn ups(cell: &Path, agent: &str) -> Vec<(i64, f64)> {
 
 fn revival(agents: usize, seconds: f64) {
     const RESURRECT: f64 = 1.0;
-    let tmp = tempdir();
-    let root = tmp.path().join("missions");
-    let config = tmp.path().join("bench.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "{}[cells]\nheartbeat_stale_threshold = 0.5\nresurrect_after = 1\nkill_grace = 5\n\
+    let (tmp, root, config) = bench_root(
+        "[cells]\nheartbeat_stale_threshold = 0.5\nresurrect_after = 1\nkill_grace = 5\n\
              backoff_initial = 0\nbackoff_max = 0\nmax_revive_attempts = 1000000\n\
              reset_after = 1000000\npoll_interval = 30\n[events]\nheartbeats = \"none\"\n",
-            state_dir(tmp.path())
-        ),
-    )
-    .expect("config");
+    );
     let probe = std::env::current_exe().expect("exe");
     let make = |i: usize, crash: bool| {
         let id = uuid(i);
@@ -924,17 +909,9 @@ fn noise(seed: u64, len: usize) -> Vec<u8> {
 fn checkpoint(mib: usize) {
     const CELLS: usize = 50;
     const STALE_S: f64 = 1.0;
-    let tmp = tempdir();
-    let root = tmp.path().join("missions");
-    let config = tmp.path().join("bench.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "{}[cells]\nheartbeat_stale_threshold = {STALE_S}\nresurrect_after = 3600\n[events]\nheartbeats = \"none\"\n",
-            state_dir(tmp.path())
-        ),
-    )
-    .expect("config");
+    let (tmp, root, config) = bench_root(&format!(
+        "[cells]\nheartbeat_stale_threshold = {STALE_S}\nresurrect_after = 3600\n[events]\nheartbeats = \"none\"\n"
+    ));
     println!("lazarus-pit checkpoint benchmark — a {mib} MiB workspace vs {CELLS} other cells");
     println!("machine: {}", machine());
     println!("root: {} ({})", root.display(), fs_type(tmp.path()));

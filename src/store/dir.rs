@@ -459,6 +459,26 @@ impl Dir {
     /// Lists the entries of this directory with their kind as `readdir`
     /// reports it (no extra `stat`).
     pub fn entries(&self) -> io::Result<Vec<(String, EntryKind)>> {
+        Ok(self
+            .read_names()?
+            .into_iter()
+            .map(|(name, kind)| {
+                let kind = match kind {
+                    Some(nix::dir::Type::Directory) => EntryKind::Dir,
+                    Some(nix::dir::Type::File) => EntryKind::File,
+                    Some(nix::dir::Type::Symlink) => EntryKind::Symlink,
+                    Some(_) => EntryKind::Other,
+                    None => EntryKind::Unknown,
+                };
+                (name.to_string_lossy().into_owned(), kind)
+            })
+            .collect())
+    }
+
+    /// The names in this directory as the kernel has them (bytes, not
+    /// necessarily UTF-8), with their `d_type`.
+    fn read_names(&self) -> io::Result<Vec<(std::ffi::OsString, Option<nix::dir::Type>)>> {
+        use std::os::unix::ffi::OsStringExt;
         // A fresh open, not a dup: a dup would share (and consume) the offset.
         let fd = self
             .open_beneath(".", OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())
@@ -467,18 +487,13 @@ impl Dir {
         let mut out = Vec::new();
         for entry in dir {
             let entry = entry.map_err(io::Error::from)?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name == "." || name == ".." {
-                continue;
+            let name = entry.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                out.push((
+                    std::ffi::OsString::from_vec(name.to_vec()),
+                    entry.file_type(),
+                ));
             }
-            let kind = match entry.file_type() {
-                Some(nix::dir::Type::Directory) => EntryKind::Dir,
-                Some(nix::dir::Type::File) => EntryKind::File,
-                Some(nix::dir::Type::Symlink) => EntryKind::Symlink,
-                Some(_) => EntryKind::Other,
-                None => EntryKind::Unknown,
-            };
-            out.push((name, kind));
         }
         Ok(out)
     }
@@ -520,25 +535,6 @@ impl Dir {
             self.remove_below(&next, self, 0, &mut queue)?;
         }
         Ok(())
-    }
-
-    /// The names in this directory as the kernel has them (bytes, not
-    /// necessarily UTF-8), for [`Dir::remove_tree`].
-    fn raw_names(&self) -> io::Result<Vec<std::ffi::OsString>> {
-        use std::os::unix::ffi::OsStringExt;
-        let fd = self
-            .open_beneath(".", OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())
-            .map_err(|e| errno_io(e, &self.path))?;
-        let dir = nix::dir::Dir::from_fd(fd).map_err(io::Error::from)?;
-        let mut out = Vec::new();
-        for entry in dir {
-            let entry = entry.map_err(io::Error::from)?;
-            let name = entry.file_name().to_bytes();
-            if name != b"." && name != b".." {
-                out.push(std::ffi::OsString::from_vec(name.to_vec()));
-            }
-        }
-        Ok(out)
     }
 
     /// One step of [`Dir::remove_tree`]: `name` of this directory, at
@@ -591,7 +587,7 @@ impl Dir {
             Err(e) => return Err(errno_io(e, &self.path.join(name))),
         };
         for _ in 0..ROUNDS {
-            for entry in child.raw_names()? {
+            for (entry, _) in child.read_names()? {
                 child.remove_below(&entry, top, depth + 1, queue)?;
             }
             match unlinkat(&self.fd, name, UnlinkatFlags::RemoveDir) {

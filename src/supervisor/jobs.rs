@@ -61,6 +61,23 @@ pub(super) fn observe_timers(
     }
 }
 
+/// A timer's move of the cell to `to`; the timers wait for it to be seen.
+fn move_cell(
+    id: &CellId,
+    c: &mut CellSup,
+    to: CellStatus,
+    reason: &'static str,
+    now: f64,
+) -> Action {
+    c.clock.busy_until = now + MOVE_RETRY_S;
+    Action::MoveCell {
+        cell: id.clone(),
+        from: c.status.clone(),
+        to,
+        reason,
+    }
+}
+
 impl Supervisor {
     /// Pushes a heap entry for the cell's next own deadline unless one at
     /// or before it is live.
@@ -114,28 +131,13 @@ impl Supervisor {
         let Some(c) = self.cells.get_mut(id) else {
             return;
         };
-        let from = c.status.clone();
         match due {
-            CellDue::Idle => {
-                c.clock.busy_until = now + MOVE_RETRY_S;
-                out.push(Action::MoveCell {
-                    cell: id.clone(),
-                    from,
-                    to: CellStatus::Frozen,
-                    reason: "idle",
-                });
-            }
-            CellDue::MaxDuration if on_archive && from != CellStatus::Provisioned => {
+            CellDue::Idle => out.push(move_cell(id, c, CellStatus::Frozen, "idle", now)),
+            CellDue::MaxDuration if on_archive && c.status != CellStatus::Provisioned => {
                 self.begin_checkpoint(id, "archive", None, true, now, out);
             }
             CellDue::MaxDuration => {
-                c.clock.busy_until = now + MOVE_RETRY_S;
-                out.push(Action::MoveCell {
-                    cell: id.clone(),
-                    from,
-                    to: CellStatus::Archived,
-                    reason: "max_duration",
-                });
+                out.push(move_cell(id, c, CellStatus::Archived, "max_duration", now));
             }
             CellDue::Checkpoint => self.begin_checkpoint(id, "interval", None, false, now, out),
         }
@@ -252,13 +254,7 @@ impl Supervisor {
             }
         }
         if job.then_archive && matches!(c.status, CellStatus::Active | CellStatus::Frozen) {
-            c.clock.busy_until = now + MOVE_RETRY_S;
-            out.push(Action::MoveCell {
-                cell: id.clone(),
-                from: c.status.clone(),
-                to: CellStatus::Archived,
-                reason: "max_duration",
-            });
+            out.push(move_cell(id, c, CellStatus::Archived, "max_duration", now));
         }
         let queued = c.queued.take();
         for (agent, changes) in released {

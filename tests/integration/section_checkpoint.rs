@@ -9,26 +9,13 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Env, repo_file, wait_for};
-use crate::section_revival::CONFIG;
+use crate::harness::{Env, wait_for};
+use crate::section_control::{agent, env};
 
 /// A raw archive entry: path, kind, content, link target.
 type Raw<'a> = (&'a str, tar::EntryType, &'a [u8], &'a str);
 
 const LIMIT: Duration = Duration::from_secs(20);
-
-fn env(extra: &str) -> Env {
-    let env = Env::new();
-    env.config(&format!("{CONFIG}\n{extra}"));
-    env
-}
-
-fn agent(name: &str, mode: &str) -> Value {
-    json!({
-        "name": name,
-        "command": ["/bin/sh", repo_file("tests/agent.sh"), mode],
-    })
-}
 
 /// Every entry below `root`: kind, mode, content or link target.
 fn tree(root: &Path) -> BTreeMap<String, (char, u32, Vec<u8>)> {

@@ -14,13 +14,13 @@ use crate::section_revival::CONFIG;
 
 const LIMIT: Duration = Duration::from_secs(20);
 
-fn env(extra: &str) -> Env {
+pub(crate) fn env(extra: &str) -> Env {
     let env = Env::new();
     env.config(&format!("{CONFIG}\n{extra}"));
     env
 }
 
-fn agent(name: &str, mode: &str) -> Value {
+pub(crate) fn agent(name: &str, mode: &str) -> Value {
     json!({
         "name": name,
         "command": ["/bin/sh", repo_file("tests/agent.sh"), mode],
