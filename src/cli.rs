@@ -63,6 +63,20 @@ pub enum Command {
     Restore(RestoreArgs),
     /// A guided run on a temporary root: agents hang, crash, and come back
     Demo,
+    /// The daemon's own: writes one checkpoint and prints what it wrote
+    /// (JSON), so the archive's work and memory stay out of the daemon
+    #[command(hide = true)]
+    CheckpointWorker(WorkerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// The cell's UUID
+    pub cell: String,
+    #[arg(long)]
+    pub reason: String,
+    #[arg(long)]
+    pub keep: usize,
 }
 
 #[derive(Debug, Args)]

@@ -126,5 +126,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Checkpoint(args) => commands::checkpoint::run(&ctx, args),
         Command::Restore(args) => commands::checkpoint::restore(&ctx, args),
         Command::Demo => commands::demo::run(&ctx),
+        Command::CheckpointWorker(args) => commands::checkpoint::worker(&ctx, args),
     }
 }

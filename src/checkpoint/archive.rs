@@ -36,7 +36,7 @@ const CONTENTS: &[(&str, bool)] = &[
 const MAX_DEPTH: usize = 256;
 
 /// A checkpoint written.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Created {
     /// `checkpoints/<name>`, relative to the cell.
     pub path: String,
@@ -82,6 +82,8 @@ pub fn create(cell: &Dir, opts: &Options) -> io::Result<Created> {
     let now = chrono::Utc::now();
     let cell_dev = fstat(cell.as_fd()).map_err(io::Error::from)?.st_dev;
     let mut walk = Walk {
+        allocated: 0,
+        owner: opts.owner.map(|(uid, _)| uid.as_raw()),
         dev: cell_dev,
         entries: Vec::new(),
         notes: Vec::new(),
@@ -92,6 +94,19 @@ pub fn create(cell: &Dir, opts: &Options) -> io::Result<Created> {
     }
     let manifest = walk.manifest(opts, now);
     let dir = crate::daemon::owned_dir(cell, DIR)?;
+    // What the files occupy (a sparse file's holes cost nothing compressed)
+    // must fit where the archive goes.
+    let space = nix::sys::statvfs::fstatvfs(dir.as_fd()).map_err(io::Error::from)?;
+    let free = space
+        .blocks_available()
+        .saturating_mul(space.fragment_size());
+    if walk.allocated > free {
+        return Err(io::Error::other(format!(
+            "its files occupy {} bytes and {} has {free} free",
+            walk.allocated,
+            dir.path().display()
+        )));
+    }
     remove_stale_temps(&dir);
     let (tmp, file) = new_file(&dir, opts.owner)?;
     let placed = write(cell, &walk.entries, &manifest, file)
@@ -103,7 +118,7 @@ pub fn create(cell: &Dir, opts: &Options) -> io::Result<Created> {
             return Err(e);
         }
     };
-    let pruned = super::prune(cell, opts.keep)?;
+    let pruned = super::prune(cell, opts.keep, &name)?;
     Ok(Created {
         path: format!("{DIR}/{name}"),
         name,
@@ -115,6 +130,10 @@ pub fn create(cell: &Dir, opts: &Options) -> io::Result<Created> {
 }
 
 struct Walk {
+    /// Bytes the files occupy on disk.
+    allocated: u64,
+    /// The cell owner's uid, when the walk runs as root.
+    owner: Option<u32>,
     dev: u64,
     entries: Vec<Entry>,
     notes: Vec<String>,
@@ -172,6 +191,13 @@ impl Walk {
     ) -> io::Result<()> {
         let mut path = prefix.to_vec();
         path.extend_from_slice(name.as_bytes());
+        if self.entries.len() >= super::MAX_ENTRIES {
+            return Err(io::Error::other(format!(
+                "more than {} entries to store (at {}): too many for a checkpoint",
+                super::MAX_ENTRIES,
+                shown(&path)
+            )));
+        }
         let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
         let mut mode = st.st_mode & 0o7777;
         if mode & 0o6000 != 0 {
@@ -228,6 +254,17 @@ impl Walk {
                 // `cell.json` and `state.json` are always stored whole: an
                 // agent linking one into its workspace must not turn it
                 // into a link entry (restore takes only files there).
+                // A second name of another user's file (a hard link made
+                // where fs.protected_hardlinks is off) is not read as root
+                // into an archive the cell's owner can read.
+                if st.st_nlink > 1 && self.owner.is_some_and(|uid| uid != st.st_uid) {
+                    self.notes.push(format!(
+                        "{}: left out: a hard link to a file of another user (uid {})",
+                        shown(&entry.path),
+                        st.st_uid
+                    ));
+                    return Ok(());
+                }
                 if st.st_nlink > 1 && depth > 0 {
                     if let Some(first) = self.seen.get(&entry.ino) {
                         entry.kind = Kind::HardLink;
@@ -240,6 +277,9 @@ impl Walk {
                 }
                 let fd = open_child(dir, name, OFlag::empty())?;
                 same_file(&fd, st, &entry.path)?;
+                self.allocated = self
+                    .allocated
+                    .saturating_add(u64::try_from(st.st_blocks).unwrap_or(0) * 512);
                 let (size, digest) = hash_file(File::from(fd))?;
                 entry.size = size;
                 entry.digest = digest;

@@ -36,6 +36,9 @@ pub const MANIFEST_NAME: &str = "checkpoint.json";
 pub const FORMAT: &str = "lazarus-pit-checkpoint/1";
 /// Suffix of every checkpoint file.
 pub const SUFFIX: &str = ".tar.gz";
+/// Most entries a checkpoint may hold (walked or restored): what bounds
+/// the memory either takes.
+pub const MAX_ENTRIES: usize = 1_000_000;
 /// Largest `checkpoint.json` read back.
 pub const MANIFEST_LIMIT: u64 = 16 * 1024 * 1024;
 
@@ -151,13 +154,21 @@ pub struct Listed {
 
 /// The cell's checkpoints, oldest first (their names sort by time).
 pub fn names(cell: &Dir) -> io::Result<Vec<String>> {
-    let Ok(dir) = cell.subdir(DIR) else {
-        return Ok(Vec::new());
+    let dir = match cell.subdir(DIR) {
+        Ok(dir) => dir,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
     };
     let mut names: Vec<String> = dir
         .entries()?
         .into_iter()
         .filter(|(name, _)| is_checkpoint_name(name))
+        // Regular files only (a directory of that name is an agent's).
+        .filter(|(name, kind)| match kind {
+            crate::store::EntryKind::File => true,
+            crate::store::EntryKind::Unknown => dir.open_regular(name).is_ok(),
+            _ => false,
+        })
         .map(|(name, _)| name)
         .collect();
     // By time, then by the `-N` of a second checkpoint in one millisecond.
@@ -171,6 +182,20 @@ pub fn names(cell: &Dir) -> io::Result<Vec<String>> {
         (stamp.to_string(), n)
     });
     Ok(names)
+}
+
+/// Whether a checkpoint's name dates it later than a minute from now:
+/// not one this program wrote (an agent can put any name there), so
+/// neither `latest` nor what retention keeps.
+pub fn is_future(name: &str, now: chrono::DateTime<chrono::Utc>) -> bool {
+    chrono::NaiveDateTime::parse_from_str(&name[..name.len().min(20)], "%Y%m%dT%H%M%S%.3fZ")
+        .is_ok_and(|t| t.and_utc() > now + chrono::Duration::seconds(60))
+}
+
+/// The newest checkpoint not dated in the future (`restore … latest`).
+pub fn latest(cell: &Dir) -> io::Result<Option<String>> {
+    let now = chrono::Utc::now();
+    Ok(names(cell)?.into_iter().rev().find(|n| !is_future(n, now)))
 }
 
 /// Lists the cell's checkpoints with what their manifests say.
@@ -209,12 +234,15 @@ pub fn open(cell: &Dir, name: &str) -> io::Result<(File, u64)> {
 /// The manifest of an archive: its first entry.
 pub fn read_manifest(file: File) -> io::Result<Manifest> {
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
-    let mut entries = archive.entries()?;
+    // Raw: an extension header (a GNU long name) is not read into memory.
+    let mut entries = archive.entries()?.raw(true);
     let Some(first) = entries.next() else {
         return Err(io::Error::other("an empty archive"));
     };
     let first = first?;
-    if first.path_bytes().as_ref() != MANIFEST_NAME.as_bytes() {
+    if first.header().entry_type() != tar::EntryType::Regular
+        || first.path_bytes().as_ref() != MANIFEST_NAME.as_bytes()
+    {
         return Err(io::Error::other(format!(
             "its first entry is not {MANIFEST_NAME}"
         )));
@@ -228,19 +256,27 @@ pub fn read_manifest(file: File) -> io::Result<Manifest> {
         .map_err(|e| io::Error::other(format!("{MANIFEST_NAME} does not parse: {e}")))
 }
 
-/// Removes the oldest checkpoints beyond `keep` (0 keeps all); returns
-/// the names removed.
-pub fn prune(cell: &Dir, keep: usize) -> io::Result<Vec<String>> {
+/// Removes the oldest checkpoints beyond `keep` (0 keeps all), never
+/// `written` (the one just taken) and never one dated in the future (an
+/// agent's, which must not push real ones out); returns the names removed.
+pub fn prune(cell: &Dir, keep: usize, written: &str) -> io::Result<Vec<String>> {
     if keep == 0 {
         return Ok(Vec::new());
     }
-    let names = names(cell)?;
-    let excess = names.len().saturating_sub(keep);
+    let now = chrono::Utc::now();
+    let names: Vec<String> = names(cell)?
+        .into_iter()
+        .filter(|n| n != written && !is_future(n, now))
+        .collect();
+    let excess = names.len().saturating_sub(keep.saturating_sub(1));
     let dir = cell.subdir(DIR)?;
     let mut removed = Vec::new();
     for name in names.into_iter().take(excess) {
-        dir.remove_file(&name)?;
-        removed.push(name);
+        // One that cannot be removed is left (and the next is not
+        // removed in its place).
+        if dir.remove_file(&name).is_ok() {
+            removed.push(name);
+        }
     }
     Ok(removed)
 }

@@ -42,8 +42,10 @@ use crate::store::Dir;
 pub const RESTORED: &[&str] = &["workspace", "bus"];
 /// Files an archive holds for the record, not restored.
 const KEPT_ONLY: &[&str] = &["cell.json", ".lazarus/state.json"];
+/// The extraction directory's name, before its random part.
+pub const TMP_PREFIX: &str = ".lazarus-restore-";
 /// Most entries an archive may have.
-const MAX_ENTRIES: usize = 2_000_000;
+const MAX_ENTRIES: usize = super::MAX_ENTRIES;
 
 /// Why a restore did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -60,12 +62,16 @@ pub enum RestoreError {
 pub struct Restored {
     pub name: String,
     pub manifest: Manifest,
+    /// Regular files and bytes of content put back (counted, not taken
+    /// from the manifest).
+    pub files: u64,
+    pub bytes: u64,
     pub took_ms: u64,
 }
 
 /// One entry as the first pass checked it.
 #[derive(Debug, Clone)]
-struct Checked {
+pub(super) struct Checked {
     path: Vec<u8>,
     kind: Kind,
     mode: u32,
@@ -77,6 +83,63 @@ struct Checked {
 
 fn refused(why: impl Into<String>) -> RestoreError {
     RestoreError::Refused(why.into())
+}
+
+/// Longest path or link target an entry may have (the kernel's PATH_MAX).
+const MAX_PATH: u64 = 4096;
+/// Deepest path an entry may have, in components (as deep as a
+/// checkpoint walks).
+const MAX_COMPONENTS: usize = 256;
+
+/// One entry with its full path and link target: the archive is read
+/// raw, so a GNU long name or link is read here, bounded — never the tar
+/// crate's unbounded read of an extension header into memory.
+struct Item<'a, R: Read> {
+    path: Vec<u8>,
+    link: Option<Vec<u8>>,
+    entry: tar::Entry<'a, R>,
+}
+
+fn next_item<'a, R: Read>(
+    entries: &mut tar::Entries<'a, R>,
+) -> Option<Result<Item<'a, R>, RestoreError>> {
+    let mut long_path = None;
+    let mut long_link = None;
+    loop {
+        let mut entry = match entries.next()? {
+            Ok(entry) => entry,
+            Err(e) => return Some(Err(refused(format!("a damaged entry: {e}")))),
+        };
+        let kind = entry.header().entry_type();
+        let slot = match kind {
+            tar::EntryType::GNULongName => &mut long_path,
+            tar::EntryType::GNULongLink => &mut long_link,
+            tar::EntryType::XHeader | tar::EntryType::XGlobalHeader | tar::EntryType::GNUSparse => {
+                return Some(Err(refused(format!(
+                    "it has a {kind:?} header, which a checkpoint never holds"
+                ))));
+            }
+            _ => {
+                let path = long_path.unwrap_or_else(|| entry.header().path_bytes().into_owned());
+                let link =
+                    long_link.or_else(|| entry.header().link_name_bytes().map(|l| l.into_owned()));
+                return Some(Ok(Item { path, link, entry }));
+            }
+        };
+        if entry.size() > MAX_PATH + 1 {
+            return Some(Err(refused(format!(
+                "it has a name longer than {MAX_PATH} bytes"
+            ))));
+        }
+        let mut bytes = Vec::new();
+        if let Err(e) = (&mut entry).take(MAX_PATH + 1).read_to_end(&mut bytes) {
+            return Some(Err(refused(format!("a damaged entry: {e}"))));
+        }
+        while bytes.last() == Some(&0) {
+            bytes.pop();
+        }
+        *slot = Some(bytes);
+    }
 }
 
 /// Restores `checkpoints/<name>` into `cell` (whose UUID is `cell_id`).
@@ -101,7 +164,14 @@ pub fn restore(
         )));
     }
     file.rewind()?;
-    let tmp = format!(".lazarus-restore-{}", uuid::Uuid::new_v4().simple());
+    // Restores are serialised by the cell's lock: one left here is from a
+    // restore that was killed.
+    for (name, _) in cell.entries()? {
+        if name.starts_with(TMP_PREFIX) {
+            let _ = cell.remove_tree(&name);
+        }
+    }
+    let tmp = format!("{TMP_PREFIX}{}", uuid::Uuid::new_v4().simple());
     mkdirat(cell.as_fd(), tmp.as_str(), Mode::from_bits_truncate(0o700))
         .map_err(|e| io::Error::other(format!("{}: {e}", cell.display(&tmp).display())))?;
     let outcome = cell
@@ -116,30 +186,42 @@ pub fn restore(
         tracing::warn!("{}: not removed: {e}", cell.display(&tmp).display());
     }
     outcome?;
+    let files = entries.iter().filter(|e| e.kind == Kind::File).count() as u64;
+    let bytes = entries.iter().map(|e| e.size).sum();
     Ok(Restored {
         name: name.to_string(),
         manifest,
+        files,
+        bytes,
         took_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     })
 }
 
 /// The first pass: every rule, every digest. Returns the manifest and the
 /// entries to extract, in archive order.
-fn check(file: &mut File, cell_id: &str) -> Result<(Manifest, Vec<Checked>), RestoreError> {
+pub(super) fn check(
+    file: &mut File,
+    cell_id: &str,
+) -> Result<(Manifest, Vec<Checked>), RestoreError> {
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&mut *file));
     let mut iter = archive
         .entries()
-        .map_err(|e| refused(format!("not a readable archive: {e}")))?;
-    let manifest: Manifest = match iter.next() {
-        Some(Ok(first)) if first.path_bytes().as_ref() == MANIFEST_NAME.as_bytes() => {
+        .map_err(|e| refused(format!("not a readable archive: {e}")))?
+        .raw(true);
+    let manifest: Manifest = match next_item(&mut iter) {
+        Some(Ok(first))
+            if first.path == MANIFEST_NAME.as_bytes()
+                && first.entry.header().entry_type() == tar::EntryType::Regular =>
+        {
             let mut bytes = Vec::new();
             first
+                .entry
                 .take(super::MANIFEST_LIMIT + 1)
                 .read_to_end(&mut bytes)?;
             serde_json::from_slice(&bytes)
                 .map_err(|e| refused(format!("its {MANIFEST_NAME} does not parse: {e}")))?
         }
-        Some(Err(e)) => return Err(refused(format!("not a readable archive: {e}"))),
+        Some(Err(e)) => return Err(e),
         _ => return Err(refused(format!("its first entry is not {MANIFEST_NAME}"))),
     };
     if manifest.format != FORMAT {
@@ -160,9 +242,12 @@ fn check(file: &mut File, cell_id: &str) -> Result<(Manifest, Vec<Checked>), Res
     let mut symlinks: HashSet<Vec<u8>> = HashSet::new();
     let mut files: HashSet<Vec<u8>> = HashSet::new();
     let mut bytes = 0u64;
-    for entry in iter {
-        let mut entry = entry.map_err(|e| refused(format!("a damaged entry: {e}")))?;
-        let raw = entry.path_bytes().into_owned();
+    while let Some(item) = next_item(&mut iter) {
+        let Item {
+            path: raw,
+            link,
+            mut entry,
+        } = item?;
         let path = raw.strip_suffix(b"/").unwrap_or(&raw).to_vec();
         let at = shown(&path);
         check_path(&path).map_err(|why| refused(format!("entry {at:?}: {why}")))?;
@@ -211,6 +296,9 @@ fn check(file: &mut File, cell_id: &str) -> Result<(Manifest, Vec<Checked>), Res
         if kept_only && kind != Kind::File {
             return Err(refused(format!("entry {at:?} is not a regular file")));
         }
+        if RESTORED.iter().any(|r| r.as_bytes() == path.as_slice()) && kind != Kind::Dir {
+            return Err(refused(format!("entry {at:?} is not a directory")));
+        }
         let mut checked = Checked {
             path: path.clone(),
             kind,
@@ -237,13 +325,12 @@ fn check(file: &mut File, cell_id: &str) -> Result<(Manifest, Vec<Checked>), Res
                 }
                 checked.size = n;
                 checked.digest = hex(&hash.finalize());
-                files.insert(path.clone());
+                if !kept_only {
+                    files.insert(path.clone());
+                }
             }
             Kind::Symlink | Kind::HardLink => {
-                let target = entry
-                    .link_name_bytes()
-                    .map(|t| t.into_owned())
-                    .unwrap_or_default();
+                let target = link.unwrap_or_default();
                 if target.is_empty() || target.contains(&0) {
                     return Err(refused(format!("entry {at:?} has no link target")));
                 }
@@ -282,6 +369,12 @@ fn line_of(c: &Checked) -> Vec<u8> {
 fn check_path(path: &[u8]) -> Result<(), &'static str> {
     if path.is_empty() {
         return Err("an empty path");
+    }
+    if path.len() as u64 > MAX_PATH {
+        return Err("a path longer than 4096 bytes");
+    }
+    if path.iter().filter(|b| **b == b'/').count() >= MAX_COMPONENTS {
+        return Err("a path deeper than 256 components");
     }
     if path.starts_with(b"/") {
         return Err("an absolute path");
@@ -325,7 +418,7 @@ fn copy_hashing(from: &mut impl Read, to: &mut impl Write, hash: &mut Sha256) ->
 
 /// The second pass, into `dest` (fresh, mode 0700): entries as the first
 /// pass checked them, in the same order.
-fn extract(
+pub(super) fn extract(
     file: &mut File,
     dest: &Dir,
     entries: &[Checked],
@@ -335,16 +428,28 @@ fn extract(
     let mut expected = entries.iter();
     let mut dirs: Vec<&Checked> = Vec::new();
     let mut cache = Parents::new(dest)?;
-    for entry in archive.entries()?.skip(1) {
-        let mut entry = entry?;
-        let raw = entry.path_bytes().into_owned();
+    let mut iter = archive.entries()?.raw(true);
+    let mut first = true;
+    while let Some(item) = next_item(&mut iter) {
+        let Item {
+            path: raw, entry, ..
+        } = item?;
+        if std::mem::take(&mut first) {
+            continue; // checkpoint.json
+        }
         let path = raw.strip_suffix(b"/").unwrap_or(&raw).to_vec();
         if KEPT_ONLY.iter().any(|k| k.as_bytes() == path.as_slice()) {
             continue;
         }
-        let Some(want) = expected.next().filter(|w| w.path == path) else {
+        // What the check saw, or the archive changed since: never more
+        // content than it counted.
+        let Some(want) = expected
+            .next()
+            .filter(|w| w.path == path && (w.kind != Kind::File || entry.size() == w.size))
+        else {
             return Err(altered());
         };
+        let mut entry = entry.take(want.size);
         let (parent, name) = cache.parent_of(&path, owner)?;
         let name = OsStr::from_bytes(name);
         match want.kind {
@@ -431,7 +536,14 @@ fn extract(
     // its own entries, and writing into one moves its mtime.
     dirs.sort_by_key(|d| std::cmp::Reverse(d.path.len()));
     for d in dirs {
-        let fd = open_path(dest, &d.path, OFlag::O_DIRECTORY)?;
+        let (parent, name) = cache.parent_of(&d.path, owner)?;
+        let fd = openat(
+            &parent,
+            OsStr::from_bytes(name),
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io::Error::other(format!("{}: {e}", shown(&d.path))))?;
         finish(&File::from(fd), d, owner)?;
     }
     Ok(())
@@ -450,28 +562,6 @@ fn finish(file: &File, c: &Checked, owner: Option<(Uid, Gid)>) -> io::Result<()>
     let t = TimeSpec::new(i64::try_from(c.mtime).unwrap_or(0), 0);
     futimens(file, &t, &t).map_err(io::Error::from)?;
     Ok(())
-}
-
-/// Opens `path` below `dest`, one component at a time, never following a
-/// symlink.
-fn open_path(dest: &Dir, path: &[u8], last: OFlag) -> io::Result<OwnedFd> {
-    let mut fd: OwnedFd = dest.as_fd().try_clone_to_owned()?;
-    let parts: Vec<&[u8]> = path.split(|b| *b == b'/').collect();
-    for (i, part) in parts.iter().enumerate() {
-        let flags = if i + 1 == parts.len() {
-            last
-        } else {
-            OFlag::O_DIRECTORY
-        };
-        fd = openat(
-            &fd,
-            OsStr::from_bytes(part),
-            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | flags,
-            Mode::empty(),
-        )
-        .map_err(|e| io::Error::other(format!("{}: {e}", shown(path))))?;
-    }
-    Ok(fd)
 }
 
 /// Open parent directories of the extraction, by path, so a tree of many

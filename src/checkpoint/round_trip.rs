@@ -326,3 +326,129 @@ fn hostile_archives_are_refused_and_nothing_changes() {
         b"mine"
     );
 }
+
+/// An archive of `workspace/` and one file `workspace/z` of `z` bytes,
+/// with its manifest.
+fn with_file(dir: &Dir, z: &[u8]) -> String {
+    crafted(
+        dir,
+        &[
+            (b"workspace", tar::EntryType::Directory, 0o755, b"", b""),
+            (b"workspace/z", tar::EntryType::Regular, 0o644, z, b""),
+        ],
+    )
+}
+
+#[test]
+fn an_archive_rewritten_after_the_check_writes_no_more_than_was_checked() {
+    let (_tmp, dir) = cell();
+    let name = with_file(&dir, b"1");
+    let path = dir.path().join("checkpoints").join(&name);
+    let mut checked = std::fs::File::open(&path).expect("open");
+    let (_, entries) = super::restore::check(&mut checked, CELL).expect("check");
+    // The agent rewrites it: the same entries, but z is 8 MiB now.
+    let big = vec![0u8; 8 << 20];
+    with_file(&dir, &big);
+    let dest_path = dir.path().join(".dest");
+    std::fs::create_dir(&dest_path).expect("mkdir");
+    let dest = Dir::open(&dest_path).expect("dest");
+    let mut rewritten = std::fs::File::open(&path).expect("open");
+    match super::restore::extract(&mut rewritten, &dest, &entries, None) {
+        Err(RestoreError::Refused(why)) => assert!(why.contains("changed"), "{why}"),
+        other => panic!("not refused: {other:?}"),
+    }
+    let written = std::fs::metadata(dest_path.join("workspace/z")).map_or(0, |m| m.len());
+    assert!(written <= 1, "{written} bytes written of a 1-byte entry");
+}
+
+#[test]
+fn a_huge_extension_header_is_refused_without_reading_it() {
+    let (_tmp, dir) = cell();
+    // A GNU long name that says it is a gigabyte long.
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::GNULongName);
+    h.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+    h.set_size(1 << 30);
+    h.set_cksum();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    for raw in [h.as_bytes().as_slice(), &[b'a'; 4096 * 4]] {
+        std::io::Write::write_all(&mut gz, raw).expect("write");
+    }
+    let name = "20260101T000000.000Z.tar.gz";
+    std::fs::write(
+        dir.path().join("checkpoints").join(name),
+        gz.finish().expect("gz"),
+    )
+    .expect("write");
+    let said = refused(&dir, name);
+    assert!(
+        said.contains("first entry is not") || said.contains("longer"),
+        "{said}"
+    );
+    // The listing reads a bounded first header too.
+    let listed = super::list(&dir).expect("list");
+    assert!(listed[0].manifest.is_none() && listed[0].problem.is_some());
+}
+
+#[test]
+fn names_dated_in_the_future_neither_push_real_checkpoints_out_nor_are_latest() {
+    let (_tmp, dir) = cell();
+    let first = take(&dir, 2).name;
+    for day in 1..=3 {
+        let planted = format!("209901{day:02}T000000.000Z.tar.gz");
+        std::fs::copy(
+            dir.path().join("checkpoints").join(&first),
+            dir.path().join("checkpoints").join(planted),
+        )
+        .expect("plant");
+    }
+    // A directory of a checkpoint's name is not one.
+    std::fs::create_dir(dir.path().join("checkpoints/20000101T000000.000Z.tar.gz")).expect("mkdir");
+    let second = take(&dir, 2);
+    assert!(second.pruned.is_empty(), "{:?}", second.pruned);
+    let third = take(&dir, 2);
+    assert_eq!(third.pruned, [first]);
+    assert_eq!(super::latest(&dir).expect("latest"), Some(third.name));
+}
+
+#[test]
+fn workspace_and_bus_must_be_directories_in_an_archive() {
+    let (_tmp, dir) = cell();
+    let name = crafted(
+        &dir,
+        &[(b"workspace", tar::EntryType::Symlink, 0o777, b"", b"/etc")],
+    );
+    let said = refused(&dir, &name);
+    assert!(said.contains("not a directory"), "{said}");
+}
+
+#[test]
+#[cfg_attr(not(as_root), ignore = "needs root (a file of another user)")]
+fn a_hard_link_to_another_users_file_is_left_out() {
+    let (tmp, dir) = cell();
+    let secret = tmp.path().join("secret");
+    std::fs::write(&secret, b"root's").expect("write");
+    std::os::unix::fs::chown(&secret, Some(0), Some(0)).expect("chown");
+    std::fs::hard_link(&secret, dir.path().join("workspace/leak")).expect("link");
+    let owner = Some((
+        nix::unistd::Uid::from_raw(65534),
+        nix::unistd::Gid::from_raw(65534),
+    ));
+    let created = archive::create(
+        &dir,
+        &Options {
+            cell_id: CELL.into(),
+            reason: "manual".into(),
+            keep: 10,
+            owner,
+        },
+    )
+    .expect("checkpoint");
+    let notes = created.manifest.notes.join("\n");
+    assert!(
+        notes.contains("workspace/leak: left out: a hard link"),
+        "{notes}"
+    );
+    // Only cell.json was read.
+    assert_eq!(created.manifest.files, 1);
+}

@@ -43,8 +43,11 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<ExitCode> {
     if ctx.json {
         super::print_json(&taken);
     } else {
+        for note in taken["notes"].as_array().into_iter().flatten() {
+            eprintln!("{}: note: {}", cell.id, note.as_str().unwrap_or_default());
+        }
         println!(
-            "{}: {} ({} files, {} bytes{})",
+            "{}: {} ({} files, archive {} bytes{})",
             cell.id,
             taken["path"].as_str().unwrap_or_default(),
             taken["files"],
@@ -129,7 +132,7 @@ pub(crate) fn take(ctx: &Context, cell: &Cell, reason: &str) -> Result<serde_jso
     if let (Some(pid), Some(records)) = (daemon, records.as_ref())
         && status.is_monitored()
     {
-        return through_daemon(ctx, cell, records, pid);
+        return through_daemon(ctx, cell, records, pid, reason);
     }
     if let Some(pid) = crate::daemon::lock::holder(&ctx.root.path)
         && status.is_monitored()
@@ -151,6 +154,7 @@ fn through_daemon(
     cell: &Cell,
     records: &Records,
     pid: u32,
+    reason: &str,
 ) -> Result<serde_json::Value> {
     let request_id = format!("checkpoint_{}", uuid::Uuid::new_v4().simple());
     let request = Request {
@@ -158,7 +162,8 @@ fn through_daemon(
         cell: cell.id.clone(),
         agent: String::new(),
         request_id: Some(request_id.clone()),
-        to: None,
+        // Before an archive (`checkpoint_on_archive`), or an operator's.
+        to: (reason == "archive").then(|| "archive".to_string()),
         by: super::create::current_user(),
         at: crate::cell::now_rfc3339(),
     };
@@ -168,6 +173,7 @@ fn through_daemon(
             format!("cannot hand the request to the daemon: {e}"),
         ))
     })?;
+    let asked = std::time::Instant::now();
     let daemon_runs = || crate::daemon::lock::holder(&ctx.root.path) == Some(pid);
     let answered = |r: &crate::records::CellRecord| {
         r.checkpoint
@@ -232,6 +238,8 @@ fn through_daemon(
                 "name": name,
                 "bytes": size,
                 "files": manifest.files,
+                "took_ms": u64::try_from(asked.elapsed().as_millis()).unwrap_or(u64::MAX),
+                "notes": manifest.notes,
                 "by": "daemon",
             }))
         }
@@ -362,114 +370,176 @@ fn running_instances(ctx: &Context, cell: &Cell, records: Option<&Records>) -> R
         .collect()
 }
 
+/// `checkpoint-worker`: the daemon's checkpoint, in a process of its own
+/// (the daemon has frozen the agents). Prints the result as JSON.
+pub fn worker(ctx: &Context, args: crate::cli::WorkerArgs) -> Result<ExitCode> {
+    let cell = ctx.root.cell(&args.cell)?;
+    let created = archive::create(
+        &cell.dir,
+        &archive::Options {
+            cell_id: cell.id.clone(),
+            reason: args.reason,
+            keep: args.keep,
+            owner: crate::daemon::cell_owner(&cell.dir).ok().flatten(),
+        },
+    )?;
+    println!(
+        "{}",
+        serde_json::to_string(&created).map_err(|e| Error::Io(std::io::Error::other(e)))?
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `restore CELL CHECKPOINT|latest [--force]`.
 pub fn restore(ctx: &Context, args: RestoreArgs) -> Result<ExitCode> {
     let cell = ctx.root.resolve(&args.cell)?;
     let status = cell.read_manifest()?.status();
+    let refuse = |why: String| Error::refused(&cell.id, "restore a checkpoint", why);
     match status {
         CellStatus::Frozen | CellStatus::Archived | CellStatus::Provisioned => {}
-        CellStatus::Active if args.force => {
-            let since = super::status::unix_now();
-            super::lifecycle::apply(ctx, &cell, Trigger::Freeze)?;
-            if let Some(note) = follow(ctx, &cell, Want::Frozen, since)? {
-                eprintln!("{}: {note}", cell.id);
-            }
-        }
+        CellStatus::Active if args.force => {}
         CellStatus::Active => {
-            return Err(Error::refused(
-                &cell.id,
-                "restore a checkpoint",
-                format!(
-                    "it is active, and its agents would run on files replaced under them: \
-                     freeze it first (`lazarus-pit cell freeze {}`), or pass --force to \
-                     freeze it now",
-                    cell.id
-                ),
-            ));
+            return Err(refuse(format!(
+                "it is active, and its agents would run on files replaced under them: \
+                 freeze it first (`lazarus-pit cell freeze {}`), or pass --force to \
+                 freeze it now",
+                cell.id
+            )));
         }
-        other => {
-            return Err(Error::refused(
-                &cell.id,
-                "restore a checkpoint",
-                format!("it is {other}"),
-            ));
-        }
+        other => return Err(refuse(format!("it is {other}"))),
     }
+    // The checkpoint is found before anything is frozen.
     let name = match args.checkpoint.as_str() {
-        "latest" => checkpoint::names(&cell.dir)?.pop().ok_or_else(|| {
-            Error::refused(&cell.id, "restore a checkpoint", "it has no checkpoints")
-        })?,
+        "latest" => {
+            checkpoint::latest(&cell.dir)?.ok_or_else(|| refuse("it has no checkpoints".into()))?
+        }
         given => given
             .strip_prefix(&format!("{}/", checkpoint::DIR))
             .unwrap_or(given)
             .to_string(),
     };
+    checkpoint::open(&cell.dir, &name).map_err(|e| refuse(e.to_string()))?;
+    let forced = status == CellStatus::Active;
+    if forced {
+        let since = super::status::unix_now();
+        super::lifecycle::apply(ctx, &cell, Trigger::Freeze)?;
+        if let Some(note) = follow(ctx, &cell, Want::Frozen, since)? {
+            eprintln!("{}: {note}", cell.id);
+        }
+    }
+    let result = restore_frozen(ctx, &cell, &name, status, forced);
+    if result.is_err() && forced {
+        // Nothing was restored: the cell goes back to what it was.
+        let since = super::status::unix_now();
+        if super::lifecycle::apply(ctx, &cell, Trigger::Thaw).is_ok() {
+            let _ = follow(ctx, &cell, Want::Thawed, since);
+            eprintln!("{}: thawed again (nothing was restored)", cell.id);
+        }
+    }
+    result
+}
+
+/// The restore itself, of a cell whose agents do not run.
+fn restore_frozen(
+    ctx: &Context,
+    cell: &Cell,
+    name: &str,
+    status: CellStatus,
+    forced: bool,
+) -> Result<ExitCode> {
     // Serialised against every rewrite of cell.json (a thaw waits).
     let _lock = cell.dir.lock(crate::cell::CLI_LOCK_PATIENCE)?;
     let now = cell.read_manifest()?.status();
-    if now != status && !(args.force && now == CellStatus::Frozen) {
+    if now != status && !(forced && now == CellStatus::Frozen) {
         return Err(Error::refused(
             &cell.id,
             "restore a checkpoint",
             format!("it became {now} meanwhile"),
         ));
     }
+    let records = Records::open_existing(&ctx.config.daemon, &ctx.root.path)
+        .ok()
+        .flatten();
+    let daemon = crate::daemon::lock::holder(&ctx.root.path)
+        .filter(|pid| records.as_ref().and_then(Records::claimed_by) == Some(*pid));
     let owner = crate::daemon::cell_owner(&cell.dir).ok().flatten();
-    let restored = restore::restore(&cell.dir, &cell.id, &name, owner).map_err(|e| match e {
+    let restored = restore::restore(&cell.dir, &cell.id, name, owner).map_err(|e| match e {
         restore::RestoreError::Refused(why) => Error::refused(
             &cell.id,
             format!("restore {name}"),
             format!("{why}; nothing was changed"),
         ),
-        restore::RestoreError::Io(e) => Error::Io(e),
+        restore::RestoreError::Io(e) => Error::refused(
+            &cell.id,
+            format!("restore {name}"),
+            format!("{e}; nothing was changed"),
+        ),
     })?;
     let by = super::create::current_user();
     cell.append_events(&[Event::new(EventKind::CheckpointRestored)
         .with("path", format!("{}/{name}", checkpoint::DIR))
-        .with("files", restored.manifest.files)
-        .with("bytes", restored.manifest.bytes)
+        .with("files", restored.files)
+        .with("bytes", restored.bytes)
         .with("took_ms", restored.took_ms)
         .with("by", by.as_str())])?;
-    // The daemon starts the agents again on the restored files (now, or
-    // at its start: the notice waits in its inbox).
-    if let Ok(Some(records)) = Records::open_existing(&ctx.config.daemon, &ctx.root.path) {
-        let notice = Request {
-            action: RequestAction::Restored,
-            cell: cell.id.clone(),
-            agent: String::new(),
-            request_id: None,
-            to: None,
-            by,
-            at: crate::cell::now_rfc3339(),
-        };
-        if let Err(e) = records.post(&notice) {
-            eprintln!(
-                "warning: cannot tell the daemon about the restore ({e}): restart the cell's \
-                 agents with `lazarus-pit revive`"
-            );
+    let mut stopped = false;
+    if now == CellStatus::Frozen {
+        match (&records, daemon) {
+            // The daemon starts the frozen instances again on the
+            // restored files when the cell is thawed.
+            (Some(records), Some(_)) => {
+                let notice = Request {
+                    action: RequestAction::Restored,
+                    cell: cell.id.clone(),
+                    agent: String::new(),
+                    request_id: None,
+                    to: None,
+                    by,
+                    at: crate::cell::now_rfc3339(),
+                };
+                if let Err(e) = records.post(&notice) {
+                    eprintln!(
+                        "warning: cannot tell the daemon about the restore ({e}): restart the \
+                         cell's agents with `lazarus-pit revive`"
+                    );
+                }
+            }
+            // No daemon to do it at the thaw: the instances its records
+            // name are stopped now (they work on files that are gone).
+            _ => {
+                let since = super::status::unix_now();
+                if let Some(note) = follow(ctx, cell, Want::Stopped, since)? {
+                    eprintln!("{}: {note}", cell.id);
+                    stopped = true;
+                }
+            }
         }
     }
     if ctx.json {
         super::print_json(&json!({
             "cell": cell.id,
             "restored": format!("{}/{name}", checkpoint::DIR),
-            "files": restored.manifest.files,
-            "bytes": restored.manifest.bytes,
-            "status": if args.force { "frozen" } else { now.as_str() },
+            "files": restored.files,
+            "bytes": restored.bytes,
+            "status": now.as_str(),
         }));
     } else {
         println!(
-            "{}: restored {}/{name} ({} files, {} bytes)",
+            "{}: restored {}/{name} ({} files, {} bytes of content)",
             cell.id,
             checkpoint::DIR,
-            restored.manifest.files,
-            restored.manifest.bytes
+            restored.files,
+            restored.bytes
         );
-        if matches!(now, CellStatus::Frozen) {
+        if now == CellStatus::Frozen {
             println!(
-                "the cell stays frozen: `lazarus-pit cell thaw {}` starts its agents again on \
-                 the restored workspace",
-                cell.id
+                "the cell stays frozen: `lazarus-pit cell thaw {}` {}",
+                cell.id,
+                if stopped || daemon.is_none() {
+                    "makes the daemon start its agents on the restored workspace"
+                } else {
+                    "starts its agents again on the restored workspace"
+                }
             );
         }
     }

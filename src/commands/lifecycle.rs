@@ -20,20 +20,17 @@ pub fn run(ctx: &Context, args: CellArg, trigger: Trigger) -> Result<ExitCode> {
         && ctx.config.cells.checkpoint_on_archive
         && cell.read_manifest()?.status().is_monitored()
     {
-        // `[cells] checkpoint_on_archive`: the snapshot first; a cell
-        // whose snapshot fails is not archived.
-        let taken = super::checkpoint::take(ctx, &cell, "archive").map_err(|e| {
-            Error::refused(
-                &cell.id,
-                "archive it",
-                format!("checkpoint_on_archive is set and the checkpoint failed: {e}"),
-            )
-        })?;
-        eprintln!(
-            "{}: checkpoint {}",
-            cell.id,
-            taken["path"].as_str().unwrap_or_default()
-        );
+        // `[cells] checkpoint_on_archive`: the snapshot first. One that
+        // fails (its agents can break checkpoints/) does not stop the
+        // archive: archiving is how a mission is stopped.
+        match super::checkpoint::take(ctx, &cell, "archive") {
+            Ok(taken) => eprintln!(
+                "{}: checkpoint {}",
+                cell.id,
+                taken["path"].as_str().unwrap_or_default()
+            ),
+            Err(e) => eprintln!("warning: no checkpoint before the archive: {e}"),
+        }
     }
     let since = super::status::unix_now();
     let (from, to) = apply(ctx, &cell, trigger)?;

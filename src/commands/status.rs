@@ -38,6 +38,9 @@ struct CellReport {
     /// Its checkpoints: how many, the newest.
     #[serde(skip_serializing_if = "Option::is_none")]
     checkpoints: Option<Checkpoints>,
+    /// The daemon is taking a checkpoint (its agents are frozen for it).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    checkpointing: bool,
     /// Its timers (`cell.json`, seconds), and when `max_duration` ends.
     #[serde(skip_serializing_if = "Option::is_none")]
     timers: Option<Timers>,
@@ -197,6 +200,7 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<ExitCode> {
                     source: Source::Heartbeats,
                     agents: Vec::new(),
                     checkpoints: None,
+                    checkpointing: false,
                     timers: None,
                     error: Some(error.to_string()),
                 }),
@@ -370,6 +374,10 @@ fn report(
             })
         }),
         timers: Timers::of(manifest),
+        checkpointing: daemon.is_some()
+            && records
+                .and_then(|r| r.read_cell(&cell.id))
+                .is_some_and(|r| r.checkpointing),
         error: None,
     }
 }
@@ -496,6 +504,9 @@ fn render(reports: &[CellReport]) -> String {
         }
         if let Some(t) = &cell.timers {
             out.push_str(&format!("  timers: {}\n", t.describe()));
+        }
+        if cell.checkpointing {
+            out.push_str("  checkpoint: being taken (its agents are frozen meanwhile)\n");
         }
         if let Some(c) = &cell.checkpoints {
             out.push_str(&format!(

@@ -13,7 +13,51 @@ const FREEZE_CONFIRM: Duration = Duration::from_secs(5);
 /// How long `daemon --once` waits for a checkpoint it started.
 const ONCE_JOB_LIMIT: Duration = Duration::from_secs(600);
 
-/// A checkpoint that ran on the blocking pool.
+/// Runs `checkpoint-worker` for the cell; killed if the daemon stops.
+async fn run_worker(
+    root: &std::path::Path,
+    cell: &str,
+    reason: &str,
+    keep: &str,
+) -> std::io::Result<Created> {
+    let out = tokio::process::Command::new("/proc/self/exe")
+        .arg("--config")
+        .arg("/dev/null")
+        .arg("--root")
+        .arg(root)
+        .args([
+            "checkpoint-worker",
+            cell,
+            "--reason",
+            reason,
+            "--keep",
+            keep,
+        ])
+        .env_clear()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .output()
+        .await?;
+    if !out.status.success() {
+        let text = String::from_utf8_lossy(&out.stderr);
+        let line = text.lines().last().unwrap_or("").trim();
+        let line = line.strip_prefix("lazarus-pit: ").unwrap_or(line);
+        return Err(std::io::Error::other(if line.is_empty() {
+            format!("the checkpoint worker ended with {}", out.status)
+        } else {
+            line.to_string()
+        }));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| {
+        std::io::Error::other(format!(
+            "the checkpoint worker's answer does not parse: {e}"
+        ))
+    })
+}
+
+/// A checkpoint that ran in a worker process.
 #[derive(Debug)]
 pub(super) struct JobDone {
     cell: CellId,
@@ -28,8 +72,10 @@ pub(super) type JobTx = tokio::sync::mpsc::UnboundedSender<JobDone>;
 pub(super) type JobRx = tokio::sync::mpsc::UnboundedReceiver<JobDone>;
 
 impl Shell {
-    /// [`Action::Checkpoint`]: freeze confirmation and the archive run on
-    /// the blocking pool; the answer comes back as a [`JobDone`].
+    /// [`Action::Checkpoint`]: the freeze is confirmed on the blocking
+    /// pool, then the archive is written by a child process (this binary's
+    /// `checkpoint-worker`), so neither its time nor its memory is the
+    /// daemon's; the answer comes back as a [`JobDone`].
     pub(super) fn start_checkpoint(
         &mut self,
         cell: CellId,
@@ -37,40 +83,27 @@ impl Shell {
         request_id: Option<String>,
         agents: Vec<AgentId>,
     ) {
-        let dir = match live_cell(&self.root_dir, &cell) {
-            Ok(dir) => dir,
-            Err(e) => {
-                let _ = self.jobs_tx.send(JobDone {
-                    cell,
-                    reason,
-                    request_id,
-                    unconfirmed: Vec::new(),
-                    result: Err(e),
-                });
-                return;
-            }
-        };
         let units: Vec<(String, process::Unit)> = agents
             .iter()
             .filter_map(|a| Some((a.to_string(), self.procs.unit(&cell, a)?)))
             .collect();
-        let opts = archive::Options {
-            cell_id: cell.to_string(),
-            reason: reason.to_string(),
-            keep: self.cfg.cells.checkpoints_keep as usize,
-            owner: cell_owner(&dir).ok().flatten(),
-        };
+        let keep = self.cfg.cells.checkpoints_keep.to_string();
+        let root = self.root_path.clone();
         let tx = self.jobs_tx.clone();
         tracing::info!("cell {cell}: taking a checkpoint ({reason})");
         self.jobs_running += 1;
-        tokio::task::spawn_blocking(move || {
-            let until = Instant::now() + FREEZE_CONFIRM;
-            let unconfirmed = units
-                .iter()
-                .filter(|(_, unit)| !unit.wait_frozen(until))
-                .map(|(agent, _)| agent.clone())
-                .collect();
-            let result = archive::create(&dir, &opts);
+        tokio::spawn(async move {
+            let unconfirmed = tokio::task::spawn_blocking(move || {
+                let until = Instant::now() + FREEZE_CONFIRM;
+                units
+                    .iter()
+                    .filter(|(_, unit)| !unit.wait_frozen(until))
+                    .map(|(agent, _)| agent.clone())
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default();
+            let result = run_worker(&root, &cell, reason, &keep).await;
             let _ = tx.send(JobDone {
                 cell,
                 reason,

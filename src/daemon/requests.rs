@@ -158,6 +158,11 @@ impl Shell {
     /// A request about the whole cell: `checkpoint`, or the notice of a
     /// `restore`.
     fn apply_cell_request(&mut self, request: Request, cell: CellId) {
+        if !self.core.is_monitored(&cell) && uuid::Uuid::parse_str(&cell).is_ok() {
+            // A cell the CLI just made or changed, whose inotify events are
+            // still on their way: read it now rather than drop the request.
+            self.scan_cell(&cell);
+        }
         if !self.core.is_monitored(&cell) {
             tracing::warn!(
                 "{} of cell {cell} by {}: not a monitored cell; ignored",
@@ -171,6 +176,7 @@ impl Shell {
             Input::Checkpoint {
                 cell,
                 request_id: request.request_id,
+                archive: request.to.as_deref() == Some("archive"),
             }
         } else {
             Input::Restored { cell }

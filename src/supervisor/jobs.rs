@@ -148,6 +148,7 @@ impl Supervisor {
         &mut self,
         id: &CellId,
         request_id: Option<String>,
+        reason: &'static str,
         now: f64,
         out: &mut Vec<Action>,
     ) {
@@ -156,10 +157,10 @@ impl Supervisor {
         };
         if c.job.is_some() {
             // One taken after the request, not the one already under way.
-            c.queued = request_id.or_else(|| Some(String::new()));
+            c.queued = Some((request_id.unwrap_or_default(), reason));
             return;
         }
-        self.begin_checkpoint(id, "manual", request_id, false, now, out);
+        self.begin_checkpoint(id, reason, request_id, false, now, out);
     }
 
     /// Holds the cell's agents (frozen, no deadline runs) and asks the
@@ -264,9 +265,9 @@ impl Supervisor {
             cell: id.clone(),
             urgent: true,
         });
-        if let Some(request) = queued {
+        if let Some((request, reason)) = queued {
             let request = Some(request).filter(|r| !r.is_empty());
-            self.begin_checkpoint(id, "manual", request, false, now, out);
+            self.begin_checkpoint(id, reason, request, false, now, out);
         }
         self.schedule_cell(id);
     }

@@ -97,10 +97,12 @@ pub enum Input {
         request_id: String,
         approved: bool,
     },
-    /// `lazarus-pit checkpoint`: take one now.
+    /// `lazarus-pit checkpoint`: take one now (`archive`: before `cell
+    /// archive`, with `checkpoint_on_archive`).
     Checkpoint {
         cell: CellId,
         request_id: Option<String>,
+        archive: bool,
     },
     /// Answer to [`Action::Checkpoint`]: the checkpoint's file name, or
     /// why there is none.
@@ -262,7 +264,7 @@ struct CellSup {
     /// The checkpoint being taken, and an operator's request that came
     /// while it ran (taken next).
     job: Option<jobs::Job>,
-    queued: Option<String>,
+    queued: Option<(String, &'static str)>,
     /// The last checkpoint taken (or failed), for the record.
     last_checkpoint: Option<crate::records::CheckpointRecord>,
 }
@@ -456,8 +458,13 @@ impl Supervisor {
                 request_id,
                 approved,
             } => self.decide(&cell, &agent, request_id, approved, now, &mut out),
-            Input::Checkpoint { cell, request_id } => {
-                self.request_checkpoint(&cell, request_id, now, &mut out);
+            Input::Checkpoint {
+                cell,
+                request_id,
+                archive,
+            } => {
+                let reason = if archive { "archive" } else { "manual" };
+                self.request_checkpoint(&cell, request_id, reason, now, &mut out);
             }
             Input::Checkpointed { cell, result } => {
                 self.checkpointed(&cell, result, now, &mut out);

@@ -1294,9 +1294,10 @@ mod cell_timers {
 
     #[test]
     fn checkpoint_interval_holds_the_agents_and_thaws_them_after() {
+        // Below a second counts as a second.
         let mut s = running(with("active", r#""checkpoint_interval":0.25,"#));
-        assert_eq!(s.next_deadline(), Some(100.25));
-        let out = s.handle(Input::Expire { due: vec![] }, 100.25);
+        assert_eq!(s.next_deadline(), Some(101.0));
+        let out = s.handle(Input::Expire { due: vec![] }, 101.0);
         assert_eq!(checkpoints(&out), [("interval", vec![AgentId::from("a")])]);
         assert_eq!(freezes(&out), [("a".to_string(), true)]);
         // Held: no stale deadline runs while the snapshot is taken, and no
@@ -1306,8 +1307,9 @@ mod cell_timers {
             Input::Checkpoint {
                 cell: CELL.into(),
                 request_id: Some("r1".into()),
+                archive: false,
             },
-            100.3,
+            101.3,
         );
         assert!(checkpoints(&out).is_empty());
         let out = s.handle(
@@ -1315,19 +1317,19 @@ mod cell_timers {
                 cell: CELL.into(),
                 result: Ok("x.tar.gz".into()),
             },
-            100.4,
+            101.4,
         );
         // Thawed, and the operator's request taken next.
         assert_eq!(freezes(&out)[0], ("a".to_string(), false));
         assert_eq!(checkpoints(&out), [("manual", vec![AgentId::from("a")])]);
-        let record = s.record(CELL, 100.4).expect("record");
+        let record = s.record(CELL, 101.4).expect("record");
         assert_eq!(record.checkpoint.expect("checkpoint").reason, "interval");
         let out = s.handle(
             Input::Checkpointed {
                 cell: CELL.into(),
                 result: Err("disk full".into()),
             },
-            100.5,
+            101.5,
         );
         assert_eq!(freezes(&out), [("a".to_string(), false)]);
         let last = s
@@ -1337,8 +1339,8 @@ mod cell_timers {
             .expect("c");
         assert_eq!(last.request_id.as_deref(), Some("r1"));
         assert_eq!(last.error.as_deref(), Some("disk full"));
-        // The next interval counts from the last checkpoint.
-        assert_eq!(s.next_deadline(), Some(100.75));
+        // The next interval counts from the end of the last checkpoint.
+        assert_eq!(s.next_deadline(), Some(102.5));
     }
 
     #[test]

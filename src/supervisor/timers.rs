@@ -6,6 +6,10 @@
 use crate::cell::lifecycle::CellStatus;
 use crate::cell::manifest::Manifest;
 
+/// The shortest `checkpoint_interval` honoured, in seconds (an agent can
+/// edit `cell.json` at isolation `directory`).
+pub const MIN_CHECKPOINT_INTERVAL: f64 = 1.0;
+
 /// The timers `cell.json` sets, in seconds. Zero (or absent) is off.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct CellTimers {
@@ -27,7 +31,9 @@ impl CellTimers {
         CellTimers {
             idle: secs(&m.idle_timeout),
             max_duration: secs(&m.max_duration),
-            interval: secs(&m.checkpoint_interval),
+            // Each checkpoint reads and writes the whole workspace as root,
+            // outside the agents' limits: not more often than this.
+            interval: secs(&m.checkpoint_interval).map(|s| s.max(MIN_CHECKPOINT_INTERVAL)),
         }
     }
 
