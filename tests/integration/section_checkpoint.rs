@@ -384,3 +384,100 @@ fn cell_timers_fire_at_their_deadlines() {
         schema_valid(&env, uuid);
     }
 }
+
+#[test]
+fn a_forced_restore_that_fails_leaves_the_cell_active() {
+    let env = env("");
+    let uuid = env.create(&["--agent", "a"]);
+    env.run(&["restore", &uuid, "latest", "--force"])
+        .fails(1, "no checkpoints");
+    assert_eq!(env.manifest(&uuid)["status"], json!("active"));
+    env.run(&["checkpoint", &uuid]).success();
+    std::fs::write(
+        env.cell(&uuid)
+            .join("checkpoints/20260101T000000.000Z.tar.gz"),
+        hostile(
+            &uuid,
+            &[("workspace/../x", tar::EntryType::Regular, b"x", "")],
+        ),
+    )
+    .expect("write");
+    let run = env
+        .run(&["restore", &uuid, "20260101T000000.000Z.tar.gz", "--force"])
+        .fails(1, "nothing was changed");
+    assert!(run.stderr.contains("thawed again"), "{run:#?}");
+    assert_eq!(env.manifest(&uuid)["status"], json!("active"));
+}
+
+#[test]
+fn without_a_daemon_a_restore_stops_the_frozen_instances_and_the_next_daemon_starts_them() {
+    let env = env("");
+    let uuid = env.create_from(&json!({"status": "active", "agents": [agent("a", "beat")]}));
+    let daemon = env.daemon(&[]);
+    let old = env.pid_of(&uuid, "agent_started", "a", 1);
+    env.run(&["checkpoint", &uuid]).success();
+    env.run(&["cell", "freeze", &uuid]).success();
+    daemon.stop(LIMIT);
+    assert!(
+        crate::harness::alive(old),
+        "the daemon's stop left its agent running"
+    );
+    let run = env.run(&["restore", &uuid, "latest"]).success();
+    assert!(run.stdout.contains("makes the daemon start"), "{run:#?}");
+    wait_for("the old instance gone", LIMIT, || {
+        !crate::harness::alive(old)
+    });
+    env.run(&["cell", "thaw", &uuid]).success();
+    let _daemon = env.daemon(&[]);
+    wait_for("a new instance", LIMIT, || {
+        env.state(&uuid).is_some_and(|s| {
+            s["agent_health"]["a"]["state"] == json!("healthy")
+                && s["agent_health"]["a"]["pid"]
+                    .as_i64()
+                    .is_some_and(|p| p as i32 != old)
+        })
+    });
+}
+
+#[test]
+fn a_checkpoint_right_after_join_is_taken_and_one_before_archive_says_so() {
+    let env = env("checkpoint_on_archive = true");
+    std::fs::create_dir_all(&env.root).expect("root");
+    let _daemon = env.daemon(&[]);
+    for _ in 0..3 {
+        let uuid = env.create(&[]);
+        let script = crate::harness::repo_file("tests/agent.sh");
+        env.run(&[
+            "cell",
+            "join",
+            &uuid,
+            "--agent",
+            "a",
+            "--",
+            "/bin/sh",
+            script.to_str().expect("utf-8"),
+            "beat",
+        ])
+        .success();
+        env.run(&["checkpoint", &uuid]).success();
+        let run = env.run(&["cell", "archive", &uuid]).success();
+        assert!(run.stderr.contains("checkpoint checkpoints/"), "{run:#?}");
+        let reasons: Vec<Value> = env
+            .events_named(&uuid, "checkpoint_created")
+            .iter()
+            .map(|e| e["reason"].clone())
+            .collect();
+        assert_eq!(reasons, [json!("manual"), json!("archive")]);
+    }
+    // An agent that breaks checkpoints/ cannot veto the archive.
+    let uuid = env.create(&["--agent", "b"]);
+    let dir = env.cell(&uuid).join("checkpoints");
+    std::fs::remove_dir(&dir).expect("rmdir");
+    std::fs::write(&dir, b"not a directory").expect("write");
+    let run = env.run(&["cell", "archive", &uuid]).success();
+    assert!(
+        run.stderr.contains("no checkpoint before the archive"),
+        "{run:#?}"
+    );
+    assert_eq!(env.manifest(&uuid)["status"], json!("archived"));
+}
