@@ -1,6 +1,6 @@
-//! Cell jobs: checkpoints taken off the loop (a 1 GB workspace must not
-//! delay another cell's deadline), and the status moves a cell's timers
-//! ask for.
+//! Cell jobs: checkpoints taken off the loop, by a worker process (a 1 GB
+//! workspace must not delay another cell's deadline, nor grow the
+//! daemon), and the status moves a cell's timers ask for.
 
 use std::time::{Duration, Instant};
 
@@ -172,8 +172,8 @@ impl Shell {
         self.execute(actions);
     }
 
-    /// Shutdown with checkpoints under way: their agents are thawed now
-    /// (the archive is abandoned with the process).
+    /// Shutdown with checkpoints under way: their temp files are removed
+    /// and their agents thawed now (the worker is killed with its task).
     pub(super) fn abandon_checkpoints(&mut self) {
         for cell in self.core.checkpointing_cells() {
             if let Ok(dir) = live_cell(&self.root_dir, &cell) {

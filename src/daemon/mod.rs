@@ -98,9 +98,10 @@ pub fn run(config: Config, root: &Path, opts: Options, log: LogHandle) -> Result
         .enable_all()
         .build()?;
     let result = runtime.block_on(serve(config, root, opts, log));
-    // A checkpoint still being written on the blocking pool must not hold
-    // the exit (BRIEF 7: within 2 s); its agents were thawed, and its temp
-    // file is removed by the next checkpoint of the cell.
+    // Work still on the blocking pool (a freeze being confirmed for a
+    // checkpoint, a podman command) must not hold the exit (BRIEF 7: within
+    // 2 s); a checkpoint's worker process was killed with its task, its
+    // agents thawed and its temp file removed.
     runtime.shutdown_timeout(SHUTDOWN_BLOCKING);
     result
 }
@@ -275,7 +276,7 @@ struct Shell {
     expected_moves: HashMap<CellId, Vec<(CellStatus, f64)>>,
     /// Leaves announced by the CLI (which records them), until when.
     expected_leaves: HashMap<(CellId, AgentId), f64>,
-    /// Checkpoints done on the blocking pool come back here.
+    /// Checkpoints done by their worker processes come back here.
     jobs_tx: jobs::JobTx,
     jobs_rx: jobs::JobRx,
     /// How many are under way.
