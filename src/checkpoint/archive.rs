@@ -32,8 +32,6 @@ const CONTENTS: &[(&str, bool)] = &[
     ("cell.json", false),
     (".lazarus/state.json", false),
 ];
-/// Deepest directory level walked (each level holds a descriptor).
-const MAX_DEPTH: usize = 256;
 
 /// A checkpoint written.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -62,6 +60,8 @@ struct Entry {
     /// Symlink: its target; hard link: the path stored first.
     target: Vec<u8>,
     digest: String,
+    /// The content as read by the walk (`cell.json`, `state.json`).
+    kept: Option<Vec<u8>>,
 }
 
 /// Options of one checkpoint.
@@ -82,8 +82,10 @@ pub fn create(cell: &Dir, opts: &Options) -> io::Result<Created> {
     let now = chrono::Utc::now();
     let cell_dev = fstat(cell.as_fd()).map_err(io::Error::from)?.st_dev;
     let mut walk = Walk {
-        allocated: 0,
-        owner: opts.owner.map(|(uid, _)| uid.as_raw()),
+        apparent: 0,
+        path_bytes: 0,
+        more_notes: 0,
+        owner: opts.owner.map(|(uid, gid)| (uid.as_raw(), gid.as_raw())),
         dev: cell_dev,
         entries: Vec::new(),
         notes: Vec::new(),
@@ -94,16 +96,17 @@ pub fn create(cell: &Dir, opts: &Options) -> io::Result<Created> {
     }
     let manifest = walk.manifest(opts, now);
     let dir = crate::daemon::owned_dir(cell, DIR)?;
-    // What the files occupy (a sparse file's holes cost nothing compressed)
-    // must fit where the archive goes.
+    // The content must fit where the archive goes (incompressible, the
+    // archive is as large; a huge sparse file is refused, not read for
+    // hours).
     let space = nix::sys::statvfs::fstatvfs(dir.as_fd()).map_err(io::Error::from)?;
     let free = space
         .blocks_available()
         .saturating_mul(space.fragment_size());
-    if walk.allocated > free {
+    if walk.apparent > free {
         return Err(io::Error::other(format!(
-            "its files occupy {} bytes and {} has {free} free",
-            walk.allocated,
+            "its files hold {} bytes and {} has {free} free",
+            walk.apparent,
             dir.path().display()
         )));
     }
@@ -130,10 +133,15 @@ pub fn create(cell: &Dir, opts: &Options) -> io::Result<Created> {
 }
 
 struct Walk {
-    /// Bytes the files occupy on disk.
-    allocated: u64,
-    /// The cell owner's uid, when the walk runs as root.
-    owner: Option<u32>,
+    /// Bytes of the files' content (a sparse file's holes included: they
+    /// are read, and written compressed).
+    apparent: u64,
+    /// Bytes of all paths so far.
+    path_bytes: usize,
+    /// Notes made, kept or not.
+    more_notes: usize,
+    /// The cell owner's uid and gid, when the walk runs as root.
+    owner: Option<(u32, u32)>,
     dev: u64,
     entries: Vec<Entry>,
     notes: Vec<String>,
@@ -191,6 +199,21 @@ impl Walk {
     ) -> io::Result<()> {
         let mut path = prefix.to_vec();
         path.extend_from_slice(name.as_bytes());
+        // What a restore takes (it refuses longer or deeper paths).
+        if path.len() > 4096 || path.iter().filter(|b| **b == b'/').count() >= 256 {
+            self.note(format!(
+                "{}: left out: longer than 4096 bytes or deeper than 256 levels",
+                shown(&path)
+            ));
+            return Ok(());
+        }
+        self.path_bytes += path.len();
+        if self.path_bytes > super::MAX_PATH_BYTES {
+            return Err(io::Error::other(format!(
+                "its paths add up to more than {} MiB: too many for a checkpoint",
+                super::MAX_PATH_BYTES >> 20
+            )));
+        }
         if self.entries.len() >= super::MAX_ENTRIES {
             return Err(io::Error::other(format!(
                 "more than {} entries to store (at {}): too many for a checkpoint",
@@ -201,14 +224,25 @@ impl Walk {
         let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
         let mut mode = st.st_mode & 0o7777;
         if mode & 0o6000 != 0 {
-            self.notes
-                .push(format!("{}: set-uid/set-gid bits dropped", shown(&path)));
+            self.note(format!("{}: set-uid/set-gid bits dropped", shown(&path)));
             mode &= !0o6000;
         }
-        if st.st_dev != self.dev && kind == SFlag::S_IFDIR {
-            self.notes.push(format!(
+        if st.st_dev != self.dev {
+            self.note(format!(
                 "{}: left out: another filesystem is mounted there",
                 shown(&path)
+            ));
+            return Ok(());
+        }
+        // Root reads nothing into the owner's archive that the owner could
+        // not read itself (a root-only file an operator left, or one an
+        // agent hard-linked where fs.protected_hardlinks is off).
+        if matches!(kind, SFlag::S_IFDIR | SFlag::S_IFREG) && !self.owner_may_read(st) {
+            self.note(format!(
+                "{}: left out: its owner's user cannot read it (uid {}, mode {:o})",
+                shown(&path),
+                st.st_uid,
+                st.st_mode & 0o7777
             ));
             return Ok(());
         }
@@ -223,16 +257,10 @@ impl Walk {
             ino: (st.st_dev, st.st_ino),
             target: Vec::new(),
             digest: "-".into(),
+            kept: None,
         };
         match kind {
             SFlag::S_IFDIR => {
-                if depth >= MAX_DEPTH {
-                    self.notes.push(format!(
-                        "{}: left out: deeper than {MAX_DEPTH} levels",
-                        shown(&entry.path)
-                    ));
-                    return Ok(());
-                }
                 let fd = open_child(dir, name, OFlag::O_DIRECTORY)?;
                 same_file(&fd, st, &entry.path)?;
                 entry.kind = Kind::Dir;
@@ -254,17 +282,6 @@ impl Walk {
                 // `cell.json` and `state.json` are always stored whole: an
                 // agent linking one into its workspace must not turn it
                 // into a link entry (restore takes only files there).
-                // A second name of another user's file (a hard link made
-                // where fs.protected_hardlinks is off) is not read as root
-                // into an archive the cell's owner can read.
-                if st.st_nlink > 1 && self.owner.is_some_and(|uid| uid != st.st_uid) {
-                    self.notes.push(format!(
-                        "{}: left out: a hard link to a file of another user (uid {})",
-                        shown(&entry.path),
-                        st.st_uid
-                    ));
-                    return Ok(());
-                }
                 if st.st_nlink > 1 && depth > 0 {
                     if let Some(first) = self.seen.get(&entry.ino) {
                         entry.kind = Kind::HardLink;
@@ -277,12 +294,29 @@ impl Walk {
                 }
                 let fd = open_child(dir, name, OFlag::empty())?;
                 same_file(&fd, st, &entry.path)?;
-                self.allocated = self
-                    .allocated
-                    .saturating_add(u64::try_from(st.st_blocks).unwrap_or(0) * 512);
-                let (size, digest) = hash_file(File::from(fd))?;
-                entry.size = size;
-                entry.digest = digest;
+                self.apparent = self
+                    .apparent
+                    .saturating_add(u64::try_from(st.st_size).unwrap_or(0));
+                if depth == 0 {
+                    // `cell.json`, `state.json`: small, and rewritten by
+                    // the daemon and the CLI while the agents are frozen;
+                    // kept as read now, not read again.
+                    let mut bytes = Vec::new();
+                    File::from(fd)
+                        .take(super::MANIFEST_LIMIT + 1)
+                        .read_to_end(&mut bytes)?;
+                    if bytes.len() as u64 > super::MANIFEST_LIMIT {
+                        self.note(format!("{}: left out: too large", shown(&entry.path)));
+                        return Ok(());
+                    }
+                    entry.size = bytes.len() as u64;
+                    entry.digest = hex(&Sha256::digest(&bytes));
+                    entry.kept = Some(bytes);
+                } else {
+                    let (size, digest) = hash_file(File::from(fd))?;
+                    entry.size = size;
+                    entry.digest = digest;
+                }
                 self.entries.push(entry);
             }
             SFlag::S_IFLNK => {
@@ -293,13 +327,39 @@ impl Walk {
                 entry.digest = hex(&Sha256::digest(&entry.target));
                 self.entries.push(entry);
             }
-            other => self.notes.push(format!(
+            other => self.note(format!(
                 "{}: left out: {}",
                 shown(&entry.path),
                 kind_name(other)
             )),
         }
         Ok(())
+    }
+
+    /// A note for the manifest; past [`super::MAX_NOTES`], only counted.
+    fn note(&mut self, note: String) {
+        if self.notes.len() < super::MAX_NOTES {
+            self.notes.push(note);
+        }
+        self.more_notes += 1;
+    }
+
+    /// Whether the cell's owner could read this file or list this
+    /// directory itself (always, when the walk does not run as root for
+    /// another user). Its primary group stands for its groups.
+    fn owner_may_read(&self, st: &FileStat) -> bool {
+        let Some((uid, gid)) = self.owner else {
+            return true;
+        };
+        let dir = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR;
+        let need = |r: u32, x: u32| st.st_mode & r != 0 && (!dir || st.st_mode & x != 0);
+        if st.st_uid == uid {
+            need(0o400, 0o100)
+        } else if st.st_gid == gid {
+            need(0o040, 0o010)
+        } else {
+            need(0o004, 0o001)
+        }
     }
 
     fn manifest(&self, opts: &Options, now: chrono::DateTime<chrono::Utc>) -> Manifest {
@@ -319,7 +379,14 @@ impl Walk {
             symlinks: count(Kind::Symlink),
             bytes: self.entries.iter().map(|e| e.size).sum(),
             sha256: super::list_digest(lines),
-            notes: self.notes.clone(),
+            notes: {
+                let mut notes = self.notes.clone();
+                let more = self.more_notes.saturating_sub(self.notes.len());
+                if more > 0 {
+                    notes.push(format!("… and {more} more left out or changed"));
+                }
+                notes
+            },
         }
     }
 }
@@ -520,6 +587,12 @@ fn write(cell: &Dir, entries: &[Entry], manifest: &Manifest, file: File) -> io::
                 header.set_entry_type(tar::EntryType::Directory);
                 header.set_size(0);
                 tar.append_data(&mut header, path, io::empty())?;
+            }
+            Kind::File if e.kept.is_some() => {
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_size(e.size);
+                let bytes = e.kept.as_deref().unwrap_or_default();
+                tar.append_data(&mut header, path, bytes)?;
             }
             Kind::File => {
                 header.set_entry_type(tar::EntryType::Regular);

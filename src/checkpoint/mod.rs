@@ -39,6 +39,11 @@ pub const SUFFIX: &str = ".tar.gz";
 /// Most entries a checkpoint may hold (walked or restored): what bounds
 /// the memory either takes.
 pub const MAX_ENTRIES: usize = 1_000_000;
+/// Most bytes all of a checkpoint's paths may add up to (what the walk
+/// and the restore hold in memory for them).
+pub const MAX_PATH_BYTES: usize = 32 << 20;
+/// Most notes a manifest carries (the rest are counted).
+pub const MAX_NOTES: usize = 100;
 /// Largest `checkpoint.json` read back.
 pub const MANIFEST_LIMIT: u64 = 16 * 1024 * 1024;
 
@@ -125,7 +130,10 @@ pub fn is_checkpoint_name(name: &str) -> bool {
     let Some(stem) = name.strip_suffix(SUFFIX) else {
         return false;
     };
-    let (stamp, extra) = stem.split_at(stem.len().min(20));
+    // Bytes, not chars: a name is anything an agent put there.
+    let (Some(stamp), Some(extra)) = (stem.get(..20), stem.get(20..)) else {
+        return false;
+    };
     stamp.len() == 20
         && chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%S%.3fZ").is_ok()
         && (extra.is_empty()
@@ -174,7 +182,7 @@ pub fn names(cell: &Dir) -> io::Result<Vec<String>> {
     // By time, then by the `-N` of a second checkpoint in one millisecond.
     names.sort_by_key(|name| {
         let stem = name.strip_suffix(SUFFIX).unwrap_or(name);
-        let (stamp, n) = stem.split_at(stem.len().min(20));
+        let (stamp, n) = (stem.get(..20).unwrap_or(stem), stem.get(20..).unwrap_or(""));
         let n: u32 = n
             .strip_prefix('-')
             .and_then(|n| n.parse().ok())
@@ -188,7 +196,7 @@ pub fn names(cell: &Dir) -> io::Result<Vec<String>> {
 /// not one this program wrote (an agent can put any name there), so
 /// neither `latest` nor what retention keeps.
 pub fn is_future(name: &str, now: chrono::DateTime<chrono::Utc>) -> bool {
-    chrono::NaiveDateTime::parse_from_str(&name[..name.len().min(20)], "%Y%m%dT%H%M%S%.3fZ")
+    chrono::NaiveDateTime::parse_from_str(name.get(..20).unwrap_or(name), "%Y%m%dT%H%M%S%.3fZ")
         .is_ok_and(|t| t.and_utc() > now + chrono::Duration::seconds(60))
 }
 
@@ -281,9 +289,19 @@ pub fn prune(cell: &Dir, keep: usize, written: &str) -> io::Result<Vec<String>> 
     Ok(removed)
 }
 
-/// Lossy text of a path for messages.
+/// Lossy text of a path for messages, escaped, and cut if it is long (a
+/// hostile path can be kilobytes).
 pub(crate) fn shown(path: &[u8]) -> String {
-    crate::text::escape(&OsStr::from_bytes(path).to_string_lossy()).into_owned()
+    const SHOWN: usize = 160;
+    let text = crate::text::escape(&OsStr::from_bytes(path).to_string_lossy()).into_owned();
+    if text.len() <= SHOWN {
+        return text;
+    }
+    let mut cut = SHOWN;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}… ({} bytes)", &text[..cut], path.len())
 }
 
 #[cfg(test)]
@@ -298,6 +316,12 @@ mod tests {
         assert!(!is_checkpoint_name(".tmp-x.tar.gz"));
         assert!(!is_checkpoint_name("20261202T023456.123Z-.tar.gz"));
         assert!(!is_checkpoint_name("../20261202T023456.123Z.tar.gz"));
+        // A multi-byte character across byte 20 is no panic.
+        assert!(!is_checkpoint_name("2026120201234567890é.tar.gz"));
+        assert!(!is_future(
+            "2026120201234567890é.tar.gz",
+            chrono::Utc::now()
+        ));
         let now = chrono::DateTime::from_timestamp(1_700_000_000, 5_000_000).expect("time");
         assert!(is_checkpoint_name(&format!("{}{SUFFIX}", stamp(now))));
     }

@@ -115,9 +115,9 @@ fn next_item<'a, R: Read>(
             tar::EntryType::GNULongName => &mut long_path,
             tar::EntryType::GNULongLink => &mut long_link,
             tar::EntryType::XHeader | tar::EntryType::XGlobalHeader | tar::EntryType::GNUSparse => {
-                return Some(Err(refused(format!(
-                    "it has a {kind:?} header, which a checkpoint never holds"
-                ))));
+                return Some(Err(refused(
+                    "it has a PAX or sparse-file header, which a checkpoint never holds",
+                )));
             }
             _ => {
                 let path = long_path.unwrap_or_else(|| entry.header().path_bytes().into_owned());
@@ -128,7 +128,12 @@ fn next_item<'a, R: Read>(
         };
         if entry.size() > MAX_PATH + 1 {
             return Some(Err(refused(format!(
-                "it has a name longer than {MAX_PATH} bytes"
+                "it has an entry whose {} is longer than {MAX_PATH} bytes",
+                if kind == tar::EntryType::GNULongName {
+                    "name"
+                } else {
+                    "link target"
+                }
             ))));
         }
         let mut bytes = Vec::new();
@@ -242,6 +247,7 @@ pub(super) fn check(
     let mut symlinks: HashSet<Vec<u8>> = HashSet::new();
     let mut files: HashSet<Vec<u8>> = HashSet::new();
     let mut bytes = 0u64;
+    let mut path_bytes = 0usize;
     while let Some(item) = next_item(&mut iter) {
         let Item {
             path: raw,
@@ -256,6 +262,13 @@ pub(super) fn check(
         }
         if out.len() >= MAX_ENTRIES {
             return Err(refused(format!("it has more than {MAX_ENTRIES} entries")));
+        }
+        path_bytes += path.len();
+        if path_bytes > super::MAX_PATH_BYTES {
+            return Err(refused(format!(
+                "its paths add up to more than {} MiB",
+                super::MAX_PATH_BYTES >> 20
+            )));
         }
         // Through a symlink the archive made, a later entry would land
         // wherever that symlink points.
@@ -314,6 +327,13 @@ pub(super) fn check(
         };
         match kind {
             Kind::File => {
+                // Refused before reading: a gigabyte entry costs nothing.
+                if bytes.saturating_add(entry.size()) > manifest.bytes {
+                    return Err(refused(format!(
+                        "it holds more content than its manifest says ({} bytes)",
+                        manifest.bytes
+                    )));
+                }
                 let mut hash = Sha256::new();
                 let n = copy_hashing(&mut entry, &mut io::sink(), &mut hash)?;
                 bytes = bytes.saturating_add(n);

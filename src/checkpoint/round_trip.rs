@@ -424,11 +424,12 @@ fn workspace_and_bus_must_be_directories_in_an_archive() {
 
 #[test]
 #[cfg_attr(not(as_root), ignore = "needs root (a file of another user)")]
-fn a_hard_link_to_another_users_file_is_left_out() {
+fn a_file_its_owner_cannot_read_is_left_out_hard_linked_or_not() {
     let (tmp, dir) = cell();
     let secret = tmp.path().join("secret");
     std::fs::write(&secret, b"root's").expect("write");
     std::os::unix::fs::chown(&secret, Some(0), Some(0)).expect("chown");
+    std::fs::set_permissions(&secret, PermissionsExt::from_mode(0o600)).expect("chmod");
     std::fs::hard_link(&secret, dir.path().join("workspace/leak")).expect("link");
     let owner = Some((
         nix::unistd::Uid::from_raw(65534),
@@ -446,9 +447,31 @@ fn a_hard_link_to_another_users_file_is_left_out() {
     .expect("checkpoint");
     let notes = created.manifest.notes.join("\n");
     assert!(
-        notes.contains("workspace/leak: left out: a hard link"),
+        notes.contains("workspace/leak: left out: its owner's user cannot read it"),
         "{notes}"
     );
     // Only cell.json was read.
+    assert_eq!(created.manifest.files, 1);
+    // The same with its other name gone (one link left): still not read.
+    std::fs::remove_file(&secret).expect("rm");
+    let created = archive::create(
+        &dir,
+        &Options {
+            cell_id: CELL.into(),
+            reason: "manual".into(),
+            keep: 10,
+            owner,
+        },
+    )
+    .expect("checkpoint");
+    assert!(
+        created
+            .manifest
+            .notes
+            .iter()
+            .any(|n| n.contains("workspace/leak: left out")),
+        "{:?}",
+        created.manifest.notes
+    );
     assert_eq!(created.manifest.files, 1);
 }

@@ -367,12 +367,15 @@ fn report(
         daemon_pid: daemon,
         source,
         agents,
-        checkpoints: crate::checkpoint::names(&cell.dir).ok().and_then(|names| {
-            Some(Checkpoints {
-                count: names.len(),
-                latest: names.last()?.clone(),
-            })
-        }),
+        checkpoints: crate::checkpoint::names(&cell.dir)
+            .ok()
+            .filter(|names| !names.is_empty())
+            .and_then(|names| {
+                Some(Checkpoints {
+                    count: names.len(),
+                    latest: crate::checkpoint::latest(&cell.dir).ok()??,
+                })
+            }),
         timers: Timers::of(manifest),
         checkpointing: daemon.is_some()
             && records
