@@ -77,6 +77,9 @@ pub struct WorkerArgs {
     pub reason: String,
     #[arg(long)]
     pub keep: usize,
+    /// The daemon's pid: the worker dies with it
+    #[arg(long)]
+    pub parent: u32,
 }
 
 #[derive(Debug, Args)]

@@ -56,6 +56,10 @@ pub struct CellRecord {
     /// The last checkpoint the daemon took (or failed to take).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<CheckpointRecord>,
+    /// The answers to the last operators' checkpoint requests (two taken
+    /// back to back may be written in one record).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub answered: Vec<CheckpointRecord>,
     /// A checkpoint is being taken: the agents are frozen for it (a daemon
     /// that restarts meanwhile thaws them).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

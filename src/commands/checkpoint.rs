@@ -177,8 +177,9 @@ fn through_daemon(
     let daemon_runs = || crate::daemon::lock::holder(&ctx.root.path) == Some(pid);
     let answered = |r: &crate::records::CellRecord| {
         r.checkpoint
-            .as_ref()
-            .filter(|c| c.request_id.as_deref() == Some(request_id.as_str()))
+            .iter()
+            .chain(&r.answered)
+            .find(|c| c.request_id.as_deref() == Some(request_id.as_str()))
             .cloned()
     };
     // First, that the daemon took the request (it says so in its record
@@ -373,6 +374,14 @@ fn running_instances(ctx: &Context, cell: &Cell, records: Option<&Records>) -> R
 /// `checkpoint-worker`: the daemon's checkpoint, in a process of its own
 /// (the daemon has frozen the agents). Prints the result as JSON.
 pub fn worker(ctx: &Context, args: crate::cli::WorkerArgs) -> Result<ExitCode> {
+    // Killed with the daemon, also if it is killed itself: nothing of a
+    // checkpoint it can no longer record is written on behalf of nobody.
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    if nix::unistd::getppid().as_raw() != args.parent as i32 {
+        return Err(Error::Usage(
+            "checkpoint-worker is the daemon's own (its parent is gone)".into(),
+        ));
+    }
     let cell = ctx.root.cell(&args.cell)?;
     let created = archive::create(
         &cell.dir,
@@ -462,6 +471,18 @@ fn restore_frozen(
         .flatten();
     let daemon = crate::daemon::lock::holder(&ctx.root.path)
         .filter(|pid| records.as_ref().and_then(Records::claimed_by) == Some(*pid));
+    if daemon.is_some()
+        && records
+            .as_ref()
+            .and_then(|r| r.read_cell(&cell.id))
+            .is_some_and(|r| r.checkpointing)
+    {
+        return Err(Error::refused(
+            &cell.id,
+            "restore a checkpoint",
+            "the daemon is taking a checkpoint of it; try again when it is done",
+        ));
+    }
     let owner = crate::daemon::cell_owner(&cell.dir).ok().flatten();
     let restored = restore::restore(&cell.dir, &cell.id, name, owner).map_err(|e| match e {
         restore::RestoreError::Refused(why) => Error::refused(
@@ -476,12 +497,6 @@ fn restore_frozen(
         ),
     })?;
     let by = super::create::current_user();
-    cell.append_events(&[Event::new(EventKind::CheckpointRestored)
-        .with("path", format!("{}/{name}", checkpoint::DIR))
-        .with("files", restored.files)
-        .with("bytes", restored.bytes)
-        .with("took_ms", restored.took_ms)
-        .with("by", by.as_str())])?;
     let mut stopped = false;
     if now == CellStatus::Frozen {
         match (&records, daemon) {
@@ -494,7 +509,7 @@ fn restore_frozen(
                     agent: String::new(),
                     request_id: None,
                     to: None,
-                    by,
+                    by: by.clone(),
                     at: crate::cell::now_rfc3339(),
                 };
                 if let Err(e) = records.post(&notice) {
@@ -514,6 +529,17 @@ fn restore_frozen(
                 }
             }
         }
+    }
+    // The files are restored and the daemon told: a stream an agent broke
+    // (events.jsonl replaced by a directory) is said, not a failure.
+    if let Err(e) = cell.append_events(&[Event::new(EventKind::CheckpointRestored)
+        .with("path", format!("{}/{name}", checkpoint::DIR))
+        .with("files", restored.files)
+        .with("bytes", restored.bytes)
+        .with("took_ms", restored.took_ms)
+        .with("by", by.as_str())])
+    {
+        eprintln!("warning: restored, but checkpoint_restored was not recorded: {e}");
     }
     if ctx.json {
         super::print_json(&json!({

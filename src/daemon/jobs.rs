@@ -20,7 +20,9 @@ async fn run_worker(
     reason: &str,
     keep: &str,
 ) -> std::io::Result<Created> {
+    let parent = std::process::id().to_string();
     let out = tokio::process::Command::new("/proc/self/exe")
+        .arg0("lazarus-pit")
         .arg("--config")
         .arg("/dev/null")
         .arg("--root")
@@ -32,6 +34,8 @@ async fn run_worker(
             reason,
             "--keep",
             keep,
+            "--parent",
+            &parent,
         ])
         .env_clear()
         .stdin(std::process::Stdio::null())
@@ -154,6 +158,11 @@ impl Shell {
             }
             Err(e) => {
                 tracing::warn!("cell {cell}: checkpoint failed: {e}");
+                // A worker that died (killed, out of memory) leaves its temp
+                // file; one checkpoint runs per cell, so any there is its.
+                if let Ok(dir) = live_cell(&self.root_dir, &cell) {
+                    archive::remove_temps(&dir);
+                }
                 let event = Event::new(EventKind::CheckpointFailed)
                     .with("error", e.to_string())
                     .with("reason", reason);

@@ -15,11 +15,17 @@ use crate::records::CheckpointRecord;
 /// cell's lock delays it) before the timer asks again.
 const MOVE_RETRY_S: f64 = 10.0;
 
+/// How many answers to checkpoint requests the record keeps.
+const ANSWERS_KEPT: usize = 16;
+
 /// A checkpoint being taken.
 #[derive(Debug, Clone)]
 pub(super) struct Job {
     reason: &'static str,
     request_id: Option<String>,
+    /// Requests that came while another checkpoint ran: this one, taken
+    /// after them all, answers them too.
+    also: Vec<String>,
     /// `max_duration` with `checkpoint_on_archive`: archive once it is done.
     then_archive: bool,
 }
@@ -156,8 +162,9 @@ impl Supervisor {
             return;
         };
         if c.job.is_some() {
-            // One taken after the request, not the one already under way.
-            c.queued = Some((request_id.unwrap_or_default(), reason));
+            // One taken after the request, not the one already under way
+            // (one for every request that comes meanwhile).
+            c.queued.push((request_id.unwrap_or_default(), reason));
             return;
         }
         self.begin_checkpoint(id, reason, request_id, false, now, out);
@@ -197,6 +204,7 @@ impl Supervisor {
         c.job = Some(Job {
             reason,
             request_id: request_id.clone(),
+            also: Vec::new(),
             then_archive,
         });
         out.push(Action::Checkpoint {
@@ -232,13 +240,23 @@ impl Supervisor {
             Ok(name) => (Some(name), None),
             Err(e) => (None, Some(e)),
         };
-        c.last_checkpoint = Some(CheckpointRecord {
+        let done = CheckpointRecord {
             at: wall,
             reason: job.reason.to_string(),
-            request_id: job.request_id,
+            request_id: job.request_id.clone(),
             name,
             error,
-        });
+        };
+        for request in job.request_id.iter().chain(&job.also) {
+            if c.answered.len() >= ANSWERS_KEPT {
+                c.answered.remove(0);
+            }
+            c.answered.push(CheckpointRecord {
+                request_id: Some(request.clone()),
+                ..done.clone()
+            });
+        }
+        c.last_checkpoint = Some(done);
         let mut released = Vec::new();
         if c.status == CellStatus::Active {
             for (agent, t) in &mut c.agents {
@@ -257,7 +275,7 @@ impl Supervisor {
         if job.then_archive && matches!(c.status, CellStatus::Active | CellStatus::Frozen) {
             out.push(move_cell(id, c, CellStatus::Archived, "max_duration", now));
         }
-        let queued = c.queued.take();
+        let queued = std::mem::take(&mut c.queued);
         for (agent, changes) in released {
             self.settle(id, &agent, changes, now, out);
         }
@@ -265,9 +283,16 @@ impl Supervisor {
             cell: id.clone(),
             urgent: true,
         });
-        if let Some((request, reason)) = queued {
-            let request = Some(request).filter(|r| !r.is_empty());
+        if let Some(((first, reason), rest)) = queued.split_first() {
+            let request = Some(first.clone()).filter(|r| !r.is_empty());
             self.begin_checkpoint(id, reason, request, false, now, out);
+            if let Some(job) = self.cells.get_mut(id).and_then(|c| c.job.as_mut()) {
+                job.also = rest
+                    .iter()
+                    .map(|(r, _)| r.clone())
+                    .filter(|r| !r.is_empty())
+                    .collect();
+            }
         }
         self.schedule_cell(id);
     }

@@ -264,9 +264,11 @@ struct CellSup {
     /// The checkpoint being taken, and an operator's request that came
     /// while it ran (taken next).
     job: Option<jobs::Job>,
-    queued: Option<(String, &'static str)>,
+    queued: Vec<(String, &'static str)>,
     /// The last checkpoint taken (or failed), for the record.
     last_checkpoint: Option<crate::records::CheckpointRecord>,
+    /// The last answers to operators' requests, newest last.
+    answered: Vec<crate::records::CheckpointRecord>,
 }
 
 impl CellSup {
@@ -280,8 +282,9 @@ impl CellSup {
             clock: timers::CellClock::new(now),
             timer: None,
             job: None,
-            queued: None,
+            queued: Vec::new(),
             last_checkpoint: None,
+            answered: Vec::new(),
         }
     }
 }
@@ -695,6 +698,7 @@ impl Supervisor {
             agents,
             checkpoint: c.last_checkpoint.clone(),
             checkpointing: c.job.is_some(),
+            answered: c.answered.clone(),
             ..CellRecord::default()
         }
     }
@@ -923,7 +927,14 @@ impl Supervisor {
                     let mut sup = AgentSup::new(settings, now);
                     sup.held = held;
                     if let Some(prev) = previous.and_then(|p| p.agents.get(&*name)) {
-                        let changes = restore(&mut sup, prev, now, offset);
+                        let mut changes = restore(&mut sup, prev, now, offset);
+                        if !held && previous.is_some_and(|p| p.checkpointing) {
+                            // Frozen for a checkpoint by a daemon that ended
+                            // before the thaw: thawed now, with the grace a
+                            // thaw gives (its silence was the freeze's).
+                            sup.held = true;
+                            changes.extend(sup.hold(false, now));
+                        }
                         if let Some(instance) = sup.instance {
                             out.push(Action::Adopt {
                                 cell: id.clone(),

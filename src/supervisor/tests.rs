@@ -1347,11 +1347,14 @@ mod cell_timers {
     fn a_daemon_that_died_during_a_checkpoint_leaves_agents_its_successor_thaws() {
         let s = running(with("active", r#""checkpoint_interval":1,"#));
         let mut s = s;
+        s.handle(beat("a", 100.5, Some("working")), 100.5);
         s.handle(Input::Expire { due: vec![] }, 101.0);
         let record = s.record(CELL, 101.0).expect("record");
         assert!(record.checkpointing);
+        // The next daemon starts long after: the agent's last heartbeat is
+        // old (it was frozen all along).
         let mut next = core();
-        next.set_clock(0.0, 200.0);
+        next.set_clock(0.0, 500.0);
         let out = next.handle(
             Input::Cell {
                 id: CELL.into(),
@@ -1360,9 +1363,14 @@ mod cell_timers {
                 ),
                 previous: Some(Box::new(record)),
             },
-            200.0,
+            500.0,
         );
         assert_eq!(freezes(&out), [("a".to_string(), false)], "{out:?}");
+        // Not revived at once for the silence of its freeze: a thaw's grace.
+        let due = next.take_due(500.5);
+        let out = next.handle(Input::Expire { due }, 500.5);
+        assert!(find_kill(&out, "a").is_none(), "{out:?}");
+        assert_eq!(next.take_due(600.0), vec![]);
         // What the first daemon, stopping now, would have thawed itself.
         assert_eq!(
             s.held_for_checkpoint(),

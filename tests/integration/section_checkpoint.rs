@@ -481,3 +481,30 @@ fn a_checkpoint_right_after_join_is_taken_and_one_before_archive_says_so() {
     );
     assert_eq!(env.manifest(&uuid)["status"], json!("archived"));
 }
+
+#[test]
+fn checkpoints_asked_for_at_once_are_each_answered() {
+    let env = env("");
+    let uuid = env.create_from(&json!({"status": "active", "agents": [agent("a", "beat")]}));
+    let _daemon = env.daemon(&[]);
+    env.wait_event(&uuid, "agent_started", 1, LIMIT);
+    let runs: Vec<_> = (0..3)
+        .map(|_| {
+            let mut cmd = env.command(&["checkpoint", &uuid]);
+            cmd.stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            cmd.spawn().expect("spawn")
+        })
+        .collect();
+    for run in runs {
+        let out = run.wait_with_output().expect("wait");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // One taken after several requests answers them all.
+    let created = env.events_named(&uuid, "checkpoint_created").len();
+    assert!((2..=3).contains(&created), "{created} checkpoints");
+}
