@@ -508,3 +508,73 @@ fn checkpoints_asked_for_at_once_are_each_answered() {
     let created = env.events_named(&uuid, "checkpoint_created").len();
     assert!((2..=3).contains(&created), "{created} checkpoints");
 }
+
+/// Whether a process is frozen: its cgroup's `cgroup.events` says so
+/// (the freezer), or it is stopped (SIGSTOP, where there is no cgroup of
+/// the agent's).
+fn frozen(pid: i32) -> bool {
+    let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("0::").map(str::to_string))
+        });
+    if let (Some(mount), Some(rel)) = (crate::harness::cgroup2_mount(), own)
+        && rel.contains("/a-")
+    {
+        let events = std::fs::read_to_string(
+            mount
+                .join(rel.trim_start_matches('/'))
+                .join("cgroup.events"),
+        )
+        .unwrap_or_default();
+        return events.lines().any(|l| l == "frozen 1");
+    }
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ")?.1.chars().next())
+        == Some('T')
+}
+
+/// BRIEF 7: SIGTERM exits within 2 s, leaving agents running — also
+/// during a checkpoint, whose worker is killed, its temp file removed and
+/// its frozen agents thawed.
+#[test]
+fn sigterm_during_a_checkpoint_exits_at_once_and_leaves_the_agents_running_thawed() {
+    let env = env("");
+    let uuid = env.create_from(&json!({"status": "active", "agents": [agent("a", "beat")]}));
+    let daemon = env.daemon(&[]);
+    let pid = env.pid_of(&uuid, "agent_started", "a", 1);
+    // Slow to read, free to store: gigabytes of holes.
+    let sparse = std::fs::File::create(env.cell(&uuid).join("workspace/sparse")).expect("create");
+    sparse.set_len(3 << 30).expect("truncate");
+    let mut cli = env.command(&["checkpoint", &uuid]);
+    cli.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let cli = cli.spawn().expect("checkpoint");
+    daemon.wait_log("taking a checkpoint", LIMIT);
+    wait_for("a frozen for the checkpoint", LIMIT, || frozen(pid));
+    let (status, took) = daemon.stop(LIMIT);
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_secs(2), "exit took {took:?}");
+    let out = cli.wait_with_output().expect("cli");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("none was kept"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The agent runs on, not frozen; nothing of the checkpoint is left.
+    assert!(crate::harness::alive(pid));
+    assert!(!frozen(pid), "left frozen");
+    let left: Vec<_> = std::fs::read_dir(env.cell(&uuid).join("checkpoints"))
+        .expect("ls")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
