@@ -547,7 +547,7 @@ fn sigterm_during_a_checkpoint_exits_at_once_and_leaves_the_agents_running_thawe
     let pid = env.pid_of(&uuid, "agent_started", "a", 1);
     // Slow to read, free to store: gigabytes of holes.
     let sparse = std::fs::File::create(env.cell(&uuid).join("workspace/sparse")).expect("create");
-    sparse.set_len(3 << 30).expect("truncate");
+    sparse.set_len(1 << 30).expect("truncate");
     let mut cli = env.command(&["checkpoint", &uuid]);
     cli.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
