@@ -60,13 +60,22 @@ fn cell() -> (tempfile::TempDir, Dir) {
 }
 
 fn take(dir: &Dir, keep: usize) -> super::archive::Created {
+    take_for(dir, keep, None)
+}
+
+/// A checkpoint taken (as root) for a cell owned by `owner`.
+fn take_for(
+    dir: &Dir,
+    keep: usize,
+    owner: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
+) -> super::archive::Created {
     archive::create(
         dir,
         &Options {
             cell_id: CELL.into(),
             reason: "manual".into(),
             keep,
-            owner: None,
+            owner,
         },
     )
     .expect("checkpoint")
@@ -435,16 +444,7 @@ fn a_file_its_owner_cannot_read_is_left_out_hard_linked_or_not() {
         nix::unistd::Uid::from_raw(65534),
         nix::unistd::Gid::from_raw(65534),
     ));
-    let created = archive::create(
-        &dir,
-        &Options {
-            cell_id: CELL.into(),
-            reason: "manual".into(),
-            keep: 10,
-            owner,
-        },
-    )
-    .expect("checkpoint");
+    let created = take_for(&dir, 10, owner);
     let notes = created.manifest.notes.join("\n");
     assert!(
         notes.contains("workspace/leak: left out: its owner's user cannot read it"),
@@ -454,16 +454,7 @@ fn a_file_its_owner_cannot_read_is_left_out_hard_linked_or_not() {
     assert_eq!(created.manifest.files, 1);
     // The same with its other name gone (one link left): still not read.
     std::fs::remove_file(&secret).expect("rm");
-    let created = archive::create(
-        &dir,
-        &Options {
-            cell_id: CELL.into(),
-            reason: "manual".into(),
-            keep: 10,
-            owner,
-        },
-    )
-    .expect("checkpoint");
+    let created = take_for(&dir, 10, owner);
     assert!(
         created
             .manifest
