@@ -111,14 +111,24 @@ pub fn create(cell: &Dir, opts: &Options) -> io::Result<Created> {
         )));
     }
     remove_stale_temps(&dir);
-    let (tmp, file) = new_file(&dir, opts.owner)?;
-    let placed = write(cell, &walk.entries, &manifest, file)
-        .and_then(|bytes| Ok((place(&dir, &tmp, &super::stamp(now))?, bytes)));
-    let (name, bytes) = match placed {
-        Ok(placed) => placed,
-        Err(e) => {
-            let _ = unlinkat(dir.as_fd(), tmp.as_str(), UnlinkatFlags::NoRemoveDir);
-            return Err(e);
+    let stamp = super::stamp(now);
+    let (name, bytes) = match anonymous_file(&dir, opts.owner)? {
+        // No name until it is whole: nothing to swap, nothing left behind.
+        Some(file) => {
+            let (file, bytes) = write(cell, &walk.entries, &manifest, file)?;
+            (link_anonymous(&dir, &file, &stamp)?, bytes)
+        }
+        None => {
+            let (tmp, file) = new_file(&dir, opts.owner)?;
+            let placed = write(cell, &walk.entries, &manifest, file)
+                .and_then(|(_, bytes)| Ok((place(&dir, &tmp, &stamp)?, bytes)));
+            match placed {
+                Ok(placed) => placed,
+                Err(e) => {
+                    let _ = unlinkat(dir.as_fd(), tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+                    return Err(e);
+                }
+            }
         }
     };
     let pruned = super::prune(cell, opts.keep, &name)?;
@@ -510,7 +520,65 @@ fn remove_temps_older(dir: &Dir, limit: std::time::Duration) {
     }
 }
 
-/// Opens a temp file in `checkpoints/` for the archive.
+/// An unnamed file in `checkpoints/` (`O_TMPFILE`) for the archive, or
+/// `None` where the filesystem has none.
+fn anonymous_file(
+    dir: &Dir,
+    owner: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
+) -> io::Result<Option<File>> {
+    let fd = match openat(
+        dir.as_fd(),
+        ".",
+        OFlag::O_TMPFILE | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::EOPNOTSUPP | Errno::EISDIR | Errno::EINVAL) => return Ok(None),
+        Err(e) => return Err(io::Error::other(format!("{}: {e}", dir.path().display()))),
+    };
+    if let Some((uid, gid)) = owner {
+        nix::unistd::fchown(&fd, Some(uid), Some(gid)).map_err(io::Error::from)?;
+    }
+    nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(0o640)).map_err(io::Error::from)?;
+    Ok(Some(File::from(fd)))
+}
+
+/// Gives the finished unnamed file its name, `<stamp>.tar.gz` or
+/// `<stamp>-N` (never over another file: `linkat` does not replace).
+fn link_anonymous(dir: &Dir, file: &File, stamp: &str) -> io::Result<String> {
+    use std::os::fd::AsRawFd;
+    let source = format!("/proc/self/fd/{}", file.as_raw_fd());
+    for n in 0..1000 {
+        let name = if n == 0 {
+            format!("{stamp}{SUFFIX}")
+        } else {
+            format!("{stamp}-{n}{SUFFIX}")
+        };
+        match nix::unistd::linkat(
+            nix::fcntl::AT_FDCWD,
+            source.as_str(),
+            dir.as_fd(),
+            name.as_str(),
+            AtFlags::AT_SYMLINK_FOLLOW,
+        ) {
+            Ok(()) => return Ok(name),
+            Err(Errno::EEXIST) => continue,
+            Err(e) => {
+                return Err(io::Error::other(format!(
+                    "{}: {e}",
+                    dir.display(&name).display()
+                )));
+            }
+        }
+    }
+    Err(io::Error::other(format!(
+        "{}: a thousand checkpoints of the same millisecond",
+        dir.path().display()
+    )))
+}
+
+/// Opens a temp file in `checkpoints/` for the archive (where the
+/// filesystem has no `O_TMPFILE`).
 fn new_file(
     dir: &Dir,
     owner: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
@@ -563,7 +631,12 @@ fn place(dir: &Dir, tmp: &str, stamp: &str) -> io::Result<String> {
 }
 
 /// Writes the archive; returns its size.
-fn write(cell: &Dir, entries: &[Entry], manifest: &Manifest, file: File) -> io::Result<u64> {
+fn write(
+    cell: &Dir,
+    entries: &[Entry],
+    manifest: &Manifest,
+    file: File,
+) -> io::Result<(File, u64)> {
     let gz = flate2::write::GzEncoder::new(BufWriter::new(file), flate2::Compression::fast());
     let mut tar = tar::Builder::new(gz);
     let json = crate::json::document(
@@ -636,7 +709,8 @@ fn write(cell: &Dir, entries: &[Entry], manifest: &Manifest, file: File) -> io::
     let buffered = gz.finish()?;
     let file = buffered.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
-    Ok(file.metadata()?.len())
+    let len = file.metadata()?.len();
+    Ok((file, len))
 }
 
 /// Opens a file the walk found, again below the cell with no symlink on
