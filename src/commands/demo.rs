@@ -2,7 +2,8 @@
 //! shell agents, runs the real daemon (this binary, as a child) with short
 //! thresholds, prints the cell's event stream as it is written, then hangs
 //! one agent (SIGSTOP) and kills the other (SIGKILL), so the user watches
-//! stale detection, revival with a new pid, and recovery. Every step waits
+//! stale detection, revival with a new pid, and recovery; then it takes a
+//! checkpoint, wrecks a file, and rolls the mission back. Every step waits
 //! for the event it expects, with a deadline; nothing sleeps.
 
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
@@ -49,7 +50,8 @@ pub fn run(_ctx: &Context) -> Result<ExitCode> {
     match outcome {
         Ok(()) => {
             println!(
-                "\nDone: both agents were brought back inside their cell. The temporary root is removed."
+                "\nDone: both agents were brought back inside their cell, and the mission rolled back \
+                 to its snapshot. The temporary root is removed."
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -169,6 +171,39 @@ impl Demo {
         self.wait_for("agent_exited", Some("scribe"))?;
         self.wait_for("agent_revived", Some("scribe"))?;
         self.wait_for("agent_recovered", Some("scribe"))?;
+        self.say("snapshot: `lazarus-pit checkpoint` (the agents are frozen for the moment)");
+        let workspace = self.root.join(&self.cell).join("workspace");
+        std::fs::write(workspace.join("plan.md"), "# plan\n1. fix the bug\n")?;
+        self.run(&["checkpoint", &self.cell.clone()])?;
+        self.wait_for("checkpoint_created", None)?;
+        self.say("scribe wrecks the workspace: plan.md overwritten");
+        std::fs::write(workspace.join("plan.md"), "rm -rf everything\n")?;
+        self.say("roll back: `cell freeze`, `restore latest`, `cell thaw`");
+        let cell = self.cell.clone();
+        self.run(&["cell", "freeze", &cell])?;
+        self.run(&["restore", &cell, "latest"])?;
+        self.run(&["cell", "thaw", &cell])?;
+        self.wait_for("checkpoint_restored", None)?;
+        self.wait_for("agent_revived", Some("scout"))?;
+        self.wait_for("agent_revived", Some("scribe"))?;
+        let plan = std::fs::read_to_string(workspace.join("plan.md"))?;
+        self.say(&format!(
+            "plan.md is back: {:?}; the agents run again on the restored workspace",
+            plan.lines().last().unwrap_or_default()
+        ));
+        Ok(())
+    }
+
+    /// Runs one of this binary's commands on the demo's root, quietly.
+    fn run(&self, args: &[&str]) -> Result<()> {
+        let out = self.command().args(args).output()?;
+        if !out.status.success() {
+            return Err(Error::Io(std::io::Error::other(format!(
+                "demo: `lazarus-pit {}` failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))));
+        }
         Ok(())
     }
 
@@ -287,6 +322,8 @@ fn describe(v: &Value) -> String {
             s("reason")
         ),
         "agent_recovered" => "beating again".to_string(),
+        "checkpoint_created" => format!("{}, {} files", s("path"), n("files")),
+        "checkpoint_restored" => s("path"),
         _ => String::new(),
     };
     format!("{agent:<7} {event:<20} {detail}")

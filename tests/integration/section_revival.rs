@@ -493,6 +493,10 @@ fn demo_exits_zero_and_cleans_up() {
         "agent_recovered",
         "reason stale",
         "reason exited",
+        "checkpoint_created",
+        "checkpoint_restored",
+        "reason restored",
+        "plan.md is back",
     ] {
         assert!(run.stdout.contains(needle), "{needle}: {}", run.stdout);
     }
