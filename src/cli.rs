@@ -61,7 +61,7 @@ pub enum Command {
     Checkpoint(CheckpointArgs),
     /// Roll a frozen or archived cell's workspace/ and bus/ back to a checkpoint
     Restore(RestoreArgs),
-    /// A guided run on a temporary root: agents hang, crash, and come back
+    /// A guided run on a temporary root: agents hang, crash, come back, and roll back
     Demo,
     /// The daemon's own: writes one checkpoint and prints what it wrote
     /// (JSON), so the archive's work and memory stay out of the daemon
