@@ -1,5 +1,5 @@
 //! Writing a checkpoint: a walk of the cell by descriptor, then the
-//! archive, into a temp file renamed into place.
+//! archive, into an unnamed file linked into place once whole.
 //!
 //! Two passes over a cell that is frozen for the moment: the first walks
 //! and hashes (the manifest must come first in the archive, and it holds
@@ -7,7 +7,8 @@
 //! the cell without following a symlink and checking it is the same file
 //! with the same content. A file that changed in between fails the
 //! checkpoint rather than giving an archive that disagrees with its
-//! manifest.
+//! manifest (`cell.json` and `state.json`, which the daemon and the CLI
+//! rewrite meanwhile, are read once).
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
