@@ -763,3 +763,47 @@ impl<R: Read> Read for Checked<R> {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    /// Where `O_TMPFILE` is missing: a temp file, renamed without ever
+    /// replacing a checkpoint of the same millisecond.
+    #[test]
+    fn the_fallback_names_never_replace_one_another() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = Dir::open(tmp.path()).expect("dir");
+        let mut names = Vec::new();
+        for body in [b"first".as_slice(), b"second"] {
+            let (temp, mut file) = new_file(&dir, None).expect("temp");
+            file.write_all(body).expect("write");
+            names.push(place(&dir, &temp, "20260101T000000.000Z").expect("place"));
+        }
+        assert_eq!(
+            names,
+            [
+                "20260101T000000.000Z.tar.gz",
+                "20260101T000000.000Z-1.tar.gz"
+            ]
+        );
+        assert_eq!(
+            std::fs::read(tmp.path().join(&names[0])).expect("read"),
+            b"first"
+        );
+        // And the unnamed file, linked the same way.
+        let file = anonymous_file(&dir, None)
+            .expect("open")
+            .expect("O_TMPFILE");
+        let name = link_anonymous(&dir, &file, "20260101T000000.000Z").expect("link");
+        assert_eq!(name, "20260101T000000.000Z-2.tar.gz");
+        let left: Vec<_> = std::fs::read_dir(tmp.path())
+            .expect("ls")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+            .collect();
+        assert!(left.is_empty());
+    }
+}
