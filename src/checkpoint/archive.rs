@@ -544,24 +544,36 @@ fn anonymous_file(
     Ok(Some(File::from(fd)))
 }
 
-/// Gives the finished unnamed file its name, `<stamp>.tar.gz` or
-/// `<stamp>-N` (never over another file: `linkat` does not replace).
+/// Gives the finished unnamed file its name (`linkat` never replaces).
 fn link_anonymous(dir: &Dir, file: &File, stamp: &str) -> io::Result<String> {
     use std::os::fd::AsRawFd;
     let source = format!("/proc/self/fd/{}", file.as_raw_fd());
+    first_free_name(dir, stamp, |name| {
+        nix::unistd::linkat(
+            nix::fcntl::AT_FDCWD,
+            source.as_str(),
+            dir.as_fd(),
+            name,
+            AtFlags::AT_SYMLINK_FOLLOW,
+        )
+    })
+}
+
+/// Puts the archive at `<stamp>.tar.gz`, or `<stamp>-N` if a checkpoint
+/// of that millisecond exists: `put` must fail with `EEXIST` rather than
+/// replace a file.
+fn first_free_name(
+    dir: &Dir,
+    stamp: &str,
+    put: impl Fn(&str) -> nix::Result<()>,
+) -> io::Result<String> {
     for n in 0..1000 {
         let name = if n == 0 {
             format!("{stamp}{SUFFIX}")
         } else {
             format!("{stamp}-{n}{SUFFIX}")
         };
-        match nix::unistd::linkat(
-            nix::fcntl::AT_FDCWD,
-            source.as_str(),
-            dir.as_fd(),
-            name.as_str(),
-            AtFlags::AT_SYMLINK_FOLLOW,
-        ) {
+        match put(&name) {
             Ok(()) => return Ok(name),
             Err(Errno::EEXIST) => continue,
             Err(e) => {
@@ -599,36 +611,17 @@ fn new_file(
     Ok((tmp, File::from(fd)))
 }
 
-/// Renames the finished temp file to `<stamp>.tar.gz`, or `<stamp>-N`
-/// if a checkpoint of that millisecond exists: never over another file.
+/// Renames the finished temp file into place, never over another file.
 fn place(dir: &Dir, tmp: &str, stamp: &str) -> io::Result<String> {
-    for n in 0..1000 {
-        let name = if n == 0 {
-            format!("{stamp}{SUFFIX}")
-        } else {
-            format!("{stamp}-{n}{SUFFIX}")
-        };
-        match nix::fcntl::renameat2(
+    first_free_name(dir, stamp, |name| {
+        nix::fcntl::renameat2(
             dir.as_fd(),
             tmp,
             dir.as_fd(),
-            name.as_str(),
+            name,
             nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-        ) {
-            Ok(()) => return Ok(name),
-            Err(Errno::EEXIST) => continue,
-            Err(e) => {
-                return Err(io::Error::other(format!(
-                    "{}: {e}",
-                    dir.display(&name).display()
-                )));
-            }
-        }
-    }
-    Err(io::Error::other(format!(
-        "{}: a thousand checkpoints of the same millisecond",
-        dir.path().display()
-    )))
+        )
+    })
 }
 
 /// Writes the archive; returns its size.
