@@ -15,6 +15,8 @@ use crate::error::{Error, Result};
 
 /// Used when neither `--config` nor `LAZARUS_CONFIG` names a file.
 pub const SYSTEM_CONFIG: &str = "/etc/lazarus-pit/lazarus-pit.toml";
+/// `[events] max_bytes` when the config does not say.
+pub const DEFAULT_EVENTS_MAX_BYTES: u64 = 64 * 1024 * 1024;
 /// Used when neither `--root`, `LAZARUS_ROOT` nor `cells.root` names one.
 pub const DEFAULT_ROOT: &str = "/var/missions";
 
@@ -148,7 +150,7 @@ pub enum WatchMode {
 #[serde(default)]
 pub struct EventsConfig {
     pub heartbeats: HeartbeatEvents,
-    /// Rotate `events.jsonl` past this size; absent: never.
+    /// Rotate `events.jsonl` past this size (default 64 MiB); 0: never.
     pub max_bytes: Option<u64>,
     /// Rotated files kept.
     pub keep: u32,
@@ -158,7 +160,7 @@ impl Default for EventsConfig {
     fn default() -> Self {
         EventsConfig {
             heartbeats: HeartbeatEvents::Changes,
-            max_bytes: None,
+            max_bytes: Some(DEFAULT_EVENTS_MAX_BYTES),
             keep: 5,
         }
     }

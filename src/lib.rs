@@ -23,6 +23,7 @@
 //!   deadlines, the actions to take — with no I/O and no clock.
 //! - [`daemon`]: the I/O shell around it: inotify, timers, signals,
 //!   `state.json` writes, the root lock.
+//! - [`eventlog`]: the event stream's files: locked appends, rotation.
 //! - [`logging`]: tracing setup for the CLI and the daemon.
 //! - [`error`]: the error type and exit codes.
 
@@ -33,6 +34,7 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod error;
+pub mod eventlog;
 pub mod events;
 pub mod json;
 pub mod logging;

@@ -243,9 +243,12 @@ impl Cell {
             return Ok(());
         }
         let logs = self.dir.create_dirs("logs")?;
-        for event in events {
-            logs.append_line("events.jsonl", &event.to_line(&self.id, Utc::now()))?;
-        }
+        let lines: Vec<Vec<u8>> = events
+            .iter()
+            .map(|event| event.to_line(&self.id, Utc::now()))
+            .collect();
+        let lines: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
+        crate::eventlog::append(&logs, &lines, crate::eventlog::CLI_PATIENCE)?;
         Ok(())
     }
 

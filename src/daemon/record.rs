@@ -24,9 +24,7 @@ impl Shell {
             crate::text::escape(&serde_json::Value::Object(event.fields.clone()).to_string())
         );
         let line = event.to_line(cell, chrono::Utc::now());
-        if let Err(e) = append_line(&self.root_dir, cell, &line) {
-            tracing::warn!("cell {cell}: could not record {}: {e}", event.kind.as_str());
-        }
+        self.append(cell, &line, event.kind.as_str());
         let kind = event.kind.as_str();
         if self.hooks.wants(kind) {
             let agent = event.fields.get("agent").and_then(|a| a.as_str());
@@ -51,7 +49,22 @@ impl Shell {
         let event = Event::new(EventKind::InvalidInput)
             .with("path", rel)
             .with("error", error);
-        let _ = append_event(&self.root_dir, cell, &event);
+        let line = event.to_line(cell, chrono::Utc::now());
+        self.append(cell, &line, "invalid_input");
+    }
+
+    /// Appends a line to the cell's stream, and rotates the stream if that
+    /// made it too large (`[events] max_bytes`).
+    fn append(&mut self, cell: &str, line: &[u8], what: &str) {
+        match append_line(&self.root_dir, cell, line) {
+            Ok(size) => {
+                let events = &self.cfg.events;
+                if let Some(max) = events.max_bytes.filter(|max| *max > 0 && size > *max) {
+                    rotate(&self.root_dir, cell, max, events.keep);
+                }
+            }
+            Err(e) => tracing::warn!("cell {cell}: could not record {what}: {e}"),
+        }
     }
 
     pub(super) fn clear_invalid(&mut self, cell: &str, rel: &str) {
@@ -110,14 +123,28 @@ impl InvalidLimit {
     }
 }
 
-pub(super) fn append_event(root: &Dir, cell: &str, event: &Event) -> std::io::Result<()> {
-    append_line(root, cell, &event.to_line(cell, chrono::Utc::now()))
+pub(super) fn append_line(root: &Dir, cell: &str, line: &[u8]) -> std::io::Result<u64> {
+    let logs = live_cell(root, cell)?.create_dirs("logs")?;
+    crate::eventlog::append(&logs, &[line], std::time::Duration::ZERO)
 }
 
-pub(super) fn append_line(root: &Dir, cell: &str, line: &[u8]) -> std::io::Result<()> {
-    live_cell(root, cell)?
-        .create_dirs("logs")?
-        .append_line("events.jsonl", line)
+/// Rotates a cell's stream that grew past `max_bytes`: tried after an
+/// append made it so, and again at each later one while someone holds
+/// the lock.
+pub(super) fn rotate(root: &Dir, cell: &str, max_bytes: u64, keep: u32) {
+    let result = live_cell(root, cell)
+        .and_then(|c| c.subdir("logs"))
+        .and_then(|logs| crate::eventlog::rotate(&logs, max_bytes, keep));
+    match result {
+        Ok(crate::eventlog::Rotated::Done(bytes)) => {
+            tracing::info!("cell {cell}: rotated events.jsonl ({bytes} bytes)")
+        }
+        Ok(crate::eventlog::Rotated::Busy) => {
+            tracing::debug!("cell {cell}: events.jsonl is locked; rotation at the next append")
+        }
+        Ok(crate::eventlog::Rotated::NotDue) => {}
+        Err(e) => tracing::warn!("cell {cell}: could not rotate events.jsonl: {e}"),
+    }
 }
 
 #[cfg(test)]

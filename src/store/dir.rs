@@ -602,6 +602,18 @@ impl Dir {
         )))
     }
 
+    /// `fsync` of this directory: renames and unlinks in it are durable.
+    pub fn sync(&self) -> io::Result<()> {
+        fsync(&self.fd).map_err(|e| errno_io(e, &self.path))
+    }
+
+    /// `lstat` of the plain name `name` of this directory (a symlink is
+    /// described, never followed).
+    pub fn stat_nofollow(&self, name: &str) -> io::Result<nix::sys::stat::FileStat> {
+        nix::sys::stat::fstatat(&self.fd, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map_err(|e| errno_io(e, &self.display(name)))
+    }
+
     /// Renames `from` to `to` (single components of this directory).
     pub fn rename(&self, from: &str, to: &str) -> io::Result<()> {
         renameat(&self.fd, from, &self.fd, to).map_err(|e| errno_io(e, &self.display(from)))
