@@ -49,7 +49,7 @@ pub enum Command {
     Status(StatusArgs),
     /// Write this agent's heartbeat file atomically (for shell agents)
     Heartbeat(HeartbeatArgs),
-    /// Print a cell's event stream
+    /// Print the event stream of a cell, or of every cell merged by time
     Events(EventsArgs),
     /// Revive an agent now, whatever its policy (resets an abandoned agent)
     Revive(AgentArgs),
@@ -236,7 +236,18 @@ pub struct HeartbeatArgs {
 pub struct EventsArgs {
     /// Cell UUID or prefix [default: every cell, merged by time]
     pub cell: Option<String>,
-    /// Only events at or after this time (RFC 3339, or unix seconds)
-    #[arg(long, value_name = "TS")]
+    /// Only events at or after this time: a duration back from now (10m,
+    /// 2h, 1d), an RFC 3339 time, or unix seconds
+    #[arg(long, value_name = "TS|DURATION")]
     pub since: Option<String>,
+    /// Keep printing new events as they are written (from now, or from
+    /// --since), new cells and rotated logs included, until interrupted
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Only events of this name (repeatable)
+    #[arg(long = "event", value_name = "NAME")]
+    pub event: Vec<String>,
+    /// Only events of this agent
+    #[arg(long, value_name = "NAME")]
+    pub agent: Option<String>,
 }

@@ -50,6 +50,33 @@ pub fn escape_bytes(bytes: &[u8]) -> String {
     escape(&String::from_utf8_lossy(bytes)).into_owned()
 }
 
+/// The candidate nearest to `word` by edit distance, if one is near
+/// enough to be what was meant (a typo, not another word).
+pub fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let distance = |a: &str, b: &str| {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut prev = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let here = row[j + 1];
+                row[j + 1] = (prev + usize::from(ca != *cb))
+                    .min(row[j] + 1)
+                    .min(here + 1);
+                prev = here;
+            }
+        }
+        row[b.len()]
+    };
+    candidates
+        .iter()
+        .map(|c| (distance(word, c), *c))
+        .filter(|(d, c)| *d <= (c.chars().count() / 3).max(1))
+        .min()
+        .map(|(_, c)| c)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,5 +104,13 @@ mod tests {
     #[test]
     fn invalid_utf8_is_shown_not_lost() {
         assert_eq!(escape_bytes(b"ok\xff\x1b"), "ok\u{fffd}\\x1b");
+    }
+
+    #[test]
+    fn closest_finds_typos_not_other_words() {
+        let names = ["agent_dead", "agent_stale", "heartbeat"];
+        assert_eq!(closest("agent_ded", &names), Some("agent_dead"));
+        assert_eq!(closest("hearbeat", &names), Some("heartbeat"));
+        assert_eq!(closest("checkpoint", &names), None);
     }
 }

@@ -1,0 +1,317 @@
+//! `events`: print the event stream of a cell, or of every cell merged in
+//! time order, and with `--follow` keep printing new lines as they are
+//! written ([`follow`]).
+//!
+//! `--json` passes each line through byte for byte; the human format is
+//! [`format`]. Reading is [`stream`]: rotated generations first, a
+//! corrupt line in its place, nothing longer than a bounded line held.
+
+mod follow;
+pub mod format;
+pub mod stream;
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::Context;
+use crate::cell::{Cell, Listed};
+use crate::cli::EventsArgs;
+use crate::error::{Error, Result};
+use crate::events::EventKind;
+use crate::text::escape;
+use format::Style;
+use stream::{CellStream, Line};
+
+pub use stream::{LINE_LIMIT, next_line};
+
+pub fn run(ctx: &Context, args: EventsArgs) -> Result<ExitCode> {
+    let since = args
+        .since
+        .as_deref()
+        .map(|s| parse_since(s, Utc::now()))
+        .transpose()?;
+    let filter = Filter::new(&args.event, args.agent.clone())?;
+    let mut out = Output::new(ctx.json, filter);
+    let result = (|| -> Result<()> {
+        let single = args.cell.is_some();
+        let cells = match &args.cell {
+            Some(prefix) => vec![ctx.root.resolve(prefix)?],
+            None => all_cells(ctx)?,
+        };
+        if args.follow {
+            raise_open_files();
+            return follow::run(ctx, cells, single, since, &mut out);
+        }
+        raise_open_files();
+        let mut streams = Vec::with_capacity(cells.len());
+        for cell in &cells {
+            match CellStream::open(cell, since, false) {
+                Ok(s) => streams.push(s),
+                Err(e) if single => {
+                    return Err(Error::Io(io::Error::new(
+                        e.kind(),
+                        format!("cell {}: {e}", cell.id),
+                    )));
+                }
+                // One unreadable stream hides no other.
+                Err(e) => eprintln!("lazarus-pit: cell {}: {}", cell.id, escape(&e.to_string())),
+            }
+        }
+        stream::merge(&mut streams, |line| out.line(line))?;
+        out.flush()?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        // `events | head`: the reader had enough.
+        Err(Error::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(e),
+    }
+}
+
+/// The cells of the root whose manifest reads (an unreadable one is said
+/// by `cell list`, not here).
+fn all_cells(ctx: &Context) -> Result<Vec<Cell>> {
+    Ok(ctx
+        .root
+        .list()?
+        .into_iter()
+        .filter_map(|l| match l {
+            Listed::Cell { cell, .. } => Some(cell),
+            Listed::Unreadable { .. } => None,
+        })
+        .collect())
+}
+
+/// One descriptor per cell stays open for the merge: as many as the hard
+/// limit allows (a root can hold 10,000 cells).
+fn raise_open_files() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+/// `--event` and `--agent`.
+#[derive(Debug, Default)]
+pub(crate) struct Filter {
+    events: Vec<String>,
+    agent: Option<String>,
+}
+
+impl Filter {
+    fn new(events: &[String], agent: Option<String>) -> Result<Filter> {
+        for name in events {
+            if EventKind::parse(name).is_none() {
+                let names: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+                let hint = match crate::text::closest(name, &names) {
+                    Some(near) => format!("did you mean {near}?"),
+                    None => format!("known: {}", names.join(", ")),
+                };
+                return Err(Error::Usage(format!(
+                    "--event {:?} is not an event name; {hint}",
+                    name
+                )));
+            }
+        }
+        Ok(Filter {
+            events: events.to_vec(),
+            agent,
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.agent.is_none()
+    }
+
+    /// Whether an event line passes. A corrupt line always does: what it
+    /// is cannot be told, and hiding it could hide an attack.
+    fn admits(&self, line: &Line) -> bool {
+        let Line::Event { text, .. } = line else {
+            return true;
+        };
+        if self.is_empty() {
+            return true;
+        }
+        let Ok(Value::Object(obj)) = serde_json::from_str::<Value>(text) else {
+            return false;
+        };
+        let field = |k: &str| obj.get(k).and_then(Value::as_str);
+        (self.events.is_empty()
+            || field("event").is_some_and(|e| self.events.iter().any(|w| w == e)))
+            && self
+                .agent
+                .as_deref()
+                .is_none_or(|want| field("agent") == Some(want))
+    }
+}
+
+/// Where lines go: stdout, buffered, in the chosen format.
+pub(crate) struct Output {
+    json: bool,
+    style: Style,
+    filter: Filter,
+    out: io::BufWriter<io::Stdout>,
+}
+
+impl Output {
+    fn new(json: bool, filter: Filter) -> Output {
+        Output {
+            json,
+            style: Style::for_stdout(),
+            filter,
+            out: io::BufWriter::with_capacity(64 * 1024, io::stdout()),
+        }
+    }
+
+    /// Writes one line (or, with `--json`, says a corrupt one on stderr).
+    pub(crate) fn line(&mut self, line: &Line) -> io::Result<()> {
+        if !self.filter.admits(line) {
+            return Ok(());
+        }
+        match line {
+            Line::Event { text, claims, .. } if self.json => {
+                if let Some(other) = claims {
+                    eprintln!(
+                        "lazarus-pit: a line in another cell's stream claims to be of cell {}",
+                        escape(other)
+                    );
+                }
+                self.out.write_all(text.as_bytes())?;
+                self.out.write_all(b"\n")
+            }
+            Line::Corrupt { .. } if self.json => {
+                if let Some(note) = format::corrupt_note(line) {
+                    eprintln!("lazarus-pit: {note}");
+                }
+                Ok(())
+            }
+            _ => {
+                self.out
+                    .write_all(format::render(line, self.style).as_bytes())?;
+                self.out.write_all(b"\n")
+            }
+        }
+    }
+
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// `--since`: RFC 3339, unix seconds, or a duration back from `now`
+/// (`90s`, `10m`, `2h`, `1d`, `1h30m`, `1.5h`).
+pub(crate) fn parse_since(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let unix = s
+        .parse::<f64>()
+        .ok()
+        .filter(|secs| secs.is_finite() && *secs >= 0.0);
+    let at = match unix {
+        Some(secs) => DateTime::from_timestamp_micros((secs * 1e6) as i64),
+        None => duration(s)
+            .and_then(|secs| chrono::Duration::try_milliseconds((secs * 1000.0) as i64))
+            .and_then(|d| now.checked_sub_signed(d)),
+    };
+    at.ok_or_else(|| {
+        Error::Usage(format!(
+            "--since {s:?}: give a duration back from now (10m, 2h, 1d, 1h30m), an RFC 3339 \
+             time (2026-01-02T03:04:05Z) or unix seconds"
+        ))
+    })
+}
+
+/// Seconds of a duration like `1h30m` or `1.5d`; `None` if it is not one.
+fn duration(s: &str) -> Option<f64> {
+    let mut total = 0.0;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, tail) = rest.split_at(digits);
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_len);
+        let n: f64 = number.parse().ok()?;
+        let scale = match unit {
+            "s" | "sec" | "secs" => 1.0,
+            "m" | "min" | "mins" => 60.0,
+            "h" | "hour" | "hours" => 3600.0,
+            "d" | "day" | "days" => 86400.0,
+            "w" | "week" | "weeks" => 7.0 * 86400.0,
+            _ => return None,
+        };
+        total += n * scale;
+        rest = next;
+    }
+    (total.is_finite() && total < 1e11).then_some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_durations_times_and_epochs() {
+        let now = DateTime::parse_from_rfc3339("2026-12-02T12:00:00Z")
+            .expect("t")
+            .with_timezone(&Utc);
+        let at = |s: &str| parse_since(s, now).map(|t| t.to_rfc3339());
+        assert_eq!(at("10m").ok(), Some("2026-12-02T11:50:00+00:00".into()));
+        assert_eq!(at("1h30m").ok(), Some("2026-12-02T10:30:00+00:00".into()));
+        assert_eq!(at("1.5h").ok(), Some("2026-12-02T10:30:00+00:00".into()));
+        assert_eq!(at("2d").ok(), Some("2026-11-30T12:00:00+00:00".into()));
+        assert_eq!(
+            at("2026-12-01T00:00:00Z").ok(),
+            Some("2026-12-01T00:00:00+00:00".into())
+        );
+        assert_eq!(at("0").ok(), Some("1970-01-01T00:00:00+00:00".into()));
+        for bad in ["yesterday", "m", "10x", "", "-5m", "1e400m", "5m3"] {
+            assert!(at(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    fn event(text: &str) -> Line {
+        Line::Event {
+            text: text.into(),
+            cell: "c".into(),
+            claims: None,
+        }
+    }
+
+    #[test]
+    fn filters_by_event_and_agent_and_keep_corrupt_lines() {
+        let f = Filter::new(
+            &["agent_dead".into(), "agent_stale".into()],
+            Some("a".into()),
+        )
+        .expect("filter");
+        assert!(f.admits(&event(r#"{"event":"agent_dead","agent":"a"}"#)));
+        assert!(!f.admits(&event(r#"{"event":"agent_dead","agent":"b"}"#)));
+        assert!(!f.admits(&event(r#"{"event":"heartbeat","agent":"a"}"#)));
+        assert!(f.admits(&Line::Corrupt {
+            cell: "c".into(),
+            file: "events.jsonl".into(),
+            number: 1,
+            why: "x".into(),
+            preview: String::new(),
+        }));
+        let err = Filter::new(&["agent_ded".into()], None).expect_err("unknown");
+        assert!(
+            err.to_string().contains("did you mean agent_dead?"),
+            "{err}"
+        );
+    }
+}
