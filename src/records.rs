@@ -137,6 +137,10 @@ pub struct AgentRecord {
     /// Its running instance's `limits`, and how each is enforced.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub limits: Vec<Enforced>,
+    /// What happens to it next, and when (unix seconds; absent: when an
+    /// operator acts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<NextRecord>,
     /// Set when the record is read back, not stored: the recorded
     /// instance is gone (another boot, or its pid now names someone else).
     #[serde(skip)]
@@ -162,6 +166,16 @@ pub struct InstanceRecord {
     pub pid: i32,
     /// Field 22 of `/proc/<pid>/stat`: clock ticks after boot.
     pub start_time: u64,
+}
+
+/// [`crate::supervisor::agent::Next`], as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NextRecord {
+    pub action: String,
+    /// `daemon` or `operator`.
+    pub by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

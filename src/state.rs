@@ -26,6 +26,43 @@ pub enum AgentState {
 }
 
 impl AgentState {
+    /// Every state, in the order `status` sorts them: what needs a human
+    /// first.
+    pub const BY_URGENCY: [AgentState; 9] = [
+        AgentState::Abandoned,
+        AgentState::AwaitingApproval,
+        AgentState::Dead,
+        AgentState::Stale,
+        AgentState::Reviving,
+        AgentState::Unknown,
+        AgentState::Healthy,
+        AgentState::Exited,
+        AgentState::Frozen,
+    ];
+
+    /// Whether a monitor should be told: the agent is not doing its work
+    /// and no operator chose that. `unknown` (not judged yet), `exited`
+    /// (finished with success under `restart = "on-failure"`) and `frozen`
+    /// (an operator's choice) are not.
+    pub fn is_trouble(self) -> bool {
+        matches!(
+            self,
+            AgentState::Stale
+                | AgentState::Reviving
+                | AgentState::Dead
+                | AgentState::AwaitingApproval
+                | AgentState::Abandoned
+        )
+    }
+
+    /// Its place in [`AgentState::BY_URGENCY`].
+    pub fn urgency(self) -> usize {
+        AgentState::BY_URGENCY
+            .iter()
+            .position(|s| *s == self)
+            .unwrap_or(AgentState::BY_URGENCY.len())
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             AgentState::Unknown => "unknown",

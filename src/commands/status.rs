@@ -141,6 +141,27 @@ struct AgentReport {
     limits: Vec<Enforced>,
     /// Why the heartbeat file could not be used, if it could not.
     problem: Option<String>,
+    /// What the running daemon does to it next, and when; `null` when
+    /// nothing is pending or no daemon runs (nothing happens then).
+    next: Option<NextReport>,
+    /// The revival question waiting for `approve`/`deny` (policy `ask`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request: Option<crate::records::RequestRecord>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct NextReport {
+    /// `start`, `stale`, `revive`, `ask`, `dead`, `substitute`; by an
+    /// operator: `approve`, `revive`.
+    action: String,
+    /// `daemon` or `operator`.
+    by: String,
+    /// Unix seconds (absent: when an operator acts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    at: Option<f64>,
+    /// Seconds from now (negative: overdue).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    in_s: Option<f64>,
 }
 
 pub fn run(ctx: &Context, args: StatusArgs) -> Result<ExitCode> {
@@ -207,19 +228,155 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<ExitCode> {
             })
             .collect(),
     };
+    let mut reports = reports;
+    sort(&mut reports);
+    let summary = Summary::of(&reports);
+    let pending = pending(&reports);
     if ctx.json {
-        super::print_json(&serde_json::json!({ "cells": reports }));
+        super::print_json(&serde_json::json!({
+            "daemon": { "running": daemon.is_some(), "pid": daemon },
+            "ok": summary.ok,
+            "summary": summary,
+            "pending_approvals": pending,
+            "cells": reports,
+        }));
     } else if reports.is_empty() {
         eprintln!("no monitored cells in {}", ctx.root.path.display());
     } else {
-        print!("{}", render(&reports));
+        print!("{}", render(&reports, daemon, &summary, &pending));
         if let Some(note) = note
             .filter(|_| daemon.is_some() && reports.iter().any(|r| r.source == Source::StateJson))
         {
             eprintln!("note: {note}");
         }
     }
-    Ok(ExitCode::SUCCESS)
+    // For cron and monitors: 1 when an agent needs attention.
+    Ok(if summary.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// What needs a human first: cells by their worst agent, then by name;
+/// agents by urgency, ties in `cell.json` order.
+fn sort(reports: &mut [CellReport]) {
+    for cell in reports.iter_mut() {
+        cell.agents.sort_by_key(|a| urgency(a.state));
+    }
+    let worst = |c: &CellReport| {
+        if c.error.is_some() {
+            return 0;
+        }
+        c.agents.iter().map(|a| urgency(a.state)).min().unwrap_or(usize::MAX)
+    };
+    reports.sort_by(|a, b| {
+        worst(a)
+            .cmp(&worst(b))
+            .then_with(|| a.name.cmp(&b.name))
+            .then_with(|| a.uuid.cmp(&b.uuid))
+    });
+}
+
+fn urgency(state: &str) -> usize {
+    AgentState::BY_URGENCY
+        .iter()
+        .position(|s| s.as_str() == state)
+        .unwrap_or(usize::MAX)
+}
+
+/// The count of cells and of agents per state, and whether all is well.
+#[derive(Debug, Serialize)]
+struct Summary {
+    cells: usize,
+    agents: usize,
+    /// Agents per state, in urgency order, states with none left out.
+    states: serde_json::Map<String, serde_json::Value>,
+    /// Cells whose `cell.json` could not be read.
+    unreadable: usize,
+    /// No agent needs attention and every cell could be read.
+    ok: bool,
+}
+
+impl Summary {
+    fn of(reports: &[CellReport]) -> Summary {
+        let mut states = serde_json::Map::new();
+        for state in AgentState::BY_URGENCY {
+            let n = reports
+                .iter()
+                .flat_map(|c| &c.agents)
+                .filter(|a| a.state == state.as_str())
+                .count();
+            if n > 0 {
+                states.insert(state.as_str().into(), n.into());
+            }
+        }
+        let unreadable = reports.iter().filter(|c| c.error.is_some()).count();
+        let trouble = reports.iter().flat_map(|c| &c.agents).any(|a| {
+            AgentState::BY_URGENCY
+                .iter()
+                .any(|s| s.as_str() == a.state && s.is_trouble())
+        });
+        Summary {
+            cells: reports.len(),
+            agents: reports.iter().map(|c| c.agents.len()).sum(),
+            states,
+            unreadable,
+            ok: !trouble && unreadable == 0,
+        }
+    }
+
+    fn line(&self) -> String {
+        let mut out = format!(
+            "{} {}, {} {}",
+            self.cells,
+            plural(self.cells, "cell", "cells"),
+            self.agents,
+            plural(self.agents, "agent", "agents")
+        );
+        if !self.states.is_empty() {
+            let parts: Vec<String> = self
+                .states
+                .iter()
+                .map(|(state, n)| format!("{n} {state}"))
+                .collect();
+            out.push_str(&format!(": {}", parts.join(", ")));
+        }
+        if self.unreadable > 0 {
+            out.push_str(&format!("; {} unreadable", self.unreadable));
+        }
+        out
+    }
+}
+
+fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 { one } else { many }
+}
+
+/// A revival question waiting for an operator.
+#[derive(Debug, Serialize)]
+struct Pending {
+    cell: String,
+    agent: String,
+    request_id: String,
+    reason: String,
+}
+
+fn pending(reports: &[CellReport]) -> Vec<Pending> {
+    reports
+        .iter()
+        .flat_map(|c| {
+            c.agents.iter().filter_map(|a| {
+                let r = a.request.as_ref()?;
+                Some(Pending {
+                    cell: c.uuid.clone(),
+                    agent: a.name.clone(),
+                    request_id: r.id.clone(),
+                    reason: r.reason.clone(),
+                })
+            })
+        })
+        .collect()
 }
 
 /// What the daemon says of an agent.
@@ -231,6 +388,8 @@ struct Facts {
     limits: Vec<Enforced>,
     /// The running instance's isolation, observed.
     isolation: Option<Isolation>,
+    next: Option<crate::records::NextRecord>,
+    request: Option<crate::records::RequestRecord>,
 }
 
 fn report(
@@ -356,6 +515,25 @@ fn report(
                         .unwrap_or_default(),
                 },
                 problem,
+                next: facts.and_then(|f| f.next.as_ref()).map(|n| {
+                    // A healthy agent's deadline moves with every beat,
+                    // which the records may not have yet: the file says.
+                    let at = match (n.action.as_str(), last_seen) {
+                        ("stale", Some(seen)) if agent_state == AgentState::Healthy => {
+                            Some(seen + settings.stale_threshold.as_secs_f64())
+                        }
+                        _ => n.at,
+                    };
+                    NextReport {
+                        action: n.action.clone(),
+                        by: n.by.clone(),
+                        at,
+                        in_s: at.map(|at| ((at - now) * 10.0).round() / 10.0),
+                    }
+                }),
+                request: facts
+                    .filter(|f| f.state == AgentState::AwaitingApproval)
+                    .and_then(|f| f.request.clone()),
             }
         })
         .collect();
@@ -426,6 +604,8 @@ fn daemon_facts(
                     control: a.control,
                     limits: a.limits,
                     isolation: a.isolation.as_deref().and_then(Isolation::parse),
+                    next: a.next,
+                    request: a.request,
                 };
                 (name, facts)
             })
@@ -466,6 +646,10 @@ fn daemon_facts(
                     .get("limits")
                     .and_then(|l| serde_json::from_value(l.clone()).ok())
                     .unwrap_or_default(),
+                // What happens next is the daemon's word, never a claim
+                // read in the cell.
+                next: None,
+                request: None,
             };
             (name, facts)
         })
@@ -473,74 +657,83 @@ fn daemon_facts(
     (Source::StateJson, facts)
 }
 
-fn render(reports: &[CellReport]) -> String {
+fn render(
+    reports: &[CellReport],
+    daemon: Option<u32>,
+    summary: &Summary,
+    pending: &[Pending],
+) -> String {
     let mut out = String::new();
-    for (i, cell) in reports.iter().enumerate() {
-        if i > 0 {
-            out.push('\n');
+    // Whether a daemon runs is a fact of the root: said once.
+    match daemon {
+        Some(pid) => out.push_str(&format!("daemon: running (pid {pid})\n")),
+        None => out.push_str(
+            "daemon: not running (states computed from heartbeat files; nothing is revived)\n",
+        ),
+    }
+    let rows: Vec<[String; 10]> = reports
+        .iter()
+        .flat_map(|cell| {
+            cell.agents.iter().map(move |a| {
+                [
+                    short(&cell.uuid).to_string(),
+                    escape(&a.name).into_owned(),
+                    a.state.to_string(),
+                    a.heartbeat_age_s.map_or_else(|| "never".into(), age),
+                    escape(a.heartbeat_status.as_deref().unwrap_or("-")).into_owned(),
+                    a.pid.map_or_else(|| "-".into(), |p| p.to_string()),
+                    a.revive_count.to_string(),
+                    a.control.as_deref().unwrap_or("-").to_string(),
+                    match a.isolation_configured {
+                        Some(next) => format!("{} (next start: {next})", a.isolation),
+                        None => a.isolation.to_string(),
+                    },
+                    next_text(a.next.as_ref()),
+                ]
+            })
+        })
+        .collect();
+    const HEAD: [&str; 10] = [
+        "CELL",
+        "AGENT",
+        "STATE",
+        "HEARTBEAT",
+        "STATUS",
+        "PID",
+        "REVIVES",
+        "CONTROL",
+        "ISOLATION",
+        "NEXT",
+    ];
+    let mut width = HEAD.map(|h| h.chars().count());
+    for row in &rows {
+        for (w, cell) in width.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count()).min(40);
         }
-        out.push_str(&format!(
-            "{}  {}  {}\n",
-            escape(&cell.uuid),
-            escape(&cell.status),
-            escape(cell.mission.as_deref().unwrap_or(""))
-        ));
-        if let Some(error) = &cell.error {
-            out.push_str(&format!("  {}\n", escape(error)));
-            continue;
-        }
-        match (cell.daemon_pid, cell.source) {
-            (Some(pid), Source::Records) => {
-                out.push_str(&format!("  daemon: running (pid {pid})\n"))
+    }
+    let line = |cells: [&str; 10]| {
+        let mut text = String::new();
+        for (i, (cell, w)) in cells.iter().zip(width).enumerate() {
+            match i {
+                // Numbers right-aligned.
+                6 => text.push_str(&format!("{cell:>w$}  ")),
+                9 => text.push_str(cell),
+                _ => text.push_str(&format!("{cell:<w$}  ")),
             }
-            (Some(pid), Source::StateJson) => out.push_str(&format!(
-                "  daemon: running (pid {pid}); states from .lazarus/state.json, which the \
-                 cell's agents can write\n"
-            )),
-            (Some(pid), Source::Heartbeats) => out.push_str(&format!(
-                "  daemon: running (pid {pid}), not reporting this cell yet \
-                 (states computed from heartbeat files)\n"
-            )),
-            (None, _) => {
-                out.push_str("  daemon: not running (states computed from heartbeat files)\n")
-            }
         }
-        if let Some(t) = &cell.timers {
-            out.push_str(&format!("  timers: {}\n", t.describe()));
-        }
-        if cell.checkpointing {
-            out.push_str("  checkpoint: being taken (its agents are frozen meanwhile)\n");
-        }
-        if let Some(c) = &cell.checkpoints {
-            out.push_str(&format!(
-                "  checkpoints: {}, latest {}\n",
-                c.count,
-                escape(&c.latest)
-            ));
-        }
-        if cell.agents.is_empty() {
-            out.push_str("  no agents\n");
-            continue;
-        }
-        out.push_str(&format!(
-            "  {:<20} {:<18} {:<11} {:<12} {:>7}  {:<8} {:<14} {}\n",
-            "AGENT", "STATE", "HEARTBEAT", "STATUS", "REVIVES", "PID", "CONTROL", "ISOLATION"
-        ));
+        text.trim_end().to_string() + "\n"
+    };
+    if !rows.is_empty() {
+        out.push('\n');
+        out.push_str(&line(HEAD));
+    }
+    // Limits and problems under their agent's row.
+    let mut row = rows.iter();
+    for cell in reports {
         for a in &cell.agents {
-            out.push_str(&format!(
-                "  {:<20} {:<18} {:<11} {:<12} {:>7}  {:<8} {:<14} {}\n",
-                escape(&a.name),
-                a.state,
-                a.heartbeat_age_s.map_or_else(|| "never".into(), age),
-                escape(a.heartbeat_status.as_deref().unwrap_or("-")),
-                a.revive_count,
-                a.pid.map_or_else(|| "-".into(), |p| p.to_string()),
-                a.control.as_deref().unwrap_or("-"),
-                match a.isolation_configured {
-                    Some(next) => format!("{} (next start: {next})", a.isolation),
-                    None => a.isolation.to_string(),
-                },
-            ));
+            if let Some(r) = row.next() {
+                out.push_str(&line(r.each_ref().map(String::as_str)));
+            }
             if !a.limits.is_empty() {
                 out.push_str(&format!(
                     "    limits: {}\n",
@@ -552,7 +745,96 @@ fn render(reports: &[CellReport]) -> String {
             }
         }
     }
+    out.push_str("\ncells:\n");
+    for cell in reports {
+        let mut facts = vec![escape(&cell.status).into_owned()];
+        if let Some(name) = cell.name.as_deref().filter(|n| !n.is_empty()) {
+            facts.push(format!("name {}", quoted(name)));
+        }
+        if let Some(mission) = cell.mission.as_deref().filter(|m| !m.is_empty()) {
+            facts.push(format!("mission {}", quoted(mission)));
+        }
+        if cell.agents.is_empty() && cell.error.is_none() {
+            facts.push("no agents".into());
+        }
+        out.push_str(&format!("  {}  {}\n", escape(&cell.uuid), facts.join(", ")));
+        if let Some(error) = &cell.error {
+            out.push_str(&format!("    ! {}\n", escape(error)));
+        }
+        match (daemon, cell.source) {
+            (Some(_), Source::StateJson) => out.push_str(
+                "    states from .lazarus/state.json, which the cell's agents can write\n",
+            ),
+            (Some(_), Source::Heartbeats) if cell.error.is_none() && !cell.agents.is_empty() => {
+                out.push_str(
+                    "    the daemon is not reporting this cell yet (states computed from \
+                     heartbeat files)\n",
+                )
+            }
+            _ => {}
+        }
+        if let Some(t) = &cell.timers {
+            out.push_str(&format!("    timers: {}\n", t.describe()));
+        }
+        if cell.checkpointing {
+            out.push_str("    checkpoint: being taken (its agents are frozen meanwhile)\n");
+        }
+        if let Some(c) = &cell.checkpoints {
+            out.push_str(&format!(
+                "    checkpoints: {}, latest {}\n",
+                c.count,
+                escape(&c.latest)
+            ));
+        }
+    }
+    if !pending.is_empty() {
+        out.push_str("\npending approval:\n");
+        for p in pending {
+            out.push_str(&format!(
+                "  {} {}: revival asked ({}, request {}): lazarus-pit approve {} {}   (or deny)\n",
+                short(&p.cell),
+                escape(&p.agent),
+                escape(&p.reason),
+                escape(&p.request_id),
+                short(&p.cell),
+                escape(&p.agent),
+            ));
+        }
+    }
+    out.push('\n');
+    out.push_str(&summary.line());
+    out.push('\n');
     out
+}
+
+fn short(uuid: &str) -> &str {
+    uuid.get(..8).unwrap_or(uuid)
+}
+
+/// Agent-written text in quotes, escaped.
+fn quoted(text: &str) -> String {
+    format!("\"{}\"", escape(text).replace('"', "\\\""))
+}
+
+/// `revive in 4.2s`, `stale in 58s`, `revive overdue 0.3s`, `approve (operator)`.
+fn next_text(next: Option<&NextReport>) -> String {
+    let Some(n) = next else {
+        return "-".into();
+    };
+    if n.by == "operator" {
+        return format!("{} (operator)", n.action);
+    }
+    match n.in_s {
+        Some(s) if s >= 0.0 => format!("{} in {}", n.action, duration(s)),
+        Some(s) => format!("{} due {} ago", n.action, duration(-s)),
+        None => n.action.clone(),
+    }
+}
+
+/// `4.2s`, `5m 3s`, `2h 5m`.
+fn duration(secs: f64) -> String {
+    let text = age(secs);
+    text.trim_end_matches(" ago").to_string()
 }
 
 /// A heartbeat age for people: `3.2s ago`, `5m 3s ago`, `2h 5m ago`.

@@ -7,6 +7,7 @@
 //! agent can decide alone — deadlines, backoff, limits, the reset of its
 //! revive count — is here.
 
+use crate::cell::manifest::RevivePolicy;
 use crate::cell::settings::AgentSettings;
 use crate::state::AgentState;
 
@@ -70,6 +71,17 @@ impl ExitInfo {
     pub fn success(&self) -> bool {
         self.code == Some(0)
     }
+}
+
+/// What happens next to an agent ([`AgentSup::next`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Next {
+    /// `start`, `stale`, `revive`, `ask`, `dead`, `substitute`, or (by an
+    /// operator) `approve`, `revive`.
+    pub action: &'static str,
+    /// An operator's move, not the daemon's.
+    pub by_operator: bool,
+    pub at: Option<f64>,
 }
 
 /// Where an agent stands. Each state carries the data it needs.
@@ -578,6 +590,50 @@ impl AgentSup {
             Health::Dead | Health::Denied => AgentState::Dead,
             Health::AwaitingApproval { .. } => AgentState::AwaitingApproval,
             Health::Abandoned => AgentState::Abandoned,
+        }
+    }
+
+    /// What happens to it next, by whom, and when (core time; `None`:
+    /// when an operator acts). `None` when nothing is pending: it is
+    /// frozen, dead, finished, or past `resurrect_after` with nothing to
+    /// run. What `status` shows as "next".
+    pub fn next(&self) -> Option<Next> {
+        if self.held {
+            return None;
+        }
+        let stale = self.settings.stale_threshold.as_secs_f64();
+        let daemon = |action, at| {
+            Some(Next {
+                action,
+                by_operator: false,
+                at: Some(at),
+            })
+        };
+        let operator = |action| {
+            Some(Next {
+                action,
+                by_operator: true,
+                at: None,
+            })
+        };
+        match &self.health {
+            Health::Unstarted => daemon("start", self.first_seen),
+            Health::Waiting { .. } => daemon("stale", self.deadline()?),
+            Health::Healthy => daemon("stale", self.basis() + stale),
+            Health::Stale { .. } => {
+                let at = self.deadline()?;
+                match self.settings.revive_policy {
+                    RevivePolicy::Yes if self.settings.can_start() => daemon("revive", at),
+                    RevivePolicy::Yes => None,
+                    RevivePolicy::No => daemon("dead", at),
+                    RevivePolicy::Ask => daemon("ask", at),
+                    RevivePolicy::Substitute => daemon("substitute", at),
+                }
+            }
+            Health::Backoff { at, .. } => daemon("revive", *at),
+            Health::AwaitingApproval { .. } => operator("approve"),
+            Health::Abandoned | Health::Denied => operator("revive"),
+            _ => None,
         }
     }
 

@@ -658,6 +658,11 @@ impl Supervisor {
                     control: None,
                     isolation: None,
                     limits: Vec::new(),
+                    next: sup.next().map(|n| crate::records::NextRecord {
+                        action: n.action.to_string(),
+                        by: if n.by_operator { "operator" } else { "daemon" }.to_string(),
+                        at: n.at.map(wall),
+                    }),
                     lost_pid: None,
                 };
                 (name.to_string(), record)
