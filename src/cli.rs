@@ -63,10 +63,22 @@ pub enum Command {
     Restore(RestoreArgs),
     /// A guided run on a temporary root: agents hang, crash, come back, and roll back
     Demo,
+    /// Prometheus text of the root's cells and agents (and the daemon's counters)
+    Metrics,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions(CompletionsArgs),
+    /// Print the manual page lazarus-pit(1) (roff; `lazarus-pit man | man -l -`)
+    Man,
     /// The daemon's own: writes one checkpoint and prints what it wrote
     /// (JSON), so the archive's work and memory stay out of the daemon
     #[command(hide = true)]
     CheckpointWorker(WorkerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]

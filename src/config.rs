@@ -31,6 +31,17 @@ pub struct Config {
     /// Seed section, accepted as is (the gateway probe is not ours).
     pub gateway: toml::Table,
     pub gitea: GiteaConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct MetricsConfig {
+    /// Where the daemon writes its metrics for node_exporter's textfile
+    /// collector (a `*.prom` file; temp file + rename), every
+    /// [`crate::metrics::PERIOD`]. Absent: not written.
+    pub textfile: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

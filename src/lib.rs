@@ -24,6 +24,7 @@
 //! - [`daemon`]: the I/O shell around it: inotify, timers, signals,
 //!   `state.json` writes, the root lock.
 //! - [`eventlog`]: the event stream's files: locked appends, rotation.
+//! - [`metrics`]: the Prometheus text of cells, agents and the daemon.
 //! - [`logging`]: tracing setup for the CLI and the daemon.
 //! - [`error`]: the error type and exit codes.
 
@@ -38,6 +39,7 @@ pub mod eventlog;
 pub mod events;
 pub mod json;
 pub mod logging;
+pub mod metrics;
 pub mod records;
 pub mod state;
 pub mod store;
@@ -67,6 +69,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         None if cli.status => Command::Status(cli::StatusArgs { cell: None }),
         None => Command::Daemon(cli::DaemonArgs { once: false }),
     };
+    // Documentation needs no config (a broken one must not hide it).
+    match &command {
+        Command::Completions(args) => return commands::docs::completions(args.shell),
+        Command::Man => return commands::docs::man(),
+        _ => {}
+    }
     let loaded = Config::load(cli.config.as_deref());
     let log = match (&command, &loaded) {
         (Command::Daemon(_), Ok(loaded)) => Some(logging::init_daemon(&loaded.config.daemon)),
@@ -128,6 +136,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Checkpoint(args) => commands::checkpoint::run(&ctx, args),
         Command::Restore(args) => commands::checkpoint::restore(&ctx, args),
         Command::Demo => commands::demo::run(&ctx),
+        Command::Metrics => commands::metrics::run(&ctx),
+        Command::Completions(args) => commands::docs::completions(args.shell),
+        Command::Man => commands::docs::man(),
         Command::CheckpointWorker(args) => commands::checkpoint::worker(&ctx, args),
     }
 }

@@ -417,6 +417,21 @@ impl Records {
         }
     }
 
+    /// Writes the daemon's counters ([`crate::metrics::STATS_FILE`]).
+    pub fn write_stats(&self, stats: &crate::metrics::DaemonStats) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec(stats).map_err(std::io::Error::other)?;
+        Dir::open(&self.path)?.write_atomic(crate::metrics::STATS_FILE, &bytes, 0o600)
+    }
+
+    /// The daemon's counters, if it wrote them and they parse.
+    pub fn read_stats(&self) -> Option<crate::metrics::DaemonStats> {
+        let bytes = Dir::open(&self.path)
+            .ok()?
+            .read_file(crate::metrics::STATS_FILE, RECORD_LIMIT)
+            .ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
     pub fn write_cell(&self, record: &CellRecord) -> std::io::Result<()> {
         self.write_cell_bytes(&record.cell, &record.to_bytes())
     }

@@ -164,7 +164,44 @@ struct NextReport {
     in_s: Option<f64>,
 }
 
-pub fn run(ctx: &Context, args: StatusArgs) -> Result<ExitCode> {
+/// What `status` and `metrics` read of the root.
+pub(crate) struct Gathered {
+    reports: Vec<CellReport>,
+    /// The pid of the daemon holding the root's lock.
+    pub daemon: Option<u32>,
+    /// The daemon's records, when this user can read them and they are
+    /// that daemon's.
+    pub records: Option<Records>,
+    /// Why states come from somewhere else, if they do.
+    note: Option<String>,
+    /// Every cell of the root (`cell` unset) by status, unreadable ones
+    /// as `other`.
+    pub statuses: std::collections::BTreeMap<String, u64>,
+}
+
+impl Gathered {
+    /// The agents, as metrics see them.
+    pub(crate) fn samples(&self) -> Vec<crate::metrics::AgentSample> {
+        self.reports
+            .iter()
+            .flat_map(|c| {
+                c.agents.iter().map(|a| crate::metrics::AgentSample {
+                    cell: c.uuid.clone(),
+                    agent: a.name.clone(),
+                    state: AgentState::BY_URGENCY
+                        .into_iter()
+                        .find(|s| s.as_str() == a.state)
+                        .unwrap_or_default(),
+                    heartbeat_age_s: a.heartbeat_age_s,
+                    revive_count: a.revive_count,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Reads the root (or one cell of it) as `status` shows it.
+pub(crate) fn gather(ctx: &Context, cell: Option<&str>) -> Result<Gathered> {
     let now = unix_now();
     // The daemon's own records when this user can read them; otherwise
     // what the daemon published in each cell (and why, said once).
@@ -195,39 +232,64 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<ExitCode> {
             )),
         ),
     };
-    let records = records.as_ref();
-    let reports: Vec<CellReport> = match &args.cell {
-        Some(prefix) => {
-            let cell = ctx.root.resolve(prefix)?;
-            let manifest = cell.read_manifest()?;
-            vec![report(ctx, daemon, records, &cell, &manifest, now)]
+    let mut statuses = std::collections::BTreeMap::new();
+    let reports: Vec<CellReport> = {
+        let records = records.as_ref();
+        match cell {
+            Some(prefix) => {
+                let cell = ctx.root.resolve(prefix)?;
+                let manifest = cell.read_manifest()?;
+                vec![report(ctx, daemon, records, &cell, &manifest, now)]
+            }
+            None => ctx
+                .root
+                .list()?
+                .into_iter()
+                .filter_map(|listed| match listed {
+                    Listed::Cell { cell, manifest } => {
+                        let status = manifest.status();
+                        *statuses
+                            .entry(crate::metrics::cell_key(status.as_str()).to_string())
+                            .or_default() += 1;
+                        (status.is_monitored() || status == CellStatus::Provisioned)
+                            .then(|| report(ctx, daemon, records, &cell, &manifest, now))
+                    }
+                    Listed::Unreadable { name, error } => {
+                        *statuses.entry("other".to_string()).or_default() += 1;
+                        Some(CellReport {
+                            uuid: name,
+                            status: "unreadable".into(),
+                            name: None,
+                            mission: None,
+                            daemon_pid: daemon,
+                            source: Source::Heartbeats,
+                            agents: Vec::new(),
+                            checkpoints: None,
+                            checkpointing: false,
+                            timers: None,
+                            error: Some(error.to_string()),
+                        })
+                    }
+                })
+                .collect(),
         }
-        None => ctx
-            .root
-            .list()?
-            .into_iter()
-            .filter_map(|listed| match listed {
-                Listed::Cell { cell, manifest } => {
-                    let status = manifest.status();
-                    (status.is_monitored() || status == CellStatus::Provisioned)
-                        .then(|| report(ctx, daemon, records, &cell, &manifest, now))
-                }
-                Listed::Unreadable { name, error } => Some(CellReport {
-                    uuid: name,
-                    status: "unreadable".into(),
-                    name: None,
-                    mission: None,
-                    daemon_pid: daemon,
-                    source: Source::Heartbeats,
-                    agents: Vec::new(),
-                    checkpoints: None,
-                    checkpointing: false,
-                    timers: None,
-                    error: Some(error.to_string()),
-                }),
-            })
-            .collect(),
     };
+    Ok(Gathered {
+        reports,
+        daemon,
+        records,
+        note,
+        statuses,
+    })
+}
+
+pub fn run(ctx: &Context, args: StatusArgs) -> Result<ExitCode> {
+    let Gathered {
+        reports,
+        daemon,
+        note,
+        ..
+    } = gather(ctx, args.cell.as_deref())?;
     let mut reports = reports;
     sort(&mut reports);
     let summary = Summary::of(&reports);
@@ -268,7 +330,11 @@ fn sort(reports: &mut [CellReport]) {
         if c.error.is_some() {
             return 0;
         }
-        c.agents.iter().map(|a| urgency(a.state)).min().unwrap_or(usize::MAX)
+        c.agents
+            .iter()
+            .map(|a| urgency(a.state))
+            .min()
+            .unwrap_or(usize::MAX)
     };
     reports.sort_by(|a, b| {
         worst(a)
@@ -765,12 +831,11 @@ fn render(
             (Some(_), Source::StateJson) => out.push_str(
                 "    states from .lazarus/state.json, which the cell's agents can write\n",
             ),
-            (Some(_), Source::Heartbeats) if cell.error.is_none() && !cell.agents.is_empty() => {
-                out.push_str(
+            (Some(_), Source::Heartbeats) if cell.error.is_none() && !cell.agents.is_empty() => out
+                .push_str(
                     "    the daemon is not reporting this cell yet (states computed from \
                      heartbeat files)\n",
-                )
-            }
+                ),
             _ => {}
         }
         if let Some(t) = &cell.timers {

@@ -121,6 +121,7 @@ impl Shell {
                     self.clear_invalid(cell, &heartbeat_rel(agent));
                 }
                 let now = self.now();
+                self.stats.heartbeats += 1;
                 let actions = self.core.heartbeat(cell, agent, &heartbeat, now);
                 if !actions.is_empty() {
                     self.procs.sample_cpu(cell, agent);

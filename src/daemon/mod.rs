@@ -35,6 +35,7 @@ mod record;
 mod requests;
 pub mod sandbox;
 mod setid_filter;
+mod stats;
 pub mod watch;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -281,6 +282,8 @@ struct Shell {
     jobs_rx: jobs::JobRx,
     /// How many are under way.
     jobs_running: usize,
+    /// What `lazarus-pit metrics` and `[metrics] textfile` report.
+    stats: crate::metrics::DaemonStats,
 }
 
 impl Shell {
@@ -295,6 +298,10 @@ impl Shell {
             jobs_tx,
             jobs_rx,
             jobs_running: 0,
+            stats: crate::metrics::DaemonStats::new(
+                std::process::id(),
+                crate::commands::status::unix_now(),
+            ),
             procs,
             proc_rx,
             hooks,
@@ -377,6 +384,8 @@ impl Shell {
         let mut rescan = rescan_timer(self.cfg.cells.poll_interval);
         let mut flush = tokio::time::interval(FLUSH_TICK);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut metrics = tokio::time::interval(crate::metrics::PERIOD);
+        metrics.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let watchdog_every = sd_notify::watchdog_enabled().map(|usec| usec / 2);
         let mut watchdog =
             tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
@@ -418,6 +427,7 @@ impl Shell {
                     self.report_status();
                 }
                 _ = flush.tick() => self.flush(),
+                _ = metrics.tick() => self.write_metrics(),
                 _ = watchdog.tick(), if watchdog_every.is_some() => {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
                 }
@@ -435,6 +445,7 @@ impl Shell {
             }
         }
         self.finish().await;
+        self.metrics_down();
         Ok(ended)
     }
 

@@ -24,6 +24,7 @@ impl Shell {
             crate::text::escape(&serde_json::Value::Object(event.fields.clone()).to_string())
         );
         let line = event.to_line(cell, chrono::Utc::now());
+        self.stats.event(event.kind.as_str(), &event.fields);
         self.append(cell, &line, event.kind.as_str());
         let kind = event.kind.as_str();
         if self.hooks.wants(kind) {
@@ -50,6 +51,7 @@ impl Shell {
             .with("path", rel)
             .with("error", error);
         let line = event.to_line(cell, chrono::Utc::now());
+        self.stats.event("invalid_input", &event.fields);
         self.append(cell, &line, "invalid_input");
     }
 

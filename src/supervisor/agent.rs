@@ -132,7 +132,14 @@ pub enum Health {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     /// Went stale: last good heartbeat (if any) and the silence so far.
-    Stale { last_seen: Option<f64>, age_s: f64 },
+    /// `late_s`: how long after its deadline (or after the agent was
+    /// first seen, if that came later: a daemon restart is not lateness)
+    /// it was noticed.
+    Stale {
+        last_seen: Option<f64>,
+        age_s: f64,
+        late_s: f64,
+    },
     /// Beat again after being stale, dead or revived.
     Recovered,
     /// Dead for `reason`: the supervisor applies the revive policy.
@@ -287,6 +294,7 @@ impl AgentSup {
                     changes.push(Change::Stale {
                         last_seen: self.last_seen,
                         age_s: round_ms(now - self.basis()),
+                        late_s: (now - deadline.max(self.first_seen)).max(0.0),
                     });
                 }
                 Health::Stale { .. } => {

@@ -741,6 +741,31 @@ impl Supervisor {
         s
     }
 
+    /// What the metrics say of the cells and agents it tracks at `now`:
+    /// cells per status, and each agent of a monitored cell.
+    pub fn samples(&self, now: f64) -> (BTreeMap<String, u64>, Vec<crate::metrics::AgentSample>) {
+        let mut cells = BTreeMap::new();
+        let mut agents = Vec::new();
+        for (id, c) in &self.cells {
+            *cells
+                .entry(crate::metrics::cell_key(c.status.as_str()).to_string())
+                .or_default() += 1;
+            if !c.status.is_monitored() {
+                continue;
+            }
+            for (name, t) in &c.agents {
+                agents.push(crate::metrics::AgentSample {
+                    cell: id.to_string(),
+                    agent: name.to_string(),
+                    state: t.sup.state(),
+                    heartbeat_age_s: t.sup.last_seen.map(|seen| round_ms(now - seen)),
+                    revive_count: t.sup.revive_count,
+                });
+            }
+        }
+        (cells, agents)
+    }
+
     /// Every agent of every monitored cell is healthy (`daemon --once`).
     pub fn all_healthy(&self) -> bool {
         self.summary().unhealthy == 0
@@ -1426,13 +1451,18 @@ impl Supervisor {
         for change in changes {
             let event = |kind| Event::new(kind).with("agent", &**agent);
             match change {
-                Change::Stale { last_seen, age_s } => {
+                Change::Stale {
+                    last_seen,
+                    age_s,
+                    late_s,
+                } => {
                     let last_seen = last_seen.map(|t| round_ms(t + offset));
                     out.push(Action::Emit {
                         cell: cell.clone(),
                         event: event(EventKind::AgentStale)
                             .with("last_seen", last_seen.map_or(Value::Null, Value::from))
-                            .with("age_s", age_s),
+                            .with("age_s", age_s)
+                            .with("late_ms", (late_s * 1e5).round() / 100.0),
                     });
                     urgent = Some(true);
                 }

@@ -98,7 +98,8 @@ fn an_agent_never_heard_from_goes_stale_then_due_from_first_sight() {
         a.advance(1060.0),
         vec![Change::Stale {
             last_seen: None,
-            age_s: 60.0
+            age_s: 60.0,
+            late_s: 0.0
         }]
     );
     assert_eq!(a.deadline(), Some(1120.0));
@@ -130,7 +131,8 @@ fn heartbeats_move_the_deadline_and_recover() {
         a.advance(1080.5),
         vec![Change::Stale {
             last_seen: Some(1020.0),
-            age_s: 60.5
+            age_s: 60.5,
+            late_s: 0.5
         }]
     );
     assert_eq!(
@@ -170,7 +172,8 @@ fn a_first_heartbeat_that_is_already_old_is_stale_at_once() {
             Change::Beat(None),
             Change::Stale {
                 last_seen: Some(900.0),
-                age_s: 100.0
+                age_s: 100.0,
+                late_s: 0.0
             }
         ]
     );

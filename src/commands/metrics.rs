@@ -1,0 +1,21 @@
+//! `metrics`: the Prometheus text of the root's cells and agents (what
+//! `status` reads), and of the running daemon's counters when its records
+//! can be read.
+
+use std::process::ExitCode;
+
+use super::Context;
+use crate::error::Result;
+
+pub fn run(ctx: &Context) -> Result<ExitCode> {
+    let gathered = super::status::gather(ctx, None)?;
+    // The counters count only if the daemon holding the root wrote them.
+    let stats = gathered
+        .records
+        .as_ref()
+        .and_then(|r| r.read_stats())
+        .filter(|s| Some(s.pid) == gathered.daemon);
+    let text = crate::metrics::render(&gathered.statuses, &gathered.samples(), stats.as_ref());
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
