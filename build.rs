@@ -7,7 +7,9 @@
 //! (`cfg(mount_namespaces)`: the `mount-namespace` isolation tests), and
 //! whether podman can run a container here with runc on an overlay of `/`
 //! (`cfg(podman)`: the end-to-end `podman` isolation test). Elsewhere those
-//! tests are `#[ignore]`d, with the reason.
+//! tests are `#[ignore]`d, with the reason. Also whether `promtool`,
+//! `systemd-analyze` and `cargo deb` are installed (`cfg(promtool)`,
+//! `cfg(systemd_analyze)`, `cfg(cargo_deb)`), for the packaging tests.
 
 use std::os::unix::fs::MetadataExt;
 
@@ -16,7 +18,21 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(cgroups)");
     println!("cargo::rustc-check-cfg=cfg(mount_namespaces)");
     println!("cargo::rustc-check-cfg=cfg(podman)");
+    println!("cargo::rustc-check-cfg=cfg(promtool)");
+    println!("cargo::rustc-check-cfg=cfg(systemd_analyze)");
+    println!("cargo::rustc-check-cfg=cfg(cargo_deb)");
     println!("cargo::rerun-if-changed=build.rs");
+    // Tools the packaging tests use where they are installed (.ci/run
+    // installs them on CI).
+    if succeeds("promtool", &["--version"]) {
+        println!("cargo::rustc-cfg=promtool");
+    }
+    if succeeds("systemd-analyze", &["--version"]) {
+        println!("cargo::rustc-cfg=systemd_analyze");
+    }
+    if succeeds("cargo", &["deb", "--version"]) && succeeds("dpkg-deb", &["--version"]) {
+        println!("cargo::rustc-cfg=cargo_deb");
+    }
     // Cargo made OUT_DIR as the user that builds: its owner is that user.
     let out = std::env::var_os("OUT_DIR").expect("OUT_DIR");
     let root = std::fs::metadata(out).is_ok_and(|m| m.uid() == 0);
