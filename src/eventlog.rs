@@ -168,10 +168,7 @@ pub enum Rotated {
 /// `events.jsonl.1`; the next append creates a new one. With `keep` 0 the
 /// full file is removed. Never waits for the lock.
 pub fn rotate(logs: &Dir, max_bytes: u64, keep: u32) -> io::Result<Rotated> {
-    let file = match logs.open_append(LOG) {
-        Ok(file) => file,
-        Err(e) => return Err(e),
-    };
+    let file = logs.open_append(LOG)?;
     let Ok(locked) = lock(file, FlockArg::LockExclusiveNonblock, Duration::ZERO) else {
         return Ok(Rotated::Busy);
     };

@@ -290,8 +290,6 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<ExitCode> {
         note,
         ..
     } = gather(ctx, args.cell.as_deref())?;
-    let mut reports = reports;
-    sort(&mut reports);
     let summary = Summary::of(&reports);
     let pending = pending(&reports);
     if ctx.json {
@@ -305,7 +303,12 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<ExitCode> {
     } else if reports.is_empty() {
         eprintln!("no monitored cells in {}", ctx.root.path.display());
     } else {
-        print!("{}", render(&reports, daemon, &summary, &pending));
+        // The table puts what needs a human first; JSON keeps the root's
+        // and `cell.json`'s order, which scripts index by.
+        let mut sorted = reports;
+        sort(&mut sorted);
+        print!("{}", render(&sorted, daemon, &summary, &pending));
+        let reports = sorted;
         if let Some(note) = note
             .filter(|_| daemon.is_some() && reports.iter().any(|r| r.source == Source::StateJson))
         {

@@ -49,6 +49,14 @@ impl Run {
         self
     }
 
+    /// Asserts `status` ran and reported: exit 0 (every agent well) or 1
+    /// (an agent needs attention).
+    #[track_caller]
+    pub fn reported(self) -> Run {
+        assert!(matches!(self.code, Some(0 | 1)), "{self:#?}");
+        self
+    }
+
     /// Asserts the exit code and that stderr mentions `needle`.
     #[track_caller]
     pub fn fails(self, code: i32, needle: &str) -> Run {

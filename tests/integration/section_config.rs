@@ -116,7 +116,8 @@ fn fractional_durations_apply() {
     let fresh = env.run(&["status", "--json"]).success().json();
     // 250 ms later the same heartbeat is stale: wait for it, with a deadline.
     crate::harness::wait_for("stale", std::time::Duration::from_secs(10), || {
-        env.run(&["status", "--json"]).success().json()["cells"][0]["agents"][0]["state"] == "stale"
+        env.run(&["status", "--json"]).reported().json()["cells"][0]["agents"][0]["state"]
+            == "stale"
     });
     assert!(
         fresh["cells"][0]["agents"][0]["heartbeat_age_s"]

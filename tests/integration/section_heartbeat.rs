@@ -131,7 +131,7 @@ fn status_shows_state_age_and_revives_without_a_daemon() {
         json!({"timestamp": now() - 3600.0, "status": "lost"}).to_string(),
     )
     .expect("write");
-    let v = env.run(&["status", "--json"]).success().json();
+    let v = env.run(&["status", "--json"]).reported().json();
     let agents = &v["cells"][0]["agents"];
     assert_eq!(v["cells"][0]["uuid"], uuid);
     assert_eq!(v["cells"][0]["daemon_pid"], json!(null));
@@ -144,7 +144,7 @@ fn status_shows_state_age_and_revives_without_a_daemon() {
     assert_eq!(agents[2]["state"], "unknown");
     assert_eq!(agents[2]["last_seen"], json!(null));
 
-    let table = env.run(&["--status"]).success().stdout;
+    let table = env.run(&["--status"]).reported().stdout;
     assert!(table.contains("daemon: not running"), "{table}");
     for needle in [
         "fresh",
@@ -158,7 +158,7 @@ fn status_shows_state_age_and_revives_without_a_daemon() {
     ] {
         assert!(table.contains(needle), "{needle} missing in\n{table}");
     }
-    let one = env.run(&["status", &uuid[..6], "--json"]).success().json();
+    let one = env.run(&["status", &uuid[..6], "--json"]).reported().json();
     assert_eq!(one["cells"].as_array().map(Vec::len), Some(1));
 }
 
@@ -178,7 +178,7 @@ fn status_uses_cell_thresholds_and_clamps_future_heartbeats() {
         json!({"timestamp": now() + 1e6}).to_string(),
     )
     .expect("write");
-    let v = env.run(&["status", "--json"]).success().json();
+    let v = env.run(&["status", "--json"]).reported().json();
     let agents = &v["cells"][0]["agents"];
     assert_eq!(agents[0]["state"], "stale", "10 s old with a 5 s threshold");
     assert_eq!(agents[1]["state"], "healthy");
@@ -262,7 +262,7 @@ fn status_takes_states_from_the_state_file_of_the_daemon_holding_the_lock() {
     // The test process stands in for a running daemon: it takes the lock.
     let root = lazarus_pit::store::Dir::open(&env.root).expect("root");
     let _lock = lazarus_pit::daemon::lock::RootLock::acquire(&root).expect("lock");
-    let v = env.run(&["status", "--json"]).success().json();
+    let v = env.run(&["status", "--json"]).reported().json();
     let a = &v["cells"][0]["agents"][0];
     assert_eq!(v["cells"][0]["daemon_pid"], std::process::id());
     assert_eq!(

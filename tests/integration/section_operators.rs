@@ -617,8 +617,16 @@ fn status_exit_code_and_json_tell_monitoring_what_needs_attention() {
     assert_eq!(code, Some(1), "{v:#}");
     assert_eq!(v["ok"], false);
     assert_eq!(v["summary"]["states"], json!({"stale": 1, "healthy": 1}));
-    // Worst first.
-    assert_eq!(v["cells"][0]["uuid"], silent.as_str());
+    // The table puts the worst first; JSON keeps the root's order.
+    let rows: Vec<&str> = text.lines().filter(|l| l.contains(" working ")).collect();
+    assert!(
+        rows[0].starts_with(&silent[..8]) && rows[0].contains("stale"),
+        "{text}"
+    );
+    assert!(rows[1].starts_with(&fine[..8]), "{text}");
+    let mut order = [fine.clone(), silent.clone()];
+    order.sort();
+    assert_eq!(v["cells"][0]["uuid"], order[0].as_str());
     assert!(
         text.contains("2 cells, 2 agents: 1 stale, 1 healthy"),
         "{text}"
@@ -643,6 +651,8 @@ fn status_shows_pending_approvals_and_what_happens_next() {
     }));
     let _daemon = env.daemon(&[]);
     env.wait_event(&uuid, "revive_requested", 1, LIMIT);
+    // A beat counts for the instance the daemon started once it runs.
+    env.pid_of(&uuid, "agent_started", "beater", 1);
     env.beat(&uuid, "beater", "busy");
     wait_for("the request and the beat in status", LIMIT, || {
         let v = env.run(&["status", "--json"]).json();
@@ -665,7 +675,7 @@ fn status_shows_pending_approvals_and_what_happens_next() {
             .is_some_and(|id| !id.is_empty())
     );
     let agents = v["cells"][0]["agents"].as_array().expect("agents");
-    assert_eq!(agents[0]["name"], "asker", "worst first: {v:#}");
+    assert_eq!(agents[0]["name"], "asker", "cell.json's order: {v:#}");
     assert_eq!(agents[0]["next"]["action"], "approve");
     assert_eq!(agents[0]["next"]["by"], "operator");
     let beater = &agents[1];

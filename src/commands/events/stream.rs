@@ -234,7 +234,7 @@ impl CellStream {
     }
 
     /// The next line at or after `since`, with the time it sorts by.
-    pub fn next(&mut self) -> io::Result<Option<(Option<DateTime<Utc>>, Line)>> {
+    pub fn next_line(&mut self) -> io::Result<Option<(Option<DateTime<Utc>>, Line)>> {
         loop {
             let Some(part) = self.parts.front_mut() else {
                 return Ok(None);
@@ -314,7 +314,7 @@ pub fn merge(
     let pull = |i: usize,
                 streams: &mut [CellStream],
                 heads: &mut Vec<Option<Line>>,
-                heap: &mut BinaryHeap<Reverse<Key>>| match streams[i].next() {
+                heap: &mut BinaryHeap<Reverse<Key>>| match streams[i].next_line() {
         Ok(Some((at, line))) => {
             heads[i] = Some(line);
             heap.push(Reverse((at, i)));
