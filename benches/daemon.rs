@@ -17,6 +17,12 @@
 //!     cargo bench --bench daemon -- --shutdown   # SIGTERM to exit, 10,000 cells on disk
 //!
 //!     cargo bench --bench daemon -- --checkpoint [--mib 1024]   # a big checkpoint vs other cells' deadlines
+//!     cargo bench --bench daemon -- --follow [--cells 1000] [--lines 5000]   # events --follow latency
+//!
+//! Follow run: `lazarus-pit events --follow --json` over `--cells` cells;
+//! lines are appended to random cells (about 1,000 a second, every 500th
+//! cell's stream rotated by rename now and then); measured: from each
+//! write to the follower printing it, and lines lost or doubled.
 //!
 //! Checkpoint run: one cell holds a workspace of `--mib` MiB of
 //! incompressible files; while the daemon checkpoints it (asked by
@@ -231,6 +237,11 @@ fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(10.0);
         return revival(agents, seconds);
+    }
+    if args.iter().any(|a| a == "--follow") {
+        let cells = arg("--cells").and_then(|v| v.parse().ok()).unwrap_or(1000);
+        let lines = arg("--lines").and_then(|v| v.parse().ok()).unwrap_or(5000);
+        return follow(cells, lines);
     }
     if args.iter().any(|a| a == "--checkpoint") {
         let mib = arg("--mib").and_then(|v| v.parse().ok()).unwrap_or(1024);
@@ -1038,4 +1049,123 @@ fn checkpoint(mib: usize) {
         after.last().copied().unwrap_or(f64::NAN)
     );
     println!("| agent_stale of agents whose writer fell behind (beat again after) | {early} | — |");
+}
+
+/// `events --follow`: how soon a line written to any of `cells` streams
+/// is printed, with rotations among them.
+fn follow(cells: usize, lines: usize) {
+    use std::io::Write;
+    let (_tmp, root, config) = bench_root("");
+    populate(&root, cells, 1, false);
+    for i in 0..cells {
+        std::fs::write(root.join(uuid(i)).join("logs/events.jsonl"), "").expect("stream");
+    }
+    let mut child = Command::new(bin())
+        .args(["events", "--follow", "--json"])
+        .env("LAZARUS_ROOT", &root)
+        .env("LAZARUS_CONFIG", &config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("follower");
+    let stdout = child.stdout.take().expect("stdout");
+    let seen: Arc<Mutex<HashMap<u64, (Instant, usize)>>> = Arc::new(Mutex::new(HashMap::new()));
+    let ready = Arc::new(AtomicBool::new(false));
+    {
+        let seen = seen.clone();
+        let ready = ready.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let at = Instant::now();
+                let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+                if v["event"] == "bench_ready" {
+                    ready.store(true, Ordering::Release);
+                } else if let Some(n) = v["seq"].as_u64() {
+                    let mut seen = seen.lock().expect("seen");
+                    seen.entry(n).or_insert((at, 0)).1 += 1;
+                }
+            }
+        });
+    }
+    let append = |cell: usize, text: &str| {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(root.join(uuid(cell)).join("logs/events.jsonl"))
+            .expect("open");
+        f.write_all(text.as_bytes()).expect("append");
+    };
+    let start = Instant::now();
+    while !ready.load(Ordering::Acquire) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "follower never ready"
+        );
+        append(
+            0,
+            &format!(
+                "{{\"ts\":\"2026-01-01T00:00:00.000Z\",\"event\":\"bench_ready\",\"cell\":\"{}\"}}\n",
+                uuid(0)
+            ),
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let setup = start.elapsed();
+    let mut written: Vec<Instant> = Vec::with_capacity(lines);
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let began = Instant::now();
+    for n in 0..lines {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let cell = (rng % cells as u64) as usize;
+        if n % 500 == 499 {
+            // A rotation, as the daemon makes it.
+            let logs = root.join(uuid(cell)).join("logs");
+            let _ = std::fs::rename(logs.join("events.jsonl"), logs.join("events.jsonl.1"));
+        }
+        // About 1,000 lines a second.
+        let due = began + Duration::from_micros(n as u64 * 1000);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        written.push(Instant::now());
+        append(
+            cell,
+            &format!(
+                "{{\"ts\":\"2026-01-01T00:00:01.000Z\",\"event\":\"heartbeat\",\"cell\":\"{}\",\"seq\":{n}}}\n",
+                uuid(cell)
+            ),
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.lock().expect("seen").len() < lines && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let seen = seen.lock().expect("seen");
+    let mut lat: Vec<f64> = (0..lines)
+        .filter_map(|n| {
+            seen.get(&(n as u64))
+                .map(|(at, _)| at.duration_since(written[n]).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    lat.sort_by(|a, b| a.partial_cmp(b).expect("number"));
+    let doubled = seen.values().filter(|(_, k)| *k > 1).count();
+    println!(
+        "events --follow over {cells} cells ({} rotations), {lines} lines at ~1,000/s",
+        lines / 500
+    );
+    println!(
+        "  follower ready after {:.2} s (watches on every cell)",
+        setup.as_secs_f64()
+    );
+    println!(
+        "  write -> printed: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        lat.last().copied().unwrap_or(f64::NAN)
+    );
+    println!("  lost {}, doubled {doubled}", lines - seen.len());
 }

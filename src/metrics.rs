@@ -177,11 +177,12 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 /// The exposition: cells by status, agents by state and each agent's
-/// heartbeat age and revive count; then, when a daemon runs and its
-/// counters can be read, the daemon's.
+/// heartbeat age and revive count; whether a daemon holds the root (`up`);
+/// then, when its counters can be read, the daemon's.
 pub fn render(
     cells: &BTreeMap<String, u64>,
     agents: &[AgentSample],
+    up: bool,
     daemon: Option<&DaemonStats>,
 ) -> String {
     let mut out = String::new();
@@ -261,9 +262,20 @@ pub fn render(
         &mut out,
         "lazarus_pit_daemon_up",
         "gauge",
-        "1 if a daemon runs on the root and its counters below are current.",
+        "1 if a daemon holds the root (its lock).",
     );
-    let _ = writeln!(out, "lazarus_pit_daemon_up {}", u8::from(daemon.is_some()));
+    let _ = writeln!(out, "lazarus_pit_daemon_up {}", u8::from(up));
+    family(
+        &mut out,
+        "lazarus_pit_daemon_ready",
+        "gauge",
+        "1 once that daemon has scanned the root and published its counters (below).",
+    );
+    let _ = writeln!(
+        out,
+        "lazarus_pit_daemon_ready {}",
+        u8::from(up && daemon.is_some())
+    );
     if let Some(d) = daemon {
         render_daemon(&mut out, d);
     }
@@ -521,7 +533,7 @@ mod tests {
             revive_count: 2,
         }];
         let cells = BTreeMap::from([("active".to_string(), 1)]);
-        let text = render(&cells, &agents, Some(&d));
+        let text = render(&cells, &agents, true, Some(&d));
         let n = check(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert!(n > 20, "{text}");
         assert!(
@@ -535,11 +547,17 @@ mod tests {
         );
         assert!(text.contains("lazarus_pit_stale_detection_lateness_seconds_count 2"));
         assert!(text.contains("lazarus_pit_daemon_up 1"));
+        assert!(text.contains("lazarus_pit_daemon_ready 1"));
         // Without a daemon: its counters are not invented.
-        let text = render(&cells, &agents, None);
+        let text = render(&cells, &agents, false, None);
         check(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert!(!text.contains("heartbeats_total"));
         assert!(text.contains("lazarus_pit_daemon_up 0"));
+        assert!(text.contains("lazarus_pit_daemon_ready 0"));
+        // A daemon whose counters this user may not read: up, not ready.
+        let text = render(&cells, &agents, true, None);
+        assert!(text.contains("lazarus_pit_daemon_up 1"));
+        assert!(text.contains("lazarus_pit_daemon_ready 0"));
     }
 
     #[test]

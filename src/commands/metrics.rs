@@ -15,7 +15,12 @@ pub fn run(ctx: &Context) -> Result<ExitCode> {
         .as_ref()
         .and_then(|r| r.read_stats())
         .filter(|s| Some(s.pid) == gathered.daemon);
-    let text = crate::metrics::render(&gathered.statuses, &gathered.samples(), stats.as_ref());
+    let text = crate::metrics::render(
+        &gathered.statuses,
+        &gathered.samples(),
+        gathered.daemon.is_some(),
+        stats.as_ref(),
+    );
     print!("{text}");
     Ok(ExitCode::SUCCESS)
 }

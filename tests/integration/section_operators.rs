@@ -763,6 +763,7 @@ fn metrics_text_is_valid_and_the_daemon_writes_its_textfile(with_promtool: bool)
     check(&text);
     for needle in [
         "lazarus_pit_daemon_up 1",
+        "lazarus_pit_daemon_ready 1",
         "lazarus_pit_events_total{event=\"agent_stale\"} 2",
         "lazarus_pit_agents{state=\"stale\"} 2",
         "lazarus_pit_watch_mode{mode=\"inotify\"} 1",
@@ -791,7 +792,10 @@ fn metrics_text_is_valid_and_the_daemon_writes_its_textfile(with_promtool: bool)
     wait_for("the daemon gone", LIMIT, || !daemon.running());
     let file = std::fs::read_to_string(&textfile).expect("textfile");
     check(&file);
-    assert!(file.contains("lazarus_pit_daemon_up 0"), "{file}");
+    assert!(
+        file.contains("lazarus_pit_daemon_up 0") && file.contains("lazarus_pit_daemon_ready 0"),
+        "{file}"
+    );
 }
 
 /// The committed copies in `packaging/` are what the binary generates
@@ -1058,7 +1062,7 @@ fn the_fleet_manifests_parse_and_name_the_binarys_defaults() {
         container["readinessProbe"]["exec"]["command"][2]
             .as_str()
             .is_some_and(
-                |c| c.contains("lazarus-pit metrics") && c.contains("lazarus_pit_daemon_up 1")
+                |c| c.contains("lazarus-pit metrics") && c.contains("lazarus_pit_daemon_ready 1")
             )
     );
     // The config it mounts loads, with the same root and state directory.

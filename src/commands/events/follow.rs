@@ -67,6 +67,9 @@ struct Tail {
     /// No watch could be had: read every [`POLL_EVERY`].
     polled: bool,
     said_truncated: bool,
+    /// The last error said of this stream (said again only when it
+    /// changes: a symlinked `logs/` would otherwise be said at every pass).
+    said_error: Option<String>,
 }
 
 struct Follower<'a> {
@@ -139,6 +142,7 @@ impl Follower<'_> {
             watch: None,
             polled: false,
             said_truncated: false,
+            said_error: None,
         });
         self.tails.len() - 1
     }
@@ -424,10 +428,17 @@ impl Tail {
         for _ in 0..16 {
             if self.file.is_none() {
                 match self.open_current() {
-                    Ok(Some(file)) => self.set_file(file, 0, Some(0))?,
+                    Ok(Some(file)) => {
+                        self.said_error = None;
+                        self.set_file(file, 0, Some(0))?
+                    }
                     Ok(None) => return Ok(()),
                     Err(e) => {
-                        eprintln!("lazarus-pit: cell {}: {}", self.id, escape(&e.to_string()));
+                        let error = e.to_string();
+                        if self.said_error.as_deref() != Some(error.as_str()) {
+                            eprintln!("lazarus-pit: cell {}: {}", self.id, escape(&error));
+                            self.said_error = Some(error);
+                        }
                         return Ok(());
                     }
                 }
