@@ -158,32 +158,41 @@ pub enum Rotated {
     NotDue,
     /// Someone holds the lock: try at the next append.
     Busy,
-    /// `events.jsonl` is now `events.jsonl.1`, of this many bytes.
-    Done(u64),
+    /// `events.jsonl` is now `events.jsonl.1`, of this many bytes;
+    /// `forced`: without the lock, which someone held past twice the size.
+    Done { bytes: u64, forced: bool },
 }
 
 /// Rotates the stream in `logs` if `events.jsonl` is larger than
-/// `max_bytes`: generation `keep` is removed (whatever an agent made of
-/// it), each other one moves up by one, and `events.jsonl` becomes
-/// `events.jsonl.1`; the next append creates a new one. With `keep` 0 the
-/// full file is removed. Never waits for the lock.
+/// `max_bytes`: generation `keep` is removed (a file or symlink; anything
+/// else an agent made of it is moved aside, never walked: this runs on the
+/// daemon's loop), each other one moves up by one, and `events.jsonl`
+/// becomes `events.jsonl.1`; the next append creates a new one. With
+/// `keep` 0 the full file is removed. Never waits for the lock; past
+/// twice `max_bytes` it rotates without it (a lock held that long is no
+/// appender's, and the daemon, not the agent, pays for the disk).
 pub fn rotate(logs: &Dir, max_bytes: u64, keep: u32) -> io::Result<Rotated> {
     let file = logs.open_append(LOG)?;
-    let Ok(locked) = lock(file, FlockArg::LockExclusiveNonblock, Duration::ZERO) else {
-        return Ok(Rotated::Busy);
-    };
-    if !same_file(logs, &*locked)? {
-        return Ok(Rotated::NotDue);
-    }
-    let size = nix::sys::stat::fstat(locked.as_fd())?.st_size as u64;
+    let st = nix::sys::stat::fstat(file.as_fd())?;
+    let size = st.st_size as u64;
     if size <= max_bytes {
         return Ok(Rotated::NotDue);
     }
+    let (_locked, forced) = match lock(file, FlockArg::LockExclusiveNonblock, Duration::ZERO) {
+        Ok(locked) => {
+            if !same_file(logs, &*locked)? {
+                return Ok(Rotated::NotDue);
+            }
+            (Some(locked), false)
+        }
+        Err(_) if size <= max_bytes.saturating_mul(2) => return Ok(Rotated::Busy),
+        Err(_) => (None, true),
+    };
     let keep = keep.min(MAX_GENERATIONS);
     if keep == 0 {
         logs.remove_file(LOG)?;
     } else {
-        remove_any(logs, &generation(keep))?;
+        set_aside(logs, &generation(keep))?;
         for n in (1..keep).rev() {
             match logs.rename(&generation(n), &generation(n + 1)) {
                 Ok(()) => {}
@@ -194,16 +203,23 @@ pub fn rotate(logs: &Dir, max_bytes: u64, keep: u32) -> io::Result<Rotated> {
         logs.rename(LOG, &generation(1))?;
     }
     logs.sync()?;
-    drop(locked);
-    Ok(Rotated::Done(size))
+    Ok(Rotated::Done {
+        bytes: size,
+        forced,
+    })
 }
 
-/// Removes `name` of `logs`, a file, a symlink or a whole tree.
-fn remove_any(logs: &Dir, name: &str) -> io::Result<()> {
+/// Removes `name` of `logs` if it is a file or a symlink (one unlink);
+/// anything else (a directory an agent made there, of any size) is
+/// renamed to a hidden name beside it (one rename), left to the cell.
+fn set_aside(logs: &Dir, name: &str) -> io::Result<()> {
     match logs.entry_kind(name)? {
         None => Ok(()),
-        Some(EntryKind::Dir) => logs.remove_tree(name),
-        Some(_) => logs.remove_file(name),
+        Some(EntryKind::File | EntryKind::Symlink) => logs.remove_file(name),
+        Some(_) => logs.rename(
+            name,
+            &format!(".{name}.set-aside-{}", uuid::Uuid::new_v4().simple()),
+        ),
     }
 }
 
@@ -243,7 +259,13 @@ mod tests {
         for round in 0..5 {
             let line = format!("{round}\n");
             append(&dir, &[line.as_bytes()], Duration::ZERO).expect("append");
-            assert_eq!(rotate(&dir, 0, 3).expect("rotate"), Rotated::Done(2));
+            assert_eq!(
+                rotate(&dir, 0, 3).expect("rotate"),
+                Rotated::Done {
+                    bytes: 2,
+                    forced: false
+                }
+            );
         }
         assert_eq!(generations(&dir).expect("list"), vec![1, 2, 3]);
         assert_eq!(read(&tmp, "events.jsonl.1"), "4\n");
@@ -265,7 +287,13 @@ mod tests {
         append(&dir, &[b"b\n"], Duration::ZERO).expect("append beside a shared lock");
         assert_eq!(rotate(&dir, 2, 2).expect("rotate"), Rotated::Busy);
         drop(held);
-        assert_eq!(rotate(&dir, 2, 2).expect("rotate"), Rotated::Done(4));
+        assert_eq!(
+            rotate(&dir, 2, 2).expect("rotate"),
+            Rotated::Done {
+                bytes: 4,
+                forced: false
+            }
+        );
         assert_eq!(read(&tmp, "events.jsonl.1"), "a\nb\n");
     }
 
@@ -283,21 +311,60 @@ mod tests {
     }
 
     #[test]
-    fn a_generation_an_agent_made_a_directory_is_removed_at_the_end() {
+    fn a_generation_an_agent_made_a_directory_is_set_aside_not_walked() {
         let (tmp, dir) = logs();
         std::fs::create_dir_all(tmp.path().join("events.jsonl.2/deep")).expect("mkdir");
         std::fs::write(tmp.path().join("events.jsonl.2/deep/f"), "x").expect("write");
         append(&dir, &[b"a\n"], Duration::ZERO).expect("append");
-        assert_eq!(rotate(&dir, 0, 2).expect("rotate"), Rotated::Done(2));
+        assert_eq!(
+            rotate(&dir, 0, 2).expect("rotate"),
+            Rotated::Done {
+                bytes: 2,
+                forced: false
+            }
+        );
         assert!(!tmp.path().join("events.jsonl.2").exists());
         assert_eq!(read(&tmp, "events.jsonl.1"), "a\n");
+        let aside: Vec<String> = std::fs::read_dir(tmp.path())
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".events.jsonl.2.set-aside-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "moved aside, whole");
+    }
+
+    #[test]
+    fn a_lock_held_past_twice_the_size_no_longer_stops_rotation() {
+        let (tmp, dir) = logs();
+        append(&dir, &[b"aaa\n"], Duration::ZERO).expect("append");
+        let _held = Flock::lock(
+            File::open(tmp.path().join(LOG)).expect("open"),
+            FlockArg::LockSharedNonblock,
+        )
+        .expect("lock");
+        assert_eq!(rotate(&dir, 3, 2).expect("rotate"), Rotated::Busy);
+        append(&dir, &[b"bbb\n"], Duration::ZERO).expect("append");
+        assert_eq!(
+            rotate(&dir, 3, 2).expect("rotate"),
+            Rotated::Done {
+                bytes: 8,
+                forced: true
+            }
+        );
+        assert_eq!(read(&tmp, "events.jsonl.1"), "aaa\nbbb\n");
     }
 
     #[test]
     fn keep_zero_drops_the_full_file() {
         let (tmp, dir) = logs();
         append(&dir, &[b"a\n"], Duration::ZERO).expect("append");
-        assert_eq!(rotate(&dir, 0, 0).expect("rotate"), Rotated::Done(2));
+        assert_eq!(
+            rotate(&dir, 0, 0).expect("rotate"),
+            Rotated::Done {
+                bytes: 2,
+                forced: false
+            }
+        );
         assert!(generations(&dir).expect("list").is_empty());
         assert!(!tmp.path().join(LOG).exists());
     }

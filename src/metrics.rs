@@ -18,6 +18,8 @@ use crate::state::AgentState;
 pub const STATS_FILE: &str = "daemon-stats.json";
 /// How often the daemon writes them (and the textfile).
 pub const PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
+/// Counters older than this are a hung daemon's: not shown, not ready.
+pub const STALE_AFTER: f64 = 30.0;
 
 /// Upper bounds (seconds) of the stale-detection lateness histogram: the
 /// target is 50 ms (BRIEF section 10).
@@ -269,7 +271,7 @@ pub fn render(
         &mut out,
         "lazarus_pit_daemon_ready",
         "gauge",
-        "1 once that daemon has scanned the root and published its counters (below).",
+        "1 once that daemon has scanned the root and published its counters (below) within the last 30 s.",
     );
     let _ = writeln!(
         out,
@@ -283,6 +285,17 @@ pub fn render(
 }
 
 fn render_daemon(out: &mut String, d: &DaemonStats) {
+    family(
+        out,
+        "lazarus_pit_daemon_last_update_seconds",
+        "gauge",
+        "When the daemon last published these figures (unix seconds): alert when it lags.",
+    );
+    let _ = writeln!(
+        out,
+        "lazarus_pit_daemon_last_update_seconds {}",
+        num(d.written_at)
+    );
     family(
         out,
         "lazarus_pit_daemon_start_time_seconds",

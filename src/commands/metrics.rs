@@ -9,12 +9,15 @@ use crate::error::Result;
 
 pub fn run(ctx: &Context) -> Result<ExitCode> {
     let gathered = super::status::gather(ctx, None)?;
-    // The counters count only if the daemon holding the root wrote them.
+    // The counters count only if the daemon holding the root wrote them,
+    // lately: a daemon that stopped publishing (hung, stopped) is not ready.
+    let now = super::status::unix_now();
     let stats = gathered
         .records
         .as_ref()
         .and_then(|r| r.read_stats())
-        .filter(|s| Some(s.pid) == gathered.daemon);
+        .filter(|s| Some(s.pid) == gathered.daemon)
+        .filter(|s| now - s.written_at <= crate::metrics::STALE_AFTER);
     let text = crate::metrics::render(
         &gathered.statuses,
         &gathered.samples(),

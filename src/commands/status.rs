@@ -287,14 +287,18 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<ExitCode> {
     let Gathered {
         reports,
         daemon,
+        records,
         note,
         ..
     } = gather(ctx, args.cell.as_deref())?;
-    let summary = Summary::of(&reports);
+    // No daemon, though one supervised this root (its records are here):
+    // nothing is revived, which a check must not call well.
+    let missing = daemon.is_none() && records.is_some();
+    let summary = Summary::of(&reports, missing);
     let pending = pending(&reports);
     if ctx.json {
         super::print_json(&serde_json::json!({
-            "daemon": { "running": daemon.is_some(), "pid": daemon },
+            "daemon": { "running": daemon.is_some(), "pid": daemon, "missing": missing },
             "ok": summary.ok,
             "summary": summary,
             "pending_approvals": pending,
@@ -307,7 +311,7 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<ExitCode> {
         // and `cell.json`'s order, which scripts index by.
         let mut sorted = reports;
         sort(&mut sorted);
-        print!("{}", render(&sorted, daemon, &summary, &pending));
+        print!("{}", render(&sorted, daemon, missing, &summary, &pending));
         let reports = sorted;
         if let Some(note) = note
             .filter(|_| daemon.is_some() && reports.iter().any(|r| r.source == Source::StateJson))
@@ -363,12 +367,15 @@ struct Summary {
     states: serde_json::Map<String, serde_json::Value>,
     /// Cells whose `cell.json` could not be read.
     unreadable: usize,
+    /// No daemon runs, though one supervised this root: its agents are
+    /// not revived (a failure when there are any).
+    daemon_missing: bool,
     /// No agent needs attention and every cell could be read.
     ok: bool,
 }
 
 impl Summary {
-    fn of(reports: &[CellReport]) -> Summary {
+    fn of(reports: &[CellReport], daemon_missing: bool) -> Summary {
         let mut states = serde_json::Map::new();
         for state in AgentState::BY_URGENCY {
             let n = reports
@@ -391,7 +398,10 @@ impl Summary {
             agents: reports.iter().map(|c| c.agents.len()).sum(),
             states,
             unreadable,
-            ok: !trouble && unreadable == 0,
+            daemon_missing,
+            ok: !trouble
+                && unreadable == 0
+                && !(daemon_missing && reports.iter().any(|c| !c.agents.is_empty())),
         }
     }
 
@@ -413,6 +423,9 @@ impl Summary {
         }
         if self.unreadable > 0 {
             out.push_str(&format!("; {} unreadable", self.unreadable));
+        }
+        if self.daemon_missing && self.agents > 0 {
+            out.push_str("; no daemon supervises them");
         }
         out
     }
@@ -459,6 +472,8 @@ struct Facts {
     isolation: Option<Isolation>,
     next: Option<crate::records::NextRecord>,
     request: Option<crate::records::RequestRecord>,
+    /// The last heartbeat the daemon accepted (its records only).
+    last_seen: Option<f64>,
 }
 
 fn report(
@@ -507,7 +522,12 @@ fn report(
                 }),
                 _ => problem,
             };
-            let last_seen = heartbeat.as_ref().map(|(_, seen)| *seen);
+            // The file's heartbeat; if it is gone or unusable, the last
+            // one the daemon accepted (its records, not a claim).
+            let last_seen = heartbeat
+                .as_ref()
+                .map(|(_, seen)| *seen)
+                .or_else(|| facts.and_then(|f| f.last_seen));
             let computed = match last_seen {
                 _ if frozen => AgentState::Frozen,
                 Some(seen) if now - seen <= settings.stale_threshold.as_secs_f64() => {
@@ -516,7 +536,32 @@ fn report(
                 Some(_) => AgentState::Stale,
                 None => AgentState::Unknown,
             };
-            let agent_state = facts.map_or(computed, |f| f.state);
+            let agent_state = match facts {
+                // `state.json` lies where agents write: "healthy" is
+                // believed only if the heartbeat file says so too (an agent
+                // must not hide its own hang from a monitor).
+                Some(f)
+                    if source == Source::StateJson
+                        && f.state == AgentState::Healthy
+                        && computed != AgentState::Healthy =>
+                {
+                    match computed {
+                        AgentState::Unknown => AgentState::Stale,
+                        other => other,
+                    }
+                }
+                Some(f) => f.state,
+                // No daemon: what waits for an operator stays so until
+                // one answers, whoever runs (its records say).
+                None => match kept.map(|k| k.state) {
+                    Some(
+                        state @ (AgentState::AwaitingApproval
+                        | AgentState::Abandoned
+                        | AgentState::Dead),
+                    ) => state,
+                    _ => computed,
+                },
+            };
             let configured = agent.isolation.or(manifest.isolation).unwrap_or_default();
             // What runs: the daemon's word, or (no daemon) its record of
             // the instance still running, confirmed in /proc.
@@ -600,9 +645,11 @@ fn report(
                         in_s: at.map(|at| ((at - now) * 10.0).round() / 10.0),
                     }
                 }),
-                request: facts
-                    .filter(|f| f.state == AgentState::AwaitingApproval)
-                    .and_then(|f| f.request.clone()),
+                request: match facts {
+                    Some(f) => f.request.clone(),
+                    None => kept.and_then(|k| k.request.clone()),
+                }
+                .filter(|_| agent_state == AgentState::AwaitingApproval),
             }
         })
         .collect();
@@ -675,6 +722,7 @@ fn daemon_facts(
                     isolation: a.isolation.as_deref().and_then(Isolation::parse),
                     next: a.next,
                     request: a.request,
+                    last_seen: a.last_seen,
                 };
                 (name, facts)
             })
@@ -719,6 +767,7 @@ fn daemon_facts(
                 // read in the cell.
                 next: None,
                 request: None,
+                last_seen: None,
             };
             (name, facts)
         })
@@ -729,6 +778,7 @@ fn daemon_facts(
 fn render(
     reports: &[CellReport],
     daemon: Option<u32>,
+    missing: bool,
     summary: &Summary,
     pending: &[Pending],
 ) -> String {
@@ -736,6 +786,10 @@ fn render(
     // Whether a daemon runs is a fact of the root: said once.
     match daemon {
         Some(pid) => out.push_str(&format!("daemon: running (pid {pid})\n")),
+        None if missing => out.push_str(
+            "daemon: not running, though one supervised this root (its records are in its \
+             state directory): nothing is revived until one runs\n",
+        ),
         None => out.push_str(
             "daemon: not running (states computed from heartbeat files; nothing is revived)\n",
         ),
@@ -745,11 +799,11 @@ fn render(
         .flat_map(|cell| {
             cell.agents.iter().map(move |a| {
                 [
-                    short(&cell.uuid).to_string(),
+                    escape(short(&cell.uuid)).into_owned(),
                     escape(&a.name).into_owned(),
                     a.state.to_string(),
                     a.heartbeat_age_s.map_or_else(|| "never".into(), age),
-                    escape(a.heartbeat_status.as_deref().unwrap_or("-")).into_owned(),
+                    clip(&escape(a.heartbeat_status.as_deref().unwrap_or("-")), 24),
                     a.pid.map_or_else(|| "-".into(), |p| p.to_string()),
                     a.revive_count.to_string(),
                     a.control.as_deref().unwrap_or("-").to_string(),
@@ -860,11 +914,11 @@ fn render(
         for p in pending {
             out.push_str(&format!(
                 "  {} {}: revival asked ({}, request {}): lazarus-pit approve {} {}   (or deny)\n",
-                short(&p.cell),
+                escape(short(&p.cell)),
                 escape(&p.agent),
                 escape(&p.reason),
                 escape(&p.request_id),
-                short(&p.cell),
+                escape(short(&p.cell)),
                 escape(&p.agent),
             ));
         }
@@ -876,7 +930,17 @@ fn render(
 }
 
 fn short(uuid: &str) -> &str {
-    uuid.get(..8).unwrap_or(uuid)
+    let cut = uuid.char_indices().nth(8).map_or(uuid.len(), |(i, _)| i);
+    &uuid[..cut]
+}
+
+/// At most `max` characters of `text` (the rest as `…`): one agent's long
+/// status must not widen every row.
+fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max.saturating_sub(1)) {
+        Some((i, _)) if text[i..].chars().count() > 1 => format!("{}…", &text[..i]),
+        _ => text.to_string(),
+    }
 }
 
 /// Agent-written text in quotes, escaped.
@@ -930,6 +994,13 @@ pub(crate) fn unix_now() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::age;
+
+    #[test]
+    fn long_statuses_are_clipped() {
+        assert_eq!(super::clip("short", 24), "short");
+        assert_eq!(super::clip("abcdef", 4), "abc…");
+        assert_eq!(super::clip("abcd", 4), "abcd");
+    }
 
     #[test]
     fn ages_read_well() {

@@ -138,9 +138,17 @@ pub(super) fn rotate(root: &Dir, cell: &str, max_bytes: u64, keep: u32) {
         .and_then(|c| c.subdir("logs"))
         .and_then(|logs| crate::eventlog::rotate(&logs, max_bytes, keep));
     match result {
-        Ok(crate::eventlog::Rotated::Done(bytes)) => {
-            tracing::info!("cell {cell}: rotated events.jsonl ({bytes} bytes)")
-        }
+        Ok(crate::eventlog::Rotated::Done {
+            bytes,
+            forced: false,
+        }) => tracing::info!("cell {cell}: rotated events.jsonl ({bytes} bytes)"),
+        Ok(crate::eventlog::Rotated::Done {
+            bytes,
+            forced: true,
+        }) => tracing::warn!(
+            "cell {cell}: rotated events.jsonl ({bytes} bytes) without its lock: someone \
+             (an agent of the cell?) held the lock past twice [events] max_bytes"
+        ),
         Ok(crate::eventlog::Rotated::Busy) => {
             tracing::debug!("cell {cell}: events.jsonl is locked; rotation at the next append")
         }

@@ -272,6 +272,26 @@ fn status_takes_states_from_the_state_file_of_the_daemon_holding_the_lock() {
     assert_eq!(a["state"], "reviving");
     assert_eq!(a["revive_count"], 2);
     assert_eq!(a["pid"], 777);
+    // A forged "healthy" for an agent whose heartbeat is an hour old (an
+    // agent hiding its hang from a monitor) is not believed: the heartbeat
+    // file says stale, and so do the table, the exit code and the metrics.
+    let mut forged = state.clone();
+    forged["agent_health"]["a"] = json!({"healthy": true, "last_seen": now(), "revive_count": 0, "state": "healthy", "pid": null});
+    std::fs::write(
+        env.cell(&uuid).join(".lazarus/state.json"),
+        forged.to_string(),
+    )
+    .expect("write");
+    env.beat_at(&uuid, "a", now() - 3600.0, "hung");
+    let run = env.run(&["status", "--json"]);
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert_eq!(run.json()["cells"][0]["agents"][0]["state"], "stale");
+    let metrics = env.run(&["metrics"]).success().stdout;
+    assert!(
+        metrics.contains("lazarus_pit_agents{state=\"stale\"} 1")
+            && metrics.contains("lazarus_pit_agents{state=\"healthy\"} 0"),
+        "{metrics}"
+    );
 }
 
 #[test]

@@ -126,6 +126,143 @@ fn events_merges_cells_and_generations_in_time_order_byte_for_byte() {
     // One cell alone: its generation first.
     let one = env.run(&["events", &a, "--json"]).success();
     assert_eq!(one.stdout.lines().collect::<Vec<_>>(), all_lines(&env, &a));
+    // A cell whose agent broke its cell.json still shows its stream.
+    std::fs::write(env.cell(&b).join("cell.json"), "{oops").expect("break");
+    let all = env.run(&["events", "--json"]).success();
+    assert_eq!(all.stdout.lines().collect::<Vec<_>>(), expected);
+}
+
+/// An agent can make its stream a sparse file of 100 GB for free: read as
+/// zeros, that took hours. Holes are skipped, and the line they fall in is
+/// corrupt.
+#[test]
+fn a_sparse_stream_is_read_past_its_holes() {
+    let env = Env::new();
+    let a = env.create(&["--agent", "a"]);
+    let generation = env.cell(&a).join("logs/events.jsonl.1");
+    let file = std::fs::File::create(&generation).expect("create");
+    file.set_len(100 << 30).expect("sparse");
+    drop(file);
+    append(
+        &generation,
+        &format!(
+            "\n{}\n",
+            line(
+                &a,
+                "2020-01-01T00:00:00.000Z",
+                "agent_dead",
+                json!({"agent": "a"})
+            )
+        ),
+    );
+    let started = Instant::now();
+    let mut cmd = env.command(&["events"]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    let limit = Instant::now() + LIMIT;
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "events still reading a sparse file after {:?}",
+                started.elapsed()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("events.jsonl.1 line 1 is corrupt"), "{text}");
+    assert!(
+        text.contains("agent_dead") && text.contains("cell_created"),
+        "{text}"
+    );
+}
+
+#[test]
+fn follow_ends_when_its_reader_goes_and_lets_go_of_a_purged_cell() {
+    let env = Env::new();
+    let a = env.create(&["--agent", "a"]);
+    let b = env.create(&["--agent", "b"]);
+    let follow = Follow::start(&env, &["--json", "--since", "1h"]);
+    follow.wait(&format!("\"cell\":\"{b}\""), LIMIT);
+    follow.wait(&format!("\"cell\":\"{a}\""), LIMIT);
+    let fds = |pid: u32| -> Vec<String> {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| {
+                d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                    .map(|p| p.display().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let pid = follow.child.id();
+    assert!(fds(pid).iter().any(|f| f.contains(&a)), "{:?}", fds(pid));
+    std::fs::remove_dir_all(env.cell(&a)).expect("purge");
+    wait_for("the purged cell let go", LIMIT, || {
+        !fds(pid).iter().any(|f| f.contains(&a))
+    });
+    // A new line in the other cell still shows.
+    append(
+        &stream(&env, &b),
+        &format!(
+            "{}\n",
+            line(
+                &b,
+                "2099-01-01T00:00:00.000Z",
+                "heartbeat",
+                json!({"agent": "b", "status": "still"})
+            )
+        ),
+    );
+    follow.wait("still", LIMIT);
+
+    // `events -f | head -1`: the reader goes, the follower ends at once
+    // (not at its next line).
+    let mut cmd = env.command(&["events", "--follow"]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("spawn");
+    drop(child.stdout.take());
+    let limit = Instant::now() + LIMIT;
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        assert!(Instant::now() < limit, "the follower outlived its reader");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(child.wait().expect("status").code(), Some(0));
+}
+
+/// Item 1 of the review: a daemon that stops leaves agents unsupervised;
+/// `status` must not call that well, and what waits for an operator still
+/// waits (its records say so).
+#[test]
+fn status_without_the_daemon_that_supervised_the_root_is_a_failure() {
+    let env = Env::new();
+    let uuid = env.create_from(&json!({
+        "status": "active",
+        "agents": [{"name": "asker", "revive_policy": "ask", "command": ["/bin/sh", "-c", "exit 3"]}]
+    }));
+    let mut daemon = env.daemon(&[]);
+    env.wait_event(&uuid, "revive_requested", 1, LIMIT);
+    wait_for("the request recorded", LIMIT, || {
+        env.record(&uuid)
+            .is_some_and(|r| r["agents"]["asker"]["state"] == "awaiting_approval")
+    });
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    wait_for("the daemon gone", LIMIT, || !daemon.running());
+    let (code, v, text) = status(&env, &[]);
+    assert_eq!(code, Some(1), "{v:#}");
+    assert_eq!(v["daemon"]["missing"], true);
+    assert_eq!(v["cells"][0]["agents"][0]["state"], "awaiting_approval");
+    assert_eq!(v["pending_approvals"][0]["agent"], "asker");
+    assert!(
+        text.contains("daemon: not running, though one supervised this root")
+            && text.contains("no daemon supervises them"),
+        "{text}"
+    );
 }
 
 #[test]

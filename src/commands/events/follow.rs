@@ -51,7 +51,9 @@ enum On {
 
 /// One cell's stream being followed.
 struct Tail {
-    cell: Cell,
+    /// `None` once the cell's directory is gone (purged): its descriptors
+    /// are let go, so the disk space is freed.
+    cell: Option<Cell>,
     id: Arc<str>,
     /// The `events.jsonl` being read, its identity, and how far.
     file: Option<File>,
@@ -132,7 +134,7 @@ impl Follower<'_> {
     fn push(&mut self, cell: Cell) -> usize {
         self.tails.push(Tail {
             id: cell.id.as_str().into(),
-            cell,
+            cell: Some(cell),
             file: None,
             ino: (0, 0),
             offset: 0,
@@ -174,8 +176,11 @@ impl Follower<'_> {
                 let _ = inotify.watches().remove(old);
             }
         }
-        let dir = self.tails[i].cell.dir.path().to_path_buf();
-        let has_logs = self.tails[i].cell.dir.exists_beneath("logs");
+        let Some(cell) = self.tails[i].cell.as_ref() else {
+            return;
+        };
+        let dir = cell.dir.path().to_path_buf();
+        let has_logs = cell.dir.exists_beneath("logs");
         let (path, mask, on) = if has_logs {
             (
                 dir.join("logs"),
@@ -183,11 +188,16 @@ impl Follower<'_> {
                     | WatchMask::CREATE
                     | WatchMask::MOVED_TO
                     | WatchMask::MOVED_FROM
-                    | WatchMask::DELETE,
+                    | WatchMask::DELETE
+                    | WatchMask::DELETE_SELF,
                 On::Logs(i),
             )
         } else {
-            (dir, WatchMask::CREATE | WatchMask::MOVED_TO, On::CellDir(i))
+            (
+                dir,
+                WatchMask::CREATE | WatchMask::MOVED_TO | WatchMask::DELETE_SELF,
+                On::CellDir(i),
+            )
         };
         match self.add_watch(&path, mask) {
             Some(wd) => {
@@ -206,7 +216,10 @@ impl Follower<'_> {
         if since.is_some() {
             let mut streams: Vec<(usize, CellStream)> = Vec::new();
             for (i, tail) in self.tails.iter().enumerate() {
-                match CellStream::open(&tail.cell, since, true) {
+                let Some(cell) = tail.cell.as_ref() else {
+                    continue;
+                };
+                match CellStream::open(cell, since, true) {
                     Ok(s) => streams.push((i, s)),
                     Err(e) => {
                         eprintln!("lazarus-pit: cell {}: {}", tail.id, escape(&e.to_string()))
@@ -247,22 +260,34 @@ impl Follower<'_> {
         loop {
             let any_polled = self.inotify.is_none() || self.tails.iter().any(|t| t.polled);
             let wait = if any_polled { POLL_EVERY } else { SAFETY_NET };
-            let ready = match &self.inotify {
-                Some(inotify) => {
-                    let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
-                    let ms = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
-                    match poll(&mut fds, PollTimeout::from(ms)) {
-                        Ok(n) => n > 0,
-                        Err(nix::errno::Errno::EINTR) => false,
-                        Err(e) => return Err(Error::Io(e.into())),
-                    }
+            // Stdout is watched too: a reader that went (`| head -1`)
+            // ends the follow at once, not at the next line.
+            let stdout = std::io::stdout();
+            let ms = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
+            let (ready, closed) = {
+                let mut fds = vec![PollFd::new(stdout.as_fd(), PollFlags::empty())];
+                if let Some(inotify) = &self.inotify {
+                    fds.push(PollFd::new(inotify.as_fd(), PollFlags::POLLIN));
                 }
-                None => {
-                    std::thread::sleep(wait);
-                    false
+                match poll(&mut fds, PollTimeout::from(ms)) {
+                    Ok(_) => {
+                        let gone = PollFlags::POLLERR | PollFlags::POLLHUP;
+                        (
+                            fds.get(1)
+                                .and_then(|f| f.revents())
+                                .is_some_and(|r| r.contains(PollFlags::POLLIN)),
+                            fds[0].revents().is_some_and(|r| r.intersects(gone)),
+                        )
+                    }
+                    Err(nix::errno::Errno::EINTR) => (false, false),
+                    Err(e) => return Err(Error::Io(e.into())),
                 }
             };
+            if closed {
+                return Ok(());
+            }
             let mut due: HashSet<usize> = HashSet::new();
+            let mut gone: Vec<usize> = Vec::new();
             let mut new_names: Vec<String> = Vec::new();
             let mut everything = false;
             if ready && let Some(inotify) = self.inotify.as_mut() {
@@ -282,11 +307,26 @@ impl Follower<'_> {
                                     }
                                     Some(On::Logs(i)) if name == LOG => {
                                         due.insert(i);
+                                        // Removed: maybe with its cell (whose
+                                        // directory we pin, so no event of
+                                        // its own comes).
+                                        if e.mask.contains(EventMask::DELETE) {
+                                            gone.push(i);
+                                        }
                                     }
                                     _ => {}
                                 }
-                                if e.mask.contains(EventMask::IGNORED) {
-                                    self.by_wd.remove(&e.wd);
+                                // Deleted while we hold files in it: the watch
+                                // goes only once we let go (IGNORED), so its
+                                // removal (DELETE_SELF) is the sign.
+                                if e.mask
+                                    .intersects(EventMask::IGNORED | EventMask::DELETE_SELF)
+                                {
+                                    if let Some(On::Logs(i) | On::CellDir(i)) =
+                                        self.by_wd.remove(&e.wd)
+                                    {
+                                        gone.push(i);
+                                    }
                                 }
                             }
                         }
@@ -300,6 +340,7 @@ impl Follower<'_> {
                 everything = true;
             }
             if everything {
+                gone.extend(0..self.tails.len());
                 last_pass = Instant::now();
                 new_names.extend(self.root_names());
                 due.extend(0..self.tails.len());
@@ -328,7 +369,10 @@ impl Follower<'_> {
                 if matches!(
                     self.tails[i].watch.as_ref().and_then(|w| self.by_wd.get(w)),
                     Some(On::CellDir(_)) | None
-                ) && self.tails[i].cell.dir.exists_beneath("logs")
+                ) && self.tails[i]
+                    .cell
+                    .as_ref()
+                    .is_some_and(|c| c.dir.exists_beneath("logs"))
                 {
                     self.watch_cell(i);
                 }
@@ -337,6 +381,42 @@ impl Follower<'_> {
                 self.tails[i].pump(since, |line| out.line(line))?;
             }
             self.out.flush()?;
+            // A watch went with its directory: if the cell itself is gone,
+            // let go of it (what it still held was read above).
+            for i in gone {
+                self.release_if_gone(i);
+            }
+        }
+    }
+
+    /// Lets go of a cell whose directory was removed; a cell made again
+    /// under the name is followed anew.
+    fn release_if_gone(&mut self, i: usize) {
+        let tail = &mut self.tails[i];
+        let removed = tail
+            .cell
+            .as_ref()
+            .is_some_and(|c| nix::sys::stat::fstat(c.dir.as_fd()).is_ok_and(|st| st.st_nlink == 0));
+        if removed {
+            if let Some(wd) = tail.watch.take()
+                && let Some(inotify) = self.inotify.as_mut()
+            {
+                self.by_wd.remove(&wd);
+                let _ = inotify.watches().remove(wd);
+            }
+            tail.cell = None;
+            tail.file = None;
+            tail.partial = None;
+            tail.polled = false;
+            self.known.remove(&*tail.id);
+        } else if tail.cell.is_some()
+            && tail
+                .watch
+                .as_ref()
+                .is_none_or(|w| !self.by_wd.contains_key(w))
+        {
+            // Only its watch went (`logs/` removed): watch again.
+            self.watch_cell(i);
         }
     }
 
@@ -395,13 +475,16 @@ impl Tail {
     }
 
     fn open_current(&self) -> io::Result<Option<File>> {
-        match self.cell.dir.open_regular(STREAM) {
+        let Some(cell) = self.cell.as_ref() else {
+            return Ok(None);
+        };
+        match cell.dir.open_regular(STREAM) {
             Ok((file, _)) => Ok(Some(file)),
             Err(ReadError::NotFound) => Ok(None),
             Err(ReadError::Io(e)) => Err(e),
             Err(e) => Err(io::Error::other(format!(
                 "{}: {e}",
-                self.cell.dir.display(STREAM).display()
+                cell.dir.display(STREAM).display()
             ))),
         }
     }
@@ -480,28 +563,38 @@ impl Tail {
     /// and told apart by inode, so a rotation meanwhile costs neither a
     /// file nor a duplicate.
     fn missed_generations(&mut self, current: &File) -> io::Result<Vec<File>> {
-        let logs = match self.cell.dir.subdir("logs") {
-            Ok(logs) => logs,
-            Err(_) => return Ok(Vec::new()),
+        let Some(logs) = self.cell.as_ref().and_then(|c| c.dir.subdir("logs").ok()) else {
+            return Ok(Vec::new());
         };
         let st = nix::sys::stat::fstat(current.as_fd())?;
         let mut seen = vec![(st.st_dev, st.st_ino)];
         let mut missed = Vec::new();
         let mut found = false;
-        for n in 1..=crate::eventlog::MAX_GENERATIONS {
-            let file = match logs.open_regular(&crate::eventlog::generation(n)) {
-                Ok((file, _)) => file,
-                Err(_) => break,
-            };
-            let st = nix::sys::stat::fstat(file.as_fd())?;
-            let id = (st.st_dev, st.st_ino);
-            if id == self.ino {
-                found = true;
-                break;
-            }
-            if !seen.contains(&id) {
-                seen.push(id);
-                missed.push(file);
+        // A rotation under way leaves one name of the chain missing for a
+        // moment (it renames from the top down): a gap of a name or two is
+        // stepped over, and the scan is made again before giving up.
+        'scan: for _ in 0..3 {
+            let mut gap = 0;
+            for n in 1..=crate::eventlog::MAX_GENERATIONS {
+                let file = match logs.open_regular(&crate::eventlog::generation(n)) {
+                    Ok((file, _)) => file,
+                    Err(_) if gap < 2 => {
+                        gap += 1;
+                        continue;
+                    }
+                    Err(_) => break,
+                };
+                gap = 0;
+                let st = nix::sys::stat::fstat(file.as_fd())?;
+                let id = (st.st_dev, st.st_ino);
+                if id == self.ino {
+                    found = true;
+                    break 'scan;
+                }
+                if !seen.contains(&id) {
+                    seen.push(id);
+                    missed.push(file);
+                }
             }
         }
         if !found {
@@ -553,6 +646,16 @@ impl Tail {
             };
             let base = self.offset;
             self.offset += n as u64;
+            // A hole (an agent's sparse file): skipped past, its zeros read
+            // once.
+            if super::stream::looks_like_hole(&buf[..n], buf.len()) {
+                let to = match super::stream::next_data(file, self.offset)? {
+                    Some(to) => to,
+                    // Only a hole is left: on to the end.
+                    None => nix::sys::stat::fstat(file.as_fd())?.st_size as u64,
+                };
+                self.offset = self.offset.max(to);
+            }
             let mut rest = &buf[..n];
             let mut at = base;
             while !rest.is_empty() {

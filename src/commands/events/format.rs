@@ -119,8 +119,11 @@ pub fn corrupt_note(line: &Line) -> Option<String> {
     }
 }
 
-fn short(cell: &str) -> &str {
-    cell.get(..8).unwrap_or(cell)
+/// A cell's short id, escaped (a directory name is an operator's, but
+/// printed raw a newline in it would split a line).
+fn short(cell: &str) -> String {
+    let cut = cell.char_indices().nth(8).map_or(cell.len(), |(i, _)| i);
+    escape(&cell[..cut]).into_owned()
 }
 
 /// `time  cell  event  key=value …`. The cell shown is the stream's; a

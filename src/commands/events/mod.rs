@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::Context;
-use crate::cell::{Cell, Listed};
+use crate::cell::Cell;
 use crate::cli::EventsArgs;
 use crate::error::{Error, Result};
 use crate::events::EventKind;
@@ -72,18 +72,22 @@ pub fn run(ctx: &Context, args: EventsArgs) -> Result<ExitCode> {
     }
 }
 
-/// The cells of the root whose manifest reads (an unreadable one is said
-/// by `cell list`, not here).
+/// Every cell of the root, whether its `cell.json` parses or not (an agent
+/// that broke its manifest must not hide its stream, or the
+/// `invalid_input` said of it).
 fn all_cells(ctx: &Context) -> Result<Vec<Cell>> {
-    Ok(ctx
-        .root
-        .list()?
-        .into_iter()
-        .filter_map(|l| match l {
-            Listed::Cell { cell, .. } => Some(cell),
-            Listed::Unreadable { .. } => None,
-        })
-        .collect())
+    let mut cells = Vec::new();
+    for name in ctx.root.cell_names()? {
+        match ctx.root.cell(&name) {
+            Ok(cell) => cells.push(cell),
+            Err(e) => eprintln!(
+                "lazarus-pit: cell {}: {}",
+                escape(&name),
+                escape(&e.to_string())
+            ),
+        }
+    }
+    Ok(cells)
 }
 
 /// One descriptor per cell stays open for the merge: as many as the hard

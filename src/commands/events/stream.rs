@@ -152,10 +152,53 @@ pub fn time_of(text: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// A file read past its holes: an agent can make its stream a sparse file
+/// of terabytes for free (`truncate -s 100G`), which would take hours to
+/// read as zeros. A chunk that comes back all NUL (no line of the stream
+/// has one) asks the filesystem where data resumes (`SEEK_DATA`) and
+/// skips there; the zeros read keep the line they fall in corrupt. Data
+/// itself never asks: `SEEK_DATA` is not trusted with bytes just appended.
+pub struct Holes(pub File);
+
+/// Where data resumes at or after `pos` (`pos` itself when the filesystem
+/// cannot tell); `None` when only a hole is left.
+pub fn next_data(file: &File, pos: u64) -> io::Result<Option<u64>> {
+    let Ok(at) = i64::try_from(pos) else {
+        return Ok(Some(pos));
+    };
+    match nix::unistd::lseek(file, at, nix::unistd::Whence::SeekData) {
+        Ok(found) => Ok(Some(found as u64)),
+        Err(nix::errno::Errno::ENXIO) => Ok(None),
+        // No SEEK_DATA here (EINVAL): every byte is data.
+        Err(_) => Ok(Some(pos)),
+    }
+}
+
+/// Whether `chunk` (a full read of `want` bytes) is all NUL: a hole, most
+/// likely.
+pub fn looks_like_hole(chunk: &[u8], want: usize) -> bool {
+    chunk.len() == want && want >= 4096 && chunk.iter().all(|b| *b == 0)
+}
+
+impl io::Read for Holes {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.0.read(buf)?;
+        if looks_like_hole(&buf[..n], buf.len()) {
+            let pos = self.0.stream_position()?;
+            let size = nix::sys::stat::fstat(&self.0)?.st_size as u64;
+            let to = next_data(&self.0, pos)?.unwrap_or(size);
+            if to > pos {
+                self.0.seek(io::SeekFrom::Start(to))?;
+            }
+        }
+        Ok(n)
+    }
+}
+
 /// What the reader of one file of a stream holds.
 struct Part {
     name: String,
-    reader: BufReader<File>,
+    reader: BufReader<Holes>,
     number: u64,
 }
 
@@ -218,7 +261,7 @@ impl CellStream {
                 seen.push((st.st_dev, st.st_ino));
                 parts.push_front(Part {
                     name,
-                    reader: BufReader::with_capacity(64 * 1024, file),
+                    reader: BufReader::with_capacity(64 * 1024, Holes(file)),
                     number: 0,
                 });
             }
@@ -280,7 +323,7 @@ impl CellStream {
         if self.follow && part.name == LOG && self.parts.is_empty() {
             // At the end nothing is left in the buffer: the file's offset
             // is where reading stopped.
-            let mut file = part.reader.into_inner();
+            let mut file = part.reader.into_inner().0;
             file.stream_position()?;
             self.resume = Some(Resume {
                 file,
