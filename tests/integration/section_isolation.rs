@@ -796,7 +796,7 @@ fn status_shows_the_isolation_that_runs_and_the_one_that_applies_next() {
             != std::fs::read_link("/proc/self/ns/mnt").ok()
     });
     let level_of_b = || {
-        let status = env.run(&["status", &uuid, "--json"]).success().json();
+        let status = env.run(&["status", &uuid, "--json"]).reported().json();
         status["cells"][0]["agents"][1]["isolation"].clone()
     };
     wait_for("b healthy", LIMIT, || {
