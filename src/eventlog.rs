@@ -16,7 +16,7 @@
 //! one).
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
@@ -66,18 +66,7 @@ pub fn generations(logs: &Dir) -> io::Result<Vec<u32>> {
 pub fn append(logs: &Dir, lines: &[&[u8]], patience: Duration) -> io::Result<u64> {
     let file = open_current(logs, patience)?;
     for line in lines {
-        debug_assert!(line.ends_with(b"\n") && !line[..line.len() - 1].contains(&b'\n'));
-        let written = (&*file).write(line)?;
-        if written != line.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                format!(
-                    "{}: short append ({written} of {} bytes)",
-                    logs.display(LOG).display(),
-                    line.len()
-                ),
-            ));
-        }
+        crate::store::write_line(&file, line, &logs.display(LOG))?;
     }
     Ok(nix::sys::stat::fstat(file.as_fd())
         .map(|st| st.st_size as u64)

@@ -369,19 +369,7 @@ impl Dir {
     /// `O_APPEND` write, so concurrent writers never interleave and readers
     /// never see half a line from a write that succeeded.
     pub fn append_line(&self, rel: &str, line: &[u8]) -> io::Result<()> {
-        debug_assert!(line.ends_with(b"\n") && !line[..line.len() - 1].contains(&b'\n'));
-        let written = self.open_append(rel)?.write(line)?;
-        if written != line.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                format!(
-                    "{}: short append ({written} of {} bytes)",
-                    self.display(rel).display(),
-                    line.len()
-                ),
-            ));
-        }
-        Ok(())
+        write_line(&self.open_append(rel)?, line, &self.display(rel))
     }
 
     /// Opens the regular file `rel` (created if missing, mode 0644) for
@@ -633,6 +621,25 @@ impl Dir {
             Err(e) => Err(errno_io(e, &self.display(name))),
         }
     }
+}
+
+/// Writes one whole line (newline included) to a file opened `O_APPEND`,
+/// with a single `write(2)`: concurrent writers never interleave, and a
+/// short write is an error, never a line finished by a second write.
+pub fn write_line(file: &File, line: &[u8], path: &Path) -> io::Result<()> {
+    debug_assert!(line.ends_with(b"\n") && !line[..line.len() - 1].contains(&b'\n'));
+    let written = (&*file).write(line)?;
+    if written != line.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            format!(
+                "{}: short append ({written} of {} bytes)",
+                path.display(),
+                line.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// An entry's kind, from `readdir`'s `d_type`.

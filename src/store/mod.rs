@@ -4,7 +4,7 @@
 
 mod dir;
 
-pub use dir::{AGENT_FILE_LIMIT, Dir, DirLock, EntryKind};
+pub use dir::{AGENT_FILE_LIMIT, Dir, DirLock, EntryKind, write_line};
 
 use nix::errno::Errno;
 

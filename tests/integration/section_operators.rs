@@ -39,6 +39,14 @@ fn stream(env: &Env, uuid: &str) -> PathBuf {
     env.cell(uuid).join("logs/events.jsonl")
 }
 
+/// Appends one event line to the cell's stream, as another writer would.
+fn add(env: &Env, cell: &str, ts: &str, event: &str, extra: Value) {
+    append(
+        &stream(env, cell),
+        &format!("{}\n", line(cell, ts, event, extra)),
+    );
+}
+
 /// Every line of a cell's stream: its generations oldest first, then
 /// `events.jsonl`.
 fn all_lines(env: &Env, uuid: &str) -> Vec<String> {
@@ -204,17 +212,12 @@ fn follow_ends_when_its_reader_goes_and_lets_go_of_a_purged_cell() {
         !fds(pid).iter().any(|f| f.contains(&a))
     });
     // A new line in the other cell still shows.
-    append(
-        &stream(&env, &b),
-        &format!(
-            "{}\n",
-            line(
-                &b,
-                "2099-01-01T00:00:00.000Z",
-                "heartbeat",
-                json!({"agent": "b", "status": "still"})
-            )
-        ),
+    add(
+        &env,
+        &b,
+        "2099-01-01T00:00:00.000Z",
+        "heartbeat",
+        json!({"agent": "b", "status": "still"}),
     );
     follow.wait("still", LIMIT);
 
@@ -269,17 +272,12 @@ fn status_without_the_daemon_that_supervised_the_root_is_a_failure() {
 fn human_events_are_one_line_each_in_local_time_and_coloured_only_on_a_terminal() {
     let env = Env::new();
     let a = env.create(&["--agent", "a"]);
-    append(
-        &stream(&env, &a),
-        &format!(
-            "{}\n",
-            line(
-                &a,
-                "2026-01-01T00:00:01.250Z",
-                "agent_dead",
-                json!({"agent": "a", "note": "two\nlines \u{1b}[2K"})
-            )
-        ),
+    add(
+        &env,
+        &a,
+        "2026-01-01T00:00:01.250Z",
+        "agent_dead",
+        json!({"agent": "a", "note": "two\nlines \u{1b}[2K"}),
     );
     let lines = all_lines(&env, &a).len();
     let mut cmd = env.command(&["events", &a]);
@@ -543,17 +541,12 @@ fn follow_sees_appends_rotations_truncations_new_cells_and_garbage() {
     );
     let (head, tail) = torn.split_at(torn.len() / 2);
     append(&path, head);
-    append(
-        &stream(&env, &b),
-        &format!(
-            "{}\n",
-            line(
-                &b,
-                "2099-01-01T00:00:05.000Z",
-                "heartbeat",
-                json!({"agent": "b", "status": "witness"})
-            )
-        ),
+    add(
+        &env,
+        &b,
+        "2099-01-01T00:00:05.000Z",
+        "heartbeat",
+        json!({"agent": "b", "status": "witness"}),
     );
     follow.wait("witness", LIMIT);
     append(&path, &format!("{tail}\n"));
