@@ -93,7 +93,14 @@ impl DaemonStats {
 
     /// Counts one event line (and its lateness or reason).
     pub fn event(&mut self, name: &str, fields: &serde_json::Map<String, serde_json::Value>) {
-        *self.events.entry(name.to_string()).or_default() += 1;
+        // No allocation once an event name was counted (with
+        // `heartbeats = "all"` this runs for every heartbeat).
+        match self.events.get_mut(name) {
+            Some(n) => *n += 1,
+            None => {
+                self.events.insert(name.to_string(), 1);
+            }
+        }
         match name {
             "agent_revived" => {
                 let reason = fields
