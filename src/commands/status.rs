@@ -312,9 +312,8 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<ExitCode> {
         let mut sorted = reports;
         sort(&mut sorted);
         print!("{}", render(&sorted, daemon, missing, &summary, &pending));
-        let reports = sorted;
         if let Some(note) = note
-            .filter(|_| daemon.is_some() && reports.iter().any(|r| r.source == Source::StateJson))
+            .filter(|_| daemon.is_some() && sorted.iter().any(|r| r.source == Source::StateJson))
         {
             eprintln!("note: {note}");
         }
