@@ -187,12 +187,14 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 
 /// The exposition: cells by status, agents by state and each agent's
 /// heartbeat age and revive count; whether a daemon holds the root (`up`);
-/// then, when its counters can be read, the daemon's.
+/// when it last published its counters (`daemon`), and those counters if
+/// they are `fresh` (a daemon that stopped publishing is not ready).
 pub fn render(
     cells: &BTreeMap<String, u64>,
     agents: &[AgentSample],
     up: bool,
     daemon: Option<&DaemonStats>,
+    fresh: bool,
 ) -> String {
     let mut out = String::new();
     family(
@@ -278,31 +280,33 @@ pub fn render(
         &mut out,
         "lazarus_pit_daemon_ready",
         "gauge",
-        "1 once that daemon has scanned the root and published its counters (below) within the last 30 s.",
+        "1 once that daemon has scanned the root and published its counters (below) within the last 30 s, readable by this user.",
     );
     let _ = writeln!(
         out,
         "lazarus_pit_daemon_ready {}",
-        u8::from(up && daemon.is_some())
+        u8::from(up && fresh && daemon.is_some())
     );
     if let Some(d) = daemon {
+        family(
+            &mut out,
+            "lazarus_pit_daemon_last_update_seconds",
+            "gauge",
+            "When the daemon last published its figures (unix seconds): alert when it lags.",
+        );
+        let _ = writeln!(
+            out,
+            "lazarus_pit_daemon_last_update_seconds {}",
+            num(d.written_at)
+        );
+    }
+    if let Some(d) = daemon.filter(|_| fresh) {
         render_daemon(&mut out, d);
     }
     out
 }
 
 fn render_daemon(out: &mut String, d: &DaemonStats) {
-    family(
-        out,
-        "lazarus_pit_daemon_last_update_seconds",
-        "gauge",
-        "When the daemon last published these figures (unix seconds): alert when it lags.",
-    );
-    let _ = writeln!(
-        out,
-        "lazarus_pit_daemon_last_update_seconds {}",
-        num(d.written_at)
-    );
     family(
         out,
         "lazarus_pit_daemon_start_time_seconds",
@@ -553,7 +557,7 @@ mod tests {
             revive_count: 2,
         }];
         let cells = BTreeMap::from([("active".to_string(), 1)]);
-        let text = render(&cells, &agents, true, Some(&d));
+        let text = render(&cells, &agents, true, Some(&d), true);
         let n = check(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert!(n > 20, "{text}");
         assert!(
@@ -569,13 +573,13 @@ mod tests {
         assert!(text.contains("lazarus_pit_daemon_up 1"));
         assert!(text.contains("lazarus_pit_daemon_ready 1"));
         // Without a daemon: its counters are not invented.
-        let text = render(&cells, &agents, false, None);
+        let text = render(&cells, &agents, false, None, false);
         check(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert!(!text.contains("heartbeats_total"));
         assert!(text.contains("lazarus_pit_daemon_up 0"));
         assert!(text.contains("lazarus_pit_daemon_ready 0"));
         // A daemon whose counters this user may not read: up, not ready.
-        let text = render(&cells, &agents, true, None);
+        let text = render(&cells, &agents, true, None, false);
         assert!(text.contains("lazarus_pit_daemon_up 1"));
         assert!(text.contains("lazarus_pit_daemon_ready 0"));
     }

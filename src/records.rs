@@ -423,6 +423,12 @@ impl Records {
         Dir::open(&self.path)?.write_atomic(crate::metrics::STATS_FILE, &bytes, 0o600)
     }
 
+    /// Removes the counters: a `daemon --once` pass says no daemon is
+    /// meant to run on this root between passes.
+    pub fn remove_stats(&self) -> std::io::Result<()> {
+        Dir::open(&self.path)?.remove_file(crate::metrics::STATS_FILE)
+    }
+
     /// The daemon's counters, if it wrote them and they parse.
     pub fn read_stats(&self) -> Option<crate::metrics::DaemonStats> {
         let bytes = Dir::open(&self.path)

@@ -105,6 +105,29 @@ impl Root {
         Ok(names)
     }
 
+    /// Directories of the root that were cells and lost their `cell.json`:
+    /// real directories without one for which `was_cell` says yes, or
+    /// that hold `logs/` (a cell's audit trail). Sorted. `status` and
+    /// `events` show them (an agent that deletes its manifest must not
+    /// vanish from monitoring); `cell list` does not (they are not cells).
+    pub fn lost_cells(&self, was_cell: impl Fn(&str) -> bool) -> Result<Vec<String>> {
+        let root = self.open()?;
+        let mut names: Vec<String> = root
+            .entries()?
+            .into_iter()
+            .filter(|(name, kind)| {
+                !name.starts_with('.')
+                    && matches!(kind, EntryKind::Dir | EntryKind::Unknown)
+                    && !root.exists_beneath(&format!("{name}/{MANIFEST}"))
+                    && root.entry_kind(name).ok().flatten() == Some(EntryKind::Dir)
+                    && (root.exists_beneath(&format!("{name}/logs")) || was_cell(name))
+            })
+            .map(|(name, _)| name)
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
     /// Every cell with its manifest, or why its manifest is unreadable.
     pub fn list(&self) -> Result<Vec<Listed>> {
         let root = self.open()?;

@@ -16,13 +16,16 @@ pub fn run(ctx: &Context) -> Result<ExitCode> {
         .records
         .as_ref()
         .and_then(|r| r.read_stats())
-        .filter(|s| Some(s.pid) == gathered.daemon)
-        .filter(|s| now - s.written_at <= crate::metrics::STALE_AFTER);
+        .filter(|s| Some(s.pid) == gathered.daemon);
+    let fresh = stats
+        .as_ref()
+        .is_some_and(|s| now - s.written_at <= crate::metrics::STALE_AFTER);
     let text = crate::metrics::render(
         &gathered.statuses,
         &gathered.samples(),
         gathered.daemon.is_some(),
         stats.as_ref(),
+        fresh,
     );
     print!("{text}");
     Ok(ExitCode::SUCCESS)

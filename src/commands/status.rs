@@ -174,6 +174,8 @@ pub(crate) struct Gathered {
     pub records: Option<Records>,
     /// Why states come from somewhere else, if they do.
     note: Option<String>,
+    /// This user may not read the daemon's records.
+    records_unreadable: bool,
     /// Every cell of the root (`cell` unset) by status, unreadable ones
     /// as `other`.
     pub statuses: std::collections::BTreeMap<String, u64>,
@@ -209,7 +211,9 @@ pub(crate) fn gather(ctx: &Context, cell: Option<&str>) -> Result<Gathered> {
     let state_dir = crate::records::state_dir(&ctx.config.daemon)
         .map(|d| d.display().to_string())
         .unwrap_or_else(|_| "(none)".into());
-    let (records, note) = match Records::open_existing(&ctx.config.daemon, &ctx.root.path) {
+    let opened = Records::open_existing(&ctx.config.daemon, &ctx.root.path);
+    let records_unreadable = opened.is_err();
+    let (records, note) = match opened {
         Ok(Some(r)) if daemon.is_none() || r.claimed_by() == daemon => (Some(r), None),
         Ok(Some(_)) => (
             None,
@@ -271,6 +275,9 @@ pub(crate) fn gather(ctx: &Context, cell: Option<&str>) -> Result<Gathered> {
                         })
                     }
                 })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .chain(lost(ctx, records, daemon, &mut statuses)?)
                 .collect(),
         }
     };
@@ -279,8 +286,39 @@ pub(crate) fn gather(ctx: &Context, cell: Option<&str>) -> Result<Gathered> {
         daemon,
         records,
         note,
+        records_unreadable,
         statuses,
     })
+}
+
+/// Cells that lost their `cell.json` (see [`crate::cell::Root::lost_cells`]),
+/// each reported as unreadable: a check fails on them.
+fn lost(
+    ctx: &Context,
+    records: Option<&Records>,
+    daemon: Option<u32>,
+    statuses: &mut std::collections::BTreeMap<String, u64>,
+) -> Result<Vec<CellReport>> {
+    let names = ctx
+        .root
+        .lost_cells(|name| records.is_some_and(|r| r.read_cell(name).is_some()))?;
+    *statuses.entry("other".to_string()).or_default() += names.len() as u64;
+    Ok(names
+        .into_iter()
+        .map(|name| CellReport {
+            uuid: name,
+            status: "unreadable".into(),
+            name: None,
+            mission: None,
+            daemon_pid: daemon,
+            source: Source::Heartbeats,
+            agents: Vec::new(),
+            checkpoints: None,
+            checkpointing: false,
+            timers: None,
+            error: Some("cell.json is missing: its agents are not monitored".into()),
+        })
+        .collect())
 }
 
 pub fn run(ctx: &Context, args: StatusArgs) -> Result<ExitCode> {
@@ -289,16 +327,23 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<ExitCode> {
         daemon,
         records,
         note,
+        records_unreadable,
         ..
     } = gather(ctx, args.cell.as_deref())?;
-    // No daemon, though one supervised this root (its records are here):
-    // nothing is revived, which a check must not call well.
-    let missing = daemon.is_none() && records.is_some();
+    // No daemon, though one ran here (it published its counters; a
+    // `daemon --once` pass removes them): nothing is revived, which a
+    // check must not call well. Unknown to a user who may not read the
+    // daemon's records.
+    let missing = daemon.is_none() && records.as_ref().is_some_and(|r| r.read_stats().is_some());
+    let missing_json = match (daemon, records_unreadable) {
+        (None, true) => serde_json::Value::Null,
+        _ => missing.into(),
+    };
     let summary = Summary::of(&reports, missing);
     let pending = pending(&reports);
     if ctx.json {
         super::print_json(&serde_json::json!({
-            "daemon": { "running": daemon.is_some(), "pid": daemon, "missing": missing },
+            "daemon": { "running": daemon.is_some(), "pid": daemon, "missing": missing_json },
             "ok": summary.ok,
             "summary": summary,
             "pending_approvals": pending,
@@ -311,7 +356,17 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<ExitCode> {
         // and `cell.json`'s order, which scripts index by.
         let mut sorted = reports;
         sort(&mut sorted);
-        print!("{}", render(&sorted, daemon, missing, &summary, &pending));
+        print!(
+            "{}",
+            render(
+                &sorted,
+                daemon,
+                missing,
+                records_unreadable,
+                &summary,
+                &pending
+            )
+        );
         if let Some(note) = note
             .filter(|_| daemon.is_some() && sorted.iter().any(|r| r.source == Source::StateJson))
         {
@@ -536,17 +591,17 @@ fn report(
                 None => AgentState::Unknown,
             };
             let agent_state = match facts {
-                // `state.json` lies where agents write: "healthy" is
-                // believed only if the heartbeat file says so too (an agent
-                // must not hide its own hang from a monitor).
-                Some(f)
-                    if source == Source::StateJson
-                        && f.state == AgentState::Healthy
-                        && computed != AgentState::Healthy =>
-                {
-                    match computed {
-                        AgentState::Unknown => AgentState::Stale,
-                        other => other,
+                // `state.json` lies where agents write: a claim that all is
+                // well (healthy, unknown, exited, frozen) is believed only
+                // if the heartbeat file does not say stale (an agent must not
+                // hide its own hang from a monitor).
+                Some(f) if source == Source::StateJson && !f.state.is_trouble() => {
+                    match (f.state, computed) {
+                        // No claim of well-being outlives a stale heartbeat.
+                        (_, AgentState::Stale) => AgentState::Stale,
+                        (AgentState::Healthy, AgentState::Unknown) => AgentState::Stale,
+                        (AgentState::Frozen, c) if c != AgentState::Frozen => c,
+                        (claim, _) => claim,
                     }
                 }
                 Some(f) => f.state,
@@ -778,6 +833,7 @@ fn render(
     reports: &[CellReport],
     daemon: Option<u32>,
     missing: bool,
+    records_unreadable: bool,
     summary: &Summary,
     pending: &[Pending],
 ) -> String {
@@ -788,6 +844,10 @@ fn render(
         None if missing => out.push_str(
             "daemon: not running, though one supervised this root (its records are in its \
              state directory): nothing is revived until one runs\n",
+        ),
+        None if records_unreadable => out.push_str(
+            "daemon: not running (states computed from heartbeat files; nothing is revived; \
+             whether one should run here is in its records, which this user may not read)\n",
         ),
         None => out.push_str(
             "daemon: not running (states computed from heartbeat files; nothing is revived)\n",

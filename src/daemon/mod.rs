@@ -172,6 +172,8 @@ async fn serve(config: Config, root: &Path, opts: Options, log: LogHandle) -> Re
         }
         let mut shell = Shell::new(config.clone(), root_dir, records, Clock::system())?;
         if opts.once {
+            // Passes from cron: no daemon is missed between them.
+            let _ = shell.records.remove_stats();
             let requests = shell.take_inbox();
             shell.discover();
             shell.apply_requests(requests);

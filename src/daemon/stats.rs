@@ -42,7 +42,7 @@ impl Shell {
                 )
             });
             if let Some((path, cells, agents)) = textfile {
-                let text = render(&cells, &agents, true, Some(&stats));
+                let text = render(&cells, &agents, true, Some(&stats), true);
                 result = result.and(write_textfile(&path, &text));
             }
             match result {
@@ -66,7 +66,7 @@ impl Shell {
         if let Some(path) = self.cfg.metrics.textfile.clone() {
             let now = self.now();
             let (cells, agents) = self.core.samples(now);
-            if let Err(e) = write_textfile(&path, &render(&cells, &agents, false, None)) {
+            if let Err(e) = write_textfile(&path, &render(&cells, &agents, false, None, false)) {
                 tracing::warn!("could not write metrics: {e}");
             }
         }

@@ -292,6 +292,23 @@ fn status_takes_states_from_the_state_file_of_the_daemon_holding_the_lock() {
             && metrics.contains("lazarus_pit_agents{state=\"healthy\"} 0"),
         "{metrics}"
     );
+    // Nor any other claim that all is well.
+    for claim in ["exited", "frozen", "unknown"] {
+        forged["agent_health"]["a"]["state"] = claim.into();
+        forged["agent_health"]["a"]["healthy"] = false.into();
+        std::fs::write(
+            env.cell(&uuid).join(".lazarus/state.json"),
+            forged.to_string(),
+        )
+        .expect("write");
+        let run = env.run(&["status", "--json"]);
+        assert_eq!(run.code, Some(1), "{claim}: {run:#?}");
+        assert_eq!(
+            run.json()["cells"][0]["agents"][0]["state"],
+            "stale",
+            "{claim}"
+        );
+    }
 }
 
 #[test]

@@ -134,10 +134,43 @@ fn events_merges_cells_and_generations_in_time_order_byte_for_byte() {
     // One cell alone: its generation first.
     let one = env.run(&["events", &a, "--json"]).success();
     assert_eq!(one.stdout.lines().collect::<Vec<_>>(), all_lines(&env, &a));
-    // A cell whose agent broke its cell.json still shows its stream.
+    // A cell whose agent broke its cell.json still shows its stream, and
+    // so does one whose agent deleted it (also by itself).
     std::fs::write(env.cell(&b).join("cell.json"), "{oops").expect("break");
     let all = env.run(&["events", "--json"]).success();
     assert_eq!(all.stdout.lines().collect::<Vec<_>>(), expected);
+    std::fs::remove_file(env.cell(&b).join("cell.json")).expect("delete");
+    let all = env.run(&["events", "--json"]).success();
+    assert_eq!(all.stdout.lines().collect::<Vec<_>>(), expected);
+    let alone = env.run(&["events", &b[..8], "--json"]).success();
+    assert_eq!(
+        alone.stdout.lines().collect::<Vec<_>>(),
+        all_lines(&env, &b)
+    );
+    // A line in a's stream that claims to be b's: shown as a's, with
+    // claims_cell=, and never passed on as b's JSON.
+    add(
+        &env,
+        &a,
+        "2026-01-01T00:00:09.000Z",
+        "agent_recovered",
+        json!({"cell": b, "agent": "b"}),
+    );
+    let forged = env.run(&["events", "--json"]).success();
+    assert!(
+        !forged.stdout.contains("agent_recovered")
+            && forged.stderr.contains(&format!(
+                "cell {a}: a line in its stream claims to be of cell {b}"
+            )),
+        "{forged:#?}"
+    );
+    let human = env.run(&["events", &a]).success();
+    assert!(
+        human.stdout.lines().any(|l| l.contains(&a[..8])
+            && l.contains("agent_recovered")
+            && l.contains(&format!("claims_cell={b}"))),
+        "{human:#?}"
+    );
 }
 
 /// An agent can make its stream a sparse file of 100 GB for free: read as
@@ -182,6 +215,33 @@ fn a_sparse_stream_is_read_past_its_holes() {
     let out = child.wait_with_output().expect("output");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("events.jsonl.1 line 1 is corrupt"), "{text}");
+    // A byte every 64 KiB over 1 GiB (16 MiB on disk): read extent by
+    // extent, at the cost of what was written.
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::create(env.cell(&a).join("logs/events.jsonl.2")).expect("create");
+        for i in (0u64..1 << 30).step_by(65536) {
+            f.write_all_at(b"x", i).expect("write");
+        }
+    }
+    let mut cmd = env.command(&["events"]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    let limit = Instant::now() + LIMIT;
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("events still reading a strided sparse file");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("events.jsonl.2 line 1 is corrupt (longer than"),
+        "{text}"
+    );
     assert!(
         text.contains("agent_dead") && text.contains("cell_created"),
         "{text}"
@@ -236,6 +296,52 @@ fn follow_ends_when_its_reader_goes_and_lets_go_of_a_purged_cell() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(child.wait().expect("status").code(), Some(0));
+}
+
+/// An agent that deletes its cell.json must not vanish from monitoring.
+#[test]
+fn a_cell_that_lost_its_cell_json_fails_the_check() {
+    let env = Env::new();
+    let fine = env.create(&["--agent", "a"]);
+    env.beat(&fine, "a", "working");
+    let lost = env.create(&["--agent", "b"]);
+    assert_eq!(status(&env, &[]).0, Some(0));
+    std::fs::remove_file(env.cell(&lost).join("cell.json")).expect("delete");
+    let (code, v, text) = status(&env, &[]);
+    assert_eq!(code, Some(1), "{v:#}");
+    assert!(
+        v["cells"]
+            .as_array()
+            .expect("cells")
+            .iter()
+            .any(|c| c["uuid"] == lost.as_str() && c["status"] == "unreadable"),
+        "{v:#}"
+    );
+    assert!(text.contains("cell.json is missing"), "{text}");
+    let metrics = env.run(&["metrics"]).success().stdout;
+    assert!(
+        metrics.contains("lazarus_pit_cells{status=\"other\"} 1"),
+        "{metrics}"
+    );
+    // `cell list` still lists only cells (BRIEF 2).
+    let list = env.run(&["cell", "list"]).success().stdout;
+    assert!(!list.contains(&lost), "{list}");
+}
+
+/// `daemon --once` from cron is no daemon that went missing.
+#[test]
+fn status_after_a_once_pass_is_not_a_missing_daemon() {
+    let env = Env::new();
+    let uuid = env.create(&["--agent", "a"]);
+    env.beat(&uuid, "a", "working");
+    let daemon = env.daemon(&[]);
+    drop(daemon);
+    assert_eq!(status(&env, &[]).0, Some(1), "a daemon ran and is gone");
+    env.beat(&uuid, "a", "working");
+    env.run(&["daemon", "--once"]).success();
+    let (code, v, _) = status(&env, &[]);
+    assert_eq!(code, Some(0), "{v:#}");
+    assert_eq!(v["daemon"]["missing"], false);
 }
 
 /// Item 1 of the review: a daemon that stops leaves agents unsupervised;

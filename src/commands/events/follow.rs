@@ -620,17 +620,28 @@ impl Tail {
             return Ok(());
         };
         let size = nix::sys::stat::fstat(file.as_fd())?.st_size as u64;
+        let sparse = super::stream::is_sparse(file);
         if size < self.offset {
+            // Emptied (`: > events.jsonl`) or cut to a line or so: read
+            // again from the start. Cut to more than that (an agent
+            // shrinking its file over and over to make us re-read it): go
+            // on from where it ends now.
+            let again = size <= super::stream::LINE_LIMIT as u64;
             if !self.said_truncated {
                 eprintln!(
-                    "lazarus-pit: cell {}: events.jsonl was truncated; reading it from its start",
-                    self.id
+                    "lazarus-pit: cell {}: events.jsonl was truncated; reading it {}",
+                    self.id,
+                    if again {
+                        "from its start"
+                    } else {
+                        "from its new end"
+                    }
                 );
             }
-            self.offset = 0;
-            self.line_start = 0;
+            self.offset = if again { 0 } else { size };
+            self.line_start = self.offset;
             self.partial = None;
-            self.number = Some(0);
+            self.number = if again { Some(0) } else { None };
             self.said_truncated = true;
         }
         let mut buf = vec![0u8; 64 * 1024];
@@ -638,7 +649,28 @@ impl Tail {
             let Some(file) = self.file.as_ref() else {
                 return Ok(());
             };
-            let n = match file.read_at(&mut buf, self.offset) {
+            // A mostly-holes file: read extent by extent, each hole as
+            // one NUL.
+            let mut limit = buf.len();
+            if sparse {
+                let Some(data) = super::stream::next_data(file, self.offset)? else {
+                    return Ok(());
+                };
+                if data > self.offset {
+                    let raw = self.partial.get_or_insert_with(|| Raw {
+                        bytes: Vec::new(),
+                        cut: false,
+                        whole: false,
+                    });
+                    push_bounded(raw, &[0]);
+                    self.offset = data;
+                }
+                let extent = super::stream::next_hole(file, data)
+                    .saturating_sub(data)
+                    .max(1);
+                limit = limit.min(usize::try_from(extent).unwrap_or(usize::MAX));
+            }
+            let n = match file.read_at(&mut buf[..limit], self.offset) {
                 Ok(0) => return Ok(()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -648,7 +680,7 @@ impl Tail {
             self.offset += n as u64;
             // A hole (an agent's sparse file): skipped past, its zeros read
             // once.
-            if super::stream::looks_like_hole(&buf[..n], buf.len()) {
+            if !sparse && super::stream::looks_like_hole(&buf[..n], buf.len()) {
                 let to = match super::stream::next_data(file, self.offset)? {
                     Some(to) => to,
                     // Only a hole is left: on to the end.

@@ -38,7 +38,7 @@ pub fn run(ctx: &Context, args: EventsArgs) -> Result<ExitCode> {
     let result = (|| -> Result<()> {
         let single = args.cell.is_some();
         let cells = match &args.cell {
-            Some(prefix) => vec![ctx.root.resolve(prefix)?],
+            Some(prefix) => vec![resolve(ctx, prefix)?],
             None => all_cells(ctx)?,
         };
         if args.follow {
@@ -77,7 +77,12 @@ pub fn run(ctx: &Context, args: EventsArgs) -> Result<ExitCode> {
 /// `invalid_input` said of it).
 fn all_cells(ctx: &Context) -> Result<Vec<Cell>> {
     let mut cells = Vec::new();
-    for name in ctx.root.cell_names()? {
+    let mut names = ctx.root.cell_names()?;
+    // Cells that lost their cell.json keep their stream (the daemon's own
+    // lines about them among it).
+    names.extend(ctx.root.lost_cells(|_| false)?);
+    names.sort();
+    for name in names {
         match ctx.root.cell(&name) {
             Ok(cell) => cells.push(cell),
             Err(e) => eprintln!(
@@ -88,6 +93,28 @@ fn all_cells(ctx: &Context) -> Result<Vec<Cell>> {
         }
     }
     Ok(cells)
+}
+
+/// The cell `prefix` names, also one that lost its `cell.json` (its
+/// stream is still there to read).
+fn resolve(ctx: &Context, prefix: &str) -> Result<Cell> {
+    match ctx.root.resolve(prefix) {
+        Err(e @ Error::CellNotFound { .. }) => {
+            let wanted = prefix.to_ascii_lowercase();
+            let lost: Vec<String> = ctx
+                .root
+                .lost_cells(|_| false)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|n| n.to_ascii_lowercase().starts_with(&wanted))
+                .collect();
+            match lost.as_slice() {
+                [one] if !wanted.is_empty() => ctx.root.cell(one),
+                _ => Err(e),
+            }
+        }
+        other => other,
+    }
 }
 
 /// One descriptor per cell stays open for the merge: as many as the hard
@@ -179,13 +206,22 @@ impl Output {
             return Ok(());
         }
         match line {
-            Line::Event { text, claims, .. } if self.json => {
-                if let Some(other) = claims {
-                    eprintln!(
-                        "lazarus-pit: a line in another cell's stream claims to be of cell {}",
-                        escape(other)
-                    );
-                }
+            // A line in one cell's stream that names another cell is not
+            // that cell's (an agent writes only its own stream): not passed
+            // on as JSON, where a consumer would take its `cell` at its word.
+            Line::Event {
+                cell,
+                claims: Some(other),
+                ..
+            } if self.json => {
+                eprintln!(
+                    "lazarus-pit: cell {}: a line in its stream claims to be of cell {}; left out",
+                    escape(cell),
+                    escape(other)
+                );
+                Ok(())
+            }
+            Line::Event { text, .. } if self.json => {
                 self.out.write_all(text.as_bytes())?;
                 self.out.write_all(b"\n")
             }

@@ -153,12 +153,35 @@ pub fn time_of(text: &str) -> Option<DateTime<Utc>> {
 }
 
 /// A file read past its holes: an agent can make its stream a sparse file
-/// of terabytes for free (`truncate -s 100G`), which would take hours to
-/// read as zeros. A chunk that comes back all NUL (no line of the stream
-/// has one) asks the filesystem where data resumes (`SEEK_DATA`) and
-/// skips there; the zeros read keep the line they fall in corrupt. Data
-/// itself never asks: `SEEK_DATA` is not trusted with bytes just appended.
-pub struct Holes(pub File);
+/// of terabytes for free (`truncate -s 100G`, or a byte every 64 KiB),
+/// which would take hours to read as zeros. A file that is mostly holes
+/// (an event log never is) is read extent by extent (`SEEK_DATA`,
+/// `SEEK_HOLE`), so reading costs what the agent really wrote; each hole
+/// reads as one NUL, which keeps the line it falls in corrupt. Elsewhere
+/// a chunk that comes back all NUL asks where data resumes. Data itself
+/// never asks: `SEEK_DATA` is not trusted with bytes just appended.
+pub struct Holes {
+    file: File,
+    sparse: bool,
+}
+
+impl Holes {
+    pub fn new(file: File) -> Holes {
+        let sparse = is_sparse(&file);
+        Holes { file, sparse }
+    }
+
+    pub fn into_file(self) -> File {
+        self.file
+    }
+}
+
+/// Whether `file` is larger than a line and less than half allocated.
+pub fn is_sparse(file: &File) -> bool {
+    nix::sys::stat::fstat(file).is_ok_and(|st| {
+        st.st_size > LINE_LIMIT as i64 && st.st_blocks.saturating_mul(512) < st.st_size / 2
+    })
+}
 
 /// Where data resumes at or after `pos` (`pos` itself when the filesystem
 /// cannot tell); `None` when only a hole is left.
@@ -174,6 +197,14 @@ pub fn next_data(file: &File, pos: u64) -> io::Result<Option<u64>> {
     }
 }
 
+/// Where the data at `pos` ends (the next hole, or the end).
+pub fn next_hole(file: &File, pos: u64) -> u64 {
+    i64::try_from(pos)
+        .ok()
+        .and_then(|at| nix::unistd::lseek(file, at, nix::unistd::Whence::SeekHole).ok())
+        .map_or(u64::MAX, |h| h as u64)
+}
+
 /// Whether `chunk` (a full read of `want` bytes) is all NUL: a hole, most
 /// likely.
 pub fn looks_like_hole(chunk: &[u8], want: usize) -> bool {
@@ -182,13 +213,31 @@ pub fn looks_like_hole(chunk: &[u8], want: usize) -> bool {
 
 impl io::Read for Holes {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.0.read(buf)?;
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let pos = self.file.stream_position()?;
+        if self.sparse {
+            let Some(data) = next_data(&self.file, pos)? else {
+                return Ok(0);
+            };
+            if data > pos {
+                self.file.seek(io::SeekFrom::Start(data))?;
+                buf[0] = 0;
+                return Ok(1);
+            }
+            let extent = next_hole(&self.file, data).saturating_sub(data).max(1);
+            let want = buf.len().min(usize::try_from(extent).unwrap_or(usize::MAX));
+            self.file.seek(io::SeekFrom::Start(data))?;
+            return self.file.read(&mut buf[..want]);
+        }
+        let n = self.file.read(buf)?;
         if looks_like_hole(&buf[..n], buf.len()) {
-            let pos = self.0.stream_position()?;
-            let size = nix::sys::stat::fstat(&self.0)?.st_size as u64;
-            let to = next_data(&self.0, pos)?.unwrap_or(size);
-            if to > pos {
-                self.0.seek(io::SeekFrom::Start(to))?;
+            let at = pos + n as u64;
+            let size = nix::sys::stat::fstat(&self.file)?.st_size as u64;
+            let to = next_data(&self.file, at)?.unwrap_or(size);
+            if to > at {
+                self.file.seek(io::SeekFrom::Start(to))?;
             }
         }
         Ok(n)
@@ -261,7 +310,7 @@ impl CellStream {
                 seen.push((st.st_dev, st.st_ino));
                 parts.push_front(Part {
                     name,
-                    reader: BufReader::with_capacity(64 * 1024, Holes(file)),
+                    reader: BufReader::with_capacity(64 * 1024, Holes::new(file)),
                     number: 0,
                 });
             }
@@ -323,7 +372,7 @@ impl CellStream {
         if self.follow && part.name == LOG && self.parts.is_empty() {
             // At the end nothing is left in the buffer: the file's offset
             // is where reading stopped.
-            let mut file = part.reader.into_inner().0;
+            let mut file = part.reader.into_inner().into_file();
             file.stream_position()?;
             self.resume = Some(Resume {
                 file,
