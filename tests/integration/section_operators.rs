@@ -1209,9 +1209,18 @@ fn the_deb_holds_binary_unit_tmpfiles_config_man_page_and_completions() {
     let env = Env::new();
     let out_dir = env.tmp.path().join("deb");
     // Built from the binary under test (the dev profile's), not a release
-    // build of its own.
+    // build of its own, and compressed fast: xz of a debug binary keeps
+    // both cores busy for 20 s, starving the other tests' daemons.
     let out = std::process::Command::new("cargo")
-        .args(["deb", "--no-build", "--no-strip", "--profile", "dev", "-o"])
+        .args([
+            "deb",
+            "--no-build",
+            "--no-strip",
+            "--fast",
+            "--profile",
+            "dev",
+            "-o",
+        ])
         .arg(&out_dir)
         .current_dir(repo_file(""))
         .output()
