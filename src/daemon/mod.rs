@@ -366,6 +366,7 @@ impl Shell {
         self.discover();
         self.apply_requests(requests);
         self.flush();
+        self.write_first_metrics();
         let s = self.core.summary();
         tracing::info!(
             "ready: {} cells, {} agents in {} ({})",

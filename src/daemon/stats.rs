@@ -16,18 +16,19 @@ use crate::metrics::render;
 static FAILING: AtomicBool = AtomicBool::new(false);
 
 impl Shell {
+    /// Publishes the counters once, on the loop, before the daemon says it
+    /// is ready: from then on `status` knows a daemon ran here.
+    pub(super) fn write_first_metrics(&mut self) {
+        self.refresh_stats();
+        if let Err(e) = self.records.write_stats(&self.stats) {
+            tracing::warn!("could not write metrics: {e}");
+        }
+    }
+
     /// Publishes the counters (and the textfile), off the loop.
     pub(super) fn write_metrics(&mut self) {
         let now = self.now();
-        self.stats.written_at = crate::commands::status::unix_now();
-        self.stats.sample_process();
-        self.stats.polled_cells = self.polled.len() as u64;
-        self.stats.watch = match (&self.watches, self.polled.is_empty()) {
-            (None, _) => "poll",
-            (Some(_), true) => "inotify",
-            (Some(_), false) => "mixed",
-        }
-        .into();
+        self.refresh_stats();
         let stats = self.stats.clone();
         let records = Arc::clone(&self.records);
         let textfile = self.cfg.metrics.textfile.clone().map(|path| {
@@ -58,6 +59,20 @@ impl Shell {
                 }
             }
         });
+    }
+
+    /// The figures that are read, not counted: time, CPU, memory, how the
+    /// root is watched.
+    fn refresh_stats(&mut self) {
+        self.stats.written_at = crate::commands::status::unix_now();
+        self.stats.sample_process();
+        self.stats.polled_cells = self.polled.len() as u64;
+        self.stats.watch = match (&self.watches, self.polled.is_empty()) {
+            (None, _) => "poll",
+            (Some(_), true) => "inotify",
+            (Some(_), false) => "mixed",
+        }
+        .into();
     }
 
     /// At shutdown: the textfile says the daemon is down (node_exporter

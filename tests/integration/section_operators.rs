@@ -335,6 +335,12 @@ fn status_after_a_once_pass_is_not_a_missing_daemon() {
     let uuid = env.create(&["--agent", "a"]);
     env.beat(&uuid, "a", "working");
     let daemon = env.daemon(&[]);
+    // It has run once it published its counters (right after its scan).
+    wait_for("the daemon ready", LIMIT, || {
+        env.run(&["metrics"])
+            .stdout
+            .contains("lazarus_pit_daemon_ready 1")
+    });
     drop(daemon);
     assert_eq!(status(&env, &[]).0, Some(1), "a daemon ran and is gone");
     env.beat(&uuid, "a", "working");
