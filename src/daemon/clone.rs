@@ -235,13 +235,10 @@ unsafe fn child(
                 fail(errno());
             }
         }
-        if let Some((uid, gid, groups)) = &p.ids {
-            if nix::unistd::setgroups(groups).is_err()
-                || nix::unistd::setgid(*gid).is_err()
-                || nix::unistd::setuid(*uid).is_err()
-            {
-                fail(errno());
-            }
+        if let Some((uid, gid, groups)) = &p.ids
+            && super::process::become_user(*uid, *gid, groups).is_err()
+        {
+            fail(errno());
         }
         super::process::write_header(&p.header);
         let mut last = libc::ENOENT;

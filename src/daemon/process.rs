@@ -1707,9 +1707,7 @@ fn spawn(
                 nix::sys::resource::setrlimit(*resource, *value, *value)?;
             }
             if let Some((uid, gid, groups)) = &ids {
-                nix::unistd::setgroups(groups)?;
-                nix::unistd::setgid(*gid)?;
-                nix::unistd::setuid(*uid)?;
+                become_user(*uid, *gid, groups)?;
             }
             write_header(&header);
             Ok(())
@@ -1766,6 +1764,41 @@ pub(crate) fn pass_fds(fds: &[Option<std::os::fd::RawFd>; 2]) -> std::io::Result
     for (i, fd) in high.iter().enumerate() {
         // SAFETY: as above; dup2 leaves the new descriptor open on exec.
         if *fd >= 0 && unsafe { nix::libc::dup2(*fd, 3 + i as i32) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Becomes `uid`/`gid` with `groups`, in a child before exec, by raw
+/// system calls. Not glibc's `setuid`: in a multithreaded process it asks
+/// every other thread to change too (credentials are per thread in
+/// Linux) and waits for each; in a child made by a raw `clone3`
+/// ([`super::clone`]) those threads are not there, and it waited forever
+/// (seen under load: agents of a non-root cell never started). The child
+/// has one thread, so one thread's change is the whole process's.
+///
+/// # Safety
+/// Only in a single-threaded child before exec.
+pub(crate) unsafe fn become_user(
+    uid: nix::unistd::Uid,
+    gid: nix::unistd::Gid,
+    groups: &[nix::unistd::Gid],
+) -> std::io::Result<()> {
+    // `Gid` is a transparent `gid_t` (nix's own setgroups casts the same).
+    let list = groups.as_ptr().cast::<nix::libc::gid_t>();
+    // SAFETY: raw system calls on integers and a slice prepared before
+    // the fork; nothing is allocated or locked.
+    unsafe {
+        if nix::libc::syscall(nix::libc::SYS_setgroups, groups.len(), list) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let g = gid.as_raw();
+        if nix::libc::syscall(nix::libc::SYS_setresgid, g, g, g) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let u = uid.as_raw();
+        if nix::libc::syscall(nix::libc::SYS_setresuid, u, u, u) != 0 {
             return Err(std::io::Error::last_os_error());
         }
     }

@@ -48,30 +48,35 @@ fn add(env: &Env, cell: &str, ts: &str, event: &str, extra: Value) {
 }
 
 /// Every line of a cell's stream: its generations oldest first, then
-/// `events.jsonl`.
+/// `events.jsonl`. Read again if a rotation moved a file meanwhile.
 fn all_lines(env: &Env, uuid: &str) -> Vec<String> {
     let logs = env.cell(uuid).join("logs");
-    let mut gens: Vec<u32> = std::fs::read_dir(&logs)
-        .expect("logs")
-        .filter_map(|e| {
-            e.ok()?
-                .file_name()
-                .to_str()?
-                .strip_prefix("events.jsonl.")?
-                .parse()
-                .ok()
-        })
-        .collect();
-    gens.sort_unstable_by(|a, b| b.cmp(a));
-    let mut out = Vec::new();
-    for g in gens {
-        let text = std::fs::read_to_string(logs.join(format!("events.jsonl.{g}"))).expect("gen");
-        out.extend(text.lines().map(str::to_string));
+    'again: loop {
+        let mut gens: Vec<u32> = std::fs::read_dir(&logs)
+            .expect("logs")
+            .filter_map(|e| {
+                e.ok()?
+                    .file_name()
+                    .to_str()?
+                    .strip_prefix("events.jsonl.")?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        gens.sort_unstable_by(|a, b| b.cmp(a));
+        let mut out = Vec::new();
+        for g in gens {
+            match std::fs::read_to_string(logs.join(format!("events.jsonl.{g}"))) {
+                Ok(text) => out.extend(text.lines().map(str::to_string)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue 'again,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        if let Ok(text) = std::fs::read_to_string(logs.join("events.jsonl")) {
+            out.extend(text.lines().map(str::to_string));
+        }
+        return out;
     }
-    if let Ok(text) = std::fs::read_to_string(logs.join("events.jsonl")) {
-        out.extend(text.lines().map(str::to_string));
-    }
-    out
 }
 
 #[test]
