@@ -48,6 +48,25 @@ struct CellReport {
     error: Option<String>,
 }
 
+impl CellReport {
+    /// A cell whose `cell.json` cannot be used, and why.
+    fn unreadable(uuid: String, daemon: Option<u32>, error: String) -> CellReport {
+        CellReport {
+            uuid,
+            status: "unreadable".into(),
+            name: None,
+            mission: None,
+            daemon_pid: daemon,
+            source: Source::Heartbeats,
+            agents: Vec::new(),
+            checkpoints: None,
+            checkpointing: false,
+            timers: None,
+            error: Some(error),
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct Checkpoints {
     count: usize,
@@ -260,19 +279,7 @@ pub(crate) fn gather(ctx: &Context, cell: Option<&str>) -> Result<Gathered> {
                     }
                     Listed::Unreadable { name, error } => {
                         *statuses.entry("other".to_string()).or_default() += 1;
-                        Some(CellReport {
-                            uuid: name,
-                            status: "unreadable".into(),
-                            name: None,
-                            mission: None,
-                            daemon_pid: daemon,
-                            source: Source::Heartbeats,
-                            agents: Vec::new(),
-                            checkpoints: None,
-                            checkpointing: false,
-                            timers: None,
-                            error: Some(error.to_string()),
-                        })
+                        Some(CellReport::unreadable(name, daemon, error.to_string()))
                     }
                 })
                 .collect::<Vec<_>>()
@@ -305,18 +312,12 @@ fn lost(
     *statuses.entry("other".to_string()).or_default() += names.len() as u64;
     Ok(names
         .into_iter()
-        .map(|name| CellReport {
-            uuid: name,
-            status: "unreadable".into(),
-            name: None,
-            mission: None,
-            daemon_pid: daemon,
-            source: Source::Heartbeats,
-            agents: Vec::new(),
-            checkpoints: None,
-            checkpointing: false,
-            timers: None,
-            error: Some("cell.json is missing: its agents are not monitored".into()),
+        .map(|name| {
+            CellReport::unreadable(
+                name,
+                daemon,
+                "cell.json is missing: its agents are not monitored".into(),
+            )
         })
         .collect())
 }

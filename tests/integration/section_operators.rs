@@ -178,6 +178,30 @@ fn events_merges_cells_and_generations_in_time_order_byte_for_byte() {
     );
 }
 
+/// `events`' output, failing (and killing it) if it runs past [`LIMIT`]:
+/// a hang must fail the test, not the suite. Stdout is drained meanwhile.
+fn events_within_limit(env: &Env, what: &str) -> String {
+    let mut cmd = env.command(&["events"]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("spawn");
+    let out = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::BufReader::new(out).read_to_string(&mut text);
+        text
+    });
+    let limit = Instant::now() + LIMIT;
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("events still reading {what} after {LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    reader.join().expect("reader")
+}
+
 /// An agent can make its stream a sparse file of 100 GB for free: read as
 /// zeros, that took hours. Holes are skipped, and the line they fall in is
 /// corrupt.
@@ -201,24 +225,7 @@ fn a_sparse_stream_is_read_past_its_holes() {
             )
         ),
     );
-    let started = Instant::now();
-    let mut cmd = env.command(&["events"]);
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn");
-    let limit = Instant::now() + LIMIT;
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "events still reading a sparse file after {:?}",
-                started.elapsed()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("output");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = events_within_limit(&env, "a sparse file");
     assert!(text.contains("events.jsonl.1 line 1 is corrupt"), "{text}");
     // A byte every 64 KiB over 1 GiB (16 MiB on disk): read extent by
     // extent, at the cost of what was written.
@@ -229,20 +236,7 @@ fn a_sparse_stream_is_read_past_its_holes() {
             f.write_all_at(b"x", i).expect("write");
         }
     }
-    let mut cmd = env.command(&["events"]);
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn");
-    let limit = Instant::now() + LIMIT;
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("events still reading a strided sparse file");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("output");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = events_within_limit(&env, "a strided sparse file");
     assert!(
         text.contains("events.jsonl.2 line 1 is corrupt (longer than"),
         "{text}"
