@@ -90,19 +90,7 @@ impl Root {
     /// Names of the root's cells, sorted: real directories (never symlinks)
     /// that hold a `cell.json`. Anything else is not a cell and is ignored.
     pub fn cell_names(&self) -> Result<Vec<String>> {
-        let root = self.open()?;
-        let mut names: Vec<String> = root
-            .entries()?
-            .into_iter()
-            .filter(|(name, kind)| {
-                !name.starts_with('.')
-                    && matches!(kind, EntryKind::Dir | EntryKind::Unknown)
-                    && root.exists_beneath(&format!("{name}/{MANIFEST}"))
-            })
-            .map(|(name, _)| name)
-            .collect();
-        names.sort();
-        Ok(names)
+        self.dirs(|root, name| root.exists_beneath(&format!("{name}/{MANIFEST}")))
     }
 
     /// Directories of the root that were cells and lost their `cell.json`:
@@ -111,6 +99,16 @@ impl Root {
     /// `events` show them (an agent that deletes its manifest must not
     /// vanish from monitoring); `cell list` does not (they are not cells).
     pub fn lost_cells(&self, was_cell: impl Fn(&str) -> bool) -> Result<Vec<String>> {
+        self.dirs(|root, name| {
+            !root.exists_beneath(&format!("{name}/{MANIFEST}"))
+                && root.entry_kind(name).ok().flatten() == Some(EntryKind::Dir)
+                && (root.exists_beneath(&format!("{name}/logs")) || was_cell(name))
+        })
+    }
+
+    /// The root's directories not hidden (`.`-named) that `keep` says yes
+    /// to, sorted.
+    fn dirs(&self, keep: impl Fn(&Dir, &str) -> bool) -> Result<Vec<String>> {
         let root = self.open()?;
         let mut names: Vec<String> = root
             .entries()?
@@ -118,9 +116,7 @@ impl Root {
             .filter(|(name, kind)| {
                 !name.starts_with('.')
                     && matches!(kind, EntryKind::Dir | EntryKind::Unknown)
-                    && !root.exists_beneath(&format!("{name}/{MANIFEST}"))
-                    && root.entry_kind(name).ok().flatten() == Some(EntryKind::Dir)
-                    && (root.exists_beneath(&format!("{name}/logs")) || was_cell(name))
+                    && keep(&root, name)
             })
             .map(|(name, _)| name)
             .collect();

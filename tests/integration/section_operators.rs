@@ -1260,6 +1260,25 @@ fn the_deb_holds_binary_unit_tmpfiles_config_man_page_and_completions() {
     );
 }
 
+/// A config a manifest carries: it loads without unknown keys and names
+/// the binary's default root and state directory.
+fn config_with_defaults(text: &str, what: &str) -> lazarus_pit::config::Config {
+    let (config, unknown) = lazarus_pit::config::Config::parse(text, Path::new(what))
+        .unwrap_or_else(|e| panic!("{what}'s config: {e}"));
+    assert!(unknown.is_empty(), "{what}: {unknown:?}");
+    assert_eq!(
+        config.root(None),
+        PathBuf::from(lazarus_pit::config::DEFAULT_ROOT),
+        "{what}"
+    );
+    assert_eq!(
+        config.daemon.state_dir.as_deref(),
+        Some(Path::new(lazarus_pit::records::SYSTEM_STATE_DIR)),
+        "{what}"
+    );
+    config
+}
+
 fn yaml_docs(rel: &str) -> Vec<yaml_rust2::Yaml> {
     let text = std::fs::read_to_string(repo_file(rel)).expect("manifest");
     yaml_rust2::YamlLoader::load_from_str(&text).expect("YAML parses")
@@ -1321,17 +1340,7 @@ fn the_fleet_manifests_parse_and_name_the_binarys_defaults() {
         .find(|d| d["kind"].as_str() == Some("ConfigMap"))
         .expect("a ConfigMap");
     let toml_text = cm["data"]["lazarus-pit.toml"].as_str().expect("config");
-    let (config, unknown) = lazarus_pit::config::Config::parse(toml_text, Path::new("configmap"))
-        .expect("the ConfigMap's config loads");
-    assert!(unknown.is_empty(), "{unknown:?}");
-    assert_eq!(
-        config.root(None),
-        PathBuf::from(lazarus_pit::config::DEFAULT_ROOT)
-    );
-    assert_eq!(
-        config.daemon.state_dir.as_deref(),
-        Some(Path::new(lazarus_pit::records::SYSTEM_STATE_DIR))
-    );
+    let config = config_with_defaults(toml_text, "the ConfigMap");
     let textfile = config.metrics.textfile.expect("textfile");
     assert!(
         mounts.iter().any(|m| textfile.starts_with(m)),
@@ -1351,17 +1360,7 @@ fn the_fleet_manifests_parse_and_name_the_binarys_defaults() {
     assert_eq!(task["config"]["command"], "/usr/bin/lazarus-pit");
     assert_eq!(task["kill_signal"], "SIGTERM");
     let data = task["template"]["data"].as_str().expect("template");
-    let (config, unknown) = lazarus_pit::config::Config::parse(data, Path::new("nomad"))
-        .expect("the job's config loads");
-    assert!(unknown.is_empty(), "{unknown:?}");
-    assert_eq!(
-        config.root(None),
-        PathBuf::from(lazarus_pit::config::DEFAULT_ROOT)
-    );
-    assert_eq!(
-        config.daemon.state_dir.as_deref(),
-        Some(Path::new(lazarus_pit::records::SYSTEM_STATE_DIR))
-    );
+    config_with_defaults(data, "the Nomad job");
 
     // Vector: every cell's stream, and rotated generations, told apart by
     // inode.
