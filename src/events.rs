@@ -31,10 +31,14 @@ pub enum EventKind {
     /// A checkpoint could not be taken (not in BRIEF's table; its words).
     CheckpointFailed,
     InvalidInput,
+    /// The daemon took an edit of an agent's settings (not in BRIEF's
+    /// table): `agent`, `changed` (each setting that changed, and its new
+    /// value; `env` is only named, its values may be secrets).
+    SettingsChanged,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 21] = [
+    pub const ALL: [EventKind; 22] = [
         EventKind::CellCreated,
         EventKind::AgentJoined,
         EventKind::AgentLeft,
@@ -56,6 +60,7 @@ impl EventKind {
         EventKind::CheckpointRestored,
         EventKind::CheckpointFailed,
         EventKind::InvalidInput,
+        EventKind::SettingsChanged,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -81,6 +86,7 @@ impl EventKind {
             EventKind::CheckpointRestored => "checkpoint_restored",
             EventKind::CheckpointFailed => "checkpoint_failed",
             EventKind::InvalidInput => "invalid_input",
+            EventKind::SettingsChanged => "settings_changed",
         }
     }
 

@@ -137,6 +137,10 @@ pub struct AgentRecord {
     /// Its running instance's `limits`, and how each is enforced.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub limits: Vec<Enforced>,
+    /// Why it is not healthy: how its last instance ended, a start's
+    /// error, or its silence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
     /// What happens to it next, and when (unix seconds; absent: when an
     /// operator acts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -260,9 +264,9 @@ pub fn state_dir(cfg: &DaemonConfig) -> Result<PathBuf> {
         })
         .map(|dir| dir.join("lazarus-pit"))
         .ok_or_else(|| {
-            Error::Usage(
-                "no state directory: set [daemon] state_dir, or HOME or XDG_STATE_HOME".into(),
-            )
+            Error::Io(std::io::Error::other(
+                "no state directory: set [daemon] state_dir, or HOME or XDG_STATE_HOME",
+            ))
         })
 }
 
@@ -535,6 +539,16 @@ impl Records {
             .collect();
         names.sort();
         names
+    }
+
+    /// Reads one inbox request and leaves it there (for `status`: an
+    /// answer sent that the daemon has not taken yet).
+    pub fn peek(&self, name: &str) -> Option<Request> {
+        if !is_request_name(name) {
+            return None;
+        }
+        let bytes = self.inbox.read_file(name, REQUEST_LIMIT).ok()?;
+        serde_json::from_slice(&bytes).ok()
     }
 
     /// Reads and removes one inbox request. `None` if it is gone already;

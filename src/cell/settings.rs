@@ -108,10 +108,202 @@ impl AgentSettings {
         }
     }
 
+    /// What differs from `before`, by `cell.json` field name, with the
+    /// new value (`null`: none). Config-only timings are left out (a
+    /// reload is logged on its own); `env` is named, not shown.
+    pub fn changes_from(
+        &self,
+        before: &AgentSettings,
+    ) -> serde_json::Map<String, serde_json::Value> {
+        use serde_json::{Value, json};
+        // Seconds as written in cell.json: `30`, not `30.0`.
+        let secs = |d: Duration| {
+            Seconds::from_secs_f64(d.as_secs_f64()).map_or(Value::Null, |s| Value::Number(s.0))
+        };
+        let mut out = serde_json::Map::new();
+        let mut put = |k: &str, differs: bool, v: Value| {
+            if differs {
+                out.insert(k.to_string(), v);
+            }
+        };
+        put(
+            "heartbeat_stale_threshold",
+            self.stale_threshold != before.stale_threshold,
+            secs(self.stale_threshold),
+        );
+        put(
+            "resurrect_after",
+            self.resurrect_after != before.resurrect_after,
+            secs(self.resurrect_after),
+        );
+        put(
+            "revive_policy",
+            self.revive_policy != before.revive_policy,
+            serde_json::to_value(self.revive_policy).unwrap_or_default(),
+        );
+        put(
+            "max_revive_attempts",
+            self.max_revive_attempts != before.max_revive_attempts,
+            json!(self.max_revive_attempts),
+        );
+        put(
+            "restart",
+            self.restart != before.restart,
+            serde_json::to_value(self.restart).unwrap_or_default(),
+        );
+        put(
+            "autostart",
+            self.autostart != before.autostart,
+            json!(self.autostart),
+        );
+        put(
+            "substitutes",
+            self.substitutes != before.substitutes,
+            json!(self.substitutes),
+        );
+        let spec = |s: &AgentSettings| s.spawn.as_deref().cloned();
+        let (now, was) = (spec(self), spec(before));
+        put(
+            "command",
+            now.as_ref().map(|s| &s.argv) != was.as_ref().map(|s| &s.argv),
+            json!(now.as_ref().map(|s| &s.argv)),
+        );
+        if let (Some(now), Some(was)) = (&now, &was) {
+            put("env", now.env != was.env, json!("changed"));
+            put(
+                "limits",
+                now.limits != was.limits,
+                json!(
+                    now.limits
+                        .iter()
+                        .cloned()
+                        .collect::<std::collections::BTreeMap<_, _>>()
+                ),
+            );
+            put(
+                "isolation",
+                now.isolation != was.isolation,
+                json!(now.isolation.as_str()),
+            );
+        }
+        out
+    }
+
     /// Whether the daemon has a command to start.
     pub fn can_start(&self) -> bool {
         self.spawn.is_some()
     }
+}
+
+/// Where an effective setting comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Agent,
+    Cell,
+    /// The config's `[cells]`, set to something else than the default.
+    Config,
+    Default,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Agent => "agent",
+            Source::Cell => "cell",
+            Source::Config => "config",
+            Source::Default => "default",
+        }
+    }
+}
+
+/// Every setting that governs `agent`, as text, with where it comes from
+/// (agent > cell > config > default), for `cell show`. The same
+/// precedence as [`AgentSettings::resolve`], which the daemon uses.
+pub fn effective(
+    defaults: &CellsConfig,
+    cell: &Manifest,
+    agent: &Agent,
+) -> Vec<(&'static str, String, Source)> {
+    let builtin = CellsConfig::default();
+    let secs = |d: Duration| {
+        format!(
+            "{}s",
+            super::manifest::Seconds::from_secs_f64(d.as_secs_f64())
+                .map_or_else(|| d.as_secs_f64().to_string(), |s| s.0.to_string())
+        )
+    };
+    let pick = |a: Option<String>, c: Option<String>, config: String, default: String| match (a, c)
+    {
+        (Some(v), _) => (v, Source::Agent),
+        (None, Some(v)) => (v, Source::Cell),
+        (None, None) if config != default => (config, Source::Config),
+        (None, None) => (config, Source::Default),
+    };
+    let valid_secs = |s: &Option<Seconds>| s.as_ref().and_then(Seconds::positive).map(secs);
+    let policy = |p: RevivePolicy| {
+        serde_json::to_value(p)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    let (v, s) = pick(
+        agent.revive_policy.map(policy),
+        cell.revive_policy.map(policy),
+        policy(defaults.revive_policy),
+        policy(builtin.revive_policy),
+    );
+    out.push(("revive_policy", v, s));
+    let (v, s) = pick(
+        valid_secs(&agent.heartbeat_stale_threshold),
+        valid_secs(&cell.heartbeat_stale_threshold),
+        secs(defaults.heartbeat_stale_threshold),
+        secs(builtin.heartbeat_stale_threshold),
+    );
+    out.push(("heartbeat_stale_threshold", v, s));
+    let (v, s) = pick(
+        valid_secs(&agent.resurrect_after),
+        valid_secs(&cell.resurrect_after),
+        secs(defaults.resurrect_after),
+        secs(builtin.resurrect_after),
+    );
+    out.push(("resurrect_after", v, s));
+    let (v, s) = pick(
+        agent.max_revive_attempts.map(|n| n.to_string()),
+        cell.max_revive_attempts.map(|n| n.to_string()),
+        defaults.max_revive_attempts.to_string(),
+        builtin.max_revive_attempts.to_string(),
+    );
+    out.push(("max_revive_attempts", v, s));
+    let restart = |r: RestartPolicy| match r {
+        RestartPolicy::OnFailure => "on-failure".to_string(),
+        RestartPolicy::Always => "always".to_string(),
+    };
+    out.push(match agent.restart {
+        Some(r) => ("restart", restart(r), Source::Agent),
+        None => (
+            "restart",
+            restart(RestartPolicy::default()),
+            Source::Default,
+        ),
+    });
+    out.push(match agent.autostart {
+        Some(b) => ("autostart", b.to_string(), Source::Agent),
+        None => ("autostart", "true".to_string(), Source::Default),
+    });
+    out.push(match (agent.isolation, cell.isolation) {
+        (Some(i), _) => ("isolation", i.as_str().to_string(), Source::Agent),
+        (None, Some(i)) => ("isolation", i.as_str().to_string(), Source::Cell),
+        (None, None) => (
+            "isolation",
+            Isolation::default().as_str().to_string(),
+            Source::Default,
+        ),
+    });
+    if let Some(subs) = agent.substitutes.as_ref().filter(|s| !s.is_empty()) {
+        out.push(("substitutes", subs.join(", "), Source::Agent));
+    }
+    out
 }
 
 impl SpawnSpec {

@@ -20,6 +20,8 @@ pub enum Reason {
     Stale,
     /// Its process exited with failure (or at all, `restart = "always"`).
     Exited,
+    /// Its first start failed (the program could not be run).
+    StartFailed,
     /// `lazarus-pit revive`.
     Manual,
     /// `lazarus-pit approve` of a `revive_requested`.
@@ -37,6 +39,7 @@ impl Reason {
             Reason::Start => "start",
             Reason::Stale => "stale",
             Reason::Exited => "exited",
+            Reason::StartFailed => "start_failed",
             Reason::Manual => "manual",
             Reason::Approved => "approved",
             Reason::Substitute => "substitute",
@@ -70,6 +73,22 @@ pub struct ExitInfo {
 impl ExitInfo {
     pub fn success(&self) -> bool {
         self.code == Some(0)
+    }
+
+    /// `exited with code 3`, `killed by signal 9 (SIGKILL)`.
+    pub fn describe(&self) -> String {
+        match (self.code, self.signal) {
+            (Some(code), _) => format!("exited with code {code}"),
+            (None, Some(sig)) => match nix::sys::signal::Signal::try_from(sig) {
+                Ok(name) => format!("killed by signal {sig} ({name})"),
+                Err(_) => format!("killed by signal {sig}"),
+            },
+            // Adopted after a daemon restart: the kernel tells its parent
+            // only, and that was not this daemon.
+            (None, None) => {
+                "exited (code unknown: it was adopted, not started, by this daemon)".to_string()
+            }
+        }
     }
 }
 
@@ -174,7 +193,7 @@ pub struct AgentSup {
     /// agent's state small).
     pub last_claimed: f64,
     /// `status` of the newest heartbeat that had one.
-    pub last_status: Option<String>,
+    pub last_status: Option<Box<str>>,
     /// `pid` of the newest heartbeat: a claim, never proof.
     pub claimed_pid: Option<i32>,
     pub health: Health,
@@ -194,6 +213,11 @@ pub struct AgentSup {
     /// A restore replaced the files its running instance works on: it is
     /// started again when its cell is thawed.
     pub restart: bool,
+    /// Why it is not healthy, in words for `status`: how its last instance
+    /// ended, the error of a start that failed, or the silence that made
+    /// it due. Cleared when it beats again.
+    /// (Boxed twice: one word, most agents have none.)
+    pub why: Option<Box<String>>,
 }
 
 impl AgentSup {
@@ -219,6 +243,7 @@ impl AgentSup {
             grace_from: None,
             held: false,
             restart: false,
+            why: None,
         }
     }
 
@@ -298,6 +323,10 @@ impl AgentSup {
                     });
                 }
                 Health::Stale { .. } => {
+                    self.why = Some(Box::new(format!(
+                        "silent past resurrect_after ({}s)",
+                        round_ms(self.settings.resurrect_after.as_secs_f64())
+                    )));
                     self.enter(Health::Due { since: deadline }, now);
                     changes.push(Change::Due(Reason::Stale));
                     break;
@@ -345,7 +374,7 @@ impl AgentSup {
         if let Some(status) = status
             && self.last_status.as_deref() != Some(status)
         {
-            self.last_status = Some(status.to_string());
+            self.last_status = Some(status.into());
             changes.push(Change::Status(status.to_string()));
         }
         // Fresh, and not written before the current instance was started.
@@ -423,6 +452,7 @@ impl AgentSup {
     }
 
     fn become_healthy(&mut self, now: f64) {
+        self.why = None;
         self.enter(Health::Healthy, now);
     }
 
@@ -436,10 +466,15 @@ impl AgentSup {
         self.instance = None;
         self.grace_from = Some(self.grace_from.map_or(now, |g| g.max(now)));
         let mut changes = vec![Change::Exited { pid, exit }];
-        if matches!(self.health, Health::Reviving { .. }) {
-            // We are replacing it anyway.
+        if matches!(
+            self.health,
+            Health::Reviving { .. } | Health::Dead | Health::Denied | Health::Abandoned
+        ) {
+            // We are replacing it anyway, or stopped it: it stays dead,
+            // for the reason it died.
             return changes;
         }
+        self.why = Some(Box::new(exit.describe()));
         if exit.success()
             && self.settings.restart == crate::cell::manifest::RestartPolicy::OnFailure
         {
@@ -523,7 +558,12 @@ impl AgentSup {
 
     /// The old instance is gone (or there was none): start the new one.
     pub fn killed(&mut self) -> bool {
-        if let Health::Reviving { spawning, .. } = &mut self.health {
+        // Only the first answer starts the new instance: a second kill of
+        // the same old one (a stop for a denial, then a revive) must not
+        // start a second.
+        if let Health::Reviving { spawning, .. } = &mut self.health
+            && !*spawning
+        {
             *spawning = true;
             return true;
         }
@@ -541,12 +581,15 @@ impl AgentSup {
     /// The new instance could not be started. It counts as an attempt;
     /// the next one follows the backoff (a start that failed is retried
     /// as revival 1).
-    pub fn spawn_failed(&mut self, now: f64, jitter_seed: u64) -> Vec<Change> {
+    pub fn spawn_failed(&mut self, error: &str, now: f64, jitter_seed: u64) -> Vec<Change> {
         let Health::Reviving { reason, .. } = self.health else {
             return Vec::new();
         };
+        self.why = Some(Box::new(format!("could not start: {error}")));
+        // A first start that failed is retried as a revival, for what it
+        // is: not an exit (nothing ran).
         let reason = if reason.is_start() {
-            Reason::Exited
+            Reason::StartFailed
         } else {
             reason
         };
@@ -556,8 +599,25 @@ impl AgentSup {
     /// New settings (a `cell.json` edit or a config reload). An agent that
     /// was abandoned, dead or finished starts afresh when its entry changes
     /// — not one an operator denied: an agent can edit its own entry.
+    ///
+    /// An agent that gains a command (it was only watched) is started as
+    /// a first start when nothing of it runs: not yet beating, or silent —
+    /// not at its next stale deadline.
     pub fn set_settings(&mut self, settings: AgentSettings, now: f64) {
+        let gained = !self.settings.can_start() && settings.can_start();
         self.settings = settings;
+        if gained
+            && self.settings.autostart
+            && self.instance.is_none()
+            && matches!(
+                self.health,
+                Health::Waiting { revived: false } | Health::Stale { .. } | Health::Due { .. }
+            )
+        {
+            self.first_seen = now;
+            self.enter(Health::Unstarted, now);
+            return;
+        }
         if matches!(
             self.health,
             Health::Abandoned | Health::Dead | Health::Finished
@@ -640,7 +700,10 @@ impl AgentSup {
             }
             Health::Backoff { at, .. } => daemon("revive", *at),
             Health::AwaitingApproval { .. } => operator("approve"),
+            // Only `lazarus-pit revive` brings these back (a dead one of
+            // policy `no` whose command can run).
             Health::Abandoned | Health::Denied => operator("revive"),
+            Health::Dead if self.settings.can_start() => operator("revive"),
             _ => None,
         }
     }
@@ -691,6 +754,8 @@ pub fn allowed(from: &Health, to: &Health) -> bool {
         (H::AwaitingApproval { .. }, H::Denied) => true,
         // The new instance runs.
         (H::Reviving { .. }, H::Waiting { .. }) => true,
+        // A watched agent given a command is started.
+        (H::Waiting { revived: false } | H::Stale { .. } | H::Due { .. }, H::Unstarted) => true,
         // An edit of its entry starts a finished, dead or abandoned one
         // afresh (never a denied one).
         (H::Finished | H::Dead | H::Abandoned, H::Unstarted | H::Waiting { revived: false }) => {

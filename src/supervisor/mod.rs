@@ -645,7 +645,7 @@ impl Supervisor {
                     revive_count: sup.revive_count,
                     last_seen: sup.last_seen.map(wall),
                     last_claimed: Some(sup.last_claimed).filter(|c| !c.is_nan()),
-                    last_status: sup.last_status.clone(),
+                    last_status: sup.last_status.as_deref().map(str::to_string),
                     instance: sup.instance.map(|i| InstanceRecord {
                         pid: i.pid,
                         start_time: i.start_time,
@@ -658,6 +658,7 @@ impl Supervisor {
                     control: None,
                     isolation: None,
                     limits: Vec::new(),
+                    why: sup.why.as_deref().cloned(),
                     next: sup.next().map(|n| crate::records::NextRecord {
                         action: n.action.to_string(),
                         by: if n.by_operator { "operator" } else { "daemon" }.to_string(),
@@ -776,7 +777,7 @@ impl Supervisor {
         let state = sup.state();
         let mut extra = Map::new();
         if let Some(status) = &sup.last_status {
-            extra.insert("heartbeat_status".into(), Value::String(status.clone()));
+            extra.insert("heartbeat_status".into(), Value::String(status.to_string()));
         }
         if sup.is_due() {
             extra.insert("revive_due".into(), Value::Bool(true));
@@ -948,6 +949,15 @@ impl Supervisor {
                         }
                     }
                     if t.sup.settings != settings {
+                        let diff = settings.changes_from(&t.sup.settings);
+                        if !diff.is_empty() {
+                            out.push(Action::Emit {
+                                cell: id.clone(),
+                                event: Event::new(EventKind::SettingsChanged)
+                                    .with("agent", &*name)
+                                    .with("changed", serde_json::Value::Object(diff)),
+                            });
+                        }
                         t.sup.set_settings(settings, now);
                         changed = true;
                     }
@@ -1373,6 +1383,7 @@ impl Supervisor {
                 });
             }
             Err(error) => {
+                let changes = t.sup.spawn_failed(&error, now, seed_of(cell, agent));
                 out.push(Action::Emit {
                     cell: cell.clone(),
                     event: event(EventKind::ReviveFailed)
@@ -1380,7 +1391,6 @@ impl Supervisor {
                         .with("attempt", attempt)
                         .with("reason", reason.as_str()),
                 });
-                let changes = t.sup.spawn_failed(now, seed_of(cell, agent));
                 self.apply(cell, agent, changes, now, out);
             }
         }
@@ -1432,6 +1442,11 @@ impl Supervisor {
             self.apply(cell, agent, changes, now, out);
         } else {
             t.sup.enter(Health::Denied, now);
+            t.sup.why = Some(Box::new("its revival was denied by an operator".into()));
+            // Dead means dead: a hung old instance does not stay behind.
+            if let Some(instance) = t.sup.instance {
+                out.push(stop_action(cell, agent, instance, self.timing.kill_grace));
+            }
         }
         self.rearm(cell, agent, out);
     }
@@ -1560,6 +1575,14 @@ impl Supervisor {
         match t.sup.settings.revive_policy {
             RevivePolicy::No => {
                 t.sup.enter(Health::Dead, now);
+                if let Some(instance) = t.sup.instance {
+                    out.push(stop_action(
+                        cell,
+                        agent,
+                        instance,
+                        t.sup.settings.timing.kill_grace,
+                    ));
+                }
                 out.push(Action::Emit {
                     cell: cell.clone(),
                     event: event(EventKind::AgentDead).with("reason", reason.as_str()),
@@ -1638,7 +1661,7 @@ impl Supervisor {
         };
         let offset = self.wall_offset;
         let last_seen = dead.sup.last_seen.map(|t| round_ms(t + offset));
-        let last_status = dead.sup.last_status.clone();
+        let last_status = dead.sup.last_status.as_deref().map(str::to_string);
         let event = |kind| Event::new(kind).with("agent", &**agent);
         if let Some(t) = self.tracked(cell, agent) {
             t.sup.enter(Health::Dead, now);
@@ -1820,7 +1843,8 @@ fn restore(sup: &mut AgentSup, prev: &AgentRecord, now: f64, offset: f64) -> Vec
     sup.revive_count = prev.revive_count;
     sup.last_seen = prev.last_seen.map(mono);
     sup.last_claimed = prev.last_claimed.unwrap_or(f64::NAN);
-    sup.last_status = prev.last_status.clone();
+    sup.last_status = prev.last_status.as_deref().map(Into::into);
+    sup.why = prev.why.clone().map(Box::new);
     sup.grace_from = prev.started_at.map(mono);
     sup.instance = prev.instance.map(|i| Instance {
         pid: i.pid,

@@ -212,7 +212,19 @@ fn manifest_edits_add_remove_and_rethreshold_agents() {
     let edited = r#"{"status":"active","heartbeat_stale_threshold":10,"resurrect_after":20,
         "agents":[{"name":"a","heartbeat_stale_threshold":1},{"name":"c"}]}"#;
     let out = s.handle(cell(edited), 2.0);
-    assert_eq!(events(&out), ["agent_stale"]);
+    assert_eq!(events(&out), ["settings_changed", "agent_stale"]);
+    let changed = out
+        .iter()
+        .find_map(|a| match a {
+            Action::Emit { event, .. } if event.kind == EventKind::SettingsChanged => Some(event),
+            _ => None,
+        })
+        .expect("settings_changed");
+    assert_eq!(changed.fields["agent"], "a");
+    assert_eq!(
+        changed.fields["changed"],
+        serde_json::json!({"heartbeat_stale_threshold": 1})
+    );
     assert_eq!(
         s.agent_names(CELL),
         vec![AgentId::from("a"), AgentId::from("c")]
@@ -1450,4 +1462,149 @@ mod cell_timers {
         let out = s.handle(Input::Restored { cell: CELL.into() }, 150.0);
         assert!(find_kill(&out, "a").is_some());
     }
+}
+
+#[test]
+fn a_denied_or_dead_agent_hung_in_place_is_stopped_and_stays_dead() {
+    for policy in ["ask", "no"] {
+        let mut s = started(revivable(policy, ""));
+        s.handle(beat("a", 101.0, None), 101.0);
+        s.handle(beat("b", 101.0, None), 101.0);
+        // Silent from 101 while its process (11) still runs: due at 121.
+        let out = s.handle(Input::Tick, 121.0);
+        let out = if policy == "ask" {
+            assert_eq!(find_kill(&out, "a"), None, "asking kills nothing");
+            let request_id = s.pending_request(CELL, "a").expect("asked").to_string();
+            s.handle(
+                Input::Decision {
+                    cell: CELL.into(),
+                    agent: "a".into(),
+                    request_id,
+                    approved: false,
+                },
+                122.0,
+            )
+        } else {
+            out
+        };
+        assert_eq!(
+            find_kill(&out, "a"),
+            Some(Some(Instance {
+                pid: 11,
+                start_time: 9
+            })),
+            "{policy}: the hung instance is stopped"
+        );
+        assert_eq!(state_of(&s, "a"), AgentState::Dead);
+        let out = s.handle(
+            Input::Killed {
+                cell: CELL.into(),
+                agent: "a".into(),
+                exited: Some((
+                    11,
+                    ExitInfo {
+                        code: None,
+                        signal: Some(9),
+                    },
+                )),
+            },
+            123.0,
+        );
+        assert_eq!(events(&out), ["agent_exited"], "{policy}");
+        assert!(find_spawn(&out, "a").is_none(), "{policy}: not revived");
+        assert_eq!(state_of(&s, "a"), AgentState::Dead, "{policy}");
+        let snap = s.snapshot(CELL, 1, 123.0).expect("snap");
+        assert_eq!(snap.agent_health["a"].pid, None, "{policy}: no pid left");
+    }
+}
+
+#[test]
+fn a_second_answer_to_a_stop_starts_nothing() {
+    let mut s = started(revivable("yes", ""));
+    s.handle(beat("a", 101.0, None), 101.0);
+    s.handle(beat("b", 101.0, None), 101.0);
+    s.handle(Input::Tick, 121.0);
+    let out = s.handle(killed("a"), 121.5);
+    assert!(find_spawn(&out, "a").is_some());
+    let out = s.handle(killed("a"), 121.6);
+    assert!(
+        find_spawn(&out, "a").is_none(),
+        "one instance only: {out:?}"
+    );
+}
+
+#[test]
+fn a_watched_agent_given_a_command_starts_at_once() {
+    let watched = r#"{"status":"active","heartbeat_stale_threshold":10,"resurrect_after":20,
+        "agents":[{"name":"a"}]}"#;
+    let commanded = r#"{"status":"active","heartbeat_stale_threshold":10,"resurrect_after":20,
+        "agents":[{"name":"a","command":["run-a"]}]}"#;
+    let mut s = core();
+    let out = s.handle(cell(watched), 100.0);
+    assert_eq!(find_kill(&out, "a"), None);
+    let out = s.handle(Input::Tick, 100.0);
+    assert_eq!(find_kill(&out, "a"), None, "nothing to start");
+    let out = s.handle(cell(commanded), 103.0);
+    assert_eq!(events(&out), ["settings_changed"]);
+    assert_eq!(find_kill(&out, "a"), Some(None), "started now, not at 110");
+    let out = complete(&mut s, "a", 11, 103.0);
+    assert_eq!(events(&out), ["agent_started"]);
+
+    // One that beats (it runs outside the daemon) is left alone.
+    let mut s = core();
+    s.handle(cell(watched), 100.0);
+    s.handle(beat("a", 101.0, None), 101.0);
+    let out = s.handle(cell(commanded), 103.0);
+    assert_eq!(
+        find_kill(&out, "a"),
+        None,
+        "a fresh heartbeat means it runs"
+    );
+}
+
+#[test]
+fn why_an_agent_is_down_is_recorded() {
+    let mut s = started(revivable("no", ""));
+    s.handle(exit("a", 11, 3), 101.0);
+    let record = s.record(CELL, 101.0).expect("record");
+    assert_eq!(
+        record.agents["a"].why.as_deref(),
+        Some("exited with code 3")
+    );
+    assert_eq!(record.agents["b"].why, None);
+    // A start that fails: the error, and the retry is no "exit".
+    let mut s = core();
+    s.handle(revivable("yes", ""), 100.0);
+    s.handle(Input::Tick, 100.0);
+    s.handle(killed("a"), 100.0);
+    s.handle(
+        Input::Spawned {
+            cell: CELL.into(),
+            agent: "a".into(),
+            result: Err("command not found: run-a".into()),
+        },
+        100.0,
+    );
+    let record = s.record(CELL, 100.0).expect("record");
+    assert_eq!(
+        record.agents["a"].why.as_deref(),
+        Some("could not start: command not found: run-a")
+    );
+    let out = s.handle(killed("a"), 100.0);
+    assert_eq!(find_spawn(&out, "a"), Some((1, Reason::StartFailed, None)));
+    // Beating again clears it.
+    complete_spawn(&mut s, "a", 11, 100.0);
+    s.handle(beat("a", 101.0, None), 101.0);
+    assert_eq!(s.record(CELL, 101.0).expect("record").agents["a"].why, None);
+}
+
+fn complete_spawn(s: &mut Supervisor, agent: &str, pid: i32, now: f64) -> Vec<Action> {
+    s.handle(
+        Input::Spawned {
+            cell: CELL.into(),
+            agent: agent.into(),
+            result: Ok(Instance { pid, start_time: 9 }),
+        },
+        now,
+    )
 }

@@ -436,7 +436,7 @@ fn a_failed_spawn_counts_and_backs_off() {
         [Change::Revive { attempt: 1, .. }]
     ));
     a.killed();
-    assert_eq!(a.spawn_failed(1000.0, 7), vec![Change::State]);
+    assert_eq!(a.spawn_failed("boom", 1000.0, 7), vec![Change::State]);
     assert!(matches!(a.health, Health::Backoff { attempt: 2, at, .. } if at >= 1001.0));
     assert_eq!(a.revive_count, 1);
 }
