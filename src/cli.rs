@@ -14,12 +14,17 @@ use clap::{Args, Parser, Subcommand};
         Without a command, runs the daemon (same as `lazarus-pit daemon`)."
 )]
 pub struct Cli {
-    /// Config file [default: /etc/lazarus-pit/lazarus-pit.toml if present]
-    #[arg(long, global = true, env = "LAZARUS_CONFIG", value_name = "FILE")]
+    // The environment fallbacks are applied after parsing
+    // ([`Cli::apply_env`]): clap's own `env` counts a set variable as a
+    // given flag and prints it in usage lines as if it were required.
+    /// Config file [env: LAZARUS_CONFIG] [default:
+    /// /etc/lazarus-pit/lazarus-pit.toml if present]
+    #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Cells root [default: cells.root from the config, else /var/missions]
-    #[arg(long, global = true, env = "LAZARUS_ROOT", value_name = "DIR")]
+    /// Cells root [env: LAZARUS_ROOT] [default: cells.root from the config,
+    /// else /var/missions]
+    #[arg(long, global = true, value_name = "DIR")]
     pub root: Option<PathBuf>,
 
     /// Machine-readable output (JSON) for commands that print
@@ -36,6 +41,29 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+impl Cli {
+    /// Fills what the command line left out from the environment
+    /// (`LAZARUS_CONFIG`, `LAZARUS_ROOT`, and `heartbeat`'s
+    /// `LAZARUS_CELL_UUID` / `LAZARUS_AGENT`). An empty variable counts as
+    /// unset.
+    pub fn apply_env(&mut self) {
+        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        self.config = self
+            .config
+            .take()
+            .or_else(|| var("LAZARUS_CONFIG").map(PathBuf::from));
+        self.root = self
+            .root
+            .take()
+            .or_else(|| var("LAZARUS_ROOT").map(PathBuf::from));
+        if let Some(Command::Heartbeat(hb)) = &mut self.command {
+            let text = |name| var(name).map(|v| v.to_string_lossy().into_owned());
+            hb.cell = hb.cell.take().or_else(|| text("LAZARUS_CELL_UUID"));
+            hb.agent = hb.agent.take().or_else(|| text("LAZARUS_AGENT"));
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,7 +124,7 @@ pub struct WorkerArgs {
 
 #[derive(Debug, Args)]
 pub struct CheckpointArgs {
-    /// Cell UUID or a unique prefix of one
+    /// Cell UUID, unique prefix or name
     pub cell: String,
     /// List the cell's checkpoints instead of taking one
     #[arg(long)]
@@ -105,7 +133,7 @@ pub struct CheckpointArgs {
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// Cell UUID or a unique prefix of one
+    /// Cell UUID, unique prefix or name
     pub cell: String,
     /// A checkpoint's file name (see `checkpoint --list`), or `latest`
     pub checkpoint: String,
@@ -117,7 +145,7 @@ pub struct RestoreArgs {
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {
-    /// Cell UUID or a unique prefix of one
+    /// Cell UUID, unique prefix or name
     pub cell: String,
     /// Agent name
     pub agent: String,
@@ -125,7 +153,11 @@ pub struct AgentArgs {
 
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
-    /// One discovery and reconcile pass, then exit (0: all healthy, 1: not)
+    /// One discovery and reconcile pass, then exit. It acts like the
+    /// daemon: it starts, revives and stops agents. Exit 0: all healthy,
+    /// 1: an agent is not, 3: it could not run (another daemon holds the
+    /// root, an unusable root or config). For a check that only looks, use
+    /// `status`.
     #[arg(long)]
     pub once: bool,
 }
@@ -140,6 +172,8 @@ pub enum CellCommand {
     Show(CellArg),
     /// Add an agent to a cell
     Join(JoinArgs),
+    /// Change a cell's or an agent's settings (KEY=VALUE, fields of cell.json)
+    Set(SetArgs),
     /// Remove an agent from a cell
     Leave(LeaveArgs),
     /// Stop reviving a cell's agents (they stay monitored)
@@ -154,7 +188,7 @@ pub enum CellCommand {
 
 #[derive(Debug, Args)]
 pub struct CellArg {
-    /// Cell UUID or a unique prefix of one
+    /// Cell UUID, unique prefix or name
     pub cell: String,
 }
 
@@ -179,7 +213,7 @@ pub struct CreateArgs {
 
 #[derive(Debug, Args)]
 pub struct JoinArgs {
-    /// Cell UUID or a unique prefix of one
+    /// Cell UUID, unique prefix or name
     pub cell: String,
     /// Agent name: 1-64 of [A-Za-z0-9._-], not starting with '.'
     #[arg(long)]
@@ -190,15 +224,82 @@ pub struct JoinArgs {
     /// Extra environment for the agent's command (repeatable)
     #[arg(long = "env", value_name = "K=V")]
     pub env: Vec<String>,
+    #[command(flatten)]
+    pub settings: AgentFlags,
     /// Command that runs the agent (after `--`); one argument containing
     /// spaces is run with /bin/sh -c
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }
 
+/// The agent fields of `cell.json` (BRIEF 3) as flags of `cell join`;
+/// `cell set` takes the same as KEY=VALUE.
+#[derive(Debug, Args, Default)]
+pub struct AgentFlags {
+    /// What happens when it dies: yes, no, ask, substitute [default: the
+    /// cell's, else the config's]
+    #[arg(long, value_name = "POLICY", value_parser = ["yes", "no", "ask", "substitute"])]
+    pub revive_policy: Option<String>,
+    /// on-failure (a clean exit 0 means finished) or always
+    #[arg(long, value_name = "WHEN", value_parser = ["on-failure", "always"])]
+    pub restart: Option<String>,
+    /// Start it as soon as the daemon sees it (true, false) [default: true]
+    #[arg(long, value_name = "BOOL", value_parser = clap::builder::BoolishValueParser::new())]
+    pub autostart: Option<bool>,
+    /// An agent of the cell that takes over when this one dies (repeatable;
+    /// with --revive-policy substitute)
+    #[arg(long = "substitute", value_name = "NAME")]
+    pub substitutes: Vec<String>,
+    /// Stale when its last heartbeat is older than this many seconds
+    /// (heartbeat_stale_threshold)
+    #[arg(long, value_name = "SECONDS")]
+    pub stale_after: Option<String>,
+    /// Due for revival this many seconds after its last heartbeat
+    #[arg(long, value_name = "SECONDS")]
+    pub resurrect_after: Option<String>,
+    /// directory, mount-namespace or podman [default: the cell's]
+    #[arg(long, value_name = "LEVEL", value_parser = ["directory", "mount-namespace", "podman"])]
+    pub isolation: Option<String>,
+}
+
+impl AgentFlags {
+    /// The flags given, as `cell.json` field names and the text given.
+    pub fn assignments(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let mut put = |k: &'static str, v: &Option<String>| {
+            if let Some(v) = v {
+                out.push((k, v.clone()));
+            }
+        };
+        put("revive_policy", &self.revive_policy);
+        put("restart", &self.restart);
+        put("autostart", &self.autostart.map(|b| b.to_string()));
+        put("heartbeat_stale_threshold", &self.stale_after);
+        put("resurrect_after", &self.resurrect_after);
+        put("isolation", &self.isolation);
+        if !self.substitutes.is_empty() {
+            out.push(("substitutes", self.substitutes.join(",")));
+        }
+        out
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct SetArgs {
+    /// Cell UUID, unique prefix or name
+    pub cell: String,
+    /// Change this agent's settings instead of the cell's
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Fields to set, e.g. revive_policy=ask heartbeat_stale_threshold=30
+    /// (an empty VALUE removes the field, so the next level applies)
+    #[arg(required = true, value_name = "KEY=VALUE")]
+    pub assignments: Vec<String>,
+}
+
 #[derive(Debug, Args)]
 pub struct LeaveArgs {
-    /// Cell UUID or a unique prefix of one
+    /// Cell UUID, unique prefix or name
     pub cell: String,
     #[arg(long)]
     pub agent: String,
@@ -206,7 +307,7 @@ pub struct LeaveArgs {
 
 #[derive(Debug, Args)]
 pub struct DestroyArgs {
-    /// Cell UUID or a unique prefix of one
+    /// Cell UUID, unique prefix or name
     pub cell: String,
     /// Confirm: destroying removes workspace/, bus/, checkpoints/ and .lazarus/
     #[arg(long)]
@@ -218,17 +319,17 @@ pub struct DestroyArgs {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Only this cell (UUID or unique prefix)
+    /// Only this cell (UUID, unique prefix or name)
     pub cell: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct HeartbeatArgs {
-    /// Cell UUID or prefix [default: $LAZARUS_CELL_UUID]
-    #[arg(long, env = "LAZARUS_CELL_UUID")]
+    /// Cell UUID, unique prefix or name [default: $LAZARUS_CELL_UUID]
+    #[arg(long)]
     pub cell: Option<String>,
     /// Agent name [default: $LAZARUS_AGENT]
-    #[arg(long, env = "LAZARUS_AGENT")]
+    #[arg(long)]
     pub agent: Option<String>,
     /// What the agent is doing (e.g. thinking, idle)
     #[arg(long)]
@@ -242,11 +343,15 @@ pub struct HeartbeatArgs {
     /// Pid to record [default: the parent process, i.e. the calling agent]
     #[arg(long)]
     pub pid: Option<i64>,
+    /// Write it even though the cell lists no agent of that name (the
+    /// daemon ignores such a heartbeat until the agent joins)
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct EventsArgs {
-    /// Cell UUID or prefix [default: every cell, merged by time]
+    /// Cell UUID, unique prefix or name [default: every cell, merged by time]
     pub cell: Option<String>,
     /// Only events at or after this time: a duration back from now (10m,
     /// 2h, 1d), an RFC 3339 time, or unix seconds

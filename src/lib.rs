@@ -54,6 +54,11 @@ use commands::Context;
 use config::Config;
 use error::Result;
 
+/// `daemon --once`'s exit code when it could not make its pass (another
+/// daemon holds the root, the root or the config is unusable); 1 means
+/// it ran and an agent is not healthy.
+pub const ONCE_COULD_NOT_RUN: u8 = 3;
+
 /// Runs the command line. Returns the exit code for successful runs that
 /// still report a condition (e.g. `daemon --once` finding a stale agent).
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -63,6 +68,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             "--list-cells and --status cannot be combined with a command".into(),
         ));
     }
+    let bare = cli.command.is_none() && !cli.list_cells && !cli.status;
     let command = match cli.command {
         Some(c) => c,
         None if cli.list_cells => Command::Cell(CellCommand::List),
@@ -89,9 +95,18 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             .source
             .as_deref()
             .unwrap_or(std::path::Path::new("config"));
-        tracing::warn!("{}: unknown key {key:?} ignored", file.display());
+        tracing::warn!("{}: {}", file.display(), config::unknown_key_warning(key));
     }
     let root = Root::new(loaded.config.root(cli.root.as_deref()));
+    // The bare command runs the daemon (the seed's command line relies on
+    // it); someone trying it at a terminal is told so, not left guessing.
+    if bare && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!(
+            "lazarus-pit: no command given, so running the daemon in the foreground on {} \
+             (Ctrl-C stops it; `lazarus-pit --help` lists the commands)",
+            text::escape(&root.path.display().to_string())
+        );
+    }
     let ctx = Context {
         config: loaded.config,
         root,
@@ -103,18 +118,29 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 once: args.once,
                 config_path: cli.config.clone(),
             };
-            daemon::run(
+            let ran = daemon::run(
                 ctx.config,
                 &ctx.root.path,
                 opts,
                 log.unwrap_or_else(logging::init_daemon_fallback),
-            )
+            );
+            match ran {
+                // `--once` from cron or a script: "it could not run" (on a
+                // host whose daemon holds the root, always) is not "an
+                // agent is unhealthy".
+                Err(e) if args.once && e.exit_code() != 2 => {
+                    eprintln!("lazarus-pit: {}", text::escape(&e.to_string()));
+                    Ok(ExitCode::from(ONCE_COULD_NOT_RUN))
+                }
+                ran => ran,
+            }
         }
         Command::Cell(cmd) => match cmd {
             CellCommand::Create(args) => commands::create::run(&ctx, args),
             CellCommand::List => commands::list::run(&ctx),
             CellCommand::Show(args) => commands::show::run(&ctx, args),
             CellCommand::Join(args) => commands::join::run(&ctx, args),
+            CellCommand::Set(args) => commands::set::run(&ctx, args),
             CellCommand::Leave(args) => commands::leave::run(&ctx, args),
             CellCommand::Freeze(args) => {
                 commands::lifecycle::run(&ctx, args, cell::lifecycle::Trigger::Freeze)

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = lazarus_pit::cli::Cli::parse();
+    let mut cli = lazarus_pit::cli::Cli::parse();
+    cli.apply_env();
     match lazarus_pit::run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -1,6 +1,7 @@
 //! Mission cells: the manifest model, the on-disk layout, and handles to
 //! the cells root and to one cell through which every file is touched.
 
+pub mod fields;
 pub mod heartbeat;
 pub mod lifecycle;
 pub mod manifest;
@@ -155,40 +156,72 @@ impl Root {
         })
     }
 
-    /// Finds the cell whose id is `prefix` or starts with it. Unknown and
-    /// ambiguous prefixes are errors; the latter lists the candidates.
-    pub fn resolve(&self, prefix: &str) -> Result<Cell> {
-        let ok_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.';
-        if prefix.is_empty() || prefix.starts_with('.') || !prefix.chars().all(ok_char) {
-            return Err(Error::BadCellId(prefix.to_string()));
+    /// Finds the cell whose id is `given` or starts with it, or else the
+    /// one cell whose `name` is `given`. Unknown and ambiguous ones are
+    /// errors; the latter lists the candidates.
+    pub fn resolve(&self, given: &str) -> Result<Cell> {
+        if given.is_empty() {
+            return Err(Error::BadCellId(given.to_string()));
         }
-        let wanted = prefix.to_ascii_lowercase();
+        let ok_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.';
+        let id_like = !given.starts_with('.') && given.chars().all(ok_char);
+        let wanted = given.to_ascii_lowercase();
         // A whole id (what agents pass on every `heartbeat`) needs no
         // listing of the root, which holds thousands of cells.
-        if let Ok(cell) = self.cell(&wanted)
+        if id_like
+            && let Ok(cell) = self.cell(&wanted)
             && cell.dir.exists_beneath(MANIFEST)
         {
             return Ok(cell);
         }
         let names = self.cell_names()?;
-        if let Some(exact) = names.iter().find(|n| n.to_ascii_lowercase() == wanted) {
-            return self.cell(exact);
+        if id_like {
+            if let Some(exact) = names.iter().find(|n| n.to_ascii_lowercase() == wanted) {
+                return self.cell(exact);
+            }
+            let candidates: Vec<String> = names
+                .iter()
+                .filter(|n| n.to_ascii_lowercase().starts_with(&wanted))
+                .cloned()
+                .collect();
+            match candidates.as_slice() {
+                [] => {}
+                [one] => return self.cell(one),
+                _ => {
+                    return Err(Error::AmbiguousCell {
+                        prefix: given.to_string(),
+                        candidates,
+                    });
+                }
+            }
         }
-        let candidates: Vec<String> = names
-            .into_iter()
-            .filter(|n| n.to_ascii_lowercase().starts_with(&wanted))
-            .collect();
-        match candidates.as_slice() {
+        // By name: read only when no id matched (it costs a read of every
+        // cell.json), exactly and case-sensitively (names are free text).
+        let named = self.named(given);
+        match named.as_slice() {
             [] => Err(Error::CellNotFound {
-                prefix: prefix.to_string(),
+                prefix: given.to_string(),
                 root: self.path.clone(),
             }),
             [one] => self.cell(one),
             _ => Err(Error::AmbiguousCell {
-                prefix: prefix.to_string(),
-                candidates,
+                prefix: given.to_string(),
+                candidates: named,
             }),
         }
+    }
+
+    /// The cells (by id) whose `name` is `name`.
+    pub fn named(&self, name: &str) -> Vec<String> {
+        self.cell_names()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|id| {
+                self.cell(id)
+                    .and_then(|c| c.read_manifest())
+                    .is_ok_and(|m| m.name.as_deref() == Some(name))
+            })
+            .collect()
     }
 }
 

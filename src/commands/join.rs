@@ -32,17 +32,6 @@ pub fn run(ctx: &Context, args: JoinArgs) -> Result<ExitCode> {
                 format!("the cell is {status}"),
             ));
         }
-        // An agent never runs without the isolation it is given: a level
-        // the daemon cannot provide is refused here, not at its start.
-        if let Some(level) = m.isolation
-            && let Err(why) = super::isolation_usable(ctx, level)
-        {
-            return Err(Error::refused(
-                &cell.id,
-                format!("add agent {:?}", args.agent),
-                why,
-            ));
-        }
         if m.agent(&args.agent).is_some() {
             return Err(Error::refused(
                 &cell.id,
@@ -53,6 +42,17 @@ pub fn run(ctx: &Context, args: JoinArgs) -> Result<ExitCode> {
         let mut agent = Agent::new(&args.agent, Some(role.clone()), now_rfc3339());
         agent.command = command;
         agent.env = env;
+        // The flags go through the same checks as `cell set`, and so do
+        // the isolation it would start with (an agent never runs without
+        // the isolation it is given: a level the daemon cannot provide is
+        // refused here, not at its start) and its program.
+        let mut next = m.clone();
+        next.agents.push(agent);
+        let settings = args.settings.assignments();
+        let pairs: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        super::set::apply(ctx, &cell, m, &mut next, Some(&args.agent), &pairs)
+            .map_err(|e| e.as_action(&cell, &format!("add agent {:?}", args.agent)))?;
+        let agent = next.agents.last().cloned().expect("pushed above");
         m.agents.push(agent.clone());
         let mut events = vec![
             Event::new(EventKind::AgentJoined)

@@ -14,7 +14,9 @@ pub mod lifecycle;
 pub mod list;
 pub mod metrics;
 pub mod processes;
+pub mod program;
 pub mod revive;
+pub mod set;
 pub mod show;
 pub mod status;
 

@@ -56,9 +56,7 @@ pub fn run(ctx: &Context, args: CellArg) -> Result<ExitCode> {
             Some(AgentCommand::Shell(s)) => desc.push_str(&format!(", command sh -c {s:?}")),
             None => desc.push_str(", watched only (no command)"),
         }
-        // The isolation and limits it is started with (agent over cell).
-        let level = a.isolation.or(m.isolation).unwrap_or_default();
-        desc.push_str(&format!(", isolation {}", level.as_str()));
+        // The limits it is started with (agent over cell).
         if let Some(spec) = crate::cell::settings::SpawnSpec::of(&m, a)
             && !spec.limits.is_empty()
         {
@@ -74,6 +72,23 @@ pub fn run(ctx: &Context, args: CellArg) -> Result<ExitCode> {
         }
         out.push_str(&escape(&desc));
         out.push('\n');
+        // What the daemon applies, and from where (agent > cell > config).
+        for (key, value, source) in crate::cell::settings::effective(&ctx.config.cells, &m, a) {
+            out.push_str(&format!(
+                "    {key:<26} {:<14} ({})\n",
+                escape(&value),
+                source.as_str()
+            ));
+        }
+        if let Some(env) = a.env.as_ref().filter(|e| !e.is_empty()) {
+            // Names only: values may be secrets.
+            let names: Vec<&str> = env.keys().map(String::as_str).collect();
+            out.push_str(&format!(
+                "    {:<26} {}\n",
+                "env",
+                escape(&names.join(", "))
+            ));
+        }
     }
     for problem in m.problems() {
         out.push_str(&format!("problem:   {}\n", escape(&problem)));
