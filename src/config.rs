@@ -327,6 +327,99 @@ fn absolute_paths<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>
     }
 }
 
+/// Every key the config knows, by section: the one place "did you mean"
+/// looks (a unit test checks each is accepted, so the list cannot drift
+/// into suggesting a key that is itself unknown).
+pub const KNOWN_KEYS: &[(&str, &[&str])] = &[
+    (
+        "daemon",
+        &[
+            "pid_file",
+            "log_file",
+            "log_level",
+            "log_format",
+            "state_dir",
+            "cgroup",
+        ],
+    ),
+    (
+        "cells",
+        &[
+            "root",
+            "heartbeat_stale_threshold",
+            "resurrect_after",
+            "max_revive_attempts",
+            "poll_interval",
+            "revive_policy",
+            "kill_grace",
+            "backoff_initial",
+            "backoff_max",
+            "reset_after",
+            "watch",
+            "checkpoints_keep",
+            "checkpoint_on_archive",
+            "pass_env",
+        ],
+    ),
+    ("events", &["heartbeats", "max_bytes", "keep"]),
+    (
+        "isolation",
+        &[
+            "hidden_paths",
+            "podman",
+            "podman_image",
+            "podman_rootfs",
+            "podman_args",
+        ],
+    ),
+    (
+        "notifications",
+        &[
+            "command",
+            "events",
+            "open_issue_on_death",
+            "close_issue_on_revive",
+        ],
+    ),
+    ("gitea", &["url", "repo", "token"]),
+    ("metrics", &["textfile"]),
+    ("gateway", &[]),
+];
+
+/// The warning for an unknown key (a dotted path such as
+/// `cells.stale_threshold`), with the known key it most likely means.
+pub fn unknown_key_warning(key: &str) -> String {
+    let (section, leaf) = key.split_once('.').unwrap_or(("", key));
+    let sections: Vec<&str> = KNOWN_KEYS.iter().map(|(s, _)| *s).collect();
+    let suggestion = match KNOWN_KEYS.iter().find(|(s, _)| *s == section) {
+        // A known section: a key of it, or the same key in another section
+        // (`[cells] state_dir`).
+        Some((_, keys)) if !leaf.contains('.') => crate::text::closest(leaf, keys)
+            .map(|k| format!("{section}.{k}"))
+            .or_else(|| {
+                KNOWN_KEYS
+                    .iter()
+                    .find(|(_, keys)| keys.contains(&leaf))
+                    .map(|(s, _)| format!("{s}.{leaf}"))
+            }),
+        Some(_) => None,
+        // A top-level key, or one in a misspelt section.
+        None if section.is_empty() => crate::text::closest(leaf, &sections)
+            .map(|s| format!("[{s}]"))
+            .or_else(|| {
+                KNOWN_KEYS
+                    .iter()
+                    .find(|(_, keys)| keys.contains(&leaf))
+                    .map(|(s, _)| format!("{s}.{leaf}"))
+            }),
+        None => crate::text::closest(section, &sections).map(|s| format!("{s}.{leaf}")),
+    };
+    match suggestion {
+        Some(s) => format!("unknown key {key:?} ignored (did you mean {s}?)"),
+        None => format!("unknown key {key:?} ignored"),
+    }
+}
+
 /// A loaded configuration and where it came from.
 #[derive(Debug, Clone)]
 pub struct Loaded {
@@ -424,6 +517,34 @@ mod tests {
         assert_eq!(c.cells.backoff_max, Duration::from_secs(300));
         assert_eq!(c.events.heartbeats, HeartbeatEvents::Changes);
         assert_eq!(c.root(None), PathBuf::from("/var/missions"));
+    }
+
+    #[test]
+    fn every_known_key_is_accepted() {
+        for (section, keys) in KNOWN_KEYS {
+            for key in *keys {
+                // A value of the wrong type is an error, not an unknown
+                // key: only the absence of an "unknown" report matters.
+                let text = format!("[{section}]\n{key} = 1\n");
+                if let Ok((_, unknown)) = Config::parse(&text, Path::new("t.toml")) {
+                    assert!(unknown.is_empty(), "{section}.{key} is reported unknown");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_keys_get_the_closest_known_one() {
+        let w = |k: &str| unknown_key_warning(k);
+        assert!(
+            w("cells.heartbeat_stale_treshold")
+                .contains("did you mean cells.heartbeat_stale_threshold?")
+        );
+        assert!(w("cells.state_dir").contains("did you mean daemon.state_dir?"));
+        assert!(w("cels").contains("did you mean [cells]?"));
+        assert!(w("root").contains("did you mean cells.root?"));
+        assert!(w("deamon").contains("did you mean [daemon]?"));
+        assert!(!w("cells.zzzzzzzzzzzz").contains("did you mean"));
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub enum Error {
     #[error("cells root {} does not exist (set it with --root, LAZARUS_ROOT or cells.root)", .0.display())]
     RootMissing(PathBuf),
 
-    #[error("no cell in {} matches {prefix:?}", root.display())]
+    #[error("no cell in {} has the UUID, prefix or name {prefix:?}", root.display())]
     CellNotFound { prefix: String, root: PathBuf },
 
     #[error("{prefix:?} matches {} cells, give more of the UUID: {}", candidates.len(), candidates.join(", "))]
@@ -25,7 +25,7 @@ pub enum Error {
         candidates: Vec<String>,
     },
 
-    #[error("{0:?} is not a cell id: give a cell's UUID or a unique prefix of it")]
+    #[error("{0:?} is not a cell id: give a cell's UUID, a unique prefix of it, or its name")]
     BadCellId(String),
 
     #[error("invalid agent name {name:?}: {reason}")]
@@ -71,10 +71,13 @@ pub enum Error {
 }
 
 impl Error {
-    /// The process exit code: 2 for usage errors, 1 for everything else.
+    /// The process exit code (BRIEF 8), one rule for every command: 2 when
+    /// what was typed can never be right (a flag clap cannot check, an
+    /// agent name or cell id of the wrong form), 1 when a well-formed
+    /// command failed (no such cell, refused, I/O).
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Usage(_) => 2,
+            Error::Usage(_) | Error::InvalidAgentName { .. } | Error::BadCellId(_) => 2,
             _ => 1,
         }
     }

@@ -55,6 +55,18 @@ pub fn run(ctx: &Context, args: CreateArgs) -> Result<ExitCode> {
     for agent in &manifest.agents {
         super::check_agent_name(&agent.name)?;
     }
+    // Cells are addressed by a unique name: a second one makes the name
+    // ambiguous (both stay reachable by UUID).
+    if let Some(name) = manifest.name.as_deref().filter(|n| !n.is_empty()) {
+        let taken = ctx.root.named(name);
+        if !taken.is_empty() {
+            tracing::warn!(
+                "another cell is named {}: {}; address them by UUID",
+                crate::text::escape(&format!("{name:?}")),
+                taken.join(", ")
+            );
+        }
+    }
     let mut problems = manifest.problems();
     // As `cell join`: an agent is never added with an isolation level the
     // daemon cannot give (it would never start).

@@ -54,12 +54,23 @@ pub fn run(ctx: &Context, args: HeartbeatArgs) -> Result<ExitCode> {
                 ));
             };
             let cell = ctx.root.resolve(prefix)?;
-            match cell.read_manifest() {
-                Ok(m) if m.agent(&agent).is_none() => tracing::warn!(
-                    "cell {}: {agent:?} is not an agent of this cell; the daemon will ignore its heartbeat",
+            // A typo in an agent's loop must not go unnoticed: its beats
+            // would land in a file nobody reads while it is declared dead.
+            if let Ok(m) = cell.read_manifest()
+                && m.agent(&agent).is_none()
+            {
+                if !args.force {
+                    return Err(super::revive::no_such_agent(
+                        &cell,
+                        &m,
+                        &agent,
+                        "write a heartbeat for",
+                    ));
+                }
+                tracing::warn!(
+                    "cell {}: {agent:?} is not an agent of this cell; the daemon ignores its heartbeat until it joins",
                     cell.id
-                ),
-                _ => {}
+                );
             }
             heartbeat.cell_uuid = Some(cell.id.clone());
             let dir = cell.dir.create_dirs(HEARTBEATS)?;

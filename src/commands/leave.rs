@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use super::Context;
 use super::processes::Want;
 use crate::cli::LeaveArgs;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::events::{Event, EventKind};
 
 pub fn run(ctx: &Context, args: LeaveArgs) -> Result<ExitCode> {
@@ -14,10 +14,11 @@ pub fn run(ctx: &Context, args: LeaveArgs) -> Result<ExitCode> {
     let since = super::status::unix_now();
     let event = cell.update(|m| {
         let Some(index) = m.agents.iter().position(|a| a.name == args.agent) else {
-            return Err(Error::refused(
-                &cell.id,
-                format!("remove agent {:?}", args.agent),
-                "no agent of that name is in the cell",
+            return Err(super::revive::no_such_agent(
+                &cell,
+                m,
+                &args.agent,
+                "remove",
             ));
         };
         // The daemon stops its processes and leaves `agent_left` to us.

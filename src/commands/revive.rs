@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use serde_json::json;
 
 use super::Context;
+use crate::cell::manifest::Manifest;
 use crate::cell::{Cell, now_rfc3339};
 use crate::cli::AgentArgs;
 use crate::error::{Error, Result};
@@ -27,7 +28,7 @@ pub fn revive(ctx: &Context, args: AgentArgs) -> Result<ExitCode> {
     let cell = ctx.root.resolve(&args.cell)?;
     let manifest = cell.read_manifest()?;
     let Some(agent) = manifest.agents.iter().find(|a| a.name == args.agent) else {
-        return Err(no_such_agent(&cell, &args.agent));
+        return Err(no_such_agent(&cell, &manifest, &args.agent, "revive"));
     };
     if agent.command.is_none() {
         return Err(Error::refused(
@@ -53,6 +54,13 @@ pub fn decide(ctx: &Context, args: AgentArgs, approve: bool) -> Result<ExitCode>
     super::check_agent_name(&args.agent)?;
     let cell = ctx.root.resolve(&args.cell)?;
     let verb = if approve { "approve" } else { "deny" };
+    // The same words as `revive` for the same mistake. An unreadable
+    // cell.json does not stop an answer to a question the daemon asked.
+    if let Ok(m) = cell.read_manifest()
+        && m.agent(&args.agent).is_none()
+    {
+        return Err(no_such_agent(&cell, &m, &args.agent, verb));
+    }
     let records = daemon_records(
         ctx,
         &cell,
@@ -141,12 +149,19 @@ fn post(
     })
 }
 
-fn no_such_agent(cell: &Cell, agent: &str) -> Error {
-    Error::refused(
-        &cell.id,
-        format!("act on agent {agent:?}"),
-        "no agent of that name is in the cell",
-    )
+/// "cell C: cannot VERB agent "x": no agent of that name is in the cell
+/// (its agents: a, b; did you mean a?)": one sentence for every command
+/// that names an agent the cell does not have.
+pub(crate) fn no_such_agent(cell: &Cell, manifest: &Manifest, agent: &str, verb: &str) -> Error {
+    let names: Vec<&str> = manifest.agents.iter().map(|a| a.name.as_str()).collect();
+    let mut why = "no agent of that name is in the cell".to_string();
+    match crate::text::closest(agent, &names) {
+        Some(close) => why.push_str(&format!(" (did you mean {close}?)")),
+        None if names.is_empty() => why.push_str(" (it has no agents)"),
+        None if names.len() <= 10 => why.push_str(&format!(" (its agents: {})", names.join(", "))),
+        None => {}
+    }
+    Error::refused(&cell.id, format!("{verb} agent {agent:?}"), why)
 }
 
 /// Says what was done, and whether a daemon is there to act on it: the one

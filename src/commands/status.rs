@@ -166,6 +166,13 @@ struct AgentReport {
     /// The revival question waiting for `approve`/`deny` (policy `ask`).
     #[serde(skip_serializing_if = "Option::is_none")]
     request: Option<crate::records::RequestRecord>,
+    /// Why it is not healthy, in the daemon's words: how its last instance
+    /// ended (`exited with code 3`), a start's error, its silence.
+    why: Option<String>,
+    /// Where the state and the heartbeat file disagree, why: the daemon
+    /// has not read the newest beat yet, a beat older than its current
+    /// instance, a process still being stopped.
+    note: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -288,6 +295,10 @@ pub(crate) fn gather(ctx: &Context, cell: Option<&str>) -> Result<Gathered> {
                 .collect(),
         }
     };
+    let mut reports = reports;
+    if let Some(records) = &records {
+        sent_not_taken(records, daemon, &mut reports);
+    }
     Ok(Gathered {
         reports,
         daemon,
@@ -296,6 +307,48 @@ pub(crate) fn gather(ctx: &Context, cell: Option<&str>) -> Result<Gathered> {
         records_unreadable,
         statuses,
     })
+}
+
+/// Operators' words waiting in the daemon's inbox: an `approve` or `deny`
+/// just sent is not shown as a question still open, and an agent's row
+/// says what it is waiting for.
+fn sent_not_taken(records: &Records, daemon: Option<u32>, reports: &mut [CellReport]) {
+    // The inbox is drained within milliseconds by a running daemon; a
+    // long one (no daemon for days) is read only this far.
+    const MOST: usize = 1000;
+    for name in records.inbox().into_iter().take(MOST) {
+        let Some(request) = records.peek(&name) else {
+            continue;
+        };
+        let verb = match request.action {
+            crate::records::RequestAction::Revive => "revive",
+            crate::records::RequestAction::Approve => "approve",
+            crate::records::RequestAction::Deny => "deny",
+            _ => continue,
+        };
+        let Some(agent) = reports
+            .iter_mut()
+            .filter(|c| c.uuid == request.cell)
+            .flat_map(|c| c.agents.iter_mut())
+            .find(|a| a.name == request.agent)
+        else {
+            continue;
+        };
+        if verb != "revive" {
+            agent.request = None;
+            agent.next = None;
+        }
+        agent.note = Some(match daemon {
+            Some(_) => format!(
+                "`{verb}` sent by {}: the daemon has not taken it yet",
+                request.by
+            ),
+            None => format!(
+                "`{verb}` sent by {}: it is taken when a daemon starts",
+                request.by
+            ),
+        });
+    }
 }
 
 /// Cells that lost their `cell.json` (see [`crate::cell::Root::lost_cells`]),
@@ -529,6 +582,10 @@ struct Facts {
     request: Option<crate::records::RequestRecord>,
     /// The last heartbeat the daemon accepted (its records only).
     last_seen: Option<f64>,
+    /// When the daemon last started it or saw it die (its records only).
+    started_at: Option<f64>,
+    /// Why it is not healthy (its records only).
+    why: Option<String>,
 }
 
 fn report(
@@ -638,7 +695,7 @@ fn report(
                 healthy: agent_state == AgentState::Healthy,
                 last_seen,
                 heartbeat_age_s: last_seen.map(|seen| ((now - seen) * 1000.0).round() / 1000.0),
-                heartbeat_status: heartbeat.and_then(|(hb, _)| hb.status),
+                heartbeat_status: heartbeat.as_ref().and_then(|(hb, _)| hb.status.clone()),
                 revive_count: facts
                     .map(|f| f.revive_count)
                     .or(kept.map(|k| k.revive_count))
@@ -705,6 +762,17 @@ fn report(
                     None => kept.and_then(|k| k.request.clone()),
                 }
                 .filter(|_| agent_state == AgentState::AwaitingApproval),
+                why: facts
+                    .and_then(|f| f.why.clone())
+                    .or_else(|| kept.and_then(|k| k.why.clone()))
+                    .filter(|_| agent_state != AgentState::Healthy),
+                note: disagreement(
+                    agent_state,
+                    heartbeat.as_ref().map(|(_, seen)| *seen),
+                    facts,
+                    settings.stale_threshold.as_secs_f64(),
+                    now,
+                ),
             }
         })
         .collect();
@@ -731,6 +799,58 @@ fn report(
                 .and_then(|r| r.read_cell(&cell.id))
                 .is_some_and(|r| r.checkpointing),
         error: None,
+    }
+}
+
+/// Why the daemon's state and the heartbeat file seem to disagree, when
+/// they do: said, not hidden (BRIEF 8: `status` shows the truth, and a
+/// moment's lag is part of it).
+fn disagreement(
+    state: AgentState,
+    file_seen: Option<f64>,
+    facts: Option<&Facts>,
+    stale_after: f64,
+    now: f64,
+) -> Option<String> {
+    let facts = facts?;
+    let fresh = file_seen.is_some_and(|seen| now - seen < stale_after);
+    let pid = facts.pid;
+    match state {
+        AgentState::Healthy if !fresh && file_seen.is_some() => Some(
+            "its heartbeat is older than its stale threshold: the daemon has not judged it yet"
+                .into(),
+        ),
+        AgentState::Healthy | AgentState::Frozen => None,
+        _ if fresh
+            && file_seen
+                .zip(facts.last_seen)
+                .is_none_or(|(file, daemon)| file > daemon + 0.001) =>
+        {
+            Some("a newer heartbeat than the daemon has read: it is judged in a moment".into())
+        }
+        _ if fresh
+            && file_seen
+                .zip(facts.started_at)
+                .is_some_and(|(file, started)| file < started) =>
+        {
+            Some(
+                "its heartbeat was written before its current instance started: it does not \
+                 count for it"
+                    .into(),
+            )
+        }
+        AgentState::Dead | AgentState::Abandoned | AgentState::Exited if pid.is_some() => {
+            Some(format!(
+                "its process {} is still there: the daemon is stopping it",
+                pid.unwrap_or_default()
+            ))
+        }
+        AgentState::AwaitingApproval if pid.is_some() => Some(format!(
+            "its process {} is still there, as it was: approve revives it (stopping it \
+             first), deny stops it",
+            pid.unwrap_or_default()
+        )),
+        _ => None,
     }
 }
 
@@ -778,6 +898,8 @@ fn daemon_facts(
                     next: a.next,
                     request: a.request,
                     last_seen: a.last_seen,
+                    started_at: a.started_at,
+                    why: a.why,
                 };
                 (name, facts)
             })
@@ -823,6 +945,8 @@ fn daemon_facts(
                 next: None,
                 request: None,
                 last_seen: None,
+                started_at: None,
+                why: None,
             };
             (name, facts)
         })
@@ -922,6 +1046,12 @@ fn render(
                     "    limits: {}\n",
                     escape(&crate::daemon::limits::describe(&a.limits))
                 ));
+            }
+            if let Some(why) = &a.why {
+                out.push_str(&format!("    why: {}\n", escape(why)));
+            }
+            if let Some(note) = &a.note {
+                out.push_str(&format!("    note: {}\n", escape(note)));
             }
             if let Some(problem) = &a.problem {
                 out.push_str(&format!("    ! {}\n", escape(problem)));

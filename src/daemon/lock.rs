@@ -126,7 +126,10 @@ impl PidFile {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .ok_or_else(|| {
-                Error::Usage(format!("pid_file {} is not a file name", path.display()))
+                Error::Io(std::io::Error::other(format!(
+                    "pid_file {} is not a file name",
+                    path.display()
+                )))
             })?;
         let dir = Dir::open(parent).map_err(|e| {
             Error::Io(std::io::Error::new(

@@ -471,7 +471,7 @@ impl Shell {
         match Config::load(opts.config_path.as_deref()) {
             Ok(loaded) => {
                 for key in &loaded.unknown_keys {
-                    tracing::warn!("config: unknown key {key:?} ignored");
+                    tracing::warn!("config: {}", crate::config::unknown_key_warning(key));
                 }
                 if loaded.config.root(None) != self.cfg.root(None) {
                     tracing::warn!("config: cells.root changed; restart the daemon to use it");

@@ -268,17 +268,33 @@ pub fn diagnose(
 ) -> Option<serde_json::Value> {
     let s = stat(instance.pid).filter(|s| s.start_time == instance.start_time)?;
     let ticks_ns = (s.cpu_ticks as f64 / clock_ticks() * 1e9) as u64;
-    let cpu = clock.and_then(cpu_ns).unwrap_or(ticks_ns);
+    let precise = clock.and_then(cpu_ns);
+    let cpu = precise.unwrap_or(ticks_ns);
     let mut v = serde_json::json!({
         "pid": instance.pid,
         "state": s.state.to_string(),
         "cpu_s": (cpu as f64 / 1e7).round() / 100.0,
         "rss_bytes": s.rss_pages * page_size(),
     });
-    if let Some(before) = cpu_at_beat {
-        v["cpu_advanced"] = serde_json::Value::Bool(cpu > before);
+    // Only the same clock on both ends compares (a tick count is coarser).
+    if let (Some(before), Some(now)) = (cpu_at_beat, precise) {
+        let used = now.saturating_sub(before);
+        v["cpu_since_beat_s"] = serde_json::json!((used as f64 / 1e6).round() / 1000.0);
+        v["cpu_advanced"] = serde_json::Value::Bool(cpu_advanced(s.state, used));
     }
     Some(v)
+}
+
+/// CPU a process must have used since its last heartbeat to count as
+/// busy: a hung loop between two beats (a fork, a `sleep`) costs
+/// microseconds; a process at work, at least a scheduler tick.
+pub const CPU_ADVANCE_NS: u64 = 10_000_000;
+
+/// Whether a process is working, for the operator's "hung or busy?": it
+/// used [`CPU_ADVANCE_NS`] since its last beat and is not stopped (a
+/// stopped process advances nothing, whatever it did before it stopped).
+pub fn cpu_advanced(state: char, used_ns: u64) -> bool {
+    !matches!(state, 'T' | 't') && used_ns >= CPU_ADVANCE_NS
 }
 
 /// A pidfd: a handle on one process that cannot be confused with a later
@@ -1922,6 +1938,15 @@ mod tests {
         assert_eq!(s.cpu_ticks, 300);
         assert_eq!(s.start_time, 987654);
         assert_eq!(s.rss_pages, 321);
+    }
+
+    #[test]
+    fn only_a_running_process_that_used_a_tick_has_advanced() {
+        assert!(cpu_advanced('R', CPU_ADVANCE_NS));
+        assert!(cpu_advanced('S', 50 * CPU_ADVANCE_NS), "busy between polls");
+        assert!(!cpu_advanced('S', 40_000), "a loop's fork and sleep");
+        assert!(!cpu_advanced('T', 50 * CPU_ADVANCE_NS), "stopped");
+        assert!(!cpu_advanced('t', 50 * CPU_ADVANCE_NS), "traced");
     }
 
     #[test]

@@ -72,6 +72,22 @@ pub fn local_time(ts: &str) -> String {
     }
 }
 
+/// Fields that hold an instant as unix seconds.
+fn is_instant(key: &str) -> bool {
+    matches!(key, "last_seen" | "started_at" | "since" | "at")
+}
+
+/// Unix seconds as local time with milliseconds, as [`local_time`].
+pub fn local_unix(secs: f64) -> String {
+    match DateTime::from_timestamp_millis((secs * 1000.0).round() as i64) {
+        Some(t) if secs.is_finite() => t
+            .with_timezone(&Local)
+            .format("%Y-%m-%d %H:%M:%S%.3f")
+            .to_string(),
+        _ => secs.to_string(),
+    }
+}
+
 /// A line of the stream for people.
 pub fn render(line: &Line, style: Style) -> String {
     match line {
@@ -157,6 +173,10 @@ fn event(line: &str, cell: &str, claims: Option<&str>, style: Style) -> String {
             continue;
         }
         let value = match v {
+            // Unix seconds are for programs: people get a local time.
+            Value::Number(n) if is_instant(k) && n.as_f64().is_some() => {
+                format!("\"{}\"", local_unix(n.as_f64().unwrap_or_default()))
+            }
             // Quoted when it holds spaces or nothing: a value padded with
             // blanks cannot pass for the start of another line.
             Value::String(s) if s.is_empty() || s.contains(char::is_whitespace) => {
@@ -218,6 +238,13 @@ mod tests {
         // The same instant written with another offset reads the same.
         assert_eq!(local_time("2026-12-02T06:05:06.789+02:00"), shown);
         assert_eq!(local_time("not\x1ba time"), "not\\x1ba time");
+        // An epoch field reads as the same local time, never raw.
+        let line = r#"{"ts":"2026-12-02T04:05:06.789Z","event":"agent_stale","cell":"c","agent":"a","last_seen":1796184306.789,"age_s":12.5}"#;
+        let text = render(&ev(line, "c", None), PLAIN);
+        let seen = local_unix(1796184306.789);
+        assert!(text.contains(&format!("last_seen=\"{seen}\"")), "{text}");
+        assert!(!text.contains("1796184306"), "{text}");
+        assert!(text.contains("age_s=12.5"), "{text}");
     }
 
     #[test]

@@ -256,7 +256,7 @@ pub(crate) fn parse_since(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>> 
         .filter(|secs| secs.is_finite() && *secs >= 0.0);
     let at = match unix {
         Some(secs) => DateTime::from_timestamp_micros((secs * 1e6) as i64),
-        None => duration(s)
+        None => crate::text::duration_secs(s)
             .and_then(|secs| chrono::Duration::try_milliseconds((secs * 1000.0) as i64))
             .and_then(|d| now.checked_sub_signed(d)),
     };
@@ -266,37 +266,6 @@ pub(crate) fn parse_since(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>> 
              time (2026-01-02T03:04:05Z) or unix seconds"
         ))
     })
-}
-
-/// Seconds of a duration like `1h30m` or `1.5d`; `None` if it is not one.
-fn duration(s: &str) -> Option<f64> {
-    let mut total = 0.0;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let (number, tail) = rest.split_at(digits);
-        let unit_len = tail
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(tail.len());
-        let (unit, next) = tail.split_at(unit_len);
-        let n: f64 = number.parse().ok()?;
-        let scale = match unit {
-            "s" | "sec" | "secs" => 1.0,
-            "m" | "min" | "mins" => 60.0,
-            "h" | "hour" | "hours" => 3600.0,
-            "d" | "day" | "days" => 86400.0,
-            "w" | "week" | "weeks" => 7.0 * 86400.0,
-            _ => return None,
-        };
-        total += n * scale;
-        rest = next;
-    }
-    (total.is_finite() && total < 1e11).then_some(total)
 }
 
 #[cfg(test)]
