@@ -85,6 +85,9 @@ _lazarus__pit() {
             lazarus__pit__subcmd__cell,list)
                 cmd="lazarus__pit__subcmd__cell__subcmd__list"
                 ;;
+            lazarus__pit__subcmd__cell,set)
+                cmd="lazarus__pit__subcmd__cell__subcmd__set"
+                ;;
             lazarus__pit__subcmd__cell,show)
                 cmd="lazarus__pit__subcmd__cell__subcmd__show"
                 ;;
@@ -114,6 +117,9 @@ _lazarus__pit() {
                 ;;
             lazarus__pit__subcmd__cell__subcmd__help,list)
                 cmd="lazarus__pit__subcmd__cell__subcmd__help__subcmd__list"
+                ;;
+            lazarus__pit__subcmd__cell__subcmd__help,set)
+                cmd="lazarus__pit__subcmd__cell__subcmd__help__subcmd__set"
                 ;;
             lazarus__pit__subcmd__cell__subcmd__help,show)
                 cmd="lazarus__pit__subcmd__cell__subcmd__help__subcmd__show"
@@ -187,6 +193,9 @@ _lazarus__pit() {
             lazarus__pit__subcmd__help__subcmd__cell,list)
                 cmd="lazarus__pit__subcmd__help__subcmd__cell__subcmd__list"
                 ;;
+            lazarus__pit__subcmd__help__subcmd__cell,set)
+                cmd="lazarus__pit__subcmd__help__subcmd__cell__subcmd__set"
+                ;;
             lazarus__pit__subcmd__help__subcmd__cell,show)
                 cmd="lazarus__pit__subcmd__help__subcmd__cell__subcmd__show"
                 ;;
@@ -244,7 +253,7 @@ _lazarus__pit() {
             return 0
             ;;
         lazarus__subcmd__pit__subcmd__cell)
-            opts="-h --config --root --json --help create list show join leave freeze thaw archive destroy help"
+            opts="-h --config --root --json --help create list show join set leave freeze thaw archive destroy help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -374,7 +383,7 @@ _lazarus__pit() {
             return 0
             ;;
         lazarus__subcmd__pit__subcmd__cell__subcmd__help)
-            opts="create list show join leave freeze thaw archive destroy help"
+            opts="create list show join set leave freeze thaw archive destroy help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -499,6 +508,20 @@ _lazarus__pit() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        lazarus__subcmd__pit__subcmd__cell__subcmd__help__subcmd__set)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         lazarus__subcmd__pit__subcmd__cell__subcmd__help__subcmd__show)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
@@ -528,7 +551,7 @@ _lazarus__pit() {
             return 0
             ;;
         lazarus__subcmd__pit__subcmd__cell__subcmd__join)
-            opts="-h --agent --role --env --config --root --json --help"
+            opts="-h --agent --role --env --revive-policy --restart --autostart --substitute --stale-after --resurrect-after --isolation --config --root --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -544,6 +567,34 @@ _lazarus__pit() {
                     ;;
                 --env)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --revive-policy)
+                    COMPREPLY=($(compgen -W "yes no ask substitute" -- "${cur}"))
+                    return 0
+                    ;;
+                --restart)
+                    COMPREPLY=($(compgen -W "on-failure always" -- "${cur}"))
+                    return 0
+                    ;;
+                --autostart)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --substitute)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --stale-after)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --resurrect-after)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --isolation)
+                    COMPREPLY=($(compgen -W "directory mount-namespace podman" -- "${cur}"))
                     return 0
                     ;;
                 --config)
@@ -594,6 +645,32 @@ _lazarus__pit() {
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lazarus__subcmd__pit__subcmd__cell__subcmd__set)
+            opts="-h --agent --config --root --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --agent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -798,7 +875,7 @@ _lazarus__pit() {
             return 0
             ;;
         lazarus__subcmd__pit__subcmd__heartbeat)
-            opts="-h --cell --agent --status --cycle --model --pid --config --root --json --help"
+            opts="-h --cell --agent --status --cycle --model --pid --force --config --root --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -872,7 +949,7 @@ _lazarus__pit() {
             return 0
             ;;
         lazarus__subcmd__pit__subcmd__help__subcmd__cell)
-            opts="create list show join leave freeze thaw archive destroy"
+            opts="create list show join set leave freeze thaw archive destroy"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -970,6 +1047,20 @@ _lazarus__pit() {
             return 0
             ;;
         lazarus__subcmd__pit__subcmd__help__subcmd__cell__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lazarus__subcmd__pit__subcmd__help__subcmd__cell__subcmd__set)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -9,6 +9,7 @@ mod section_control;
 mod section_daemon;
 mod section_heartbeat;
 mod section_isolation;
+mod section_newcomer;
 mod section_operators;
 mod section_revival;
 mod section_schemas;

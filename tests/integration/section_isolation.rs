@@ -953,7 +953,8 @@ fn limits_say_how_each_is_enforced() {
     // `cell show` says what it is started with.
     let shown = env.run(&["cell", "show", &uuid]).success().stdout;
     assert!(
-        shown.contains("isolation directory, limits nofile=256 memory.max=268435456"),
+        shown.contains(", limits nofile=256 memory.max=268435456")
+            && shown.contains("isolation                  directory"),
         "{shown}"
     );
 }
