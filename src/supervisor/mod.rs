@@ -1665,6 +1665,10 @@ impl Supervisor {
         let event = |kind| Event::new(kind).with("agent", &**agent);
         if let Some(t) = self.tracked(cell, agent) {
             t.sup.enter(Health::Dead, now);
+            // Its work is handed over: a hung instance does not stay behind.
+            if let Some(instance) = t.sup.instance {
+                out.push(stop_action(cell, agent, instance, t.sup.settings.timing.kill_grace));
+            }
         }
         let Some(substitute) = substitute else {
             out.push(Action::Emit {

@@ -1608,3 +1608,21 @@ fn complete_spawn(s: &mut Supervisor, agent: &str, pid: i32, now: f64) -> Vec<Ac
         now,
     )
 }
+
+#[test]
+fn a_hung_agent_whose_work_is_handed_over_is_stopped() {
+    let mut s = started(revivable("substitute", r#","substitutes":["b"]"#));
+    s.handle(beat("a", 101.0, None), 101.0);
+    s.handle(beat("b", 120.0, None), 120.0);
+    let out = s.handle(Input::Tick, 121.0);
+    assert_eq!(events(&out), ["agent_stale", "agent_substituted"], "{out:?}");
+    assert_eq!(
+        find_kill(&out, "a"),
+        Some(Some(Instance {
+            pid: 11,
+            start_time: 9
+        })),
+        "two instances never work on one workspace"
+    );
+    assert_eq!(find_kill(&out, "b"), None);
+}
