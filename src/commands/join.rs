@@ -51,7 +51,7 @@ pub fn run(ctx: &Context, args: JoinArgs) -> Result<ExitCode> {
         let settings = args.settings.assignments();
         let pairs: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
         super::set::apply(ctx, &cell, m, &mut next, Some(&args.agent), &pairs)
-            .map_err(|e| e.as_action(&cell, &format!("add agent {:?}", args.agent)))?;
+            .map_err(|e| e.into_error(&cell, &format!("add agent {:?}", args.agent)))?;
         let agent = next.agents.last().cloned().expect("pushed above");
         m.agents.push(agent.clone());
         let mut events = vec![

@@ -134,10 +134,10 @@ impl From<String> for Refusal {
 impl Refusal {
     /// The command's error: "cell C: cannot set TARGET's settings: WHY".
     pub(crate) fn at(self, cell: &Cell, target: &str) -> Error {
-        self.as_action(cell, &format!("set {target}'s settings"))
+        self.into_error(cell, &format!("set {target}'s settings"))
     }
 
-    pub(crate) fn as_action(self, cell: &Cell, action: &str) -> Error {
+    pub(crate) fn into_error(self, cell: &Cell, action: &str) -> Error {
         let refused = Error::refused(&cell.id, action, self.why);
         if self.usage {
             Error::Usage(refused.to_string())

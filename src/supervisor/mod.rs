@@ -1667,7 +1667,12 @@ impl Supervisor {
             t.sup.enter(Health::Dead, now);
             // Its work is handed over: a hung instance does not stay behind.
             if let Some(instance) = t.sup.instance {
-                out.push(stop_action(cell, agent, instance, t.sup.settings.timing.kill_grace));
+                out.push(stop_action(
+                    cell,
+                    agent,
+                    instance,
+                    t.sup.settings.timing.kill_grace,
+                ));
             }
         }
         let Some(substitute) = substitute else {

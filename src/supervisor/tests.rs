@@ -1615,7 +1615,11 @@ fn a_hung_agent_whose_work_is_handed_over_is_stopped() {
     s.handle(beat("a", 101.0, None), 101.0);
     s.handle(beat("b", 120.0, None), 120.0);
     let out = s.handle(Input::Tick, 121.0);
-    assert_eq!(events(&out), ["agent_stale", "agent_substituted"], "{out:?}");
+    assert_eq!(
+        events(&out),
+        ["agent_stale", "agent_substituted"],
+        "{out:?}"
+    );
     assert_eq!(
         find_kill(&out, "a"),
         Some(Some(Instance {

@@ -486,7 +486,7 @@ fn the_bare_command_on_a_terminal_says_what_it_does() {
     let _ = child.kill();
     let _ = child.wait();
     // Not into a pipe: scripts and units get the daemon's log only.
-    let mut daemon = env.spawn_daemon(&[]);
+    let daemon = env.spawn_daemon(&[]);
     daemon.wait_log("ready:", WAIT);
     assert!(
         !daemon.log().contains("in the foreground"),
