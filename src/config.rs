@@ -260,20 +260,24 @@ impl GiteaConfig {
 /// is a mistake (or an attack: `1e19` seconds overflows every clock).
 pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 86_400 + 2 * 86_400);
 
+/// The shortest positive duration taken: a millisecond, the precision of
+/// every deadline (`1e-12` would be zero nanoseconds: stale at once).
+pub const MIN_POSITIVE_SECS: f64 = 0.001;
+
 /// `secs` as a duration if it is a number of seconds in `0..=MAX_DURATION`
 /// (above zero if `positive`).
 pub fn bounded_seconds(secs: f64, positive: bool) -> Result<Duration, String> {
     let ok = secs.is_finite()
         && secs >= 0.0
         && secs <= MAX_DURATION.as_secs_f64()
-        && (!positive || secs > 0.0);
+        && (!positive || secs >= MIN_POSITIVE_SECS);
     if ok {
         Ok(Duration::from_secs_f64(secs))
     } else {
         Err(format!(
             "{secs} is not a duration: give {} number of seconds, at most ten years ({})",
             if positive {
-                "a positive"
+                "a positive (at least 0.001)"
             } else {
                 "a non-negative"
             },

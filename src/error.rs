@@ -19,7 +19,7 @@ pub enum Error {
     #[error("no cell in {} has the UUID, prefix or name {prefix:?}", root.display())]
     CellNotFound { prefix: String, root: PathBuf },
 
-    #[error("{prefix:?} matches {} cells, give more of the UUID: {}", candidates.len(), candidates.join(", "))]
+    #[error("{prefix:?} matches {} cells (by UUID prefix or name), give more of the UUID: {}", candidates.len(), candidates.join(", "))]
     AmbiguousCell {
         prefix: String,
         candidates: Vec<String>,

@@ -59,6 +59,12 @@ use error::Result;
 /// it ran and an agent is not healthy.
 pub const ONCE_COULD_NOT_RUN: u8 = 3;
 
+/// Says why `daemon --once` could not make its pass; its exit code.
+fn could_not_run(e: &error::Error) -> ExitCode {
+    eprintln!("lazarus-pit: {}", text::escape(&e.to_string()));
+    ExitCode::from(ONCE_COULD_NOT_RUN)
+}
+
 /// Runs the command line. Returns the exit code for successful runs that
 /// still report a condition (e.g. `daemon --once` finding a stale agent).
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -89,7 +95,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             None
         }
     };
-    let loaded = loaded?;
+    let once = matches!(command, Command::Daemon(cli::DaemonArgs { once: true }));
+    let loaded = match loaded {
+        Err(e) if once && e.exit_code() != 2 => return Ok(could_not_run(&e)),
+        loaded => loaded?,
+    };
     for key in &loaded.unknown_keys {
         let file = loaded
             .source
@@ -128,10 +138,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 // `--once` from cron or a script: "it could not run" (on a
                 // host whose daemon holds the root, always) is not "an
                 // agent is unhealthy".
-                Err(e) if args.once && e.exit_code() != 2 => {
-                    eprintln!("lazarus-pit: {}", text::escape(&e.to_string()));
-                    Ok(ExitCode::from(ONCE_COULD_NOT_RUN))
-                }
+                Err(e) if args.once && e.exit_code() != 2 => Ok(could_not_run(&e)),
                 ran => ran,
             }
         }

@@ -9,7 +9,7 @@
 
 use serde_json::{Map, Number, Value};
 
-use super::manifest::{Agent, Manifest, Seconds};
+use super::manifest::{Agent, CGROUP_LIMIT_NAMES, LIMIT_NAMES, Manifest, Seconds};
 
 /// How a field's text is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,8 +88,22 @@ pub struct Assigned {
 }
 
 impl Assigned {
-    /// `revive_policy: yes -> ask`, for people.
+    /// With an `env` value shown only as `(set)`: values may be secrets.
+    pub fn redacted(&self) -> Assigned {
+        if !self.key.starts_with("env.") {
+            return self.clone();
+        }
+        let hide = |v: &Option<Value>| v.as_ref().map(|_| Value::String("(set)".into()));
+        Assigned {
+            key: self.key.clone(),
+            before: hide(&self.before),
+            after: hide(&self.after),
+        }
+    }
+
+    /// `revive_policy: yes -> ask`, for people (`env` values redacted).
     pub fn describe(&self) -> String {
+        let this = self.redacted();
         let show = |v: &Option<Value>| match v {
             None => "(unset)".to_string(),
             Some(Value::String(s)) => s.clone(),
@@ -97,11 +111,120 @@ impl Assigned {
         };
         format!(
             "{}: {} -> {}",
-            self.key,
-            show(&self.before),
-            show(&self.after)
+            this.key,
+            show(&this.before),
+            show(&this.after)
         )
     }
+}
+
+/// Why a field was not set: in what was typed (`usage`: a key or value
+/// that can never be right) or in the cell (no such agent, a manifest the
+/// change would make invalid).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldError {
+    pub usage: bool,
+    pub message: String,
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// One `KEY=VALUE`, checked without a manifest: the field, the entry of
+/// an object field (`env.K`, `limits.NAME`), and the value (`None`:
+/// remove).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed {
+    key: String,
+    field: String,
+    entry: Option<String>,
+    value: Option<Value>,
+}
+
+/// Checks `key` and `text` for a cell (`agent` false) or an agent: every
+/// usage error is found here, before any cell is read.
+pub fn parse(agent: bool, key: &str, text: &str) -> Result<Parsed, String> {
+    let key = ALIASES
+        .iter()
+        .find(|(alias, _)| *alias == key)
+        .map_or(key, |(_, field)| field);
+    let fields = if agent { AGENT_FIELDS } else { CELL_FIELDS };
+    // `env.K` (agents) and `limits.NAME`: one entry of an object field.
+    let (field, entry) = match key.split_once('.') {
+        Some((f @ ("env" | "limits"), e)) if !e.is_empty() => (f, Some(e)),
+        _ => (key, None),
+    };
+    let kind = match (field, entry) {
+        ("env", Some(name)) if agent => {
+            env_name(name)?;
+            None
+        }
+        ("limits", Some(name)) => {
+            if !LIMIT_NAMES.contains(&name) && !CGROUP_LIMIT_NAMES.contains(&name) {
+                return Err(format!(
+                    "limits.{name}: not one of {}, {}",
+                    LIMIT_NAMES.join(", "),
+                    CGROUP_LIMIT_NAMES.join(", ")
+                ));
+            }
+            None
+        }
+        _ => Some(
+            fields
+                .iter()
+                .find(|(f, _)| *f == field)
+                .map(|(_, k)| *k)
+                .ok_or_else(|| unknown(key, agent))?,
+        ),
+    };
+    let value = if text.is_empty() {
+        None
+    } else {
+        Some(match (field, kind) {
+            ("env", _) => Value::String(text.to_string()),
+            ("limits", _) => {
+                let v = limit_value(text)?;
+                let name = entry.unwrap_or_default();
+                if super::manifest::limit_value(name, &v).is_none() {
+                    return Err(format!("limits.{name}={text:?}: not a value it takes"));
+                }
+                v
+            }
+            (_, Some(kind)) => parse_value(kind, key, text)?,
+            (_, None) => unreachable!("a plain field has a kind"),
+        })
+    };
+    Ok(Parsed {
+        key: key.to_string(),
+        field: field.to_string(),
+        entry: entry.map(str::to_string),
+        value,
+    })
+}
+
+/// An environment variable name an agent can be given: a portable shell
+/// name, not one of the daemon's own (`LAZARUS_*` always win).
+fn env_name(name: &str) -> Result<(), String> {
+    let portable = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !portable {
+        return Err(format!(
+            "env.{}: an environment variable name is letters, digits and '_', not starting with a digit",
+            crate::text::escape(name)
+        ));
+    }
+    if name.starts_with("LAZARUS_") {
+        return Err(format!(
+            "env.{name}: the daemon sets LAZARUS_* itself for every agent, over its env"
+        ));
+    }
+    Ok(())
 }
 
 /// Sets `key` to `text` on the cell (`agent` is `None`) or on one of its
@@ -112,51 +235,30 @@ pub fn assign(
     agent: Option<&str>,
     key: &str,
     text: &str,
-) -> Result<Assigned, String> {
-    let key = ALIASES
-        .iter()
-        .find(|(alias, _)| *alias == key)
-        .map_or(key, |(_, field)| field);
-    let fields = if agent.is_some() {
-        AGENT_FIELDS
-    } else {
-        CELL_FIELDS
-    };
-    // `env.K` (agents) and `limits.NAME`: one entry of an object field.
-    let (field, entry) = match key.split_once('.') {
-        Some((f @ ("env" | "limits"), e)) if !e.is_empty() => (f, Some(e)),
-        _ => (key, None),
-    };
-    let kind = match (field, entry) {
-        ("env", Some(_)) if agent.is_some() => None,
-        ("limits", Some(_)) => None,
-        _ => Some(
-            fields
-                .iter()
-                .find(|(f, _)| *f == field)
-                .map(|(_, k)| *k)
-                .ok_or_else(|| unknown(key, agent.is_some()))?,
-        ),
-    };
-    let value = if text.is_empty() {
-        None
-    } else {
-        Some(match (field, kind) {
-            ("env", _) => Value::String(text.to_string()),
-            ("limits", _) => limit_value(text)?,
-            (_, Some(kind)) => parse(kind, key, text)?,
-            (_, None) => unreachable!("a plain field has a kind"),
-        })
-    };
+) -> Result<Assigned, FieldError> {
+    let parsed = parse(agent.is_some(), key, text).map_err(|message| FieldError {
+        usage: true,
+        message,
+    })?;
+    apply(manifest, agent, &parsed).map_err(|message| FieldError {
+        usage: false,
+        message,
+    })
+}
+
+/// Sets a parsed field on the cell or `agent`; the manifest is unchanged
+/// on error.
+pub fn apply(manifest: &mut Manifest, agent: Option<&str>, p: &Parsed) -> Result<Assigned, String> {
+    let (field, value) = (p.field.as_str(), &p.value);
     let mut object = match agent {
         None => to_object(&*manifest),
         Some(name) => to_object(manifest.agent(name).ok_or_else(|| no_agent(name))?),
     };
     let before;
-    match entry {
+    match p.entry.as_deref() {
         None => {
             before = object.get(field).cloned();
-            match &value {
+            match value {
                 Some(v) => object.insert(field.to_string(), v.clone()),
                 None => object.remove(field),
             };
@@ -169,7 +271,7 @@ pub fn assign(
                 return Err(format!("{field} is not an object in cell.json"));
             };
             before = map.get(entry).cloned();
-            match &value {
+            match value {
                 Some(v) => map.insert(entry.to_string(), v.clone()),
                 None => map.remove(entry),
             };
@@ -178,16 +280,16 @@ pub fn assign(
             }
         }
     }
+    let invalid = |e: serde_json::Error| format!("cell.json would not be valid: {e}");
     let mut next = manifest.clone();
     match agent {
         None => {
             let agents = std::mem::take(&mut next.agents);
-            next = serde_json::from_value(Value::Object(object)).map_err(|e| e.to_string())?;
+            next = serde_json::from_value(Value::Object(object)).map_err(invalid)?;
             next.agents = agents;
         }
         Some(name) => {
-            let updated: Agent =
-                serde_json::from_value(Value::Object(object)).map_err(|e| e.to_string())?;
+            let updated: Agent = serde_json::from_value(Value::Object(object)).map_err(invalid)?;
             if let Some(slot) = next.agents.iter_mut().find(|a| a.name == name) {
                 *slot = updated;
             }
@@ -201,9 +303,9 @@ pub fn assign(
     }
     *manifest = next;
     Ok(Assigned {
-        key: key.to_string(),
+        key: p.key.clone(),
         before,
-        after: value,
+        after: value.clone(),
     })
 }
 
@@ -217,7 +319,7 @@ pub fn split(assignment: &str) -> Result<(&str, &str), String> {
     }
 }
 
-fn parse(kind: Kind, key: &str, text: &str) -> Result<Value, String> {
+fn parse_value(kind: Kind, key: &str, text: &str) -> Result<Value, String> {
     let one_of = |choices: &[&str]| {
         if choices.contains(&text) {
             Ok(Value::String(text.to_string()))
@@ -282,7 +384,12 @@ fn parse(kind: Kind, key: &str, text: &str) -> Result<Value, String> {
                 let argv: Vec<String> = serde_json::from_str(text).map_err(|e| {
                     format!("{key}: a value starting with '[' must be a JSON array of strings: {e}")
                 })?;
+                if argv.first().is_none_or(|p| p.is_empty()) {
+                    return Err(format!("{key}: the argv has no program"));
+                }
                 Ok(Value::Array(argv.into_iter().map(Value::String).collect()))
+            } else if text.trim().is_empty() {
+                Err(format!("{key}: a blank shell line runs nothing"))
             } else {
                 Ok(Value::String(text.to_string()))
             }
@@ -310,15 +417,7 @@ fn to_object<T: serde::Serialize>(value: &T) -> Map<String, Value> {
 }
 
 fn no_agent(name: &str) -> String {
-    format!("{NO_AGENT}{name:?} is in the cell")
-}
-
-const NO_AGENT: &str = "no agent named ";
-
-/// Whether an error of [`assign`] is in what was typed (a field or value
-/// that can never be right: a usage error), not in the cell.
-pub fn is_usage(error: &str) -> bool {
-    !error.starts_with(NO_AGENT)
+    format!("no agent named {name:?} is in the cell")
 }
 
 fn unknown(key: &str, agent: bool) -> String {
@@ -417,10 +516,16 @@ mod tests {
             (Some("a"), "restart", "alwyas", "did you mean always"),
             (Some("a"), "stale_after", "-1", "positive"),
             (Some("a"), "stale_after", "1e30", "ten years"),
+            (Some("a"), "stale_after", "1e-12", "at least 0.001"),
             (Some("a"), "autostart", "perhaps", "true or false"),
             (Some("a"), "substitutes", "a", "cannot substitute itself"),
             (Some("a"), "substitutes", "x/y", "not allowed"),
             (Some("a"), "limits.nofiles", "1", "not one of"),
+            (Some("a"), "limits.cpu.max", "0", "not a value it takes"),
+            (Some("a"), "env.A B", "x", "environment variable name"),
+            (Some("a"), "env.LAZARUS_CELL_UUID", "x", "sets LAZARUS_"),
+            (Some("a"), "command", "[\"\"]", "no program"),
+            (Some("a"), "command", "  ", "runs nothing"),
             (Some("a"), "command", "[1]", "JSON array of strings"),
             (
                 Some("a"),
@@ -434,7 +539,7 @@ mod tests {
             (None, "max_revive_attempts", "-1", "whole number"),
             (Some("ghost"), "restart", "always", "no agent named"),
         ] {
-            let err = assign(&mut m, agent, key, value).expect_err(key);
+            let err = assign(&mut m, agent, key, value).expect_err(key).message;
             assert!(err.contains(says), "{key}={value}: {err}");
             assert_eq!(m, before, "{key}={value} changed the manifest");
         }

@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::store::{AGENT_FILE_LIMIT, Dir, EntryKind, ReadError};
 use heartbeat::{Heartbeat, HeartbeatError};
+use lifecycle::CellStatus;
 use manifest::Manifest;
 
 /// The manifest's file name.
@@ -156,9 +157,13 @@ impl Root {
         })
     }
 
-    /// Finds the cell whose id is `given` or starts with it, or else the
-    /// one cell whose `name` is `given`. Unknown and ambiguous ones are
-    /// errors; the latter lists the candidates.
+    /// Finds the cell whose id is `given`, or the one cell whose id starts
+    /// with it or whose `name` is it. Unknown and ambiguous ones are
+    /// errors; the latter lists the candidates. A name is in `cell.json`,
+    /// which the cell's agents can write, so a name never wins over
+    /// another cell's id prefix (both match: ambiguous), destroyed cells
+    /// hold no name, and a cell found by name alone is refused while
+    /// another cell's `cell.json` cannot be read (it may say the same).
     pub fn resolve(&self, given: &str) -> Result<Cell> {
         if given.is_empty() {
             return Err(Error::BadCellId(given.to_string()));
@@ -174,31 +179,37 @@ impl Root {
         {
             return Ok(cell);
         }
-        let names = self.cell_names()?;
-        if id_like {
-            if let Some(exact) = names.iter().find(|n| n.to_ascii_lowercase() == wanted) {
-                return self.cell(exact);
-            }
-            let candidates: Vec<String> = names
-                .iter()
-                .filter(|n| n.to_ascii_lowercase().starts_with(&wanted))
-                .cloned()
-                .collect();
-            match candidates.as_slice() {
-                [] => {}
-                [one] => return self.cell(one),
-                _ => {
-                    return Err(Error::AmbiguousCell {
-                        prefix: given.to_string(),
-                        candidates,
-                    });
-                }
+        let ids = self.cell_names()?;
+        if id_like && let Some(exact) = ids.iter().find(|n| n.to_ascii_lowercase() == wanted) {
+            return self.cell(exact);
+        }
+        let by_prefix: Vec<&String> = ids
+            .iter()
+            .filter(|n| id_like && n.to_ascii_lowercase().starts_with(&wanted))
+            .collect();
+        let names = self.names_of(&ids);
+        let by_name: Vec<&String> = names
+            .iter()
+            .filter(|(_, name)| name.as_ref().is_ok_and(|n| n.as_deref() == Some(given)))
+            .map(|(id, _)| *id)
+            .collect();
+        let mut candidates: Vec<String> = by_prefix.iter().map(|s| s.to_string()).collect();
+        for id in &by_name {
+            if !candidates.contains(id) {
+                candidates.push(id.to_string());
             }
         }
-        // By name: read only when no id matched (it costs a read of every
-        // cell.json), exactly and case-sensitively (names are free text).
-        let named = self.named(given);
-        match named.as_slice() {
+        if candidates.len() == 1 && by_prefix.is_empty() {
+            let unreadable: Vec<String> = names
+                .iter()
+                .filter(|(_, name)| name.is_err())
+                .map(|(id, _)| format!("{id} (cell.json unreadable)"))
+                .collect();
+            if !unreadable.is_empty() {
+                candidates.extend(unreadable);
+            }
+        }
+        match candidates.as_slice() {
             [] => Err(Error::CellNotFound {
                 prefix: given.to_string(),
                 root: self.path.clone(),
@@ -206,21 +217,40 @@ impl Root {
             [one] => self.cell(one),
             _ => Err(Error::AmbiguousCell {
                 prefix: given.to_string(),
-                candidates: named,
+                candidates,
             }),
         }
     }
 
-    /// The cells (by id) whose `name` is `name`.
-    pub fn named(&self, name: &str) -> Vec<String> {
-        self.cell_names()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|id| {
-                self.cell(id)
-                    .and_then(|c| c.read_manifest())
-                    .is_ok_and(|m| m.name.as_deref() == Some(name))
+    /// Each cell's `name`, destroyed cells' as none (they hold no name),
+    /// or the error reading its `cell.json`.
+    fn names_of<'a>(&self, ids: &'a [String]) -> Vec<(&'a String, Result<Option<String>>)> {
+        ids.iter()
+            .map(|id| {
+                let name = self.cell(id).and_then(|c| c.read_manifest()).map(|m| {
+                    (m.status() != CellStatus::Destroyed)
+                        .then_some(m.name)
+                        .flatten()
+                });
+                (id, name)
             })
+            .collect()
+    }
+
+    /// The other cells (by id) that `name` would also reach as a `CELL`
+    /// argument: named so, or whose id starts with it. For `cell create`
+    /// and `cell set name=`, which warn about them.
+    pub fn name_clashes(&self, name: &str, own: &str) -> Vec<String> {
+        let ids = self.cell_names().unwrap_or_default();
+        let lower = name.to_ascii_lowercase();
+        self.names_of(&ids)
+            .into_iter()
+            .filter(|(id, n)| {
+                id.as_str() != own
+                    && (id.to_ascii_lowercase().starts_with(&lower)
+                        || n.as_ref().is_ok_and(|n| n.as_deref() == Some(name)))
+            })
+            .map(|(id, _)| id.clone())
             .collect()
     }
 }
@@ -253,10 +283,21 @@ impl Cell {
     }
 
     /// Writes `cell.json` atomically. Callers hold the cell lock.
+    /// Writes `cell.json`, never larger than every reader accepts (one
+    /// that large would lock every command out of the cell).
     fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
-        Ok(self
-            .dir
-            .write_atomic(MANIFEST, &manifest.to_bytes(), 0o644)?)
+        let bytes = manifest.to_bytes();
+        if bytes.len() as u64 > MANIFEST_LIMIT {
+            return Err(Error::refused(
+                &self.id,
+                "rewrite cell.json",
+                format!(
+                    "it would be {} bytes, more than the {MANIFEST_LIMIT} a cell.json may have",
+                    bytes.len()
+                ),
+            ));
+        }
+        Ok(self.dir.write_atomic(MANIFEST, &bytes, 0o644)?)
     }
 
     /// Locked read-modify-write of `cell.json`: `change` gets the current

@@ -169,7 +169,15 @@ impl AgentSettings {
             json!(now.as_ref().map(|s| &s.argv)),
         );
         if let (Some(now), Some(was)) = (&now, &was) {
-            put("env", now.env != was.env, json!("changed"));
+            // Values may be secrets: only the names that changed.
+            let names: std::collections::BTreeSet<&str> = now
+                .env
+                .iter()
+                .filter(|kv| !was.env.contains(kv))
+                .chain(was.env.iter().filter(|kv| !now.env.contains(kv)))
+                .map(|(k, _)| k.as_str())
+                .collect();
+            put("env", !names.is_empty(), json!(names));
             put(
                 "limits",
                 now.limits != was.limits,

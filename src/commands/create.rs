@@ -55,18 +55,6 @@ pub fn run(ctx: &Context, args: CreateArgs) -> Result<ExitCode> {
     for agent in &manifest.agents {
         super::check_agent_name(&agent.name)?;
     }
-    // Cells are addressed by a unique name: a second one makes the name
-    // ambiguous (both stay reachable by UUID).
-    if let Some(name) = manifest.name.as_deref().filter(|n| !n.is_empty()) {
-        let taken = ctx.root.named(name);
-        if !taken.is_empty() {
-            tracing::warn!(
-                "another cell is named {}: {}; address them by UUID",
-                crate::text::escape(&format!("{name:?}")),
-                taken.join(", ")
-            );
-        }
-    }
     let mut problems = manifest.problems();
     // As `cell join`: an agent is never added with an isolation level the
     // daemon cannot give (it would never start).
@@ -126,6 +114,9 @@ pub fn run(ctx: &Context, args: CreateArgs) -> Result<ExitCode> {
         .map_err(std::io::Error::from)?;
     nix::unistd::fsync(root.as_fd()).map_err(std::io::Error::from)?;
     drop(cell);
+    if let Some(name) = manifest.name.as_deref() {
+        super::set::warn_name_clashes(ctx, name, &uuid);
+    }
 
     if ctx.json {
         super::print_json(&json!({

@@ -19,13 +19,17 @@ use crate::error::{Error, Result};
 const REMOVED: &[&str] = &["workspace", "bus", "checkpoints", ".lazarus"];
 
 pub fn run(ctx: &Context, args: DestroyArgs) -> Result<ExitCode> {
-    let cell = ctx.root.resolve(&args.cell)?;
+    // A usage error whatever the CELL: the full id when it resolves.
     if !args.yes {
+        let named = ctx
+            .root
+            .resolve(&args.cell)
+            .map_or(args.cell.clone(), |c| c.id);
         return Err(Error::Usage(format!(
-            "refusing to destroy cell {} without --yes",
-            cell.id
+            "refusing to destroy cell {named} without --yes"
         )));
     }
+    let cell = ctx.root.resolve(&args.cell)?;
     let since = super::status::unix_now();
     let marked = super::lifecycle::apply(ctx, &cell, Trigger::Destroy);
     // First what archive does to the agents: nothing is removed from under

@@ -16,8 +16,16 @@ use crate::events::{Event, EventKind};
 pub fn run(ctx: &Context, args: JoinArgs) -> Result<ExitCode> {
     super::check_agent_name(&args.agent)?;
     let env = parse_env(&args.env)?;
+    let settings = args.settings.assignments();
+    let pairs: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    super::set::check(true, &pairs)?;
     let command = match args.command.as_slice() {
         [] => None,
+        [program, ..] if program.trim().is_empty() => {
+            return Err(Error::Usage(
+                "the command after -- has no program (an empty first argument)".into(),
+            ));
+        }
         [one] if one.contains(char::is_whitespace) => Some(AgentCommand::Shell(one.clone())),
         argv => Some(AgentCommand::Argv(argv.to_vec())),
     };
@@ -48,8 +56,6 @@ pub fn run(ctx: &Context, args: JoinArgs) -> Result<ExitCode> {
         // refused here, not at its start) and its program.
         let mut next = m.clone();
         next.agents.push(agent);
-        let settings = args.settings.assignments();
-        let pairs: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
         super::set::apply(ctx, &cell, m, &mut next, Some(&args.agent), &pairs)
             .map_err(|e| e.into_error(&cell, &format!("add agent {:?}", args.agent)))?;
         let agent = next.agents.last().cloned().expect("pushed above");
@@ -84,6 +90,7 @@ pub fn run(ctx: &Context, args: JoinArgs) -> Result<ExitCode> {
             agent.name
         );
     }
+    super::set::warn_substitutes(&cell, &agent.name);
     if ctx.json {
         super::print_json(&json!({ "cell": cell.id, "agent": agent }));
     } else {
@@ -101,6 +108,9 @@ fn parse_env(pairs: &[String]) -> Result<Option<Map<String, Value>>> {
     for pair in pairs {
         match pair.split_once('=') {
             Some((k, v)) if !k.is_empty() && !k.contains('\0') && !v.contains('\0') => {
+                // The same names `cell set env.K=V` takes.
+                crate::cell::fields::parse(true, &format!("env.{k}"), v)
+                    .map_err(|e| Error::Usage(format!("--env {pair:?}: {e}")))?;
                 env.insert(k.to_string(), Value::String(v.to_string()));
             }
             _ => {

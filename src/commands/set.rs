@@ -24,6 +24,7 @@ pub fn run(ctx: &Context, args: SetArgs) -> Result<ExitCode> {
         .iter()
         .map(|a| fields::split(a).map_err(Error::Usage))
         .collect::<Result<_>>()?;
+    check(args.agent.is_some(), &pairs)?;
     let cell = ctx.root.resolve(&args.cell)?;
     let target = match &args.agent {
         Some(a) => format!("agent {a:?}"),
@@ -35,10 +36,20 @@ pub fn run(ctx: &Context, args: SetArgs) -> Result<ExitCode> {
             .map_err(|e| e.at(&cell, &target))?;
         Ok((changed, Vec::new()))
     })?;
+    if let Some(c) = changed
+        .iter()
+        .find(|c| c.key == "name" && c.before != c.after)
+        && let Some(serde_json::Value::String(name)) = &c.after
+    {
+        warn_name_clashes(ctx, name, &cell.id);
+    }
     if ctx.json {
         let changes: Vec<_> = changed
             .iter()
-            .map(|c| json!({"key": c.key, "before": c.before, "after": c.after}))
+            .map(|c| {
+                let c = c.redacted();
+                json!({"key": c.key, "before": c.before, "after": c.after})
+            })
             .collect();
         super::print_json(&json!({
             "cell": cell.id,
@@ -57,6 +68,9 @@ pub fn run(ctx: &Context, args: SetArgs) -> Result<ExitCode> {
             crate::text::escape(&owner),
             crate::text::escape(&c.describe())
         );
+    }
+    if let Some(name) = &args.agent {
+        warn_substitutes(&cell, name);
     }
     if changed.iter().all(|c| c.before == c.after) {
         println!("{}: nothing changed", crate::text::escape(&owner));
@@ -80,9 +94,9 @@ pub(crate) fn apply(
     let mut changed = Vec::new();
     for (key, value) in pairs {
         changed.push(
-            fields::assign(&mut next, agent, key, value).map_err(|why| Refusal {
-                usage: fields::is_usage(&why),
-                why,
+            fields::assign(&mut next, agent, key, value).map_err(|e| Refusal {
+                usage: e.usage,
+                why: e.message,
             })?,
         );
     }
@@ -102,8 +116,15 @@ pub(crate) fn apply(
         if level != was || before.is_none() {
             super::isolation_usable(ctx, level).map_err(Refusal::from)?;
         }
-        if before.is_none_or(|b| b.command != a.command)
-            && let Some(why) = super::program::unresolvable(cell, &next, a)
+        // The program, where its command or its isolation changed.
+        if (before.is_none_or(|b| b.command != a.command) || level != was)
+            && let Some(why) = super::program::unresolvable(
+                cell,
+                &next,
+                a,
+                &ctx.config.isolation.hidden_paths,
+                super::program::daemon_path(&ctx.root.path).as_deref(),
+            )
         {
             return Err(why.into());
         }
@@ -144,5 +165,60 @@ impl Refusal {
         } else {
             refused
         }
+    }
+}
+
+/// Says when a cell's new name also reaches other cells as a `CELL`
+/// argument (named so, or an id starting with it): such a name is
+/// ambiguous wherever it is given.
+pub(crate) fn warn_name_clashes(ctx: &Context, name: &str, own: &str) {
+    if name.is_empty() {
+        return;
+    }
+    let clashes = ctx.root.name_clashes(name, own);
+    if !clashes.is_empty() {
+        tracing::warn!(
+            "the name {} also reaches {}: give UUIDs where it would be ambiguous",
+            crate::text::escape(&format!("{name:?}")),
+            clashes.join(", ")
+        );
+    }
+}
+
+/// Every usage error of `pairs`, before any cell is read: a mistyped key
+/// or value exits 2 whatever the CELL.
+pub(crate) fn check(agent: bool, pairs: &[(&str, &str)]) -> Result<()> {
+    for (key, value) in pairs {
+        fields::parse(agent, key, value).map_err(Error::Usage)?;
+    }
+    Ok(())
+}
+
+/// Says what a substitute setting will not do: name an agent the cell
+/// lacks (skipped when it dies), or give policy `substitute` none.
+pub(crate) fn warn_substitutes(cell: &Cell, agent: &str) {
+    let Ok(m) = cell.read_manifest() else {
+        return;
+    };
+    let Some(a) = m.agent(agent) else {
+        return;
+    };
+    for s in a.substitutes.iter().flatten() {
+        if m.agent(s).is_none() {
+            tracing::warn!(
+                "cell {}: substitute {} of {agent} is not an agent of the cell (skipped while it is not)",
+                cell.id,
+                crate::text::escape(&format!("{s:?}"))
+            );
+        }
+    }
+    let policy = a.revive_policy.or(m.revive_policy);
+    if policy == Some(crate::cell::manifest::RevivePolicy::Substitute)
+        && a.substitutes.as_ref().is_none_or(|s| s.is_empty())
+    {
+        tracing::warn!(
+            "cell {}: {agent} has revive_policy substitute but no substitutes: it is dead when it dies",
+            cell.id
+        );
     }
 }

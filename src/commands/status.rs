@@ -636,10 +636,13 @@ fn report(
             };
             // The file's heartbeat; if it is gone or unusable, the last
             // one the daemon accepted (its records, not a claim).
-            let last_seen = heartbeat
-                .as_ref()
-                .map(|(_, seen)| *seen)
-                .or_else(|| facts.and_then(|f| f.last_seen));
+            // The daemon goes by the newest beat it accepted: a file
+            // rewritten with an older time does not age the agent.
+            let file_seen = heartbeat.as_ref().map(|(_, seen)| *seen);
+            let last_seen = match (file_seen, facts.and_then(|f| f.last_seen)) {
+                (Some(file), Some(daemon)) => Some(file.max(daemon)),
+                (file, daemon) => file.or(daemon),
+            };
             let computed = match last_seen {
                 _ if frozen => AgentState::Frozen,
                 Some(seen) if now - seen <= settings.stale_threshold.as_secs_f64() => {
@@ -815,6 +818,15 @@ fn disagreement(
     let facts = facts?;
     let fresh = file_seen.is_some_and(|seen| now - seen < stale_after);
     let pid = facts.pid;
+    if let (Some(file), Some(daemon)) = (file_seen, facts.last_seen)
+        && file < daemon - 0.001
+    {
+        return Some(
+            "its heartbeat file now claims an older time than a beat the daemon accepted: the \
+             newest counts"
+                .into(),
+        );
+    }
     match state {
         AgentState::Healthy if !fresh && file_seen.is_some() => Some(
             "its heartbeat is older than its stale threshold: the daemon has not judged it yet"

@@ -363,6 +363,16 @@ impl AgentGroup {
         (flag("populated "), flag("frozen "))
     }
 
+    /// CPU used by every process the group ever held, in nanoseconds
+    /// (`cpu.stat` `usage_usec`, there without the cpu controller).
+    pub fn cpu_usage_ns(&self) -> Option<u64> {
+        let text = std::fs::read_to_string(self.path.join("cpu.stat")).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("usage_usec "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .and_then(|us| us.checked_mul(1000))
+    }
+
     pub fn populated(&self) -> bool {
         self.events().0
     }

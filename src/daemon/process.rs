@@ -285,6 +285,9 @@ pub fn diagnose(
     Some(v)
 }
 
+/// How often at most a heartbeat samples its agent's cgroup CPU.
+const GROUP_CPU_SAMPLE: Duration = Duration::from_secs(1);
+
 /// CPU a process must have used since its last heartbeat to count as
 /// busy: a hung loop between two beats (a fork, a `sleep`) costs
 /// microseconds; a process at work, at least a scheduler tick.
@@ -387,6 +390,10 @@ struct Entry {
     /// last heartbeat, for the stale diagnosis.
     cpu_clock: Option<ClockId>,
     cpu_at_beat: Option<u64>,
+    /// Its cgroup's CPU (every process of it: work done by a child
+    /// counts), sampled at a heartbeat at most once a second — a file
+    /// read, kept off most beats of the hot path — and when.
+    group_cpu_at_beat: Option<(u64, std::time::Instant)>,
 }
 
 /// An instance's unit, as far as telling whether it is frozen goes.
@@ -618,6 +625,15 @@ impl Procs {
     pub fn sample_cpu(&mut self, cell: &str, agent: &str) {
         if let Some(entry) = self.entry(cell, agent) {
             entry.cpu_at_beat = entry.cpu_clock.and_then(cpu_ns);
+            if let Some(group) = &entry.group
+                && entry
+                    .group_cpu_at_beat
+                    .is_none_or(|(_, at)| at.elapsed() >= GROUP_CPU_SAMPLE)
+            {
+                entry.group_cpu_at_beat = group
+                    .cpu_usage_ns()
+                    .map(|ns| (ns, std::time::Instant::now()));
+            }
         }
     }
 
@@ -628,7 +644,31 @@ impl Procs {
         if let Some(group) = &entry.group
             && let Some(map) = d.as_object_mut()
         {
-            map.insert("cgroup_frozen".into(), group.events().1.into());
+            let frozen = group.events().1;
+            map.insert("cgroup_frozen".into(), frozen.into());
+            // The whole unit's CPU: an agent whose child does the work
+            // is busy, not hung.
+            if let (Some((before, _)), Some(now)) = (entry.group_cpu_at_beat, group.cpu_usage_ns())
+            {
+                let used = now.saturating_sub(before);
+                let state = map
+                    .get("state")
+                    .and_then(|s| s.as_str())
+                    .and_then(|s| s.chars().next())
+                    .unwrap_or('?');
+                map.insert(
+                    "cgroup_cpu_s".into(),
+                    ((now as f64 / 1e7).round() / 100.0).into(),
+                );
+                map.insert(
+                    "cpu_since_beat_s".into(),
+                    ((used as f64 / 1e6).round() / 1000.0).into(),
+                );
+                map.insert(
+                    "cpu_advanced".into(),
+                    (!frozen && cpu_advanced(state, used)).into(),
+                );
+            }
         }
         Some(d)
     }
@@ -714,6 +754,7 @@ impl Procs {
                 isolation,
                 cpu_clock,
                 cpu_at_beat,
+                group_cpu_at_beat: None,
             },
         );
     }

@@ -878,7 +878,35 @@ impl Supervisor {
             .or_insert_with(|| CellSup::new(status.clone(), now));
         cell.seen_at = now;
         let mut changed = known.as_ref() != Some(&status);
+        let timers_before = (!first).then(|| cell.timers.clone());
         jobs::observe_timers(cell, manifest, previous, first, &status, now, offset);
+        if let Some(before) = timers_before
+            && before != cell.timers
+        {
+            // The cell's own settings: `settings_changed` without an agent.
+            let mut diff = serde_json::Map::new();
+            for (key, was, is) in [
+                ("idle_timeout", before.idle, cell.timers.idle),
+                (
+                    "max_duration",
+                    before.max_duration,
+                    cell.timers.max_duration,
+                ),
+                ("checkpoint_interval", before.interval, cell.timers.interval),
+            ] {
+                if was != is {
+                    let secs = is
+                        .and_then(crate::cell::manifest::Seconds::from_secs_f64)
+                        .map_or(Value::Null, |s| Value::Number(s.0));
+                    diff.insert(key.into(), secs);
+                }
+            }
+            out.push(Action::Emit {
+                cell: id.clone(),
+                event: Event::new(EventKind::SettingsChanged)
+                    .with("changed", serde_json::Value::Object(diff)),
+            });
+        }
         cell.status = status.clone();
         // A checkpoint holds the agents like a freeze, until it is done.
         let held = status == CellStatus::Frozen || cell.job.is_some();
