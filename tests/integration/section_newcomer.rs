@@ -204,7 +204,9 @@ fn cell_show_says_each_setting_and_where_it_comes_from() {
 #[test]
 fn the_daemon_says_when_it_takes_a_settings_change() {
     let env = env();
-    let uuid = env.create(&["--agent", "a"]);
+    // A supervised agent: a watched one's settings only matter once it
+    // has a command, so their changes are not reported.
+    let uuid = env.create_from(&json!({"agents": [{"name": "a", "command": ["sleep", "300"]}]}));
     let _daemon = env.daemon(&[]);
     env.run(&[
         "cell",
@@ -221,6 +223,154 @@ fn the_daemon_says_when_it_takes_a_settings_change() {
     assert_eq!(
         changed[0]["changed"],
         json!({"heartbeat_stale_threshold": 30, "restart": "always"})
+    );
+    // The cell's own timers: no agent.
+    env.run(&["cell", "set", &uuid, "idle_timeout=1000"])
+        .success();
+    let changed = env.wait_event(&uuid, "settings_changed", 2, WAIT);
+    assert!(changed[1].get("agent").is_none(), "{}", changed[1]);
+    assert_eq!(changed[1]["changed"], json!({"idle_timeout": 1000}));
+    // Env values are secrets: named, never shown.
+    let out = env
+        .run(&["cell", "set", &uuid, "--agent", "a", "env.TOKEN=s3cret"])
+        .success()
+        .stdout;
+    assert!(
+        out.contains("env.TOKEN") && !out.contains("s3cret"),
+        "{out}"
+    );
+    let changed = env.wait_event(&uuid, "settings_changed", 3, WAIT);
+    assert!(!changed[2].to_string().contains("s3cret"), "{}", changed[2]);
+    assert_eq!(changed[2]["changed"], json!({"env": ["TOKEN"]}));
+}
+
+#[test]
+fn what_can_never_be_right_is_refused_before_the_cell_is_read() {
+    let env = env();
+    let uuid = env.create(&["--agent", "a"]);
+    // A usage error whatever the CELL (exit 2, not "no such cell").
+    env.run(&["cell", "set", "nosuch", "bogus=1"])
+        .fails(2, "bogus");
+    env.run(&[
+        "cell",
+        "join",
+        "nosuch",
+        "--agent",
+        "b",
+        "--stale-after",
+        "abc",
+    ])
+    .fails(2, "abc");
+    env.run(&["cell", "destroy", "nosuch"]).fails(2, "--yes");
+    for bad in [
+        "env.A B=x",
+        "env.LAZARUS_AGENT=x",
+        "command=[\"\"]",
+        "command= ",
+        "stale_after=1e-12",
+    ] {
+        env.run(&["cell", "set", &uuid, "--agent", "a", bad])
+            .fails(2, "");
+    }
+    env.run(&["cell", "join", &uuid, "--agent", "b", "--", ""])
+        .fails(2, "no program");
+    env.run(&["cell", "join", &uuid, "--agent", "b", "--env", "1X=y"])
+        .fails(2, "environment variable name");
+    // A cell.json every command could no longer read is never written.
+    // (One argument may hold at most 128 KiB, so the bulk comes in pieces.)
+    let big = "x".repeat(120_000);
+    let pairs = |from: usize| -> Vec<String> {
+        (from..from + 5)
+            .map(|i| format!("env.K{i}={big}"))
+            .collect()
+    };
+    let set = |pairs: &[String]| {
+        let mut args = vec!["cell", "set", &uuid, "--agent", "a"];
+        args.extend(pairs.iter().map(String::as_str));
+        env.run(&args)
+    };
+    set(&pairs(0)).success();
+    set(&pairs(5)).fails(1, "more than the 1048576");
+    env.run(&["cell", "show", &uuid]).success();
+    let unset: Vec<String> = (0..5).map(|i| format!("env.K{i}=")).collect();
+    set(&unset).success();
+    // A hostile manifest is the cell's fault, not the command line's.
+    env.edit_manifest(&uuid, |m| m["agents"][0]["env"] = json!("str"));
+    let run = env.run(&["cell", "set", &uuid, "--agent", "a", "restart=always"]);
+    assert_eq!(run.code, Some(1), "{run:#?}");
+}
+
+#[test]
+fn daemon_once_without_its_config_could_not_run() {
+    let env = env();
+    env.create(&[]);
+    let mut cmd = env.command(&["daemon", "--once"]);
+    cmd.env("LAZARUS_CONFIG", env.tmp.path().join("missing.toml"));
+    let run = env.run_cmd(cmd, &["daemon", "--once"]);
+    assert_eq!(run.code, Some(3), "{run:#?}");
+}
+
+#[test]
+#[cfg_attr(
+    not(mount_namespaces),
+    ignore = "needs root where unshare(CLONE_NEWNS) is permitted"
+)]
+fn a_program_the_mount_namespace_hides_is_refused() {
+    let env = env();
+    let uuid = env.create(&[]);
+    let dir = tempfile::tempdir_in("/tmp").expect("tmp");
+    let program = dir.path().join("agent.sh");
+    std::fs::write(&program, "#!/bin/sh\nexit 0\n").expect("write");
+    std::fs::set_permissions(
+        &program,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let p = program.to_str().expect("utf-8");
+    env.run(&[
+        "cell",
+        "join",
+        &uuid,
+        "--agent",
+        "a",
+        "--isolation",
+        "mount-namespace",
+        "--",
+        p,
+    ])
+    .fails(1, "private one");
+    // Fine at directory isolation; then the change of level is checked.
+    env.run(&["cell", "join", &uuid, "--agent", "a", "--", p])
+        .success();
+    env.run(&[
+        "cell",
+        "set",
+        &uuid,
+        "--agent",
+        "a",
+        "isolation=mount-namespace",
+    ])
+    .fails(1, "private one");
+}
+
+#[test]
+fn status_goes_by_the_newest_beat_the_daemon_accepted() {
+    let env = env();
+    let uuid = env.create_from(&json!({"agents": [{"name": "a"}]}));
+    env.beat(&uuid, "a", "now");
+    let _daemon = env.daemon(&[]);
+    wait_for("a healthy in the records", WAIT, || {
+        agent_report(&status_json(&env), "a")["state"] == "healthy"
+    });
+    // The agent rewrites its file with an older time: the daemon keeps the
+    // newest, and status neither ages it nor calls it unjudged.
+    env.beat_at(&uuid, "a", crate::harness::now() - 100.0, "old");
+    let a = agent_report(&status_json(&env), "a");
+    assert_eq!(a["state"], "healthy", "{a}");
+    assert!(a["heartbeat_age_s"].as_f64().expect("age") < 50.0, "{a}");
+    assert!(
+        a["note"].as_str().expect("note").contains("older time"),
+        "{a}"
     );
 }
 
@@ -271,7 +421,7 @@ fn a_program_that_cannot_be_found_is_refused_at_join() {
         "no-such-program-xyz",
         "-v",
     ])
-    .fails(1, "is not found on PATH");
+    .fails(1, "is not found on the PATH");
     env.run(&["cell", "join", &uuid, "--agent", "a", "--", "./run.sh"])
         .fails(1, "does not exist");
     std::fs::write(env.cell(&uuid).join("workspace/run.sh"), "#!/bin/sh\n").expect("script");
@@ -372,7 +522,7 @@ fn cells_are_addressed_by_a_unique_name() {
     let run = env
         .run(&["cell", "create", "--name", "deploy-fix"])
         .success();
-    assert!(run.stderr.contains("another cell is named"), "{run:#?}");
+    assert!(run.stderr.contains("also reaches"), "{run:#?}");
     let other = run.stdout.trim().to_string();
     let run = env
         .run(&["cell", "show", "deploy-fix"])
@@ -383,6 +533,39 @@ fn cells_are_addressed_by_a_unique_name() {
     );
     env.run(&["cell", "show", "no-such-name"])
         .fails(1, "no-such-name");
+}
+
+#[test]
+fn a_name_never_wins_over_another_cells_id() {
+    let env = env();
+    let target = env.create(&[]);
+    let prefix = &target[..2];
+    // An agent of another cell names its cell after the target's prefix.
+    let run = env.run(&["cell", "create", "--name", prefix]).success();
+    assert!(run.stderr.contains("also reaches"), "{run:#?}");
+    let rogue = run.stdout.trim().to_string();
+    let run = env
+        .run(&["cell", "show", prefix])
+        .fails(1, "matches 2 cells");
+    assert!(
+        run.stderr.contains(&target) && run.stderr.contains(&rogue),
+        "{run:#?}"
+    );
+    // A cell found by name alone while another's cell.json is unreadable
+    // (an agent can break its own) is refused: that one may say the same.
+    let named = env.create(&["--name", "prod"]);
+    std::fs::write(env.cell(&target).join("cell.json"), "{\"uuid\":").expect("break");
+    let run = env
+        .run(&["cell", "show", "prod"])
+        .fails(1, "cell.json unreadable");
+    assert!(run.stderr.contains(&named), "{run:#?}");
+    env.run(&["cell", "show", &named[..8]]).success();
+    // A destroyed cell holds no name.
+    std::fs::write(env.cell(&target).join("cell.json"), "{}").expect("mend");
+    env.run(&["cell", "destroy", "prod", "--yes"]).success();
+    let again = env.create(&["--name", "prod"]);
+    let out = env.run(&["cell", "show", "prod"]).success().stdout;
+    assert!(out.contains(&again), "{out}");
 }
 
 #[test]
@@ -645,4 +828,27 @@ fn people_read_times_not_epochs() {
     let whole = format!("{}", epoch as u64);
     assert!(!line.contains(&whole), "{line}");
     assert!(line.contains("last_seen=\""), "{line}");
+}
+
+#[test]
+#[cfg_attr(
+    not(cgroups),
+    ignore = "needs root and a cgroup2 mount with cgroup.freeze and cgroup.kill"
+)]
+fn cpu_advanced_counts_the_work_of_an_agents_children() {
+    let env = env();
+    // The agent's shell waits (S) while its child burns a CPU.
+    let uuid = env.create_from(&json!({"agents": [
+        {"name": "parent", "revive_policy": "no",
+         "command": shell("$LP heartbeat; sh -c 'while :; do :; done'")},
+    ]}));
+    let _daemon = env.daemon(&[]);
+    let stale = env.wait_event(&uuid, "agent_stale", 1, WAIT);
+    let process = &stale[0]["process"];
+    assert_eq!(process["state"], "S", "{process}");
+    assert_eq!(process["cpu_advanced"], true, "{process}");
+    assert!(
+        process["cgroup_cpu_s"].as_f64().expect("cgroup cpu") > 0.5,
+        "{process}"
+    );
 }
