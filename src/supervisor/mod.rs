@@ -878,7 +878,7 @@ impl Supervisor {
             .or_insert_with(|| CellSup::new(status.clone(), now));
         cell.seen_at = now;
         let mut changed = known.as_ref() != Some(&status);
-        let timers_before = (!first).then(|| cell.timers.clone());
+        let timers_before = (!first).then_some(cell.timers);
         jobs::observe_timers(cell, manifest, previous, first, &status, now, offset);
         if let Some(before) = timers_before
             && before != cell.timers
