@@ -226,6 +226,29 @@ struct Tracked {
     published: Published,
 }
 
+impl Tracked {
+    /// Puts the agent down (`Dead` or `Denied`) and stops its instance if
+    /// one is left: down means no process works on the cell any more.
+    fn put_down(
+        &mut self,
+        health: Health,
+        cell: &CellId,
+        agent: &AgentId,
+        now: f64,
+        out: &mut Vec<Action>,
+    ) {
+        self.sup.enter(health, now);
+        if let Some(instance) = self.sup.instance {
+            out.push(stop_action(
+                cell,
+                agent,
+                instance,
+                self.sup.settings.timing.kill_grace,
+            ));
+        }
+    }
+}
+
 /// The facts of an agent that must reach `state.json` promptly — its
 /// state, pid and revive count — packed into one word (an agent's state
 /// is paid for 100,000 times over): state in the top byte, the count
@@ -1469,12 +1492,8 @@ impl Supervisor {
             let changes = t.sup.force_revival(Reason::Approved, now);
             self.apply(cell, agent, changes, now, out);
         } else {
-            t.sup.enter(Health::Denied, now);
+            t.put_down(Health::Denied, cell, agent, now, out);
             t.sup.why = Some(Box::new("its revival was denied by an operator".into()));
-            // Dead means dead: a hung old instance does not stay behind.
-            if let Some(instance) = t.sup.instance {
-                out.push(stop_action(cell, agent, instance, self.timing.kill_grace));
-            }
         }
         self.rearm(cell, agent, out);
     }
@@ -1602,15 +1621,7 @@ impl Supervisor {
         let can_start = t.sup.settings.can_start();
         match t.sup.settings.revive_policy {
             RevivePolicy::No => {
-                t.sup.enter(Health::Dead, now);
-                if let Some(instance) = t.sup.instance {
-                    out.push(stop_action(
-                        cell,
-                        agent,
-                        instance,
-                        t.sup.settings.timing.kill_grace,
-                    ));
-                }
+                t.put_down(Health::Dead, cell, agent, now, out);
                 out.push(Action::Emit {
                     cell: cell.clone(),
                     event: event(EventKind::AgentDead).with("reason", reason.as_str()),
@@ -1692,16 +1703,8 @@ impl Supervisor {
         let last_status = dead.sup.last_status.as_deref().map(str::to_string);
         let event = |kind| Event::new(kind).with("agent", &**agent);
         if let Some(t) = self.tracked(cell, agent) {
-            t.sup.enter(Health::Dead, now);
             // Its work is handed over: a hung instance does not stay behind.
-            if let Some(instance) = t.sup.instance {
-                out.push(stop_action(
-                    cell,
-                    agent,
-                    instance,
-                    t.sup.settings.timing.kill_grace,
-                ));
-            }
+            t.put_down(Health::Dead, cell, agent, now, out);
         }
         let Some(substitute) = substitute else {
             out.push(Action::Emit {
