@@ -93,6 +93,8 @@ pub enum Command {
     Demo,
     /// Prometheus text of the root's cells and agents (and the daemon's counters)
     Metrics,
+    /// The HTTP API and live dashboard (loopback only unless told otherwise)
+    Serve(ServeArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions(CompletionsArgs),
     /// Print the manual page lazarus-pit(1) (roff; `lazarus-pit man | man -l -`)
@@ -101,6 +103,14 @@ pub enum Command {
     /// (JSON), so the archive's work and memory stay out of the daemon
     #[command(hide = true)]
     CheckpointWorker(WorkerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on [default: `[http] listen`, else
+    /// 127.0.0.1:7600]. Beyond loopback, put a TLS proxy in front.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -32,6 +32,19 @@ pub struct Config {
     pub gateway: toml::Table,
     pub gitea: GiteaConfig,
     pub metrics: MetricsConfig,
+    pub http: HttpConfig,
+}
+
+/// `[http]`: the web face (`serve`, or inside the daemon).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct HttpConfig {
+    /// Where the daemon serves the HTTP API and dashboard (`127.0.0.1:7600`).
+    /// Absent: the daemon serves none (`lazarus-pit serve` still can).
+    pub listen: Option<String>,
+    /// The operator's bearer token (mode 0600). Absent: `http-token` in the
+    /// state directory, made on first use.
+    pub token_file: Option<PathBuf>,
 }
 
 /// `[metrics]`.
@@ -387,6 +400,7 @@ pub const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ),
     ("gitea", &["url", "repo", "token"]),
     ("metrics", &["textfile"]),
+    ("http", &["listen", "token_file"]),
     ("gateway", &[]),
 ];
 

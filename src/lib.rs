@@ -37,6 +37,7 @@ pub mod daemon;
 pub mod error;
 pub mod eventlog;
 pub mod events;
+pub mod http;
 pub mod json;
 pub mod logging;
 pub mod metrics;
@@ -170,6 +171,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Restore(args) => commands::checkpoint::restore(&ctx, args),
         Command::Demo => commands::demo::run(&ctx),
         Command::Metrics => commands::metrics::run(&ctx),
+        Command::Serve(args) => http::serve(ctx, args.listen.as_deref()),
         Command::Completions(args) => commands::docs::completions(args.shell),
         Command::Man => commands::docs::man(),
         Command::CheckpointWorker(args) => commands::checkpoint::worker(&ctx, args),

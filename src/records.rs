@@ -299,6 +299,16 @@ pub fn root_key(root: &Path) -> String {
     format!("{slug}-{h:016x}")
 }
 
+/// The state directory itself, checked as [`Records::open`] checks it
+/// (ours, private, parents no one else can write) and created if missing:
+/// where the HTTP face keeps its secret and the operator's token.
+pub fn private_state_dir(cfg: &DaemonConfig) -> Result<PathBuf> {
+    let base = state_dir(cfg)?;
+    safe_ancestors(&base)?;
+    private_dir(&base)?;
+    Ok(base)
+}
+
 /// The records of one cells root.
 #[derive(Debug)]
 pub struct Records {

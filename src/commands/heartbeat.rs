@@ -72,12 +72,24 @@ pub fn run(ctx: &Context, args: HeartbeatArgs) -> Result<ExitCode> {
                     cell.id
                 );
             }
-            heartbeat.cell_uuid = Some(cell.id.clone());
-            let dir = cell.dir.create_dirs(HEARTBEATS)?;
-            dir.write_atomic(&format!("{agent}.json"), &heartbeat.to_bytes(), 0o644)?;
+            write(&cell, &agent, &mut heartbeat)?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `agent`'s heartbeat file in `cell` atomically (never through a
+/// symlink: the directories are opened without following one), stamped
+/// with the cell's UUID. `heartbeat` and the HTTP API's heartbeat POST.
+pub(crate) fn write(
+    cell: &crate::cell::Cell,
+    agent: &str,
+    heartbeat: &mut Heartbeat,
+) -> Result<()> {
+    heartbeat.cell_uuid = Some(cell.id.clone());
+    let dir = cell.dir.create_dirs(HEARTBEATS)?;
+    dir.write_atomic(&format!("{agent}.json"), &heartbeat.to_bytes(), 0o644)?;
+    Ok(())
 }
 
 /// The directory (opened without following a final symlink) and file name

@@ -8,6 +8,13 @@ use super::Context;
 use crate::error::Result;
 
 pub fn run(ctx: &Context) -> Result<ExitCode> {
+    print!("{}", text(ctx)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The Prometheus text exposition, as `metrics` prints it and the HTTP
+/// API's `/metrics` serves it.
+pub(crate) fn text(ctx: &Context) -> Result<String> {
     let gathered = super::status::gather(ctx, None)?;
     // The counters count only if the daemon holding the root wrote them,
     // lately: a daemon that stopped publishing (hung, stopped) is not ready.
@@ -27,6 +34,5 @@ pub fn run(ctx: &Context) -> Result<ExitCode> {
         stats.as_ref(),
         fresh,
     );
-    print!("{text}");
-    Ok(ExitCode::SUCCESS)
+    Ok(text)
 }

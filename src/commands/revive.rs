@@ -24,59 +24,90 @@ use crate::state::AgentState;
 /// `lazarus-pit revive CELL AGENT`: revive now, whatever the policy, and
 /// give an abandoned agent a fresh count.
 pub fn revive(ctx: &Context, args: AgentArgs) -> Result<ExitCode> {
-    super::check_agent_name(&args.agent)?;
-    let cell = ctx.root.resolve(&args.cell)?;
-    let manifest = cell.read_manifest()?;
-    let Some(agent) = manifest.agents.iter().find(|a| a.name == args.agent) else {
-        return Err(no_such_agent(&cell, &manifest, &args.agent, "revive"));
-    };
-    if agent.command.is_none() {
-        return Err(Error::refused(
-            &cell.id,
-            format!("revive agent {:?}", args.agent),
-            "it has no command in cell.json, so the daemon can only watch it",
-        ));
-    }
-    let records = daemon_records(ctx, &cell, &format!("revive agent {:?}", args.agent))?;
-    let name = post(&records, RequestAction::Revive, &cell, &args.agent, None)?;
-    report(
-        ctx,
-        &cell,
-        &records,
-        &format!("revival of {} requested", args.agent),
-        &name,
-    );
+    let posted = request_revival(ctx, &args.cell, &args.agent, &super::create::current_user())?;
+    report(ctx, &posted);
     Ok(ExitCode::SUCCESS)
 }
 
 /// `lazarus-pit approve|deny CELL AGENT`.
 pub fn decide(ctx: &Context, args: AgentArgs, approve: bool) -> Result<ExitCode> {
-    super::check_agent_name(&args.agent)?;
-    let cell = ctx.root.resolve(&args.cell)?;
+    let posted = answer(
+        ctx,
+        &args.cell,
+        &args.agent,
+        approve,
+        &super::create::current_user(),
+    )?;
+    report(ctx, &posted);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A request handed to the daemon: in which cell, through which records,
+/// what it was (for people), and its file in the inbox.
+pub(crate) struct Posted {
+    pub cell: Cell,
+    pub records: Records,
+    pub what: String,
+    pub file: String,
+}
+
+/// Asks the daemon to revive `agent` now, whatever its policy; `by` is
+/// who asks (a user, or the HTTP API's caller).
+pub(crate) fn request_revival(ctx: &Context, cell: &str, agent: &str, by: &str) -> Result<Posted> {
+    super::check_agent_name(agent)?;
+    let cell = ctx.root.resolve(cell)?;
+    let manifest = cell.read_manifest()?;
+    let Some(found) = manifest.agents.iter().find(|a| a.name == agent) else {
+        return Err(no_such_agent(&cell, &manifest, agent, "revive"));
+    };
+    if found.command.is_none() {
+        return Err(Error::refused(
+            &cell.id,
+            format!("revive agent {agent:?}"),
+            "it has no command in cell.json, so the daemon can only watch it",
+        ));
+    }
+    let records = daemon_records(ctx, &cell, &format!("revive agent {agent:?}"))?;
+    let file = post(&records, RequestAction::Revive, &cell, agent, None, by)?;
+    Ok(Posted {
+        cell,
+        records,
+        what: format!("revival of {agent} requested"),
+        file,
+    })
+}
+
+/// Answers the revival request the daemon recorded for `agent`, and
+/// records `revive_approved` or `revive_denied` with `by`.
+pub(crate) fn answer(
+    ctx: &Context,
+    cell: &str,
+    agent: &str,
+    approve: bool,
+    by: &str,
+) -> Result<Posted> {
+    super::check_agent_name(agent)?;
+    let cell = ctx.root.resolve(cell)?;
     let verb = if approve { "approve" } else { "deny" };
     // The same words as `revive` for the same mistake. An unreadable
     // cell.json does not stop an answer to a question the daemon asked.
     if let Ok(m) = cell.read_manifest()
-        && m.agent(&args.agent).is_none()
+        && m.agent(agent).is_none()
     {
-        return Err(no_such_agent(&cell, &m, &args.agent, verb));
+        return Err(no_such_agent(&cell, &m, agent, verb));
     }
-    let records = daemon_records(
-        ctx,
-        &cell,
-        &format!("{verb} the revival of {:?}", args.agent),
-    )?;
+    let records = daemon_records(ctx, &cell, &format!("{verb} the revival of {agent:?}"))?;
     // The pending question, from the daemon's record — never from a file
     // in the cell.
     let pending = records
         .read_cell(&cell.id)
-        .and_then(|r| r.agents.get(&args.agent).cloned())
+        .and_then(|r| r.agents.get(agent).cloned())
         .filter(|a| a.state == AgentState::AwaitingApproval)
         .and_then(|a| a.request);
     let Some(pending) = pending else {
         return Err(Error::refused(
             &cell.id,
-            format!("{verb} the revival of {:?}", args.agent),
+            format!("{verb} the revival of {agent:?}"),
             "no revival request is pending for it",
         ));
     };
@@ -85,25 +116,23 @@ pub fn decide(ctx: &Context, args: AgentArgs, approve: bool) -> Result<ExitCode>
     } else {
         RequestAction::Deny
     };
-    let name = post(&records, action, &cell, &args.agent, Some(&pending.id))?;
+    let file = post(&records, action, &cell, agent, Some(&pending.id), by)?;
     let kind = if approve {
         EventKind::ReviveApproved
     } else {
         EventKind::ReviveDenied
     };
     cell.append_events(&[Event::new(kind)
-        .with("agent", args.agent.as_str())
+        .with("agent", agent)
         .with("request_id", pending.id.as_str())
-        .with("by", super::create::current_user())])?;
+        .with("by", by)])?;
     let decision = if approve { "approved" } else { "denied" };
-    report(
-        ctx,
-        &cell,
-        &records,
-        &format!("{} {decision}", pending.id),
-        &name,
-    );
-    Ok(ExitCode::SUCCESS)
+    Ok(Posted {
+        cell,
+        records,
+        what: format!("{} {decision}", pending.id),
+        file,
+    })
 }
 
 /// The daemon's records of this root. None yet means no daemon has used
@@ -131,6 +160,7 @@ fn post(
     cell: &Cell,
     agent: &str,
     request_id: Option<&str>,
+    by: &str,
 ) -> Result<String> {
     let request = Request {
         action,
@@ -138,7 +168,7 @@ fn post(
         agent: agent.to_string(),
         request_id: request_id.map(str::to_string),
         to: None,
-        by: super::create::current_user(),
+        by: by.to_string(),
         at: now_rfc3339(),
     };
     records.post(&request).map_err(|e| {
@@ -166,7 +196,13 @@ pub(crate) fn no_such_agent(cell: &Cell, manifest: &Manifest, agent: &str, verb:
 
 /// Says what was done, and whether a daemon is there to act on it: the one
 /// holding the root's lock, and reading these records.
-fn report(ctx: &Context, cell: &Cell, records: &Records, what: &str, file: &str) {
+fn report(ctx: &Context, posted: &Posted) {
+    let Posted {
+        cell,
+        records,
+        what,
+        file,
+    } = posted;
     let running = crate::daemon::lock::holder(&ctx.root.path);
     let daemon = running.filter(|pid| records.claimed_by() == Some(*pid));
     if ctx.json {

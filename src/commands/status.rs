@@ -375,7 +375,54 @@ fn lost(
         .collect())
 }
 
+/// `status --json` of the root, or of one cell: what the HTTP API serves
+/// too. `ok` is the exit code's verdict.
+pub(crate) fn snapshot(ctx: &Context, cell: Option<&str>) -> Result<serde_json::Value> {
+    let Gathered {
+        reports,
+        daemon,
+        records,
+        records_unreadable,
+        ..
+    } = gather(ctx, cell)?;
+    let missing = daemon_missing(daemon, records.as_ref());
+    let summary = Summary::of(&reports, missing);
+    Ok(serde_json::json!({
+        "daemon": daemon_json(daemon, missing, records_unreadable),
+        "ok": summary.ok,
+        "summary": summary,
+        "pending_approvals": pending(&reports),
+        "cells": reports,
+    }))
+}
+
+/// No daemon, though one ran here (it published its counters; a `daemon
+/// --once` pass removes them): nothing is revived, which a check must not
+/// call well.
+fn daemon_missing(daemon: Option<u32>, records: Option<&Records>) -> bool {
+    daemon.is_none() && records.is_some_and(|r| r.read_stats().is_some())
+}
+
+/// `missing` is unknown (`null`) to a user who may not read the daemon's
+/// records.
+fn daemon_json(daemon: Option<u32>, missing: bool, records_unreadable: bool) -> serde_json::Value {
+    let missing_json = match (daemon, records_unreadable) {
+        (None, true) => serde_json::Value::Null,
+        _ => missing.into(),
+    };
+    serde_json::json!({ "running": daemon.is_some(), "pid": daemon, "missing": missing_json })
+}
+
 pub fn run(ctx: &Context, args: StatusArgs) -> Result<ExitCode> {
+    if ctx.json {
+        let snapshot = snapshot(ctx, args.cell.as_deref())?;
+        super::print_json(&snapshot);
+        return Ok(if snapshot["ok"] == true {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
     let Gathered {
         reports,
         daemon,
@@ -384,26 +431,10 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<ExitCode> {
         records_unreadable,
         ..
     } = gather(ctx, args.cell.as_deref())?;
-    // No daemon, though one ran here (it published its counters; a
-    // `daemon --once` pass removes them): nothing is revived, which a
-    // check must not call well. Unknown to a user who may not read the
-    // daemon's records.
-    let missing = daemon.is_none() && records.as_ref().is_some_and(|r| r.read_stats().is_some());
-    let missing_json = match (daemon, records_unreadable) {
-        (None, true) => serde_json::Value::Null,
-        _ => missing.into(),
-    };
+    let missing = daemon_missing(daemon, records.as_ref());
     let summary = Summary::of(&reports, missing);
     let pending = pending(&reports);
-    if ctx.json {
-        super::print_json(&serde_json::json!({
-            "daemon": { "running": daemon.is_some(), "pid": daemon, "missing": missing_json },
-            "ok": summary.ok,
-            "summary": summary,
-            "pending_approvals": pending,
-            "cells": reports,
-        }));
-    } else if reports.is_empty() {
+    if reports.is_empty() {
         eprintln!("no monitored cells in {}", ctx.root.path.display());
     } else {
         // The table puts what needs a human first; JSON keeps the root's

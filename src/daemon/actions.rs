@@ -122,9 +122,14 @@ impl Shell {
                     substitute_for,
                 } => {
                     // Answered by the start's message (off the loop).
+                    let heartbeat_token = self
+                        .heartbeat_secret
+                        .as_ref()
+                        .map(|s| s.agent_token(&cell, &agent));
                     self.procs.spawn(
                         &self.root_dir,
                         process::Start {
+                            heartbeat_token,
                             cell,
                             agent,
                             spec,

@@ -158,12 +158,24 @@ async fn serve(config: Config, root: &Path, opts: Options, log: LogHandle) -> Re
     };
     let mut config = config;
     let mut ready_sent = false;
+    let mut http_started = false;
     loop {
         let Some(root_dir) = wait_for_root(root, opts.once, &mut commands).await? else {
             return Ok(ExitCode::SUCCESS);
         };
         let _lock = RootLock::acquire(&root_dir)?;
         let records = Records::open(&config.daemon, root)?;
+        // The web face, once the root is ours (a second daemon refused by
+        // the lock must not take the port first). A pass from cron has none.
+        if let Some(listen) = config
+            .http
+            .listen
+            .as_deref()
+            .filter(|_| !opts.once && !http_started)
+        {
+            crate::http::start_in_daemon(&config, root, listen)?;
+            http_started = true;
+        }
         if let Err(e) = records.claim(std::process::id()) {
             tracing::warn!(
                 "{}: cannot record the daemon's pid: {e}",
@@ -286,6 +298,8 @@ struct Shell {
     jobs_running: usize,
     /// What `lazarus-pit metrics` and `[metrics] textfile` report.
     stats: crate::metrics::DaemonStats,
+    /// Where agents' heartbeat tokens come from (`LAZARUS_HEARTBEAT_TOKEN`).
+    heartbeat_secret: Option<crate::http::auth::Secret>,
 }
 
 impl Shell {
@@ -296,7 +310,16 @@ impl Shell {
         let records = Arc::new(records);
         let publisher = Publisher::new(root_dir.clone(), records.clone(), procs.boot_id.clone());
         let (jobs_tx, jobs_rx) = tokio::sync::mpsc::unbounded_channel();
+        // Without it agents still run; they cannot beat over HTTP.
+        let heartbeat_secret = match crate::http::auth::Secret::load_or_create(&cfg.daemon) {
+            Ok(secret) => Some(secret),
+            Err(e) => {
+                tracing::warn!("no heartbeat tokens for agents: {e}");
+                None
+            }
+        };
         Ok(Shell {
+            heartbeat_secret,
             jobs_tx,
             jobs_rx,
             jobs_running: 0,

@@ -446,6 +446,9 @@ pub struct Start {
     pub pass_env: Arc<[String]>,
     /// `[isolation]`: hidden paths, podman.
     pub isolation: Arc<crate::config::IsolationConfig>,
+    /// The agent's own token for `POST /heartbeat/{cell}/{agent}`, if the
+    /// daemon has its secret.
+    pub heartbeat_token: Option<String>,
 }
 
 /// A start under way off the loop: the stop channel its task will heed
@@ -1502,10 +1505,16 @@ fn environment(
             .to_string(),
     );
     set("LAZARUS_REVIVE_ATTEMPT", start.attempt.to_string());
+    // Its own token or none: never one its `env` brought.
+    set(
+        "LAZARUS_HEARTBEAT_TOKEN",
+        start.heartbeat_token.clone().unwrap_or_default(),
+    );
     match start.substitute_for.as_deref() {
         Some(dead) => set("LAZARUS_SUBSTITUTE_FOR", dead.to_string()),
         None => env.retain(|(k, _)| k != "LAZARUS_SUBSTITUTE_FOR"),
     }
+    env.retain(|(k, v)| !(k == "LAZARUS_HEARTBEAT_TOKEN" && v.is_empty()));
     env
 }
 

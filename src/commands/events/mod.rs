@@ -72,6 +72,34 @@ pub fn run(ctx: &Context, args: EventsArgs) -> Result<ExitCode> {
     }
 }
 
+/// One cell's event lines since `since`, as `events CELL --json` prints
+/// them, each handed to `each`; an error of `each` (enough read) stops.
+pub(crate) fn cell_lines(
+    cell: &Cell,
+    since: Option<DateTime<Utc>>,
+    each: impl FnMut(&str) -> io::Result<()> + Send + 'static,
+) -> Result<()> {
+    let mut out = Output::each(each);
+    let mut streams = vec![
+        CellStream::open(cell, since, false)
+            .map_err(|e| Error::Io(io::Error::new(e.kind(), format!("cell {}: {e}", cell.id))))?,
+    ];
+    stream::merge(&mut streams, |line| out.line(line))?;
+    Ok(())
+}
+
+/// Follows every cell of the root from now on (new cells too), as `events
+/// --follow --json` does, handing each new line to `each`. Runs until
+/// `each` fails; blocking, so it has a thread of its own.
+pub(crate) fn follow_lines(
+    ctx: &Context,
+    each: impl FnMut(&str) -> io::Result<()> + Send + 'static,
+) -> Result<()> {
+    let mut out = Output::each(each);
+    raise_open_files();
+    follow::run(ctx, all_cells(ctx)?, false, None, &mut out)
+}
+
 /// Every cell of the root, whether its `cell.json` parses or not (an agent
 /// that broke its manifest must not hide its stream, or the
 /// `invalid_input` said of it).
@@ -182,12 +210,38 @@ impl Filter {
     }
 }
 
-/// Where lines go: stdout, buffered, in the chosen format.
+/// Where lines go: stdout, buffered, in the chosen format; or, for the
+/// HTTP API, each JSON line handed to a function.
 pub(crate) struct Output {
     json: bool,
     style: Style,
     filter: Filter,
-    out: io::BufWriter<io::Stdout>,
+    out: Sink,
+}
+
+/// What takes each JSON line, for the HTTP API.
+type EachLine = Box<dyn FnMut(&str) -> io::Result<()> + Send>;
+
+enum Sink {
+    Stdout(io::BufWriter<io::Stdout>),
+    Each(EachLine),
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Stdout(out) => out.write(buf),
+            // Lines reach `Each` through `Output::line`, whole.
+            Sink::Each(_) => Ok(buf.len()),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Stdout(out) => out.flush(),
+            Sink::Each(_) => Ok(()),
+        }
+    }
 }
 
 impl Output {
@@ -196,7 +250,17 @@ impl Output {
             json,
             style: Style::for_stdout(),
             filter,
-            out: io::BufWriter::with_capacity(64 * 1024, io::stdout()),
+            out: Sink::Stdout(io::BufWriter::with_capacity(64 * 1024, io::stdout())),
+        }
+    }
+
+    /// JSON lines, each handed to `each` (an error stops the reading).
+    fn each(each: impl FnMut(&str) -> io::Result<()> + Send + 'static) -> Output {
+        Output {
+            json: true,
+            style: Style::for_stdout(),
+            filter: Filter::default(),
+            out: Sink::Each(Box::new(each)),
         }
     }
 
@@ -221,10 +285,13 @@ impl Output {
                 );
                 Ok(())
             }
-            Line::Event { text, .. } if self.json => {
-                self.out.write_all(text.as_bytes())?;
-                self.out.write_all(b"\n")
-            }
+            Line::Event { text, .. } if self.json => match &mut self.out {
+                Sink::Each(each) => each(text),
+                out => {
+                    out.write_all(text.as_bytes())?;
+                    out.write_all(b"\n")
+                }
+            },
             Line::Corrupt { .. } if self.json => {
                 if let Some(note) = format::corrupt_note(line) {
                     eprintln!("lazarus-pit: {note}");
