@@ -9,7 +9,9 @@
 //! (`cfg(podman)`: the end-to-end `podman` isolation test). Elsewhere those
 //! tests are `#[ignore]`d, with the reason. Also whether `promtool`,
 //! `systemd-analyze` and `cargo deb` are installed (`cfg(promtool)`,
-//! `cfg(systemd_analyze)`, `cfg(cargo_deb)`), for the packaging tests.
+//! `cfg(systemd_analyze)`, `cfg(cargo_deb)`), for the packaging tests, and
+//! whether Chromium and chromedriver are (`cfg(chromium)`), for the
+//! dashboard's browser test.
 
 use std::os::unix::fs::MetadataExt;
 
@@ -21,11 +23,16 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(promtool)");
     println!("cargo::rustc-check-cfg=cfg(systemd_analyze)");
     println!("cargo::rustc-check-cfg=cfg(cargo_deb)");
+    println!("cargo::rustc-check-cfg=cfg(chromium)");
     println!("cargo::rerun-if-changed=build.rs");
     // Tools the packaging tests use where they are installed (.ci/run
     // installs them on CI).
     if succeeds("promtool", &["--version"]) {
         println!("cargo::rustc-cfg=promtool");
+    }
+    // The dashboard's browser test: Debian's chromium and chromium-driver.
+    if succeeds("chromedriver", &["--version"]) && succeeds("/usr/bin/chromium", &["--version"]) {
+        println!("cargo::rustc-cfg=chromium");
     }
     if succeeds("systemd-analyze", &["--version"]) {
         println!("cargo::rustc-cfg=systemd_analyze");

@@ -843,7 +843,7 @@ fn status_shows_the_isolation_that_runs_and_the_one_that_applies_next() {
                 && s["agent_health"]["a"].get("isolation_configured").is_none()
         })
     });
-    let status = env.run(&["status", &uuid, "--json"]).success().json();
+    let status = env.run(&["status", &uuid, "--json"]).reported().json();
     assert_eq!(
         status["cells"][0]["agents"][0]["isolation"],
         "mount-namespace"

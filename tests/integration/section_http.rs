@@ -1,0 +1,362 @@
+//! The web face (BRIEF 8, HTTP): `serve` and `[http] listen`, the JSON
+//! API and its tokens, HTTP heartbeats, the event stream and metrics.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::harness::{Daemon, Env};
+use crate::web::{EventStream, get, post};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+const CONFIG: &str = "\
+[cells]
+heartbeat_stale_threshold = 1
+resurrect_after = 300
+kill_grace = 0.5
+poll_interval = 5
+";
+
+fn env() -> Env {
+    let env = Env::new();
+    env.config(CONFIG);
+    env
+}
+
+/// `lazarus-pit serve` on a free loopback port: the server and its address.
+fn serve(env: &Env) -> (Daemon, String) {
+    let server = env.spawn_daemon_cmd(env.command(&["serve", "--listen", "127.0.0.1:0"]));
+    server.wait_log("serving http://", WAIT);
+    let addr = address(&server.log());
+    (server, addr)
+}
+
+/// The `host:port` of the "serving http://…/" line.
+fn address(log: &str) -> String {
+    log.lines()
+        .find_map(|l| l.split("serving http://").nth(1))
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no address in {log}"))
+        .to_string()
+}
+
+/// The operator's token `serve` made in the state directory.
+fn operator_token(env: &Env) -> String {
+    std::fs::read_to_string(env.state.join("http-token"))
+        .expect("token file")
+        .trim()
+        .to_string()
+}
+
+/// An agent that saves the token it was given, then only waits (it never
+/// beats by itself).
+fn token_saver(name: &str) -> Value {
+    json!({
+        "name": name,
+        "command": ["/bin/sh", "-c",
+            format!("printf %s \"$LAZARUS_HEARTBEAT_TOKEN\" > {name}.token; exec sleep 300")],
+    })
+}
+
+fn saved_token(env: &Env, uuid: &str, agent: &str) -> String {
+    let file = env
+        .cell(uuid)
+        .join("workspace")
+        .join(format!("{agent}.token"));
+    crate::harness::wait_for("the agent's token", WAIT, || {
+        std::fs::read_to_string(&file).is_ok_and(|t| t.len() == 64)
+    });
+    std::fs::read_to_string(&file).expect("token")
+}
+
+#[test]
+fn operator_endpoints_answer_only_the_operators_token() {
+    let env = env();
+    let uuid = env.create(&["--name", "web", "--agent", "a"]);
+    let (_server, addr) = serve(&env);
+    let token = operator_token(&env);
+    // Probes and the page carry no data: open.
+    assert_eq!(get(&addr, "/healthz", None).status, 200);
+    let ready = get(&addr, "/readyz", None);
+    assert_eq!(ready.status, 200, "{ready:#?}");
+    assert_eq!(ready.json()["ready"], true);
+    for path in [
+        "/api/cells",
+        &format!("/api/cells/{uuid}"),
+        &format!("/api/cells/{uuid}/events"),
+        "/api/events",
+        "/metrics",
+    ] {
+        let none = get(&addr, path, None);
+        assert_eq!(none.status, 401, "{path}: {none:#?}");
+        assert_eq!(none.header("www-authenticate"), Some("Bearer"));
+        assert!(none.json()["error"].is_string(), "{none:#?}");
+        let wrong = get(&addr, path, Some("0123456789abcdef0123456789abcdef"));
+        assert_eq!(wrong.status, 403, "{path}: {wrong:#?}");
+    }
+    // The facts of `status --json`.
+    let cells = get(&addr, "/api/cells", Some(&token));
+    assert_eq!(cells.status, 200, "{cells:#?}");
+    assert_eq!(cells.header("cache-control"), Some("no-store"));
+    let body = cells.json();
+    let status = env.run(&["status", "--json"]).reported().json();
+    assert_eq!(body["cells"][0]["uuid"], status["cells"][0]["uuid"]);
+    assert_eq!(body["summary"], status["summary"]);
+    assert_eq!(body["cells"][0]["agents"][0]["name"], "a");
+    // One cell, by prefix or name.
+    for id in [&uuid[..8], "web"] {
+        let one = get(&addr, &format!("/api/cells/{id}"), Some(&token));
+        assert_eq!(one.status, 200, "{one:#?}");
+        assert_eq!(one.json()["uuid"], uuid.as_str());
+    }
+    let missing = get(&addr, "/api/cells/ffffffff", Some(&token));
+    assert_eq!(missing.status, 404, "{missing:#?}");
+    // Its events, one JSON object per line, and `since`.
+    let events = get(&addr, &format!("/api/cells/{uuid}/events"), Some(&token));
+    assert_eq!(events.status, 200);
+    let names: Vec<String> = events
+        .body
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("a JSON line")["event"].to_string())
+        .collect();
+    assert!(names.contains(&"\"cell_created\"".to_string()), "{names:?}");
+    let later = get(
+        &addr,
+        &format!("/api/cells/{uuid}/events?since=2999-01-01T00:00:00Z"),
+        Some(&token),
+    );
+    assert_eq!((later.status, later.body.as_str()), (200, ""));
+    let bad = get(
+        &addr,
+        &format!("/api/cells/{uuid}/events?since=soon"),
+        Some(&token),
+    );
+    assert_eq!(bad.status, 400, "{bad:#?}");
+    // The Prometheus text of `metrics`.
+    let metrics = get(&addr, "/metrics", Some(&token));
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/plain"))
+    );
+    assert!(metrics.body.contains("lazarus_"), "{}", metrics.body);
+    // Nothing else answers.
+    assert_eq!(get(&addr, "/api/nothing", Some(&token)).status, 404);
+    // A path in a cell's place names no cell.
+    assert_eq!(
+        get(&addr, "/api/cells/..%2f..%2fetc", Some(&token)).status,
+        404
+    );
+}
+
+#[test]
+fn a_heartbeat_post_needs_that_agents_own_token() {
+    let env = env();
+    let uuid = env.create_from(&json!({"agents": [token_saver("a"), token_saver("b")]}));
+    let _daemon = env.daemon(&[]);
+    let (_server, addr) = serve(&env);
+    let a = saved_token(&env, &uuid, "a");
+    let b = saved_token(&env, &uuid, "b");
+    assert_ne!(a, b);
+    let file = env.cell(&uuid).join(".lazarus/heartbeats/a.json");
+    let path = format!("/heartbeat/{uuid}/a");
+    let body = r#"{"status": "from http", "cycle": 3, "model": "m"}"#;
+    // No token, another agent's, the operator's: refused, nothing written.
+    assert_eq!(post(&addr, &path, None, Some(body)).status, 401);
+    assert_eq!(post(&addr, &path, Some(&b), Some(body)).status, 403);
+    assert_eq!(
+        post(&addr, &path, Some(&operator_token(&env)), Some(body)).status,
+        403
+    );
+    assert!(!file.exists(), "a refused beat wrote {}", file.display());
+    // A prefix is not the cell here: the token is bound to the full UUID.
+    assert_eq!(
+        post(
+            &addr,
+            &format!("/heartbeat/{}/a", &uuid[..8]),
+            Some(&a),
+            Some(body)
+        )
+        .status,
+        400
+    );
+    // Its own: written as `lazarus-pit heartbeat` writes it, and the
+    // daemon takes it (stale → recovered).
+    let ok = post(&addr, &path, Some(&a), Some(body));
+    assert_eq!(ok.status, 200, "{ok:#?}");
+    let answer = ok.json();
+    assert_eq!(answer["status"], "ok");
+    assert_eq!(answer["agent_id"], "a");
+    assert!(answer["next_heartbeat"].as_f64().is_some_and(|s| s > 0.0));
+    let written = crate::harness::read_json(&file);
+    assert_eq!(written["status"], "from http");
+    assert_eq!(written["cycle"], 3);
+    assert_eq!(written["cell_uuid"], uuid.as_str());
+    // Silent past its threshold it is stale; a beat over HTTP brings it
+    // back.
+    let stale = env.wait_event(&uuid, "agent_stale", 1, WAIT);
+    assert_eq!(stale[0]["agent"], "a");
+    assert_eq!(post(&addr, &path, Some(&a), Some(body)).status, 200);
+    let recovered = env.wait_event(&uuid, "agent_recovered", 1, WAIT);
+    assert_eq!(recovered[0]["agent"], "a");
+    // Bad bodies and names are refused, and an empty body is a plain beat.
+    assert_eq!(post(&addr, &path, Some(&a), Some("[1]")).status, 400);
+    assert_eq!(
+        post(&addr, &format!("/heartbeat/{uuid}/..%2Fa"), Some(&a), None).status,
+        400
+    );
+    assert_eq!(post(&addr, &path, Some(&a), None).status, 200);
+    let huge = format!(r#"{{"status": "{}"}}"#, "x".repeat(100_000));
+    assert_eq!(post(&addr, &path, Some(&a), Some(&huge)).status, 413);
+}
+
+#[test]
+fn operators_revive_approve_and_deny_over_http() {
+    let env = env();
+    let uuid = env.create_from(&json!({"revive_policy": "ask", "agents": [
+        {"name": "asker", "command": ["/bin/sh", "-c", "exit 3"]},
+        {"name": "denied", "command": ["/bin/sh", "-c", "exit 4"]},
+    ]}));
+    let _daemon = env.daemon(&[]);
+    let (_server, addr) = serve(&env);
+    let token = operator_token(&env);
+    env.wait_event(&uuid, "revive_requested", 2, WAIT);
+    // The question is open once the daemon's records say so.
+    crate::harness::wait_for("both awaiting approval", WAIT, || {
+        let status = env.run(&["status", "--json"]).reported().json();
+        status["pending_approvals"]
+            .as_array()
+            .is_some_and(|p| p.len() == 2)
+    });
+    let act = |agent: &str, action: &str, token: Option<&str>| {
+        post(
+            &addr,
+            &format!("/api/cells/{uuid}/agents/{agent}/{action}"),
+            token,
+            None,
+        )
+    };
+    assert_eq!(act("asker", "approve", None).status, 401);
+    assert_eq!(
+        act("asker", "approve", Some("not-the-token-at-all")).status,
+        403
+    );
+    let approved = act("asker", "approve", Some(&token));
+    assert_eq!(approved.status, 202, "{approved:#?}");
+    assert_eq!(approved.json()["cell"], uuid.as_str());
+    let revived = env.wait_event(&uuid, "agent_revived", 1, WAIT);
+    assert_eq!(revived[0]["agent"], "asker");
+    let by = env.events_named(&uuid, "revive_approved");
+    assert!(
+        by[0]["by"].as_str().is_some_and(|b| b.starts_with("http@")),
+        "{by:?}"
+    );
+    let denied = act("denied", "deny", Some(&token));
+    assert_eq!(denied.status, 202, "{denied:#?}");
+    env.wait_event(&uuid, "revive_denied", 1, WAIT);
+    // The CLI's words for the CLI's mistakes, with an HTTP status.
+    let none = act("nobody", "approve", Some(&token));
+    assert_eq!(none.status, 409, "{none:#?}");
+    assert!(
+        none.json()["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no agent of that name"))
+    );
+    assert_eq!(act("asker", "explode", Some(&token)).status, 400);
+}
+
+#[test]
+fn the_event_stream_carries_new_lines_of_every_cell() {
+    let env = env();
+    env.create(&[]);
+    let (_server, addr) = serve(&env);
+    let token = operator_token(&env);
+    let (status, mut stream) = EventStream::open(&addr, &token);
+    assert_eq!(status, 200);
+    // A cell made after the stream opened: its first line arrives.
+    let uuid = env.create(&["--name", "late"]);
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    while start.elapsed() < WAIT {
+        let Some(data) = stream.next_data(Duration::from_secs(1)) else {
+            continue;
+        };
+        let event: Value = serde_json::from_str(&data).expect("JSON data");
+        seen.push(event.clone());
+        if event["event"] == "cell_created" && event["cell"] == uuid.as_str() {
+            return;
+        }
+    }
+    panic!("no cell_created of {uuid} on the stream: {seen:?}");
+}
+
+#[test]
+fn the_daemon_serves_with_http_listen_and_hands_agents_their_tokens() {
+    let env = Env::new();
+    env.config(&format!("{CONFIG}\n[http]\nlisten = \"127.0.0.1:0\"\n"));
+    let uuid = env.create_from(&json!({"agents": [token_saver("a")]}));
+    let daemon = env.daemon(&[]);
+    daemon.wait_log("serving http://", WAIT);
+    let addr = address(&daemon.log());
+    let a = saved_token(&env, &uuid, "a");
+    assert_eq!(get(&addr, "/healthz", None).status, 200);
+    let cells = get(&addr, "/api/cells", Some(&operator_token(&env)));
+    assert_eq!(cells.status, 200);
+    assert_eq!(cells.json()["daemon"]["pid"], daemon.pid());
+    let ok = post(&addr, &format!("/heartbeat/{uuid}/a"), Some(&a), None);
+    assert_eq!(ok.status, 200, "{ok:#?}");
+}
+
+#[test]
+fn a_taken_port_or_a_token_file_open_to_others_stops_the_start() {
+    let env = env();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    env.run(&["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .fails(1, "cannot listen");
+    env.run(&["serve", "--listen", "localhost"])
+        .fails(2, "not an address");
+    let file = env.tmp.path().join("token");
+    std::fs::write(&file, "0123456789abcdef0123\n").expect("write");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    env.config(&format!("[http]\ntoken_file = \"{}\"\n", file.display()));
+    env.run(&["serve", "--listen", "127.0.0.1:0"])
+        .fails(1, "chmod 600");
+}
+
+#[test]
+fn the_page_is_served_with_its_own_assets_only() {
+    let env = env();
+    let (_server, addr) = serve(&env);
+    let page = get(&addr, "/", None);
+    assert_eq!(page.status, 200);
+    assert!(
+        page.header("content-type")
+            .is_some_and(|t| t.starts_with("text/html"))
+    );
+    let csp = page.header("content-security-policy").expect("CSP");
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("default-src 'none'"),
+        "{csp}"
+    );
+    assert!(
+        !page.body.contains("http://") && !page.body.contains("https://"),
+        "no external assets"
+    );
+    for asset in ["/assets/app.js", "/assets/app.css"] {
+        let reply = get(&addr, asset, None);
+        assert_eq!(reply.status, 200, "{asset}");
+        for sink in [
+            ".innerHTML",
+            ".outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+        ] {
+            assert!(!reply.body.contains(sink), "{asset} writes markup ({sink})");
+        }
+    }
+    assert!(page.header("set-cookie").is_none());
+}
