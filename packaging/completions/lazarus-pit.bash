@@ -58,6 +58,9 @@ _lazarus__pit() {
             lazarus__pit,revive)
                 cmd="lazarus__pit__subcmd__revive"
                 ;;
+            lazarus__pit,serve)
+                cmd="lazarus__pit__subcmd__serve"
+                ;;
             lazarus__pit,status)
                 cmd="lazarus__pit__subcmd__status"
                 ;;
@@ -169,6 +172,9 @@ _lazarus__pit() {
             lazarus__pit__subcmd__help,revive)
                 cmd="lazarus__pit__subcmd__help__subcmd__revive"
                 ;;
+            lazarus__pit__subcmd__help,serve)
+                cmd="lazarus__pit__subcmd__help__subcmd__serve"
+                ;;
             lazarus__pit__subcmd__help,status)
                 cmd="lazarus__pit__subcmd__help__subcmd__status"
                 ;;
@@ -209,7 +215,7 @@ _lazarus__pit() {
 
     case "${cmd}" in
         lazarus__pit)
-            opts="-h -V --config --root --json --list-cells --status --help --version daemon cell status heartbeat events revive approve deny checkpoint restore demo metrics completions man help"
+            opts="-h -V --config --root --json --list-cells --status --help --version daemon cell status heartbeat events revive approve deny checkpoint restore demo metrics serve completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -921,7 +927,7 @@ _lazarus__pit() {
             return 0
             ;;
         lazarus__subcmd__pit__subcmd__help)
-            opts="daemon cell status heartbeat events revive approve deny checkpoint restore demo metrics completions man help"
+            opts="daemon cell status heartbeat events revive approve deny checkpoint restore demo metrics serve completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1270,6 +1276,20 @@ _lazarus__pit() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        lazarus__subcmd__pit__subcmd__help__subcmd__serve)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         lazarus__subcmd__pit__subcmd__help__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -1357,6 +1377,32 @@ _lazarus__pit() {
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lazarus__subcmd__pit__subcmd__serve)
+            opts="-h --listen --config --root --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
