@@ -7,7 +7,6 @@ mod section_checkpoint;
 mod section_config;
 mod section_control;
 mod section_daemon;
-mod section_dashboard;
 mod section_heartbeat;
 mod section_http;
 mod section_isolation;

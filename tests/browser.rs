@@ -2,6 +2,10 @@
 //! WebDriver (chromedriver). It shows a new cell, an agent going stale and
 //! a pending approval within a second of the fact, keeps agent-written
 //! text as text, and approves.
+//!
+//! A test binary of its own: cargo runs test binaries one after another, so
+//! Chromium's start does not starve the timing-sensitive tests of
+//! `integration`, nor they it.
 
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
@@ -9,8 +13,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::Env;
-use crate::web::{Reply, request};
+#[allow(dead_code)]
+#[path = "integration/harness.rs"]
+mod harness;
+#[allow(dead_code)]
+#[path = "integration/web.rs"]
+mod web;
+
+use harness::Env;
+use web::{Reply, request};
 
 const WAIT: Duration = Duration::from_secs(30);
 /// What the issue asks of the page: a fact shows within a second.
@@ -54,7 +65,7 @@ impl Browser {
             .spawn()
             .expect("chromedriver");
         let addr = format!("127.0.0.1:{port}");
-        crate::harness::wait_for("chromedriver", WAIT, || {
+        harness::wait_for("chromedriver", WAIT, || {
             std::net::TcpStream::connect(&addr).is_ok()
         });
         let profile = tempfile::tempdir().expect("profile");
