@@ -184,16 +184,19 @@ fn the_dashboard_is_live_keeps_text_as_text_and_approves() {
     ]}));
     // An agent's status is hostile markup: it must stay text.
     let hostile = "<img src=x onerror=\"window.pwned=1\"><script>window.pwned=2</script>";
-    env.run(&[
-        "heartbeat",
-        "--cell",
-        &first,
-        "--agent",
-        "w",
-        "--status",
-        hostile,
-    ])
-    .success();
+    let beat = || {
+        env.run(&[
+            "heartbeat",
+            "--cell",
+            &first,
+            "--agent",
+            "w",
+            "--status",
+            hostile,
+        ])
+        .success();
+    };
+    beat();
     let _daemon = env.daemon(&[]);
     let server = env.spawn_daemon_cmd(env.command(&["serve", "--listen", "127.0.0.1:0"]));
     server.wait_log("serving http://", WAIT);
@@ -253,16 +256,7 @@ fn the_dashboard_is_live_keeps_text_as_text_and_approves() {
     };
     // A fresh beat: healthy on the page first.
     let stale_before = env.events_named(&first, "agent_stale").len();
-    env.run(&[
-        "heartbeat",
-        "--cell",
-        &first,
-        "--agent",
-        "w",
-        "--status",
-        hostile,
-    ])
-    .success();
+    beat();
     browser.until(
         "w shown healthy",
         WAIT,

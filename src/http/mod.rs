@@ -34,6 +34,8 @@ use limit::{Limiter, Rate};
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7600";
 /// The most event-stream clients at once; more get 503.
 const MOST_STREAMS: usize = 4096;
+/// How long a stopping `serve` lets requests under way finish.
+const DRAIN: Duration = Duration::from_secs(1);
 /// Event lines held for a slow stream client before it is told it lagged.
 const STREAM_BACKLOG: usize = 4096;
 
@@ -69,21 +71,25 @@ pub fn serve(ctx: Context, listen: Option<&str>) -> Result<std::process::ExitCod
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::from_std(listener)?;
-        let shutdown = async {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-            }
-        };
-        axum::serve(
-            listener,
-            api::router(shared).into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let server = run(shared, listener, async move {
+            let mut stopped = stopped;
+            let _ = stopped.changed().await;
+        });
+        tokio::pin!(server);
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            result = &mut server => return result,
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        // Requests under way finish; an event stream never does, so the
+        // drain is bounded.
+        let _ = stop.send(true);
+        match tokio::time::timeout(DRAIN, server).await {
+            Ok(result) => result,
+            Err(_) => Ok(()),
+        }
     })?;
     runtime.shutdown_timeout(Duration::from_millis(500));
     Ok(std::process::ExitCode::SUCCESS)
@@ -116,19 +122,28 @@ pub fn start_in_daemon(config: &Config, root: &std::path::Path, listen: &str) ->
                     return;
                 }
             };
-            let result = runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener)?;
-                axum::serve(
-                    listener,
-                    api::router(shared).into_make_service_with_connect_info::<SocketAddr>(),
-                )
-                .await
-            });
+            // It ends with the daemon's process.
+            let result = runtime.block_on(run(shared, listener, std::future::pending()));
             if let Err(e) = result {
                 tracing::error!("http: the server stopped: {e}");
             }
         })?;
     Ok(())
+}
+
+/// Serves the routes on `listener` until `shutdown`.
+async fn run(
+    shared: Arc<Shared>,
+    listener: std::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    axum::serve(
+        listener,
+        api::router(shared).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 fn bind(listen: &str) -> Result<std::net::TcpListener> {

@@ -271,7 +271,7 @@ fn operators_revive_approve_and_deny_over_http() {
 fn the_event_stream_carries_new_lines_of_every_cell() {
     let env = env();
     env.create(&[]);
-    let (_server, addr) = serve(&env);
+    let (server, addr) = serve(&env);
     let token = operator_token(&env);
     let (status, mut stream) = EventStream::open(&addr, &token);
     assert_eq!(status, 200);
@@ -286,6 +286,11 @@ fn the_event_stream_carries_new_lines_of_every_cell() {
         let event: Value = serde_json::from_str(&data).expect("JSON data");
         seen.push(event.clone());
         if event["event"] == "cell_created" && event["cell"] == uuid.as_str() {
+            // A stream never ends by itself: SIGTERM still stops the
+            // server, promptly, with status 0.
+            let (status, took) = server.stop(Duration::from_secs(5));
+            assert!(status.success(), "{status:?}");
+            assert!(took < Duration::from_secs(3), "{took:?}");
             return;
         }
     }
