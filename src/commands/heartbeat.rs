@@ -78,6 +78,36 @@ pub fn run(ctx: &Context, args: HeartbeatArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// [`write`] for the HTTP API, which may run as root and writes into an
+/// agent's cell: the heartbeats directory must exist (root never makes
+/// one there: the agent could no longer write in it), and the file goes
+/// to the directory's owner, as if the agent had written it, so an agent
+/// that truncates and rewrites its file in place still can.
+pub(crate) fn write_as_owner(
+    cell: &crate::cell::Cell,
+    agent: &str,
+    heartbeat: &mut Heartbeat,
+) -> Result<()> {
+    heartbeat.cell_uuid = Some(cell.id.clone());
+    let dir = cell.dir.subdir(HEARTBEATS)?;
+    let owner = if nix::unistd::geteuid().is_root() {
+        let st = nix::sys::stat::fstat(dir.as_fd()).map_err(std::io::Error::from)?;
+        Some((
+            nix::unistd::Uid::from_raw(st.st_uid),
+            nix::unistd::Gid::from_raw(st.st_gid),
+        ))
+    } else {
+        None
+    };
+    dir.write_atomic_owned(
+        &format!("{agent}.json"),
+        &heartbeat.to_bytes(),
+        0o644,
+        owner,
+    )?;
+    Ok(())
+}
+
 /// Writes `agent`'s heartbeat file in `cell` atomically (never through a
 /// symlink: the directories are opened without following one), stamped
 /// with the cell's UUID. `heartbeat` and the HTTP API's heartbeat POST.

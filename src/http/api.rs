@@ -497,7 +497,12 @@ async fn heartbeat(
             status: beat.status,
             cell_uuid: None,
         };
-        crate::commands::heartbeat::write(&cell, &agent, &mut hb)?;
+        // What stops the write is the cell's state (a missing or symlinked
+        // heartbeats directory), not the server's: a refusal, 409.
+        crate::commands::heartbeat::write_as_owner(&cell, &agent, &mut hb).map_err(|e| match e {
+            Error::Io(io) => Error::refused(&cell.id, format!("write the heartbeat of {agent:?}"), io.to_string()),
+            other => other,
+        })?;
         Ok(json!({
             "status": "ok",
             "agent_id": agent,

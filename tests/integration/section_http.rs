@@ -365,3 +365,56 @@ fn the_page_is_served_with_its_own_assets_only() {
     }
     assert!(page.header("set-cookie").is_none());
 }
+
+/// The token the daemon would hand `agent` (from the state directory's
+/// secret, which `serve` made).
+fn token_of(env: &Env, uuid: &str, agent: &str) -> String {
+    lazarus_pit::http::auth::Secret::load_or_create(&lazarus_pit::config::DaemonConfig {
+        state_dir: Some(env.state.clone()),
+        ..Default::default()
+    })
+    .expect("secret")
+    .agent_token(uuid, agent)
+}
+
+#[test]
+#[cfg_attr(
+    not(as_root),
+    ignore = "needs root: the server writes into a cell another user owns"
+)]
+fn a_heartbeat_post_writes_as_the_cells_owner_and_never_through_a_symlink() {
+    use std::os::unix::fs::MetadataExt;
+    let env = env();
+    let uuid = env.create(&["--agent", "a", "--agent", "b"]);
+    let cell = env.cell(&uuid);
+    // The cell belongs to nobody, as an isolated cell would.
+    let status = std::process::Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(&cell)
+        .status()
+        .expect("chown");
+    assert!(status.success());
+    let (_server, addr) = serve(&env);
+    let a = token_of(&env, &uuid, "a");
+    assert_eq!(
+        post(&addr, &format!("/heartbeat/{uuid}/a"), Some(&a), None).status,
+        200
+    );
+    let meta = std::fs::metadata(cell.join(".lazarus/heartbeats/a.json")).expect("written");
+    assert_eq!((meta.uid(), meta.gid()), (65534, 65534), "the owner's file");
+    // A heartbeats directory swapped for a symlink out of the cell: refused,
+    // nothing written where it points.
+    let outside = env.tmp.path().join("outside");
+    std::fs::create_dir(&outside).expect("outside");
+    let beats = cell.join(".lazarus/heartbeats");
+    std::fs::rename(&beats, cell.join(".lazarus/old")).expect("move");
+    std::os::unix::fs::symlink(&outside, &beats).expect("symlink");
+    let refused = post(&addr, &format!("/heartbeat/{uuid}/a"), Some(&a), None);
+    assert_eq!(refused.status, 409, "{refused:#?}");
+    assert_eq!(std::fs::read_dir(&outside).expect("dir").count(), 0);
+    // And a missing one is not made by root in the agent's cell.
+    std::fs::remove_file(&beats).expect("unlink");
+    let missing = post(&addr, &format!("/heartbeat/{uuid}/a"), Some(&a), None);
+    assert_eq!(missing.status, 409, "{missing:#?}");
+    assert!(!beats.exists());
+}
