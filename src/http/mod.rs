@@ -204,6 +204,9 @@ fn follow(shared: Arc<Shared>) {
     let spawned = std::thread::Builder::new()
         .name("http-events".into())
         .spawn(move || {
+            // Said once per distinct error: a missing root is retried each
+            // second, quietly.
+            let mut said = String::new();
             loop {
                 shared.following.store(true, Ordering::Relaxed);
                 let tx = shared.events.clone();
@@ -213,8 +216,13 @@ fn follow(shared: Arc<Shared>) {
                     Ok(())
                 });
                 shared.following.store(false, Ordering::Relaxed);
-                if let Err(e) = result {
-                    tracing::warn!("http: following the event streams: {e}; again in 1 s");
+                if let Err(e) = result
+                    && e.to_string() != said
+                {
+                    said = e.to_string();
+                    tracing::warn!(
+                        "http: following the event streams: {said}; trying again every second"
+                    );
                 }
                 std::thread::sleep(Duration::from_secs(1));
             }
