@@ -1,7 +1,7 @@
 //! The routes of BRIEF 8 (HTTP) and what each answers.
 
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -21,6 +21,7 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::Shared;
+use super::conn::Peer;
 use crate::cell::heartbeat::Heartbeat;
 use crate::error::Error;
 
@@ -230,7 +231,7 @@ async fn readyz(State(s): S) -> Response {
 
 async fn metrics(
     State(s): S,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: HeaderMap,
 ) -> Answer<Response> {
     s.operator(&headers, peer.ip())?;
@@ -248,7 +249,7 @@ async fn metrics(
 /// `status --json` of every cell.
 async fn cells(
     State(s): S,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: HeaderMap,
 ) -> Answer<axum::Json<Value>> {
     s.operator(&headers, peer.ip())?;
@@ -259,7 +260,7 @@ async fn cells(
 /// One cell, as it stands in `/api/cells`.
 async fn cell(
     State(s): S,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: HeaderMap,
     Path(cell): Path<String>,
 ) -> Answer<axum::Json<Value>> {
@@ -281,7 +282,7 @@ struct Since {
 /// One cell's events (JSON lines), since `since` (as `events --since`).
 async fn cell_events(
     State(s): S,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: HeaderMap,
     Path(cell): Path<String>,
     Query(q): Query<Since>,
@@ -337,7 +338,7 @@ impl Drop for StreamSlot {
 /// written (the follower of `events --follow`).
 async fn events(
     State(s): S,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: HeaderMap,
 ) -> Answer<Response> {
     s.operator(&headers, peer.ip())?;
@@ -370,7 +371,7 @@ async fn events(
 /// `revive`, `approve`, `deny`, as the commands of the same names.
 async fn act(
     State(s): S,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: HeaderMap,
     Path((cell, agent, action)): Path<(String, String, String)>,
 ) -> Answer<(StatusCode, axum::Json<Value>)> {
@@ -422,7 +423,7 @@ struct Beat {
 /// heartbeat file atomically, exactly as `lazarus-pit heartbeat` does.
 async fn heartbeat(
     State(s): S,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: HeaderMap,
     Path((cell, agent)): Path<(String, String)>,
     body: Bytes,

@@ -15,6 +15,7 @@
 
 mod api;
 pub mod auth;
+mod conn;
 mod limit;
 
 use std::net::SocketAddr;
@@ -34,6 +35,17 @@ use limit::{Limiter, Rate};
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7600";
 /// The most event-stream clients at once; more get 503.
 const MOST_STREAMS: usize = 4096;
+/// The most connections open at once: a quarter of the descriptors this
+/// process may have (the rest stay the daemon's, when it serves), and
+/// never more than the event streams allowed plus some for requests.
+fn most_connections() -> usize {
+    let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(1024, |(soft, _)| soft);
+    usize::try_from(soft / 4)
+        .unwrap_or(usize::MAX)
+        .clamp(64, MOST_STREAMS + 256)
+}
+
 /// How long a stopping `serve` lets requests under way finish.
 const DRAIN: Duration = Duration::from_secs(1);
 /// Event lines held for a slow stream client before it is told it lagged.
@@ -137,10 +149,13 @@ async fn run(
     listener: std::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let listener = conn::Capped::new(
+        tokio::net::TcpListener::from_std(listener)?,
+        most_connections(),
+    );
     axum::serve(
         listener,
-        api::router(shared).into_make_service_with_connect_info::<SocketAddr>(),
+        api::router(shared).into_make_service_with_connect_info::<conn::Peer>(),
     )
     .with_graceful_shutdown(shutdown)
     .await
@@ -149,7 +164,7 @@ async fn run(
 fn bind(listen: &str) -> Result<std::net::TcpListener> {
     let addr: SocketAddr = listen.parse().map_err(|_| {
         Error::Usage(format!(
-            "--listen {listen:?}: not an address and port (such as {DEFAULT_LISTEN})"
+            "listen address {listen:?} (--listen or [http] listen): not an IP address and port (such as {DEFAULT_LISTEN})"
         ))
     })?;
     let listener = std::net::TcpListener::bind(addr).map_err(|e| {

@@ -322,7 +322,7 @@ fn a_taken_port_or_a_token_file_open_to_others_stops_the_start() {
     env.run(&["serve", "--listen", &format!("127.0.0.1:{port}")])
         .fails(1, "cannot listen");
     env.run(&["serve", "--listen", "localhost"])
-        .fails(2, "not an address");
+        .fails(2, "not an IP address");
     let file = env.tmp.path().join("token");
     std::fs::write(&file, "0123456789abcdef0123\n").expect("write");
     use std::os::unix::fs::PermissionsExt;
