@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -27,6 +26,8 @@ use crate::error::Error;
 
 /// A heartbeat body is a few fields; nothing posted here needs more.
 const BODY_LIMIT: usize = 16 * 1024;
+/// How long a heartbeat's body may take to arrive.
+const BODY_TIME: Duration = Duration::from_secs(10);
 /// One cell's events in one answer, at most (the rest: `since` again).
 const EVENTS_LIMIT: usize = 16 * 1024 * 1024;
 
@@ -426,7 +427,7 @@ async fn heartbeat(
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: HeaderMap,
     Path((cell, agent)): Path<(String, String)>,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Answer<axum::Json<Value>> {
     // What can be checked without the cell, first: the token is bound to
     // the full UUID and the name, so nothing about cells is told to a
@@ -463,6 +464,23 @@ async fn heartbeat(
     if !s.agents.allow(&format!("{uuid}/{agent}"), now) {
         return Err(too_many());
     }
+    // Read only for a caller with the agent's token, and within a time:
+    // a body sent a byte at a time must not hold the connection.
+    let body = match tokio::time::timeout(BODY_TIME, axum::body::to_bytes(body, BODY_LIMIT)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("a heartbeat body is at most {BODY_LIMIT} bytes"),
+            ));
+        }
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the body did not arrive within {}s", BODY_TIME.as_secs()),
+            ));
+        }
+    };
     let beat: Beat = if body.iter().all(u8::is_ascii_whitespace) {
         Beat::default()
     } else {

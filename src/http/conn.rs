@@ -1,101 +1,96 @@
-//! A cap on open connections: each holds a permit for its life, and when
-//! none is left `accept` waits, so new connections wait in the kernel's
-//! queue instead of taking descriptors. With `[http] listen` the server
-//! shares the daemon's descriptor table; a caller that opens connections
-//! and never finishes a request must not leave the supervisor unable to
-//! open a heartbeat file.
+//! The accept loop: how many connections, and how long each may take to
+//! say what it wants.
+//!
+//! With `[http] listen` the server shares the daemon's descriptor table,
+//! and on loopback every agent of the host can reach it. So a connection
+//! holds a permit for its life and, when none is left, `accept` waits: new
+//! connections queue in the kernel instead of taking descriptors the
+//! supervisor needs for heartbeat files. And a connection that does not
+//! send a request's headers within [`HEADER_TIME`] (the first request, or
+//! the next on a kept-alive one) is closed, so no caller can hold the
+//! permits by opening connections and saying nothing.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::time::Duration;
 
-use axum::extract::connect_info::Connected;
-use axum::serve::{IncomingStream, Listener};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
 
-/// A listener that holds at most `most` connections open.
-pub struct Capped {
-    inner: TcpListener,
-    permits: Arc<Semaphore>,
-}
+/// How long a connection may take to send a request's headers.
+pub const HEADER_TIME: Duration = Duration::from_secs(10);
 
-impl Capped {
-    pub fn new(inner: TcpListener, most: usize) -> Capped {
-        Capped {
-            inner,
-            permits: Arc::new(Semaphore::new(most.max(1))),
-        }
-    }
-}
-
-/// A connection and the permit it holds until it is dropped.
-pub struct Held {
-    stream: TcpStream,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Listener for Capped {
-    type Io = Held;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Held, SocketAddr) {
-        let permit = match self.permits.clone().acquire_owned().await {
-            Ok(p) => p,
-            // Never closed.
-            Err(_) => std::future::pending().await,
-        };
-        let (stream, addr) = Listener::accept(&mut self.inner).await;
-        (
-            Held {
-                stream,
-                _permit: permit,
-            },
-            addr,
-        )
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-}
-
-impl AsyncRead for Held {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Held {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-}
-
-/// The caller's address, as handlers see it.
+/// The caller's address, as handlers see it (`ConnectInfo<Peer>`).
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
 
-impl Connected<IncomingStream<'_, Capped>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, Capped>) -> Peer {
-        Peer(*stream.remote_addr())
+/// Serves `router` on `listener`, at most `most` connections at once,
+/// until `shutdown`; then waits for the connections under way, which the
+/// caller bounds (an event stream never ends by itself).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    most: usize,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let permits = Arc::new(Semaphore::new(most.max(1)));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break, // never closed
+            },
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    accept_failed(&e).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = router
+            .clone()
+            .map_request(move |mut req: axum::http::Request<Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(Peer(peer)));
+                req
+            });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIME)
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            // A peer that goes away or times out is no error of ours.
+            let _ = conn.await;
+            drop(permit);
+        });
     }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// A failed `accept`: a connection reset before it was taken is nothing;
+/// anything else (out of descriptors, above all) is said, and waited out
+/// for a moment rather than spun on.
+async fn accept_failed(e: &std::io::Error) {
+    use std::io::ErrorKind::*;
+    if matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted) {
+        return;
+    }
+    tracing::warn!("http: cannot accept a connection: {e}; trying again in a second");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }

@@ -149,16 +149,9 @@ async fn run(
     listener: std::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = conn::Capped::new(
-        tokio::net::TcpListener::from_std(listener)?,
-        most_connections(),
-    );
-    axum::serve(
-        listener,
-        api::router(shared).into_make_service_with_connect_info::<conn::Peer>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    conn::serve(listener, api::router(shared), most_connections(), shutdown).await;
+    Ok(())
 }
 
 fn bind(listen: &str) -> Result<std::net::TcpListener> {

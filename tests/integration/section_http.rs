@@ -208,8 +208,10 @@ fn a_heartbeat_post_needs_that_agents_own_token() {
         400
     );
     assert_eq!(post(&addr, &path, Some(&a), None).status, 200);
-    let huge = format!(r#"{{"status": "{}"}}"#, "x".repeat(100_000));
+    let huge = format!(r#"{{"status": "{}"}}"#, "x".repeat(20_000));
     assert_eq!(post(&addr, &path, Some(&a), Some(&huge)).status, 413);
+    // Without the token, it is not even read.
+    assert_eq!(post(&addr, &path, None, Some(&huge)).status, 401);
 }
 
 #[test]
@@ -417,4 +419,107 @@ fn a_heartbeat_post_writes_as_the_cells_owner_and_never_through_a_symlink() {
     let missing = post(&addr, &format!("/heartbeat/{uuid}/a"), Some(&a), None);
     assert_eq!(missing.status, 409, "{missing:#?}");
     assert!(!beats.exists());
+}
+
+/// With `[http] listen` the web face shares the daemon's descriptors, and
+/// every agent of the host reaches loopback: connections that say nothing
+/// must neither take the descriptors the supervisor needs nor hold the face.
+#[test]
+fn idle_connections_neither_starve_the_daemon_nor_hold_the_face() {
+    use std::io::Read;
+    let env = Env::new();
+    env.config(&format!("{CONFIG}\n[http]\nlisten = \"127.0.0.1:0\"\n"));
+    let uuid = env.create_from(&json!({"agents": [{"name": "w"}]}));
+    let mut cmd = env.command(&["daemon"]);
+    // 128 descriptors at most: the cap on connections (64, the least) must
+    // leave the daemon the rest.
+    // SAFETY: one async-signal-safe call in the child before exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            let limit = nix::libc::rlimit {
+                rlim_cur: 128,
+                rlim_max: 128,
+            };
+            if nix::libc::setrlimit(nix::libc::RLIMIT_NOFILE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let daemon = env.spawn_daemon_cmd(cmd);
+    daemon.wait_log("ready:", WAIT);
+    daemon.wait_log("serving http://", WAIT);
+    let addr = address(&daemon.log());
+    let sock: std::net::SocketAddr = addr.parse().expect("address");
+    // A beat with the agent's token whose body never comes whole.
+    let token = token_of(&env, &uuid, "w");
+    let cell = uuid.clone();
+    let slow = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(sock).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        write!(
+            s,
+            "POST /heartbeat/{cell}/w HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+        )
+        .expect("write");
+        let started = Instant::now();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        (answer, started.elapsed())
+    });
+    // More connections than the daemon has descriptors: those past the cap
+    // wait in the kernel's queue (and, past it, are refused).
+    let mut idle = Vec::new();
+    let mut misses = 0;
+    while idle.len() < 400 && misses < 3 {
+        match std::net::TcpStream::connect_timeout(&sock, Duration::from_millis(300)) {
+            Ok(s) => idle.push(s),
+            Err(_) => misses += 1,
+        }
+    }
+    assert!(
+        idle.len() > 128,
+        "only {} connections were taken",
+        idle.len()
+    );
+    // The supervisor still opens heartbeat files: a beat, a silence, a beat.
+    env.beat(&uuid, "w", "first");
+    env.wait_event(&uuid, "agent_stale", 1, WAIT);
+    env.beat(&uuid, "w", "back");
+    env.wait_event(&uuid, "agent_recovered", 1, WAIT);
+    assert!(
+        !daemon.log().contains("Too many open files"),
+        "{}",
+        daemon.log()
+    );
+    drop(idle);
+    // A connection that sends no request is closed once its time to send
+    // the headers is up, and its place is free again.
+    let mut silent = std::net::TcpStream::connect(sock).expect("connect");
+    silent
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    // Closed: the end, or an answer (408) and then the end; not the
+    // client's own timeout.
+    let closed = match silent.read(&mut buf) {
+        Ok(_) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    };
+    assert!(
+        closed && started.elapsed() < Duration::from_secs(25),
+        "the silent connection was still open after {:?}",
+        started.elapsed()
+    );
+    let (answer, took) = slow.join().expect("slow body");
+    assert!(
+        answer.starts_with("HTTP/1.1 408") && took < Duration::from_secs(25),
+        "a body that never came: {answer:?} after {took:?}"
+    );
+    assert_eq!(get(&addr, "/healthz", None).status, 200);
 }
