@@ -299,6 +299,46 @@ fn the_event_stream_carries_new_lines_of_every_cell() {
     panic!("no cell_created of {uuid} on the stream: {seen:?}");
 }
 
+/// An agent writes its own stream: garbage in it is left out of the event
+/// stream and said in the server's log once, not once per line.
+#[test]
+fn garbage_in_a_stream_is_said_once_not_per_line() {
+    use std::io::Write;
+    let env = env();
+    let uuid = env.create(&[]);
+    let (server, addr) = serve(&env);
+    let (status, mut stream) = EventStream::open(&addr, &operator_token(&env));
+    assert_eq!(status, 200);
+    let log = env.cell(&uuid).join("logs/events.jsonl");
+    let first = std::fs::read_to_string(&log).expect("events");
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .expect("open");
+    for i in 0..200 {
+        writeln!(file, "not json {i}").expect("garbage");
+    }
+    // Then a whole line again: once it is on the stream, the garbage
+    // before it has been read.
+    file.write_all(first.as_bytes()).expect("line");
+    drop(file);
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    while start.elapsed() < WAIT {
+        let Some(data) = stream.next_data(Duration::from_secs(1)) else {
+            continue;
+        };
+        assert!(!data.contains("not json"), "garbage on the stream: {data}");
+        seen.push(data);
+        if seen.len() == 1 {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 1, "the whole line never came");
+    let said = server.log().matches("is corrupt").count();
+    assert_eq!(said, 1, "{}", server.log());
+}
+
 #[test]
 fn the_daemon_serves_with_http_listen_and_hands_agents_their_tokens() {
     let env = Env::new();

@@ -219,6 +219,46 @@ pub(crate) struct Output {
     out: Sink,
 }
 
+/// Notes on bad lines of each cell, for lines handed on.
+static NOTES: Throttle = Throttle::new(std::time::Duration::from_secs(60));
+
+/// At most one note per key per `every`.
+struct Throttle {
+    every: std::time::Duration,
+    said: std::sync::Mutex<Option<std::collections::HashMap<String, (std::time::Instant, u64)>>>,
+}
+
+impl Throttle {
+    const fn new(every: std::time::Duration) -> Throttle {
+        Throttle {
+            every,
+            said: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Whether to say a note of `key` now: `Some(n)` with the notes left
+    /// unsaid since the last one, or `None` to leave it unsaid.
+    fn admit(&self, key: &str, now: std::time::Instant) -> Option<u64> {
+        let mut said = self.said.lock().unwrap_or_else(|e| e.into_inner());
+        let said = said.get_or_insert_with(Default::default);
+        match said.get_mut(key) {
+            Some((at, unsaid)) if now.duration_since(*at) < self.every => {
+                *unsaid += 1;
+                None
+            }
+            Some((at, unsaid)) => {
+                let n = std::mem::take(unsaid);
+                *at = now;
+                Some(n)
+            }
+            None => {
+                said.insert(key.to_string(), (now, 0));
+                Some(0)
+            }
+        }
+    }
+}
+
 /// What takes each JSON line, for the HTTP API.
 type EachLine = Box<dyn FnMut(&str) -> io::Result<()> + Send>;
 
@@ -278,11 +318,12 @@ impl Output {
                 claims: Some(other),
                 ..
             } if self.json => {
-                eprintln!(
-                    "lazarus-pit: cell {}: a line in its stream claims to be of cell {}; left out",
+                let note = format!(
+                    "cell {}: a line in its stream claims to be of cell {}; left out",
                     escape(cell),
                     escape(other)
                 );
+                self.note(cell, note);
                 Ok(())
             }
             Line::Event { text, .. } if self.json => match &mut self.out {
@@ -292,9 +333,9 @@ impl Output {
                     out.write_all(b"\n")
                 }
             },
-            Line::Corrupt { .. } if self.json => {
+            Line::Corrupt { cell, .. } if self.json => {
                 if let Some(note) = format::corrupt_note(line) {
-                    eprintln!("lazarus-pit: {note}");
+                    self.note(cell, note);
                 }
                 Ok(())
             }
@@ -303,6 +344,25 @@ impl Output {
                     .write_all(format::render(line, self.style).as_bytes())?;
                 self.out.write_all(b"\n")
             }
+        }
+    }
+
+    /// Says a note on a bad line on stderr. Lines handed on (the web face,
+    /// which may run in the daemon) say at most one a minute per cell, with
+    /// how many were left unsaid: an agent writing garbage into its stream
+    /// must not fill the journal.
+    fn note(&self, cell: &str, note: String) {
+        if !matches!(self.out, Sink::Each(_)) {
+            eprintln!("lazarus-pit: {note}");
+            return;
+        }
+        if let Some(unsaid) = NOTES.admit(cell, std::time::Instant::now()) {
+            let more = if unsaid > 0 {
+                format!(" ({unsaid} more of this cell unsaid in the last minute)")
+            } else {
+                String::new()
+            };
+            tracing::warn!("{note}{more}");
         }
     }
 
@@ -338,6 +398,21 @@ pub(crate) fn parse_since(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notes_of_bad_lines_are_said_once_a_minute_per_cell_with_a_count() {
+        let throttle = Throttle::new(std::time::Duration::from_secs(60));
+        let t0 = std::time::Instant::now();
+        let at = |s: u64| t0 + std::time::Duration::from_secs(s);
+        assert_eq!(throttle.admit("a", at(0)), Some(0));
+        assert_eq!(throttle.admit("a", at(1)), None);
+        assert_eq!(throttle.admit("a", at(59)), None);
+        // Another cell is said at once.
+        assert_eq!(throttle.admit("b", at(2)), Some(0));
+        assert_eq!(throttle.admit("a", at(60)), Some(2));
+        assert_eq!(throttle.admit("a", at(61)), None);
+        assert_eq!(throttle.admit("a", at(200)), Some(1));
+    }
 
     #[test]
     fn since_takes_durations_times_and_epochs() {
