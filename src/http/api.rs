@@ -311,6 +311,15 @@ async fn cell_events(
         let held = std::mem::take(&mut *body.lock().map_err(|_| Error::Usage("poisoned".into()))?);
         match result {
             Err(_) if held.1 => Ok(held),
+            // The stream is the cell's (its agents write it): what stops
+            // the reading (a FIFO, a symlink) is a refusal, not ours.
+            Err(Error::Io(io)) => {
+                let why = io.to_string();
+                let why = why
+                    .strip_prefix(&format!("cell {}: ", cell.id))
+                    .unwrap_or(&why);
+                Err(Error::refused(&cell.id, "read its events", why))
+            }
             Err(e) => Err(e),
             Ok(()) => Ok(held),
         }

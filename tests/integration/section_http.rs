@@ -149,6 +149,18 @@ fn operator_endpoints_answer_only_the_operators_token() {
         get(&addr, "/api/cells/..%2f..%2fetc", Some(&token)).status,
         404
     );
+    // An agent's FIFO in place of its stream: a refusal, said, not hung on.
+    let log = env.cell(&uuid).join("logs/events.jsonl");
+    std::fs::remove_file(&log).expect("rm");
+    nix::unistd::mkfifo(&log, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let fifo = get(&addr, &format!("/api/cells/{uuid}/events"), Some(&token));
+    assert_eq!(fifo.status, 409, "{fifo:#?}");
+    assert!(
+        fifo.json()["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not a regular file")),
+        "{fifo:#?}"
+    );
 }
 
 #[test]
