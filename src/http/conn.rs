@@ -7,11 +7,16 @@
 //! connections queue in the kernel instead of taking descriptors the
 //! supervisor needs for heartbeat files. And a connection that does not
 //! send a request's headers within [`HEADER_TIME`] (the first request, or
-//! the next on a kept-alive one) is closed, so no caller can hold the
-//! permits by opening connections and saying nothing.
+//! the next on a kept-alive one), or whose socket takes none of an answer
+//! for [`WRITE_TIME`] (a caller that pipelines requests and never reads, a
+//! stalled event-stream client), is closed: no caller can hold the permits
+//! by saying nothing or by reading nothing.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::Router;
@@ -20,12 +25,16 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::time::Sleep;
 use tower::ServiceExt;
 
 /// How long a connection may take to send a request's headers.
 pub const HEADER_TIME: Duration = Duration::from_secs(10);
+/// How long a connection's socket may take no byte of an answer.
+pub const WRITE_TIME: Duration = Duration::from_secs(10);
 
 /// The caller's address, as handlers see it (`ConnectInfo<Peer>`).
 #[derive(Debug, Clone, Copy)]
@@ -71,7 +80,10 @@ pub async fn serve(
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_TIME)
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+            .serve_connection(
+                TokioIo::new(WriteDeadline::new(stream, WRITE_TIME)),
+                TowerToHyperService::new(service),
+            );
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             // A peer that goes away or times out is no error of ours.
@@ -93,4 +105,89 @@ async fn accept_failed(e: &std::io::Error) {
     }
     tracing::warn!("http: cannot accept a connection: {e}; trying again in a second");
     tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// A stream whose writes fail once the peer has taken nothing for `limit`.
+/// The timer is armed only while a write waits (a full socket buffer), so
+/// a reader that keeps up costs nothing.
+struct WriteDeadline {
+    stream: TcpStream,
+    limit: Duration,
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl WriteDeadline {
+    fn new(stream: TcpStream, limit: Duration) -> WriteDeadline {
+        WriteDeadline {
+            stream,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// After a write (or flush) that waits: fails once the wait is over
+    /// `limit`; any progress disarms the timer.
+    fn check<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if polled.is_ready() {
+            self.stalled = None;
+            return polled;
+        }
+        let limit = self.limit;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        ready!(stalled.as_mut().poll(cx));
+        Poll::Ready(Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the peer took no byte of the answer in time",
+        )))
+    }
+}
+
+impl AsyncRead for WriteDeadline {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for WriteDeadline {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.check(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.check(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let polled = Pin::new(&mut self.stream).poll_flush(cx);
+        self.check(cx, polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let polled = Pin::new(&mut self.stream).poll_shutdown(cx);
+        self.check(cx, polled)
+    }
 }

@@ -482,24 +482,9 @@ fn idle_connections_neither_starve_the_daemon_nor_hold_the_face() {
     let env = Env::new();
     env.config(&format!("{CONFIG}\n[http]\nlisten = \"127.0.0.1:0\"\n"));
     let uuid = env.create_from(&json!({"agents": [{"name": "w"}]}));
-    let mut cmd = env.command(&["daemon"]);
     // 128 descriptors at most: the cap on connections (64, the least) must
     // leave the daemon the rest.
-    // SAFETY: one async-signal-safe call in the child before exec.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-            let limit = nix::libc::rlimit {
-                rlim_cur: 128,
-                rlim_max: 128,
-            };
-            if nix::libc::setrlimit(nix::libc::RLIMIT_NOFILE, &limit) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
-    let daemon = env.spawn_daemon_cmd(cmd);
+    let daemon = env.spawn_daemon_cmd(with_128_files(env.command(&["daemon"])));
     daemon.wait_log("ready:", WAIT);
     daemon.wait_log("serving http://", WAIT);
     let addr = address(&daemon.log());
@@ -580,4 +565,76 @@ fn idle_connections_neither_starve_the_daemon_nor_hold_the_face() {
         "a body that never came: {answer:?} after {took:?}"
     );
     assert_eq!(get(&addr, "/healthz", None).status, 200);
+}
+
+/// `cmd` with at most 128 descriptors (soft and hard): the server's cap on
+/// connections is then its least, 64.
+fn with_128_files(mut cmd: std::process::Command) -> std::process::Command {
+    // SAFETY: one async-signal-safe call in the child before exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            let limit = nix::libc::rlimit {
+                rlim_cur: 128,
+                rlim_max: 128,
+            };
+            if nix::libc::setrlimit(nix::libc::RLIMIT_NOFILE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    cmd
+}
+
+/// A caller that asks and asks and never reads the answers (and so an
+/// event-stream client that stalled) loses its connection: 64 of them,
+/// every place there is, hold the face only until their writes time out.
+#[test]
+fn callers_that_never_read_lose_their_connections() {
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, SockaddrIn, connect, setsockopt, socket, sockopt,
+    };
+    use std::io::Write;
+    let env = env();
+    let server = env.spawn_daemon_cmd(with_128_files(env.command(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+    ])));
+    server.wait_log("serving http://", WAIT);
+    let addr = address(&server.log());
+    let sock: std::net::SocketAddrV4 = addr.parse().expect("address");
+    let asks = "GET /assets/app.js HTTP/1.1\r\nHost: x\r\n\r\n".repeat(300);
+    let mut stalled = Vec::new();
+    for _ in 0..64 {
+        // A small receive buffer, so the answers fill it at once.
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::empty(),
+            None,
+        )
+        .expect("socket");
+        setsockopt(&fd, sockopt::RcvBuf, &4096).expect("rcvbuf");
+        connect(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            &SockaddrIn::from(sock),
+        )
+        .expect("connect");
+        let mut stream = std::net::TcpStream::from(fd);
+        stream.write_all(asks.as_bytes()).expect("ask");
+        stalled.push(stream);
+    }
+    // Every place is taken by a caller that does not read; the next one
+    // is answered once their answers time out (10 s without a byte taken).
+    let started = Instant::now();
+    let answer = get(&addr, "/healthz", None);
+    assert_eq!(answer.status, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(28),
+        "answered only after {:?}",
+        started.elapsed()
+    );
+    drop(stalled);
 }
