@@ -50,6 +50,10 @@ fn most_connections() -> usize {
 const DRAIN: Duration = Duration::from_secs(1);
 /// Event lines held for a slow stream client before it is told it lagged.
 const STREAM_BACKLOG: usize = 4096;
+/// The longest event line the stream carries. An agent writes its own
+/// stream, and the backlog holds lines by count: 4,096 of 16 KiB are 64 MiB
+/// at most (a daemon's line is well under 1 KiB).
+const STREAM_LINE: usize = 16 * 1024;
 
 /// What every handler shares.
 pub(crate) struct Shared {
@@ -218,11 +222,12 @@ fn follow(shared: Arc<Shared>) {
             loop {
                 shared.following.store(true, Ordering::Relaxed);
                 let tx = shared.events.clone();
-                let result = crate::commands::events::follow_lines(&shared.ctx, move |line| {
-                    // No receiver is not an error: clients come and go.
-                    let _ = tx.send(Arc::from(line));
-                    Ok(())
-                });
+                let result =
+                    crate::commands::events::follow_lines(&shared.ctx, STREAM_LINE, move |line| {
+                        // No receiver is not an error: clients come and go.
+                        let _ = tx.send(Arc::from(line));
+                        Ok(())
+                    });
                 shared.following.store(false, Ordering::Relaxed);
                 if let Err(e) = result
                     && e.to_string() != said

@@ -311,8 +311,8 @@ fn the_event_stream_carries_new_lines_of_every_cell() {
     panic!("no cell_created of {uuid} on the stream: {seen:?}");
 }
 
-/// An agent writes its own stream: garbage in it is left out of the event
-/// stream and said in the server's log once, not once per line.
+/// An agent writes its own stream: garbage and overlong lines are left out
+/// of the event stream and said in the server's log once, not once per line.
 #[test]
 fn garbage_in_a_stream_is_said_once_not_per_line() {
     use std::io::Write;
@@ -330,6 +330,11 @@ fn garbage_in_a_stream_is_said_once_not_per_line() {
     for i in 0..200 {
         writeln!(file, "not json {i}").expect("garbage");
     }
+    // A whole line, but longer than the stream carries (the backlog holds
+    // lines by count).
+    let mut long: Value = serde_json::from_str(first.trim()).expect("a line");
+    long["pad"] = "x".repeat(20_000).into();
+    writeln!(file, "{long}").expect("long line");
     // Then a whole line again: once it is on the stream, the garbage
     // before it has been read.
     file.write_all(first.as_bytes()).expect("line");
@@ -347,6 +352,9 @@ fn garbage_in_a_stream_is_said_once_not_per_line() {
         }
     }
     assert_eq!(seen.len(), 1, "the whole line never came");
+    assert!(seen[0].len() < 1000, "{}", seen[0]);
+    // Said before the last line was sent; the log is read by a thread.
+    server.wait_log("bytes is over the 16384 the event stream carries", WAIT);
     let said = server.log().matches("is corrupt").count();
     assert_eq!(said, 1, "{}", server.log());
 }

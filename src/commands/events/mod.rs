@@ -91,11 +91,15 @@ pub(crate) fn cell_lines(
 /// Follows every cell of the root from now on (new cells too), as `events
 /// --follow --json` does, handing each new line to `each`. Runs until
 /// `each` fails; blocking, so it has a thread of its own.
+/// Lines longer than `longest` are left out (and said, once a minute per
+/// cell): whoever holds them for slow readers holds them by count.
 pub(crate) fn follow_lines(
     ctx: &Context,
+    longest: usize,
     each: impl FnMut(&str) -> io::Result<()> + Send + 'static,
 ) -> Result<()> {
     let mut out = Output::each(each);
+    out.longest = Some(longest);
     raise_open_files();
     follow::run(ctx, all_cells(ctx)?, false, None, &mut out)
 }
@@ -217,6 +221,8 @@ pub(crate) struct Output {
     style: Style,
     filter: Filter,
     out: Sink,
+    /// The longest line handed on, if any is too long.
+    longest: Option<usize>,
 }
 
 /// Notes on bad lines of each cell, for lines handed on.
@@ -291,6 +297,7 @@ impl Output {
             style: Style::for_stdout(),
             filter,
             out: Sink::Stdout(io::BufWriter::with_capacity(64 * 1024, io::stdout())),
+            longest: None,
         }
     }
 
@@ -301,6 +308,7 @@ impl Output {
             style: Style::for_stdout(),
             filter: Filter::default(),
             out: Sink::Each(Box::new(each)),
+            longest: None,
         }
     }
 
@@ -323,7 +331,20 @@ impl Output {
                     escape(cell),
                     escape(other)
                 );
-                self.note(cell, note);
+                self.note(cell, "claims", note);
+                Ok(())
+            }
+            Line::Event { cell, text, .. }
+                if self.longest.is_some_and(|most| text.len() > most) =>
+            {
+                let note = format!(
+                    "cell {}: an event line of {} bytes is over the {} the event stream \
+                     carries; left out of it (the cell's events hold it)",
+                    escape(cell),
+                    text.len(),
+                    self.longest.unwrap_or_default()
+                );
+                self.note(cell, "long", note);
                 Ok(())
             }
             Line::Event { text, .. } if self.json => match &mut self.out {
@@ -335,7 +356,7 @@ impl Output {
             },
             Line::Corrupt { cell, .. } if self.json => {
                 if let Some(note) = format::corrupt_note(line) {
-                    self.note(cell, note);
+                    self.note(cell, "corrupt", note);
                 }
                 Ok(())
             }
@@ -348,17 +369,17 @@ impl Output {
     }
 
     /// Says a note on a bad line on stderr. Lines handed on (the web face,
-    /// which may run in the daemon) say at most one a minute per cell, with
-    /// how many were left unsaid: an agent writing garbage into its stream
-    /// must not fill the journal.
-    fn note(&self, cell: &str, note: String) {
+    /// which may run in the daemon) say at most one a minute per cell and
+    /// `kind` of note, with how many were left unsaid: an agent writing
+    /// garbage into its stream must not fill the journal.
+    fn note(&self, cell: &str, kind: &str, note: String) {
         if !matches!(self.out, Sink::Each(_)) {
             eprintln!("lazarus-pit: {note}");
             return;
         }
-        if let Some(unsaid) = NOTES.admit(cell, std::time::Instant::now()) {
+        if let Some(unsaid) = NOTES.admit(&format!("{cell}\0{kind}"), std::time::Instant::now()) {
             let more = if unsaid > 0 {
-                format!(" ({unsaid} more of this cell unsaid in the last minute)")
+                format!(" ({unsaid} more such of this cell unsaid in the last minute)")
             } else {
                 String::new()
             };
