@@ -159,11 +159,29 @@ impl Shared {
     }
 
     fn failed(&self, peer: IpAddr, now: Instant) -> Answer<()> {
-        if self.failures.allow(&peer.to_string(), now) {
+        if self.failures.allow(&failure_key(peer), now) {
             Ok(())
         } else {
             Err(too_many())
         }
+    }
+}
+
+/// Whose failures count together: every loopback address is one caller
+/// (any process of the host may send from all of 127.0.0.0/8), and an
+/// IPv6 caller is its /64 (one host holds a whole one).
+fn failure_key(peer: IpAddr) -> String {
+    let peer = match peer {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
+        v4 => v4,
+    };
+    match peer {
+        ip if ip.is_loopback() => "loopback".to_string(),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        IpAddr::V4(v4) => v4.to_string(),
     }
 }
 
@@ -474,14 +492,37 @@ async fn heartbeat(
         return Err(too_many());
     }
     // Read only for a caller with the agent's token, and within a time:
-    // a body sent a byte at a time must not hold the connection.
+    // a body sent a byte at a time must not hold the connection. One said
+    // to be too long is refused unread.
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("a heartbeat body is at most {BODY_LIMIT} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
+        return Err(too_large());
+    }
     let body = match tokio::time::timeout(BODY_TIME, axum::body::to_bytes(body, BODY_LIMIT)).await {
         Ok(Ok(body)) => body,
-        Ok(Err(_)) => {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("a heartbeat body is at most {BODY_LIMIT} bytes"),
-            ));
+        Ok(Err(e)) => {
+            let e = e.into_inner();
+            return Err(
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    too_large()
+                } else {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        format!("the body was not read whole: {e}"),
+                    )
+                },
+            );
         }
         Err(_) => {
             return Err(ApiError::new(
@@ -542,4 +583,21 @@ async fn heartbeat(
     })
     .await?;
     Ok(axum::Json(answer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_of_loopback_count_as_one_caller_and_ipv6_by_its_64() {
+        let key = |s: &str| failure_key(s.parse().expect("ip"));
+        assert_eq!(key("127.0.0.1"), key("127.0.0.2"));
+        assert_eq!(key("127.9.9.9"), key("::1"));
+        assert_eq!(key("::ffff:127.0.0.3"), "loopback");
+        assert_eq!(key("::ffff:10.0.0.1"), "10.0.0.1");
+        assert_ne!(key("10.0.0.1"), key("10.0.0.2"));
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+    }
 }

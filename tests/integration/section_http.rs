@@ -224,6 +224,29 @@ fn a_heartbeat_post_needs_that_agents_own_token() {
     assert_eq!(post(&addr, &path, Some(&a), Some(&huge)).status, 413);
     // Without the token, it is not even read.
     assert_eq!(post(&addr, &path, None, Some(&huge)).status, 401);
+    // Sent in chunks, it is cut at the limit; one that ends early is
+    // no heartbeat.
+    let chunked = format!("{:x}\r\n{huge}\r\n0\r\n\r\n", huge.len());
+    let raw = |head: &str, body: &str, cut: bool| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+        s.set_read_timeout(Some(WAIT)).expect("timeout");
+        write!(
+            s,
+            "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {a}\r\n{head}\r\n{body}"
+        )
+        .expect("write");
+        if cut {
+            s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+        }
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        answer
+    };
+    let answer = raw("Transfer-Encoding: chunked\r\n", &chunked, false);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    let answer = raw("Content-Length: 100\r\n", "{}", true);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
 }
 
 #[test]
