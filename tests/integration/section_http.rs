@@ -358,6 +358,17 @@ fn garbage_in_a_stream_is_said_once_not_per_line() {
     let mut long: Value = serde_json::from_str(first.trim()).expect("a line");
     long["pad"] = "x".repeat(20_000).into();
     writeln!(file, "{long}").expect("long line");
+    // A `cell` that is not a string names no cell here; a line without
+    // one (the seed's format) is given its stream's.
+    let mut forged = long.clone();
+    forged["pad"] = Value::Null;
+    forged["cell"] = json!(["ffffffff-ffff-4fff-8fff-ffffffffffff"]);
+    writeln!(file, "{forged}").expect("forged line");
+    writeln!(
+        file,
+        r#"{{"ts": "2026-04-06T01:00:00Z", "event": "agent_left", "agent": "claude"}}"#
+    )
+    .expect("seed line");
     // Then a whole line again: once it is on the stream, the garbage
     // before it has been read.
     file.write_all(first.as_bytes()).expect("line");
@@ -370,12 +381,16 @@ fn garbage_in_a_stream_is_said_once_not_per_line() {
         };
         assert!(!data.contains("not json"), "garbage on the stream: {data}");
         seen.push(data);
-        if seen.len() == 1 {
+        if seen.len() == 2 {
             break;
         }
     }
-    assert_eq!(seen.len(), 1, "the whole line never came");
-    assert!(seen[0].len() < 1000, "{}", seen[0]);
+    assert_eq!(seen.len(), 2, "the whole lines never came: {seen:?}");
+    let unnamed: Value = serde_json::from_str(&seen[0]).expect("JSON");
+    assert_eq!(unnamed["event"], "agent_left", "{seen:?}");
+    assert_eq!(unnamed["cell"], uuid.as_str());
+    assert!(seen[1].len() < 1000, "{}", seen[1]);
+    assert!(!seen[1].contains("ffffffff"), "{}", seen[1]);
     // Said before the last line was sent; the log is read by a thread.
     server.wait_log("bytes is over the 16384 the event stream carries", WAIT);
     let said = server.log().matches("is corrupt").count();

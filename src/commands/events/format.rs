@@ -91,7 +91,9 @@ pub fn local_unix(secs: f64) -> String {
 /// A line of the stream for people.
 pub fn render(line: &Line, style: Style) -> String {
     match line {
-        Line::Event { text, cell, claims } => event(text, cell, claims.as_deref(), style),
+        Line::Event {
+            text, cell, claims, ..
+        } => event(text, cell, claims.as_deref(), style),
         Line::Corrupt {
             cell,
             file,
@@ -201,6 +203,7 @@ mod tests {
             text: text.into(),
             cell: cell.into(),
             claims: claims.map(str::to_string),
+            unnamed: false,
         }
     }
 

@@ -225,6 +225,17 @@ pub(crate) struct Output {
     longest: Option<usize>,
 }
 
+/// `text` (a JSON object) with `cell` added.
+fn with_cell(text: &str, cell: &str) -> String {
+    match serde_json::from_str::<serde_json::Map<String, Value>>(text) {
+        Ok(mut obj) => {
+            obj.insert("cell".into(), cell.into());
+            Value::Object(obj).to_string()
+        }
+        Err(_) => text.to_string(),
+    }
+}
+
 /// Notes on bad lines of each cell, for lines handed on.
 static NOTES: Throttle = Throttle::new(std::time::Duration::from_secs(60));
 
@@ -347,7 +358,15 @@ impl Output {
                 self.note(cell, "long", note);
                 Ok(())
             }
-            Line::Event { text, .. } if self.json => match &mut self.out {
+            Line::Event {
+                text,
+                cell,
+                unnamed,
+                ..
+            } if self.json => match &mut self.out {
+                // Handed on, every line names its cell (BRIEF 5): a line
+                // without one (the seed's format) gets the stream's.
+                Sink::Each(each) if *unnamed => each(&with_cell(text, cell)),
                 Sink::Each(each) => each(text),
                 out => {
                     out.write_all(text.as_bytes())?;
@@ -460,6 +479,7 @@ mod tests {
             text: text.into(),
             cell: "c".into(),
             claims: None,
+            unnamed: false,
         }
     }
 

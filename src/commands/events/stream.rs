@@ -29,14 +29,17 @@ const PREVIEW: usize = 120;
 /// One line of a stream, as read.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Line {
-    /// A JSON object. `claims`: the other cell its `cell` field names, if
-    /// it does not name the cell whose stream it is in (an agent can
-    /// append anything to its own stream, never to another's).
+    /// A JSON object. `claims`: the other cell its `cell` field names (or
+    /// the field itself, if not a string), if it does not name the cell
+    /// whose stream it is in (an agent can append anything to its own
+    /// stream, never to another's).
     Event {
         text: String,
         /// The cell whose stream it is in.
         cell: Arc<str>,
         claims: Option<String>,
+        /// It has no `cell` field (the seed's lines had none).
+        unnamed: bool,
     },
     /// Anything else, with where it is and why it was not taken.
     Corrupt {
@@ -118,11 +121,15 @@ pub fn parse_line(cell: &Arc<str>, file: &str, number: u64, raw: &Raw) -> Line {
         Ok(Value::Object(obj)) => Line::Event {
             text: text.to_string(),
             cell: cell.clone(),
-            claims: match obj.get("cell").and_then(Value::as_str) {
-                Some(named) if named == &**cell => None,
-                Some(named) => Some(named.to_string()),
+            // A `cell` that is not a string names no cell of ours: taken
+            // at its word by a consumer, `["<another uuid>"]` would.
+            claims: match obj.get("cell") {
+                Some(Value::String(named)) if named == &**cell => None,
+                Some(Value::String(named)) => Some(named.clone()),
+                Some(other) => Some(other.to_string()),
                 None => None,
             },
+            unnamed: !obj.contains_key("cell"),
         },
         Ok(_) => corrupt("not a JSON object".into()),
         Err(_) if !raw.whole => corrupt("cut off: no newline at its end".into()),
