@@ -1587,6 +1587,18 @@ impl Supervisor {
                         cell: cell.clone(),
                         event: event(EventKind::ReviveExhausted).with("attempts", attempts),
                     });
+                    // Given up on: like a dead agent, no process of it is
+                    // left working on the cell (a hung one still runs).
+                    if let Some(t) = self.tracked(cell, agent)
+                        && let Some(instance) = t.sup.instance
+                    {
+                        out.push(stop_action(
+                            cell,
+                            agent,
+                            instance,
+                            t.sup.settings.timing.kill_grace,
+                        ));
+                    }
                     urgent = Some(true);
                 }
                 Change::State => urgent = Some(true),

@@ -1519,6 +1519,41 @@ fn a_denied_or_dead_agent_hung_in_place_is_stopped_and_stays_dead() {
 }
 
 #[test]
+fn an_abandoned_agent_hung_in_place_is_stopped_and_stays_abandoned() {
+    let mut s = started(cell(
+        r#"{"status":"active","heartbeat_stale_threshold":10,"resurrect_after":20,
+            "revive_policy":"yes","max_revive_attempts":0,
+            "agents":[{"name":"a","command":["run-a"]},{"name":"b","command":["run-b"]}]}"#,
+    ));
+    s.handle(beat("a", 101.0, None), 101.0);
+    s.handle(beat("b", 115.0, None), 115.0);
+    // Silent from 101 while its process (11) still runs: due at 121, and
+    // no attempt is left.
+    let out = s.handle(Input::Tick, 121.0);
+    assert!(events(&out).contains(&"revive_exhausted"), "{out:?}");
+    assert_eq!(stops(&out), [("a".to_string(), 11)]);
+    assert_eq!(state_of(&s, "a"), AgentState::Abandoned);
+    let out = s.handle(
+        Input::Killed {
+            cell: CELL.into(),
+            agent: "a".into(),
+            exited: Some((
+                11,
+                ExitInfo {
+                    code: None,
+                    signal: Some(15),
+                },
+            )),
+        },
+        122.0,
+    );
+    assert!(find_spawn(&out, "a").is_none(), "not revived");
+    assert_eq!(state_of(&s, "a"), AgentState::Abandoned);
+    let snap = s.snapshot(CELL, 1, 122.0).expect("snap");
+    assert_eq!(snap.agent_health["a"].pid, None, "no pid left");
+}
+
+#[test]
 fn a_second_answer_to_a_stop_starts_nothing() {
     let mut s = started(revivable("yes", ""));
     s.handle(beat("a", 101.0, None), 101.0);
