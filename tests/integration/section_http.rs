@@ -570,10 +570,21 @@ fn idle_connections_neither_starve_the_daemon_nor_hold_the_face() {
         idle.len()
     );
     // The supervisor still opens heartbeat files: a beat, a silence, a beat.
-    env.beat(&uuid, "w", "first");
-    env.wait_event(&uuid, "agent_stale", 1, WAIT);
-    env.beat(&uuid, "w", "back");
-    env.wait_event(&uuid, "agent_recovered", 1, WAIT);
+    let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        env.beat(&uuid, "w", "first");
+        env.wait_event(&uuid, "agent_stale", 1, WAIT);
+        env.beat(&uuid, "w", "back");
+        env.wait_event(&uuid, "agent_recovered", 1, WAIT);
+    }));
+    if let Err(e) = waited {
+        eprintln!(
+            "daemon log:\n{}\nevents:\n{}\nfds: {:?}",
+            daemon.log(),
+            std::fs::read_to_string(env.cell(&uuid).join("logs/events.jsonl")).unwrap_or_default(),
+            std::fs::read_dir(format!("/proc/{}/fd", daemon.pid())).map(|d| d.count())
+        );
+        std::panic::resume_unwind(e);
+    }
     assert!(
         !daemon.log().contains("Too many open files"),
         "{}",
@@ -654,11 +665,12 @@ fn callers_that_never_read_lose_their_connections() {
     let asks = "GET /assets/app.js HTTP/1.1\r\nHost: x\r\n\r\n".repeat(300);
     let mut stalled = Vec::new();
     for _ in 0..64 {
-        // A small receive buffer, so the answers fill it at once.
+        // A small receive buffer, so the answers fill it at once; not
+        // inherited by the daemons other tests start meanwhile.
         let fd = socket(
             AddressFamily::Inet,
             SockType::Stream,
-            SockFlag::empty(),
+            SockFlag::SOCK_CLOEXEC,
             None,
         )
         .expect("socket");
