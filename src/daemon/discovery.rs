@@ -20,12 +20,34 @@ impl Shell {
 
     pub(super) fn walk(&mut self, all_heartbeats: bool) {
         let mut seen = HashSet::new();
-        for entry in walkdir::WalkDir::new(&self.root_path)
+        // A walk that failed (out of descriptors, say) saw nothing: it is
+        // no proof that a cell is gone.
+        let mut whole = true;
+        let root = self.root_path.clone();
+        for entry in walkdir::WalkDir::new(&root)
             .min_depth(1)
             .max_depth(1)
             .follow_links(false)
             .into_iter()
-            .filter_map(|e| e.ok())
+            .filter_map(|e| match e {
+                Ok(e) => Some(e),
+                // The root itself gone: every cell with it.
+                Err(e)
+                    if e.depth() == 0
+                        && e.io_error()
+                            .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound) =>
+                {
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot read the root {}: {e}; its cells are kept as they are",
+                        root.display()
+                    );
+                    whole = false;
+                    None
+                }
+            })
         {
             let Some(name) = entry.file_name().to_str() else {
                 continue;
@@ -35,6 +57,9 @@ impl Shell {
             }
             seen.insert(name.to_string());
             self.scan(name, all_heartbeats);
+        }
+        if !whole {
+            return;
         }
         for id in self.core.cell_ids() {
             if !seen.contains(&*id) {
