@@ -696,3 +696,55 @@ fn callers_that_never_read_lose_their_connections() {
     );
     drop(stalled);
 }
+
+/// Out of descriptors (the web face took the last ones, or anything else
+/// did), a rescan of the root sees nothing: that is no proof the cells are
+/// gone, and none is dropped from supervision.
+#[test]
+fn a_rescan_out_of_descriptors_forgets_no_cell() {
+    let env = Env::new();
+    env.config(&format!(
+        "{}\n[http]\nlisten = \"127.0.0.1:0\"\n",
+        CONFIG.replace("poll_interval = 5", "poll_interval = 0.5")
+    ));
+    let uuid = env.create_from(&json!({"agents": [{"name": "w"}]}));
+    let mut cmd = with_128_files(env.command(&["daemon"]));
+    // Forty descriptors the daemon holds from its start: with the 64
+    // connections the face may take, the 128 run out.
+    // SAFETY: open(2) is async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            for _ in 0..40 {
+                if nix::libc::open(c"/dev/null".as_ptr(), nix::libc::O_RDONLY) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let daemon = env.spawn_daemon_cmd(cmd);
+    daemon.wait_log("ready:", WAIT);
+    daemon.wait_log("serving http://", WAIT);
+    let addr = address(&daemon.log());
+    let sock: std::net::SocketAddr = addr.parse().expect("address");
+    let mut idle = Vec::new();
+    while idle.len() < 100 {
+        match std::net::TcpStream::connect_timeout(&sock, Duration::from_millis(300)) {
+            Ok(s) => idle.push(s),
+            Err(_) => break,
+        }
+    }
+    daemon.wait_log("cannot read the root", WAIT);
+    drop(idle);
+    crate::harness::wait_for("the web face to answer", WAIT, || {
+        get(&addr, "/healthz", None).status == 200
+    });
+    // Still supervised: a beat after its silence is a recovery.
+    env.beat(&uuid, "w", "back");
+    env.wait_event(&uuid, "agent_recovered", 1, WAIT);
+    assert!(
+        !daemon.log().contains("no longer monitored"),
+        "{}",
+        daemon.log()
+    );
+}
