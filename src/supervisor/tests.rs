@@ -570,20 +570,7 @@ fn a_hung_agent_is_stopped_before_its_replacement_starts() {
         }))
     );
     assert!(find_spawn(&out, "a").is_none(), "not before it is stopped");
-    let out = s.handle(
-        Input::Killed {
-            cell: CELL.into(),
-            agent: "a".into(),
-            exited: Some((
-                11,
-                ExitInfo {
-                    code: None,
-                    signal: Some(15),
-                },
-            )),
-        },
-        121.5,
-    );
+    let out = s.handle(killed_by("a", 11, 15), 121.5);
     assert_eq!(events(&out), ["agent_exited"]);
     assert_eq!(find_spawn(&out, "a"), Some((1, Reason::Stale, None)));
     // The new instance has resurrect_after (20 s) of grace.
@@ -978,6 +965,21 @@ fn stops(actions: &[Action]) -> Vec<(String, i32)> {
             _ => None,
         })
         .collect()
+}
+
+/// The stop of `agent` done: its process `pid` ended by `signal`.
+fn killed_by(agent: &str, pid: i32, signal: i32) -> Input {
+    Input::Killed {
+        cell: CELL.into(),
+        agent: agent.into(),
+        exited: Some((
+            pid,
+            ExitInfo {
+                code: None,
+                signal: Some(signal),
+            },
+        )),
+    }
 }
 
 fn killed(agent: &str) -> Input {
@@ -1496,20 +1498,7 @@ fn a_denied_or_dead_agent_hung_in_place_is_stopped_and_stays_dead() {
             "{policy}: the hung instance is stopped"
         );
         assert_eq!(state_of(&s, "a"), AgentState::Dead);
-        let out = s.handle(
-            Input::Killed {
-                cell: CELL.into(),
-                agent: "a".into(),
-                exited: Some((
-                    11,
-                    ExitInfo {
-                        code: None,
-                        signal: Some(9),
-                    },
-                )),
-            },
-            123.0,
-        );
+        let out = s.handle(killed_by("a", 11, 9), 123.0);
         assert_eq!(events(&out), ["agent_exited"], "{policy}");
         assert!(find_spawn(&out, "a").is_none(), "{policy}: not revived");
         assert_eq!(state_of(&s, "a"), AgentState::Dead, "{policy}");
@@ -1533,20 +1522,7 @@ fn an_abandoned_agent_hung_in_place_is_stopped_and_stays_abandoned() {
     assert!(events(&out).contains(&"revive_exhausted"), "{out:?}");
     assert_eq!(stops(&out), [("a".to_string(), 11)]);
     assert_eq!(state_of(&s, "a"), AgentState::Abandoned);
-    let out = s.handle(
-        Input::Killed {
-            cell: CELL.into(),
-            agent: "a".into(),
-            exited: Some((
-                11,
-                ExitInfo {
-                    code: None,
-                    signal: Some(15),
-                },
-            )),
-        },
-        122.0,
-    );
+    let out = s.handle(killed_by("a", 11, 15), 122.0);
     assert!(find_spawn(&out, "a").is_none(), "not revived");
     assert_eq!(state_of(&s, "a"), AgentState::Abandoned);
     let snap = s.snapshot(CELL, 1, 122.0).expect("snap");
