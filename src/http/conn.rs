@@ -35,6 +35,12 @@ use tower::ServiceExt;
 pub const HEADER_TIME: Duration = Duration::from_secs(10);
 /// How long a connection's socket may take no byte of an answer.
 pub const WRITE_TIME: Duration = Duration::from_secs(10);
+/// The most a connection may buffer of what it is sent, and the longest
+/// request head (431 past it): hyper's default, 400 KiB, times every
+/// connection is a lot of memory for callers with no token. Bodies are
+/// read in pieces.
+const READ_BUFFER: usize = 32 * 1024;
+const HEAD_LIMIT: usize = 16 * 1024;
 
 /// The caller's address, as handlers see it (`ConnectInfo<Peer>`).
 #[derive(Debug, Clone, Copy)]
@@ -80,6 +86,8 @@ pub async fn serve(
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_TIME)
+            .max_buf_size(READ_BUFFER)
+            .max_header_size(HEAD_LIMIT)
             .serve_connection(
                 TokioIo::new(WriteDeadline::new(stream, WRITE_TIME)),
                 TowerToHyperService::new(service),

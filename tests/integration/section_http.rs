@@ -144,6 +144,18 @@ fn operator_endpoints_answer_only_the_operators_token() {
     assert!(metrics.body.contains("lazarus_"), "{}", metrics.body);
     // Nothing else answers.
     assert_eq!(get(&addr, "/api/nothing", Some(&token)).status, 404);
+    // A request's head is at most 32 KiB: what a caller without a token
+    // can make the server hold is small.
+    {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+        s.set_read_timeout(Some(WAIT)).expect("timeout");
+        let big = "a".repeat(40_000);
+        let _ = write!(s, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: {big}\r\n\r\n");
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
+    }
     // A path in a cell's place names no cell.
     assert_eq!(
         get(&addr, "/api/cells/..%2f..%2fetc", Some(&token)).status,
@@ -353,6 +365,13 @@ fn garbage_in_a_stream_is_said_once_not_per_line() {
     for i in 0..200 {
         writeln!(file, "not json {i}").expect("garbage");
     }
+    // A claim of a huge cell is said short.
+    writeln!(
+        file,
+        r#"{{"event": "big", "cell": "{}"}}"#,
+        "b".repeat(50_000)
+    )
+    .expect("claim");
     // A whole line, but longer than the stream carries (the backlog holds
     // lines by count).
     let mut long: Value = serde_json::from_str(first.trim()).expect("a line");
@@ -364,6 +383,13 @@ fn garbage_in_a_stream_is_said_once_not_per_line() {
     forged["pad"] = Value::Null;
     forged["cell"] = json!(["ffffffff-ffff-4fff-8fff-ffffffffffff"]);
     writeln!(file, "{forged}").expect("forged line");
+    // Written again with its cell, it would grow past the limit.
+    let grows = vec!["1e15"; 1000].join(",");
+    writeln!(
+        file,
+        r#"{{"ts": "2026-04-06T01:00:00Z", "event": "x", "a": [{grows}]}}"#
+    )
+    .expect("growing line");
     writeln!(
         file,
         r#"{{"ts": "2026-04-06T01:00:00Z", "event": "agent_left", "agent": "claude"}}"#
@@ -393,6 +419,12 @@ fn garbage_in_a_stream_is_said_once_not_per_line() {
     assert!(!seen[1].contains("ffffffff"), "{}", seen[1]);
     // Said before the last line was sent; the log is read by a thread.
     server.wait_log("bytes is over the 16384 the event stream carries", WAIT);
+    let log = server.log();
+    let claim = log
+        .lines()
+        .find(|l| l.contains("claims to be of cell"))
+        .unwrap_or_else(|| panic!("no note of the claim: {log}"));
+    assert!(claim.len() < 400, "{claim}");
     let said = server.log().matches("is corrupt").count();
     assert_eq!(said, 1, "{}", server.log());
 }

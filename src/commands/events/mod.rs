@@ -236,6 +236,19 @@ fn with_cell(text: &str, cell: &str) -> String {
     }
 }
 
+/// A note on a bad line handed on, in the log: at most one a minute per
+/// cell and `kind`, with how many were left unsaid.
+fn say_throttled(cell: &str, kind: &str, note: String) {
+    if let Some(unsaid) = NOTES.admit(&format!("{cell}\0{kind}"), std::time::Instant::now()) {
+        let more = if unsaid > 0 {
+            format!(" ({unsaid} more such of this cell unsaid in the last minute)")
+        } else {
+            String::new()
+        };
+        tracing::warn!("{note}{more}");
+    }
+}
+
 /// Notes on bad lines of each cell, for lines handed on.
 static NOTES: Throttle = Throttle::new(std::time::Duration::from_secs(60));
 
@@ -340,7 +353,7 @@ impl Output {
                 let note = format!(
                     "cell {}: a line in its stream claims to be of cell {}; left out",
                     escape(cell),
-                    escape(other)
+                    escape(&other.chars().take(80).collect::<String>())
                 );
                 self.note(cell, "claims", note);
                 Ok(())
@@ -366,7 +379,24 @@ impl Output {
             } if self.json => match &mut self.out {
                 // Handed on, every line names its cell (BRIEF 5): a line
                 // without one (the seed's format) gets the stream's.
-                Sink::Each(each) if *unnamed => each(&with_cell(text, cell)),
+                Sink::Each(each) if *unnamed => {
+                    // Written again, numbers may grow (`1e15` is
+                    // `1000000000000000.0`): the limit is on what is sent.
+                    let text = with_cell(text, cell);
+                    match self.longest {
+                        Some(most) if text.len() > most => {
+                            let note = format!(
+                                "cell {}: an event line of {} bytes is over the {most} the \
+                                 event stream carries; left out of it (the cell's events hold it)",
+                                escape(cell),
+                                text.len()
+                            );
+                            say_throttled(cell, "long", note);
+                            Ok(())
+                        }
+                        _ => each(&text),
+                    }
+                }
                 Sink::Each(each) => each(text),
                 out => {
                     out.write_all(text.as_bytes())?;
@@ -396,14 +426,7 @@ impl Output {
             eprintln!("lazarus-pit: {note}");
             return;
         }
-        if let Some(unsaid) = NOTES.admit(&format!("{cell}\0{kind}"), std::time::Instant::now()) {
-            let more = if unsaid > 0 {
-                format!(" ({unsaid} more such of this cell unsaid in the last minute)")
-            } else {
-                String::new()
-            };
-            tracing::warn!("{note}{more}");
-        }
+        say_throttled(cell, kind, note);
     }
 
     pub(crate) fn flush(&mut self) -> io::Result<()> {
