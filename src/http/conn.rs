@@ -16,14 +16,14 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -49,23 +49,25 @@ pub struct Peer(pub SocketAddr);
 /// Serves `router` on `listener`, at most `most` connections at once,
 /// until `shutdown`; then waits for the connections under way, which the
 /// caller bounds (an event stream never ends by itself).
+///
+/// When every place is taken, a new connection takes the place of the one
+/// that has been between requests the longest (as nginx reuses idle
+/// keep-alive connections): a caller that holds places by asking a little
+/// now and then cannot lock everyone else out. A connection with a request
+/// under way (an event stream, a heartbeat being written) is never closed
+/// for another.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     most: usize,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let permits = Arc::new(Semaphore::new(most.max(1)));
-    let graceful = GracefulShutdown::new();
+    let most = most.max(1);
+    let permits = Arc::new(Semaphore::new(most));
+    let open = Arc::new(Open::default());
+    let (closing, closed) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break, // never closed
-            },
-            () = &mut shutdown => break,
-        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -76,13 +78,39 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                open.make_room();
+                tokio::select! {
+                    permit = permits.clone().acquire_owned() => match permit {
+                        Ok(p) => p,
+                        Err(_) => break, // never closed
+                    },
+                    () = &mut shutdown => break,
+                }
+            }
+        };
         let _ = stream.set_nodelay(true);
-        let service = router
-            .clone()
-            .map_request(move |mut req: axum::http::Request<Incoming>| {
+        let state = open.add();
+        let service = {
+            let (router, state) = (router.clone(), state.clone());
+            tower::service_fn(move |mut req: axum::http::Request<Incoming>| {
                 req.extensions_mut().insert(ConnectInfo(Peer(peer)));
-                req
-            });
+                let busy = Busy::new(state.clone());
+                let router = router.clone();
+                async move {
+                    let response = router.oneshot(req).await?;
+                    // Busy until the whole answer is sent.
+                    Ok::<_, std::convert::Infallible>(response.map(|body| {
+                        axum::body::Body::new(http_body_util::BodyExt::map_frame(body, move |f| {
+                            let _ = &busy;
+                            f
+                        }))
+                    }))
+                }
+            })
+        };
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_TIME)
@@ -92,15 +120,108 @@ pub async fn serve(
                 TokioIo::new(WriteDeadline::new(stream, WRITE_TIME)),
                 TowerToHyperService::new(service),
             );
-        let conn = graceful.watch(conn);
+        let (open, mut closed) = (open.clone(), closed.clone());
         tokio::spawn(async move {
+            tokio::pin!(conn);
             // A peer that goes away or times out is no error of ours.
-            let _ = conn.await;
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = state.evict.notified() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+                () = async {
+                    let _ = closed.wait_for(|c| *c).await;
+                } => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+            open.remove(state.id);
             drop(permit);
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    let _ = closing.send(true);
+    // Every place given back: every connection has ended.
+    let _ = permits.acquire_many(most as u32).await;
+}
+
+/// The connections open, for finding one to close when all places are
+/// taken.
+#[derive(Default)]
+struct Open {
+    next: std::sync::atomic::AtomicU64,
+    conns: std::sync::Mutex<std::collections::HashMap<u64, Arc<ConnState>>>,
+}
+
+struct ConnState {
+    id: u64,
+    /// Requests whose answer is not yet wholly sent.
+    busy: AtomicUsize,
+    /// When it was last busy (or opened), in ms since `EPOCH`.
+    idle_since: AtomicU64,
+    evict: tokio::sync::Notify,
+    evicted: AtomicBool,
+}
+
+static EPOCH: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+
+fn millis() -> u64 {
+    u64::try_from(EPOCH.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Open {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, Arc<ConnState>>> {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn add(&self) -> Arc<ConnState> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let state = Arc::new(ConnState {
+            id,
+            busy: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(millis()),
+            evict: tokio::sync::Notify::new(),
+            evicted: AtomicBool::new(false),
+        });
+        self.lock().insert(id, state.clone());
+        state
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    /// Closes the connection between requests the longest, if there is one.
+    fn make_room(&self) {
+        let conns = self.lock();
+        let idlest = conns
+            .values()
+            .filter(|c| c.busy.load(Ordering::Acquire) == 0 && !c.evicted.load(Ordering::Relaxed))
+            .min_by_key(|c| c.idle_since.load(Ordering::Relaxed));
+        if let Some(c) = idlest {
+            c.evicted.store(true, Ordering::Relaxed);
+            c.evict.notify_one();
+        }
+    }
+}
+
+/// A request under way on its connection, until its answer is dropped.
+struct Busy(Arc<ConnState>);
+
+impl Busy {
+    fn new(state: Arc<ConnState>) -> Busy {
+        state.busy.fetch_add(1, Ordering::AcqRel);
+        Busy(state)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.idle_since.store(millis(), Ordering::Relaxed);
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// A failed `accept`: a connection reset before it was taken is nothing;

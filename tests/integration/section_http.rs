@@ -780,3 +780,79 @@ fn a_rescan_out_of_descriptors_forgets_no_cell() {
         daemon.log()
     );
 }
+
+/// A caller that holds every place by asking a little now and then (well
+/// within the header deadline) does not lock others out: a new connection
+/// takes the place of the one between requests the longest.
+#[test]
+fn callers_that_hold_every_place_give_way_to_a_new_one() {
+    use std::io::{BufRead, BufReader, Write};
+    let env = env();
+    let server = env.spawn_daemon_cmd(with_128_files(env.command(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+    ])));
+    server.wait_log("serving http://", WAIT);
+    let addr = address(&server.log());
+    // 64 kept-alive connections (every place), each asking every second.
+    let mut holders = Vec::new();
+    for _ in 0..64 {
+        let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        write!(s, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").expect("ask");
+        holders.push(BufReader::new(s));
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let rounds = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let holding = {
+        let (stop, rounds) = (stop.clone(), rounds.clone());
+        std::thread::spawn(move || {
+            let mut held = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                held = 0;
+                for r in &mut holders {
+                    // Read the answer (to its `ok` body), ask again.
+                    let mut answered = false;
+                    let mut line = String::new();
+                    while r.read_line(&mut line).is_ok_and(|n| n > 0) {
+                        if line.trim() == "ok" {
+                            answered = true;
+                            break;
+                        }
+                        line.clear();
+                    }
+                    if answered
+                        && write!(r.get_mut(), "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").is_ok()
+                    {
+                        held += 1;
+                    }
+                }
+                if held == 64 {
+                    rounds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            held
+        })
+    };
+    // Once they hold every place, a newcomer is answered at once, again
+    // and again.
+    crate::harness::wait_for("the holders to hold every place", WAIT, || {
+        rounds.load(std::sync::atomic::Ordering::Relaxed) > 0
+    });
+    for _ in 0..5 {
+        let started = Instant::now();
+        assert_eq!(get(&addr, "/healthz", None).status, 200);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "answered after {:?}",
+            started.elapsed()
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let held = holding.join().expect("holders");
+    // The newcomers took the places of a few; the rest went on.
+    assert!(held >= 50, "only {held} holders went on");
+}
