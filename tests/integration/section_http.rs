@@ -656,6 +656,18 @@ fn idle_connections_neither_starve_the_daemon_nor_hold_the_face() {
     assert_eq!(get(&addr, "/healthz", None).status, 200);
 }
 
+/// `serve` with 128 descriptors: 64 connection places.
+fn serve_with_64_places(env: &Env) -> (Daemon, String) {
+    let server = env.spawn_daemon_cmd(with_128_files(env.command(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+    ])));
+    server.wait_log("serving http://", WAIT);
+    let addr = address(&server.log());
+    (server, addr)
+}
+
 /// `cmd` with at most 128 descriptors (soft and hard): the server's cap on
 /// connections is then its least, 64.
 fn with_128_files(mut cmd: std::process::Command) -> std::process::Command {
@@ -686,13 +698,7 @@ fn callers_that_never_read_lose_their_connections() {
     };
     use std::io::Write;
     let env = env();
-    let server = env.spawn_daemon_cmd(with_128_files(env.command(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-    ])));
-    server.wait_log("serving http://", WAIT);
-    let addr = address(&server.log());
+    let (_server, addr) = serve_with_64_places(&env);
     let sock: std::net::SocketAddrV4 = addr.parse().expect("address");
     let asks = "GET /assets/app.js HTTP/1.1\r\nHost: x\r\n\r\n".repeat(300);
     let mut stalled = Vec::new();
@@ -788,13 +794,7 @@ fn a_rescan_out_of_descriptors_forgets_no_cell() {
 fn callers_that_hold_every_place_give_way_to_a_new_one() {
     use std::io::{BufRead, BufReader, Write};
     let env = env();
-    let server = env.spawn_daemon_cmd(with_128_files(env.command(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-    ])));
-    server.wait_log("serving http://", WAIT);
-    let addr = address(&server.log());
+    let (_server, addr) = serve_with_64_places(&env);
     // 64 kept-alive connections (every place), each asking every second.
     let mut holders = Vec::new();
     for _ in 0..64 {
