@@ -3,9 +3,10 @@
 //!
 //! With `[http] listen` the server shares the daemon's descriptor table,
 //! and on loopback every agent of the host can reach it. So a connection
-//! holds a permit for its life and, when none is left, `accept` waits: new
-//! connections queue in the kernel instead of taking descriptors the
-//! supervisor needs for heartbeat files. And a connection that does not
+//! holds a permit for its life and, when none is left, the one connection
+//! just accepted waits for a place (see [`serve`]) and the rest queue in
+//! the kernel instead of taking descriptors the supervisor needs for
+//! heartbeat files. And a connection that does not
 //! send a request's headers within [`HEADER_TIME`] (the first request, or
 //! the next on a kept-alive one), or whose socket takes none of an answer
 //! for [`WRITE_TIME`] (a caller that pipelines requests and never reads, a
